@@ -1,0 +1,455 @@
+"""``psi-share``: run a federated PSI node from the command line.
+
+Exit codes: 0 success; 1 an error (message on stderr); 2 bad usage;
+3 a job run that completed only partially (some peers failed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+from rich.logging import RichHandler
+
+from .. import __version__
+from ..errors import PsiShareError
+from ..identifiers import KINDS
+from ..node.home import NodeHome, init_home
+from ..node.jobs import load_job
+from ..node.node import Node
+from ..protocols.psi import Mode
+from ..store import ImportMode
+from .output import emit, emit_object, err_console, format_option
+
+EXIT_ERROR, EXIT_PARTIAL = 1, 3
+DEFAULT_HOME = str(Path("~/.psi-share").expanduser())
+
+
+def _when(ts: float | None) -> str:
+    return "" if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _kinds(value: str) -> list[str]:
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise click.BadParameter(f"unknown kind(s) {', '.join(unknown)}; known: {', '.join(sorted(KINDS))}")
+    if not kinds:
+        raise click.BadParameter("name at least one kind")
+    return kinds
+
+
+class Ctx:
+    def __init__(self, home: Path, log_level: str | None) -> None:
+        self.home = home
+        self.log_level = log_level
+
+    def node(self) -> Node:
+        node = Node.open(self.home)
+        _setup_logging(self.log_level or node.config.log_level)
+        return node
+
+
+def _setup_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, RichHandler) for h in root.handlers):
+        root.addHandler(RichHandler(console=err_console, show_path=False, rich_tracebacks=False))
+    root.setLevel(level)
+    logging.getLogger("psi_share").setLevel(level)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+class _Group(click.Group):
+    """Turns psi-share errors into one clear line and exit code 1."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except PsiShareError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            sys.exit(EXIT_ERROR)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--home", type=click.Path(path_type=Path), envvar="PSI_SHARE_HOME", default=DEFAULT_HOME, show_default=True,
+    help="Node home folder (config.toml, keys/, store.sqlite3). Env: PSI_SHARE_HOME.",
+)
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None,
+              help="Override [node] log_level for this command.")
+@click.version_option(__version__, prog_name="psi-share")
+@click.pass_context
+def cli(ctx: click.Context, home: Path, log_level: str | None) -> None:
+    """Find the actors that attack several labs, without revealing customer data.
+
+    Each lab runs a node holding its data locally. Nodes match with private set
+    intersection (ECDH, OpenMined PSI): raw identifiers never leave a node.
+    Start with 'psi-share init', import data, add peers, then 'serve' and 'match'.
+    """
+    ctx.obj = Ctx(home, log_level)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--listen", default="127.0.0.1:7400", show_default=True, help="Address 'serve' binds (HOST:PORT).")
+@click.option("--force", is_flag=True, help="Overwrite an existing config.toml (keys and store are kept).")
+@pass_ctx
+def init(c: Ctx, name: str, listen: str, force: bool) -> None:
+    """Create a node home for the lab called NAME.
+
+    Writes config.toml (every key commented), an Ed25519 node identity key in
+    keys/ (mode 0600) and an empty SQLite store.
+    """
+    home = init_home(c.home, name, listen, force=force)
+    click.echo(f"created node {name!r} in {home.path}")
+    click.echo(f"identity key fingerprint: {home.identity_fingerprint()}")
+
+
+# -- node ---------------------------------------------------------------------
+
+
+@cli.group()
+def node() -> None:
+    """Inspect this node."""
+
+
+@node.command("info")
+@format_option
+@pass_ctx
+def node_info(c: Ctx, fmt: str) -> None:
+    """Show this node's name, settings, datasets and peers."""
+    with c.node() as n:
+        cfg = n.config
+        emit_object(
+            {
+                "name": cfg.name,
+                "home": str(n.home.path),
+                "listen": cfg.listen,
+                "identity_fingerprint": n.home.identity_fingerprint(),
+                "false_positive_rate": cfg.matching.false_positive_rate,
+                "max_set_size": cfg.matching.max_set_size,
+                "workers": cfg.matching.workers,
+                "exposed_datasets": list(cfg.exposure.datasets),
+                "exposed_kinds": list(cfg.exposed_kinds()),
+                "reveal_allowed": cfg.exposure.reveal,
+                "datasets": [d.name for d in n.store.datasets()],
+                "peers": [p.name for p in n.store.peers()],
+                "software_version": __version__,
+            },
+            fmt,
+            title=f"node {cfg.name}",
+        )
+
+
+# -- data ---------------------------------------------------------------------
+
+
+@cli.group()
+def data() -> None:
+    """Import and list the lab's datasets (they never leave the node)."""
+
+
+@data.command("import")
+@click.argument("dataset")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--replace", "mode", flag_value=ImportMode.REPLACE.value, help="Replace the dataset's contents.")
+@click.option("--append", "mode", flag_value=ImportMode.APPEND.value, help="Add to the dataset's contents.")
+@format_option
+@pass_ctx
+def data_import(c: Ctx, dataset: str, file: Path, mode: str | None, fmt: str) -> None:
+    """Import FILE (CSV or JSON Lines) into DATASET, all or nothing.
+
+    \b
+    CSV: header 'actor_id,kind,value', one identifier per row.
+    JSONL: {"actor_id": "a-1", "identifiers": [{"kind": "email", "value": "..."}]} per line.
+
+    Every value is canonicalized on import; a bad row stops the import with
+    its file and line and nothing is written. When DATASET already holds
+    actors, say --replace or --append.
+    """
+    with c.node() as n:
+        s = n.import_file(dataset, file, ImportMode(mode) if mode else None)
+        emit_object(
+            {"dataset": s.dataset, "file": s.path, "rows": s.rows, "actors": s.actors,
+             "identifiers": s.identifiers, "duplicates_collapsed": s.duplicates,
+             "actors_added": s.actors_added, "identifiers_added": s.identifiers_added},
+            fmt, title="import",
+        )
+
+
+@data.command("list")
+@format_option
+@pass_ctx
+def data_list(c: Ctx, fmt: str) -> None:
+    """List datasets with actor and identifier counts per kind."""
+    with c.node() as n:
+        exposed = set(n.config.exposure.datasets)
+        rows = [
+            {"dataset": d.name, "actors": d.actors, "identifiers": d.identifiers, "kinds": d.kinds,
+             "revision": d.revision, "exposed_to_peers": d.name in exposed, "updated": _when(d.updated_at)}
+            for d in n.store.datasets()
+        ]
+        emit(rows, ("dataset", "actors", "identifiers", "kinds", "revision", "exposed_to_peers", "updated"), fmt, "datasets")
+
+
+@data.command("delete")
+@click.argument("dataset")
+@click.confirmation_option(prompt="Delete this dataset and all its identifiers?")
+@pass_ctx
+def data_delete(c: Ctx, dataset: str) -> None:
+    """Delete DATASET and its identifiers (match history is kept)."""
+    with c.node() as n:
+        n.store.delete_dataset(dataset)
+        click.echo(f"deleted dataset {dataset}")
+
+
+# -- peers --------------------------------------------------------------------
+
+
+@cli.group()
+def peers() -> None:
+    """Manage the peer labs this node talks to."""
+
+
+@peers.command("add")
+@click.argument("name")
+@click.argument("address")
+@click.option("--note", default="", help="Free text kept with the peer.")
+@click.option("--replace", is_flag=True, help="Change the address of an existing peer.")
+@pass_ctx
+def peers_add(c: Ctx, name: str, address: str, note: str, replace: bool) -> None:
+    """Add peer NAME reachable at ADDRESS (HOST:PORT).
+
+    Only known peers may open sessions with this node, and a node only
+    matches against known peers.
+    """
+    if ":" not in address:
+        raise click.BadParameter("ADDRESS must be HOST:PORT", param_hint="ADDRESS")
+    with c.node() as n:
+        if name == n.config.name:
+            raise click.BadParameter("a node cannot be its own peer", param_hint="NAME")
+        n.store.add_peer(name, address, now=n.clock(), note=note, replace=replace)
+        click.echo(f"peer {name} at {address}")
+
+
+@peers.command("list")
+@format_option
+@pass_ctx
+def peers_list(c: Ctx, fmt: str) -> None:
+    """List known peers."""
+    with c.node() as n:
+        rows = [{"peer": p.name, "address": p.address, "added": _when(p.added_at), "note": p.note} for p in n.store.peers()]
+        emit(rows, ("peer", "address", "added", "note"), fmt, "peers")
+
+
+@peers.command("remove")
+@click.argument("name")
+@pass_ctx
+def peers_remove(c: Ctx, name: str) -> None:
+    """Forget peer NAME (its past sessions stay on record)."""
+    with c.node() as n:
+        n.store.remove_peer(name)
+        click.echo(f"removed peer {name}")
+
+
+@peers.command("check")
+@click.argument("name")
+@format_option
+@pass_ctx
+def peers_check(c: Ctx, name: str, fmt: str) -> None:
+    """Contact peer NAME: what it exposes, and whether our canonicalization versions agree."""
+    from ..identifiers import canonical_versions
+
+    with c.node() as n, n.peer_client(name, timeout=15) as client:
+        info = client.node_info()
+        ours = canonical_versions()
+        theirs = {kv.kind: kv.version for kv in info.canonicalization}
+        mismatched = sorted(k for k in ours if k in theirs and theirs[k] != ours[k])
+        emit_object(
+            {"peer": name, "node_name": info.node_name, "software_version": info.software_version,
+             "openmined_psi_version": info.openmined_psi_version, "protocols": list(info.protocols),
+             "exposed": {d.name: ",".join(d.kinds) for d in info.datasets},
+             "canonicalization_mismatch": mismatched or "none"},
+            fmt, title=f"peer {name}",
+        )
+        if info.node_name != name:
+            raise PsiShareError(f"peer at {client.address} calls itself {info.node_name!r}, not {name!r}")
+
+
+# -- serve and match ----------------------------------------------------------
+
+
+@cli.command()
+@click.option("--listen", default=None, help="Override [node] listen (HOST:PORT; port 0 picks one).")
+@pass_ctx
+def serve(c: Ctx, listen: str | None) -> None:
+    """Serve peers until SIGINT/SIGTERM, then shut down gracefully.
+
+    Exposed datasets' filters are prepared at start, so the first match does
+    not wait for them. Health (grpc.health.v1) and server reflection are on.
+    """
+    with c.node() as n:
+        running = n.serve(listen)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        click.echo(f"psi-share node {n.config.name} listening on port {running.port}", err=True)
+        sys.stderr.flush()
+        stop.wait()
+        logging.getLogger("psi_share.node").info("shutting down")
+        running.stop(grace=10)
+
+
+@cli.command()
+@click.argument("peer")
+@click.option("--dataset", default="flagged", show_default=True, help="Our dataset to match.")
+@click.option("--peer-dataset", default=None, help="The peer's dataset (default: same name as --dataset).")
+@click.option("--kinds", required=True, help="Comma-separated identifier kinds, e.g. email,phone,ip_prefix.")
+@click.option("--count", "count_only", is_flag=True, help="Learn only how many items match, not which.")
+@format_option
+@pass_ctx
+def match(c: Ctx, peer: str, dataset: str, peer_dataset: str | None, kinds: str, count_only: bool, fmt: str) -> None:
+    """Match our DATASET against PEER's dataset with private set intersection.
+
+    We learn which of our actors match (or only the count with --count); the
+    peer learns our set size. Results are stored; see 'results show'.
+    """
+    with c.node() as n:
+        o = n.match(peer, dataset=dataset, peer_dataset=peer_dataset, kinds=_kinds(kinds),
+                    mode=Mode.COUNT if count_only else Mode.REVEAL)
+        emit_object(
+            {"session": o.session_id, "peer": o.peer, "our_items": o.requester_set_size,
+             "matching_items": o.count, "matching_actors": o.matched_actors,
+             "false_positive_rate": o.false_positive_rate, "seconds": round(o.seconds, 3)},
+            fmt, title=f"match with {peer}",
+        )
+
+
+# -- results ------------------------------------------------------------------
+
+
+@cli.group()
+def results() -> None:
+    """Read stored match results."""
+
+
+@results.command("sessions")
+@click.option("--limit", default=50, show_default=True)
+@format_option
+@pass_ctx
+def results_sessions(c: Ctx, limit: int, fmt: str) -> None:
+    """List recent sessions, as requester and as responder."""
+    with c.node() as n:
+        rows = [
+            {"session": s.id, "role": s.role, "peer": s.peer, "dataset": s.local_dataset, "mode": s.mode,
+             "status": s.status, "set_size": s.requester_set_size, "matched": s.matched_count,
+             "started": _when(s.started_at), "error": s.error}
+            for s in n.store.sessions(limit=limit)
+        ]
+        emit(rows, ("session", "role", "peer", "dataset", "mode", "status", "set_size", "matched", "started", "error"), fmt, "sessions")
+
+
+@results.command("show")
+@click.argument("session")
+@format_option
+@pass_ctx
+def results_show(c: Ctx, session: str, fmt: str) -> None:
+    """Show which of our actors matched in SESSION (id or unique prefix), by kind."""
+    with c.node() as n:
+        s = n.store.session(session)
+        if s.role != "requester":
+            raise PsiShareError(f"session {s.id} was answered by this node: it learned only the set size ({s.requester_set_size})")
+        by_actor: dict[str, list[str]] = {}
+        for m in n.store.matches([s.id]):
+            by_actor.setdefault(m.actor_id, []).append(m.kind)
+        rows = [{"actor_id": a, "peer": s.peer, "kinds": k} for a, k in sorted(by_actor.items())]
+        if s.mode == "count":
+            click.echo(f"session {s.id} was count-only: {s.matched_count} matching items", err=True)
+        emit(rows, ("actor_id", "peer", "kinds"), fmt, f"session {s.id} with {s.peer}: {s.status}")
+
+
+@results.command("run")
+@click.argument("run_id")
+@click.option("--min-peers", default=1, show_default=True, help="Only actors matched by at least this many peers.")
+@format_option
+@pass_ctx
+def results_run(c: Ctx, run_id: str, min_peers: int, fmt: str) -> None:
+    """Per actor, the peers that matched it in job run RUN_ID."""
+    with c.node() as n:
+        run = n.store.job_run(run_id)
+        attribution = n.attribution(run.id)
+        rows = [{"actor_id": a, "peers": list(p), "peer_count": len(p)} for a, p in attribution.items() if len(p) >= min_peers]
+        emit(rows, ("actor_id", "peer_count", "peers"), fmt, f"job {run.job_name} run {run.id}: {run.status}")
+
+
+# -- jobs ---------------------------------------------------------------------
+
+
+@cli.group()
+def job() -> None:
+    """Run joint matching jobs described by a TOML job file."""
+
+
+@job.command("run")
+@click.argument("jobfile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@format_option
+@pass_ctx
+def job_run(c: Ctx, jobfile: Path, fmt: str) -> None:
+    """Run this node's side of JOBFILE: match against every other participant.
+
+    Stores one run with a session per peer. Exit code 0 when every peer
+    matched, 3 when some failed (partial), 1 when all failed.
+    """
+    spec = load_job(jobfile)
+    with c.node() as n:
+        result = n.run_job(spec)
+        rows = [
+            {"peer": r.peer, "status": r.status, "session": r.session_id, "matching_items": r.count,
+             "matching_actors": r.matched_actors, "seconds": round(r.seconds, 2), "error": r.error}
+            for r in result.peers
+        ]
+        if fmt == "json":
+            import json
+
+            click.echo(json.dumps({
+                "run_id": result.run_id, "job": result.job, "status": result.status, "peers": rows,
+                "attribution": {a: list(p) for a, p in result.attribution.items()},
+                "seen_at_2_or_more": result.seen_at(2),
+            }, indent=2))
+        else:
+            emit(rows, ("peer", "status", "session", "matching_items", "matching_actors", "seconds", "error"), fmt,
+                 f"job {result.job} run {result.run_id}: {result.status}")
+            if fmt == "table":
+                click.echo(f"actors matched by any peer: {len(result.attribution)}; "
+                           f"seen at >= 2 other labs: {len(result.seen_at(2))}")
+        if result.status == "partial":
+            sys.exit(EXIT_PARTIAL)
+        if result.status == "failed":
+            sys.exit(EXIT_ERROR)
+
+
+@job.command("runs")
+@click.option("--job", "job_name", default=None, help="Only runs of this job.")
+@format_option
+@pass_ctx
+def job_runs(c: Ctx, job_name: str | None, fmt: str) -> None:
+    """List stored job runs."""
+    with c.node() as n:
+        rows = [{"run": r.id, "job": r.job_name, "status": r.status, "started": _when(r.started_at),
+                 "finished": _when(r.finished_at), "error": r.error} for r in n.store.job_runs(job_name)]
+        emit(rows, ("run", "job", "status", "started", "finished", "error"), fmt, "job runs")
+
+
+def main() -> None:
+    cli(prog_name="psi-share")
+
+
+if __name__ == "__main__":
+    main()

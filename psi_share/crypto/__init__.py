@@ -1,0 +1,1 @@
+"""Cryptographic helpers: OpenMined PSI driven in parallel, key generation."""

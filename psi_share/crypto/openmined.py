@@ -1,0 +1,168 @@
+"""OpenMined PSI (ECDH on P-256) driven over chunks on several threads.
+
+OpenMined's client/server objects are not thread-safe: one object used from two
+threads aborts the process. The library releases the GIL, though, so separate
+objects on separate threads really do run in parallel. Every chunk here gets
+its own object, built from the same private key with ``CreateFromKey``; no
+object ever outlives the call that made it or crosses a thread.
+
+The concatenation of per-chunk results is exactly what one object would have
+produced on the whole set, except that a count-only response must not keep
+the request's order (that order would tell the requester which of its items
+matched): OpenMined sorts a count-only response, so after joining chunks we
+sort the whole response again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import TypeVar
+
+import private_set_intersection.python as openmined
+from private_set_intersection.python import Request, Response, ServerSetup
+
+from ..errors import LocalProtocolError, RemoteProtocolError
+
+OPENMINED_PSI_VERSION: str = openmined.__version__
+
+# Order of the NIST P-256 group: OpenMined keys are scalars in [1, order).
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+# A blinded element is a compressed P-256 point: 0x02/0x03 prefix + 32 bytes.
+POINT_BYTES = 33
+
+# Below this many items a chunk is not worth a thread hand-off.
+MIN_CHUNK_ITEMS = 2048
+
+T = TypeVar("T")
+
+
+def new_private_key(random_bytes: Callable[[int], bytes]) -> bytes:
+    """Draw a P-256 scalar in [1, order) by rejection from ``random_bytes``.
+
+    The randomness is passed in (never reached for) so callers decide the
+    source; production uses ``secrets.token_bytes``.
+    """
+    while True:
+        candidate = random_bytes(32)
+        value = int.from_bytes(candidate, "big")
+        if 1 <= value < P256_ORDER:
+            return candidate
+
+
+def _spans(n: int, workers: int) -> list[tuple[int, int]]:
+    parts = max(1, min(workers, n // MIN_CHUNK_ITEMS))
+    step, extra = divmod(n, parts)
+    spans, start = [], 0
+    for i in range(parts):
+        end = start + step + (1 if i < extra else 0)
+        spans.append((start, end))
+        start = end
+    return spans
+
+
+class OpenMinedEngine:
+    """Runs OpenMined PSI steps chunk-parallel on an executor.
+
+    ``executor`` is owned by the caller (the node shares one across sessions);
+    with ``workers == 1`` or no executor everything runs on the calling thread.
+    """
+
+    def __init__(self, executor: Executor | None = None, workers: int = 1) -> None:
+        self._executor = executor
+        self._workers = max(1, workers)
+
+    def _map(self, fn: Callable[[int, int], T], n: int) -> list[T]:
+        spans = _spans(n, self._workers)
+        if self._executor is None or len(spans) == 1:
+            return [fn(a, b) for a, b in spans]
+        futures = [self._executor.submit(fn, a, b) for a, b in spans]
+        return [f.result() for f in futures]
+
+    # -- requester (OpenMined "client") ---------------------------------
+
+    def blind(self, key: bytes, items: Sequence[str], reveal: bool) -> Request:
+        """H(x)^k for every item, in order: the requester's request."""
+
+        def work(a: int, b: int) -> list[bytes]:
+            client = openmined.client.CreateFromKey(key, reveal)
+            return list(client.CreateRequest(list(items[a:b])).encrypted_elements)
+
+        request = Request(reveal_intersection=reveal)
+        for part in self._map(work, len(items)):
+            request.encrypted_elements.extend(part)
+        return request
+
+    def intersect(
+        self, key: bytes, setup: ServerSetup, response: Response, reveal: bool
+    ) -> list[int] | int:
+        """Indices of matching request items (reveal) or their number.
+
+        Raises RemoteProtocolError when the peer's setup or response cannot be
+        decoded (bad points, an empty setup).
+        """
+        elements = response.encrypted_elements
+
+        def work(a: int, b: int) -> list[int] | int:
+            client = openmined.client.CreateFromKey(key, reveal)
+            part = Response(encrypted_elements=elements[a:b])
+            if not reveal:
+                return _remote(lambda: client.GetIntersectionSize(setup, part), "response")
+            found = _remote(lambda: client.GetIntersection(setup, part), "response")
+            return [a + i for i in found]
+
+        parts = self._map(work, len(elements))
+        if not reveal:
+            return sum(p for p in parts if isinstance(p, int))
+        return sorted(i for p in parts if isinstance(p, list) for i in p)
+
+    # -- responder (OpenMined "server") ---------------------------------
+
+    def setup(
+        self, key: bytes, items: Sequence[str], fpr: float, max_requester_items: int
+    ) -> ServerSetup:
+        """The Golomb-compressed set of H(y)^k over the responder's items.
+
+        ``fpr`` bounds the probability that a query of ``max_requester_items``
+        items yields any false positive, i.e. the expected number of false
+        matches over a whole requester set of at most that size.
+        """
+        server = openmined.server.CreateFromKey(key, True)
+        return server.CreateSetupMessage(fpr, max_requester_items, list(items))
+
+    def process(self, key: bytes, request: Request, reveal: bool) -> Response:
+        """Raise every blinded requester element to the responder's key."""
+        if request.reveal_intersection != reveal:
+            raise RemoteProtocolError(
+                "request's reveal_intersection does not match the session's mode"
+            )
+        elements = request.encrypted_elements
+
+        def work(a: int, b: int) -> list[bytes]:
+            server = openmined.server.CreateFromKey(key, reveal)
+            part = Request(reveal_intersection=reveal, encrypted_elements=elements[a:b])
+            return list(_remote(lambda: server.ProcessRequest(part), "request").encrypted_elements)
+
+        response = Response()
+        parts = self._map(work, len(elements))
+        joined = [e for part in parts for e in part]
+        if not reveal:
+            joined.sort()  # hide which request position each element came from
+        response.encrypted_elements.extend(joined)
+        return response
+
+
+def _remote(fn: Callable[[], T], what: str) -> T:
+    """Run an OpenMined step on peer data; its failures are the peer's fault."""
+    try:
+        return fn()
+    except RuntimeError as exc:
+        raise RemoteProtocolError(f"peer's {what} could not be processed: {exc}") from None
+
+
+def check_key(key: bytes) -> None:
+    """Raise LocalProtocolError unless ``key`` is a valid P-256 scalar."""
+    value = int.from_bytes(key, "big")
+    if len(key) != 32 or not 1 <= value < P256_ORDER:
+        raise LocalProtocolError("PSI private key must be a 32-byte scalar in [1, order)")

@@ -1,0 +1,1 @@
+"""Node wiring: config, home, responder, requester, jobs."""

@@ -1,0 +1,194 @@
+"""A node's TOML configuration: parsing, validation and defaults.
+
+Every key is documented in the README ("Configuration"). Unknown sections or
+keys are errors, not silently ignored: a typo in a security setting must not
+fall back to a default without anyone noticing.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..identifiers import KINDS, CanonicalizationContext
+from ..protocols.psi import DEFAULT_FALSE_POSITIVE_RATE
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    false_positive_rate: float = DEFAULT_FALSE_POSITIVE_RATE
+    max_set_size: int = 1_000_000
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class ExposureConfig:
+    datasets: tuple[str, ...] = ("flagged",)
+    kinds: tuple[str, ...] = ()  # empty: every kind
+    reveal: bool = True
+
+
+@dataclass(frozen=True)
+class SessionsConfig:
+    ttl_seconds: int = 900
+    max_open: int = 64
+    setup_lifetime_seconds: int = 86_400
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    listen: str = "127.0.0.1:7400"
+    default_phone_region: str = "US"
+    log_level: str = "INFO"
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
+    exposure: ExposureConfig = field(default_factory=ExposureConfig)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
+
+    @property
+    def canonicalization(self) -> CanonicalizationContext:
+        return CanonicalizationContext(default_phone_region=self.default_phone_region)
+
+    def exposed_kinds(self) -> tuple[str, ...]:
+        return self.exposure.kinds or tuple(sorted(KINDS))
+
+
+def render_config(name: str, listen: str) -> str:
+    """The commented config.toml that ``psi-share init`` writes."""
+    d, m, e, s = NodeConfig(name=name), MatchingConfig(), ExposureConfig(), SessionsConfig()
+    return f"""# psi-share node configuration. Every key is described in the README.
+
+[node]
+name = "{name}"              # this lab's name, as peers know it
+listen = "{listen}"  # address 'psi-share serve' binds
+log_level = "{d.log_level}"
+
+[identifiers]
+default_phone_region = "{d.default_phone_region}"  # region for phone numbers without +country
+
+[matching]
+# Expected number of false matches over a requester's whole set (of up to
+# max_set_size items) stays below this.
+false_positive_rate = {m.false_positive_rate:g}
+max_set_size = {m.max_set_size}   # largest set a peer may send, and we may send
+workers = {m.workers}              # threads for blinding; one OpenMined object each
+
+[exposure]
+datasets = {_toml_list(e.datasets)}  # what peers may match against
+kinds = []                 # identifier kinds peers may match on; empty = all
+reveal = {str(e.reveal).lower()}              # false: peers learn only counts
+
+[sessions]
+ttl_seconds = {s.ttl_seconds}               # an abandoned session is dropped after this
+max_open = {s.max_open}                   # concurrent sessions this node serves
+setup_lifetime_seconds = {s.setup_lifetime_seconds}  # prepared filters (and their keys) are rotated after this
+"""
+
+
+def _toml_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f'"{v}"' for v in values) + "]"
+
+
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "node": {"name": str, "listen": str, "log_level": str},
+    "identifiers": {"default_phone_region": str},
+    "matching": {"false_positive_rate": float, "max_set_size": int, "workers": int},
+    "exposure": {"datasets": list, "kinds": list, "reveal": bool},
+    "sessions": {"ttl_seconds": int, "max_open": int, "setup_lifetime_seconds": int},
+}
+
+
+def load_config(path: Path) -> NodeConfig:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (run 'psi-share init')") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def parse_config(data: dict[str, Any], where: str) -> NodeConfig:
+    _check_shape(data, where)
+    node = data.get("node", {})
+    if "name" not in node:
+        raise ConfigError(f"{where}: [node] name is required")
+    m, e, s = data.get("matching", {}), data.get("exposure", {}), data.get("sessions", {})
+    cfg = NodeConfig(
+        name=node["name"],
+        listen=node.get("listen", NodeConfig.listen),
+        log_level=node.get("log_level", NodeConfig.log_level).upper(),
+        default_phone_region=data.get("identifiers", {}).get("default_phone_region", "US"),
+        matching=MatchingConfig(
+            false_positive_rate=float(m.get("false_positive_rate", DEFAULT_FALSE_POSITIVE_RATE)),
+            max_set_size=m.get("max_set_size", MatchingConfig.max_set_size),
+            workers=m.get("workers", MatchingConfig.workers),
+        ),
+        exposure=ExposureConfig(
+            datasets=tuple(e.get("datasets", ExposureConfig.datasets)),
+            kinds=tuple(e.get("kinds", ())),
+            reveal=e.get("reveal", ExposureConfig.reveal),
+        ),
+        sessions=SessionsConfig(
+            ttl_seconds=s.get("ttl_seconds", SessionsConfig.ttl_seconds),
+            max_open=s.get("max_open", SessionsConfig.max_open),
+            setup_lifetime_seconds=s.get("setup_lifetime_seconds", SessionsConfig.setup_lifetime_seconds),
+        ),
+    )
+    _check_values(cfg, where)
+    return cfg
+
+
+def _check_shape(data: dict[str, Any], where: str) -> None:
+    for section, body in data.items():
+        if section not in _SCHEMA:
+            raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(_SCHEMA)})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: [{section}] must be a table")
+        for key, value in body.items():
+            expected = _SCHEMA[section].get(key)
+            if expected is None:
+                raise ConfigError(f"{where}: unknown key [{section}] {key}")
+            ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+            if expected is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not ok:
+                raise ConfigError(f"{where}: [{section}] {key} must be of type {expected.__name__}")
+            if expected is list and not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: [{section}] {key} must be a list of strings")
+
+
+def _check_values(cfg: NodeConfig, where: str) -> None:
+    from ..store.db import NAME_PATTERN
+
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{where}: {key} {why}")
+
+    if not NAME_PATTERN.match(cfg.name):
+        raise bad("[node] name", "must be lowercase letters, digits, '-' or '_', starting with a letter")
+    if ":" not in cfg.listen:
+        raise bad("[node] listen", "must be HOST:PORT")
+    if cfg.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise bad("[node] log_level", "must be DEBUG, INFO, WARNING or ERROR")
+    try:
+        cfg.canonicalization
+    except ValueError as exc:
+        raise bad("[identifiers] default_phone_region", str(exc)) from None
+    if not 0 < cfg.matching.false_positive_rate < 1:
+        raise bad("[matching] false_positive_rate", "must be in (0, 1)")
+    if cfg.matching.max_set_size < 1:
+        raise bad("[matching] max_set_size", "must be at least 1")
+    if not 1 <= cfg.matching.workers <= 64:
+        raise bad("[matching] workers", "must be between 1 and 64")
+    for kind in cfg.exposure.kinds:
+        if kind not in KINDS:
+            raise bad("[exposure] kinds", f"names unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})")
+    for ds in cfg.exposure.datasets:
+        if not NAME_PATTERN.match(ds):
+            raise bad("[exposure] datasets", f"holds an invalid dataset name {ds!r}")
+    for key in ("ttl_seconds", "max_open", "setup_lifetime_seconds"):
+        if getattr(cfg.sessions, key) < 1:
+            raise bad(f"[sessions] {key}", "must be at least 1")

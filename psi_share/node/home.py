@@ -1,0 +1,93 @@
+"""A node home: the folder holding one node's config, keys and store.
+
+Layout::
+
+    HOME/config.toml        node configuration (TOML)
+    HOME/store.sqlite3      datasets, peers, sessions, results, job runs
+    HOME/keys/              private keys, mode 0700; files 0600
+    HOME/keys/node_identity.key   Ed25519 key naming this node installation
+
+Chosen with ``--home`` or ``PSI_SHARE_HOME``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ..errors import ConfigError
+from .config import NodeConfig, load_config, parse_config, render_config
+
+CONFIG_FILE = "config.toml"
+STORE_FILE = "store.sqlite3"
+KEYS_DIR = "keys"
+IDENTITY_KEY = "node_identity.key"
+
+
+@dataclass(frozen=True)
+class NodeHome:
+    path: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def store_path(self) -> Path:
+        return self.path / STORE_FILE
+
+    @property
+    def keys_path(self) -> Path:
+        return self.path / KEYS_DIR
+
+    def load_config(self) -> NodeConfig:
+        if not self.config_path.exists():
+            raise ConfigError(
+                f"{self.path} is not a psi-share node home (no {CONFIG_FILE}); create one with 'psi-share init'"
+            )
+        return load_config(self.config_path)
+
+    def identity_fingerprint(self) -> str:
+        """SHA-256 of the node identity public key (hex, first 32 chars)."""
+        pem = (self.keys_path / IDENTITY_KEY).read_bytes()
+        key = serialization.load_pem_private_key(pem, password=None)
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def init_home(path: Path, name: str, listen: str, *, force: bool = False) -> NodeHome:
+    """Create a node home; refuses to overwrite an existing one unless ``force``."""
+    home = NodeHome(path)
+    if home.config_path.exists() and not force:
+        raise ConfigError(f"{path} already holds a node ({CONFIG_FILE} exists); use --force to overwrite its config")
+    text = render_config(name, listen)
+    import tomllib
+
+    parse_config(tomllib.loads(text), "generated config")  # validates name and listen
+    path.mkdir(parents=True, exist_ok=True)
+    home.keys_path.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(home.keys_path, 0o700)
+    key_file = home.keys_path / IDENTITY_KEY
+    if not key_file.exists():
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        _write_private(key_file, pem)
+    tmp = home.config_path.with_suffix(".toml.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(home.config_path)
+    from ..store import Store
+
+    Store(home.store_path).close()
+    return home
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)

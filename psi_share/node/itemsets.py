@@ -1,0 +1,33 @@
+"""Turning stored identifiers into the distinct items a protocol matches on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..identifiers import domain_separated_item
+from ..store.db import IdentifierRow
+
+
+@dataclass(frozen=True)
+class ItemSet:
+    """Distinct domain-separated items, and which (actor, kind) each came from.
+
+    Several actors can share one identifier (two accounts paying with one
+    card): the item is sent once and a match counts for every owner.
+    """
+
+    items: tuple[str, ...]
+    owners: tuple[tuple[tuple[str, str], ...], ...]  # per item: (actor_id, kind) pairs
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def build_item_set(rows: Iterable[IdentifierRow]) -> ItemSet:
+    owners: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        item = domain_separated_item(row.kind, row.canonical, row.version)
+        owners.setdefault(item, []).append((row.actor_id, row.kind))
+    ordered = sorted(owners)
+    return ItemSet(tuple(ordered), tuple(tuple(owners[i]) for i in ordered))

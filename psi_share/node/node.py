@@ -1,0 +1,212 @@
+"""A psi-share node: config, store, responder and requester wired together.
+
+This is the documented Python API the CLI calls; a lab's own pipelines can
+import it the same way::
+
+    from psi_share import Node
+    with Node.open("/srv/psi-share") as node:
+        node.import_file("flagged", Path("flagged.csv"), ImportMode.REPLACE)
+        outcome = node.match("lab-b", dataset="flagged", kinds=["email", "phone"])
+
+Clocks and randomness are parameters (defaults: wall clock, ``secrets``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
+from ..crypto.openmined import OpenMinedEngine
+from ..errors import NotFound, PsiShareError
+from ..protocols.psi import Mode
+from ..store import ImportMode, ImportSummary, Store, parse_data_file
+from ..transport.client import PeerClient
+from ..transport.egress import Egress
+from ..transport.server import ClaimedNameAuthenticator, create_server
+from .config import NodeConfig
+from .home import NodeHome
+from .jobs import JobRunResult, JobSpec, PeerResult
+from .requester import MatchOutcome, MatchRequest, new_run_id, run_match
+from .responder import Responder
+
+log = logging.getLogger("psi_share.node")
+
+
+class RunningServer:
+    """A started gRPC server; ``stop`` drains it gracefully."""
+
+    def __init__(self, server: grpc.Server, port: int, health, responder: Responder) -> None:  # type: ignore[no-untyped-def]
+        self.server = server
+        self.port = port
+        self._health = health
+        self._responder = responder
+
+    def stop(self, grace: float = 5.0) -> None:
+        self._health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self._responder.close()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+
+class Node:
+    def __init__(
+        self,
+        home: NodeHome,
+        config: NodeConfig,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        egress: Egress | None = None,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.random_bytes = random_bytes
+        self.egress = egress or Egress()
+        workers = config.matching.workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="psi-blind")
+        self._setup_executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="psi-setup")
+        self.engine = OpenMinedEngine(self._executor, workers)
+        self.responder = Responder(
+            config=config, store=store, engine=self.engine, setup_executor=self._setup_executor,
+            clock=clock, random_bytes=random_bytes,
+        )
+        self._closed = threading.Event()
+
+    @classmethod
+    def open(cls, path: Path | str, **kwargs) -> Node:  # type: ignore[no-untyped-def]
+        home = NodeHome(Path(path))
+        config = home.load_config()
+        return cls(home, config, Store(home.store_path), **kwargs)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._setup_executor.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- data --------------------------------------------------------------
+
+    def import_file(self, dataset: str, path: Path, mode: ImportMode | None) -> ImportSummary:
+        """Import a CSV/JSONL file all-or-nothing.
+
+        ``mode`` must be given when the dataset already holds actors; None
+        then raises rather than guessing between replacing and appending.
+        """
+        rows, count = parse_data_file(path, self.config.canonicalization)
+        try:
+            existing = self.store.dataset(dataset).actors
+        except NotFound:
+            existing = 0
+        if existing and mode is None:
+            raise PsiShareError(
+                f"dataset {dataset!r} already holds {existing} actors: say --replace or --append"
+            )
+        added_a, added_i = self.store.write_dataset(
+            dataset, rows, replace=(mode or ImportMode.REPLACE) is ImportMode.REPLACE, now=self.clock()
+        )
+        log.info("imported %s into dataset %s: %d rows, %d identifiers added", path.name, dataset, count, added_i)
+        return ImportSummary(
+            dataset=dataset, path=str(path), rows=count, actors=len({r.actor_id for r in rows}),
+            identifiers=len(rows), duplicates=count - len(rows), actors_added=added_a, identifiers_added=added_i,
+        )
+
+    # -- peers -------------------------------------------------------------
+
+    def peer_client(self, peer: str, *, timeout: float = 600.0) -> PeerClient:
+        record = self.store.peer(peer)
+        return PeerClient(
+            peer, record.address, local_name=self.config.name, egress=self.egress, timeout=timeout,
+        )
+
+    # -- matching ----------------------------------------------------------
+
+    def match(
+        self,
+        peer: str,
+        *,
+        dataset: str = "flagged",
+        peer_dataset: str | None = None,
+        kinds: Sequence[str],
+        mode: Mode = Mode.REVEAL,
+        job_run_id: str | None = None,
+    ) -> MatchOutcome:
+        self.store.dataset(dataset)  # NotFound before we contact anyone
+        with self.peer_client(peer) as client:
+            return run_match(
+                MatchRequest(peer, dataset, peer_dataset or dataset, tuple(kinds), mode, job_run_id),
+                store=self.store, client=client, engine=self.engine, clock=self.clock,
+                random_bytes=self.random_bytes, max_set_size=self.config.matching.max_set_size,
+            )
+
+    def run_job(self, job: JobSpec, on_peer: Callable[[PeerResult], None] | None = None) -> JobRunResult:
+        """Run this node's side of ``job``: match against every other participant."""
+        if self.config.name not in job.participants:
+            raise PsiShareError(f"job {job.name!r} does not list this node ({self.config.name}) as a participant")
+        peers = job.peers_for(self.config.name)
+        for p in peers:
+            self.store.peer(p)  # every participant must be a known peer before anything starts
+        self.store.dataset(job.dataset)
+        run_id = new_run_id(self.random_bytes)
+        self.store.start_job_run(run_id, job.name, job.parameters(), now=self.clock())
+        results: list[PeerResult] = []
+        for peer in peers:
+            started = time.perf_counter()
+            try:
+                outcome = self.match(
+                    peer, dataset=job.dataset, peer_dataset=job.peer_dataset, kinds=job.kinds,
+                    mode=job.mode, job_run_id=run_id,
+                )
+                result = PeerResult(peer, "ok", outcome.session_id, outcome.count, outcome.matched_actors, outcome.seconds)
+            except PsiShareError as exc:
+                log.warning("job %s: match with %s failed: %s", job.name, peer, exc)
+                result = PeerResult(peer, "failed", None, None, None, time.perf_counter() - started, str(exc))
+            results.append(result)
+            if on_peer:
+                on_peer(result)
+        failed = [r for r in results if r.status != "ok"]
+        status = "ok" if not failed else ("failed" if len(failed) == len(results) else "partial")
+        error = "; ".join(f"{r.peer}: {r.error}" for r in failed)
+        self.store.finish_job_run(run_id, status, now=self.clock(), error=error)
+        return JobRunResult(run_id, job.name, status, tuple(results), self.attribution(run_id))
+
+    def attribution(self, run_id: str) -> dict[str, tuple[str, ...]]:
+        """actor_id -> the peers that matched it in one job run."""
+        sessions = [s.id for s in self.store.sessions(job_run_id=run_id) if s.role == "requester" and s.status == "done"]
+        by_actor: dict[str, set[str]] = {}
+        for m in self.store.matches(sessions):
+            by_actor.setdefault(m.actor_id, set()).add(m.peer)
+        return {a: tuple(sorted(p)) for a, p in sorted(by_actor.items())}
+
+    # -- serving -----------------------------------------------------------
+
+    def serve(self, address: str | None = None, *, prepare: bool = True) -> RunningServer:
+        """Start serving peers (returns at once); prepare exposed filters in the background."""
+        auth = ClaimedNameAuthenticator(lambda: {p.name for p in self.store.peers()})
+        server, port, health = create_server(self.responder, self.egress, auth, address or self.config.listen)
+        server.start()
+        log.info("node %s serving on port %d", self.config.name, port)
+        if prepare:
+            self.responder.prepare_exposed()
+        return RunningServer(server, port, health, self.responder)
+
+

@@ -1,0 +1,153 @@
+"""The requester side: match one of our datasets against a peer's.
+
+Drives :class:`~psi_share.protocols.psi.PsiRequester` over a
+:class:`~psi_share.transport.client.PeerClient` and stores the outcome. A
+session's results are written together with its final status, in one
+transaction; a session that fails stores no result at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..crypto.openmined import OpenMinedEngine, new_private_key
+from ..errors import LocalProtocolError, PsiShareError
+from ..identifiers import KINDS, canonical_versions
+from ..protocols.psi import Mode, PsiRequester
+from ..store import SessionRecord, Store
+from ..transport.client import PeerClient
+from .itemsets import build_item_set
+
+log = logging.getLogger("psi_share.requester")
+
+
+@dataclass(frozen=True)
+class MatchRequest:
+    peer: str
+    dataset: str  # ours
+    peer_dataset: str  # theirs
+    kinds: tuple[str, ...]
+    mode: Mode = Mode.REVEAL
+    job_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class MatchOutcome:
+    session_id: str
+    peer: str
+    count: int
+    requester_set_size: int
+    matched_actors: int | None  # None in count mode
+    false_positive_rate: float
+    seconds: float
+    timings: dict[str, float]
+
+
+def run_match(
+    request: MatchRequest,
+    *,
+    store: Store,
+    client: PeerClient,
+    engine: OpenMinedEngine,
+    clock: Callable[[], float],
+    random_bytes: Callable[[int], bytes],
+    max_set_size: int,
+) -> MatchOutcome:
+    kinds = _check_kinds(request.kinds)
+    item_set = build_item_set(store.identifiers(request.dataset, kinds))
+    if len(item_set) > max_set_size:
+        raise LocalProtocolError(
+            f"dataset {request.dataset} has {len(item_set)} items of the chosen kinds; "
+            f"[matching] max_set_size is {max_set_size}"
+        )
+    requester = PsiRequester(
+        item_set.items,
+        dataset=request.peer_dataset,
+        kinds=canonical_versions(kinds),
+        mode=request.mode,
+        key=new_private_key(random_bytes),
+        engine=engine,
+        job_id=request.job_run_id or "",
+    )
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    t = started
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[name] = now - t
+        t = now
+
+    opened = client.psi_open(requester.open)
+    lap("open")
+    requester.on_opened(opened)
+    local_id = opened.session_id  # the responder's id names the session on both sides
+    store.start_session(
+        SessionRecord(
+            id=local_id, role="requester", protocol="psi", peer=request.peer, local_dataset=request.dataset,
+            peer_dataset=request.peer_dataset, kinds=dict(requester.open.kinds), mode=request.mode.value,
+            job_run_id=request.job_run_id, status="running", started_at=clock(), finished_at=None,
+            requester_set_size=len(item_set), matched_count=None,
+            false_positive_rate=opened.false_positive_rate, error="",
+        )
+    )
+    log.info(
+        "PSI session %s with %s: %d items of dataset %s against %s (%s)",
+        local_id, request.peer, len(item_set), request.dataset, request.peer_dataset, request.mode.value,
+    )
+    try:
+        blinded = requester.request()
+        lap("blind")
+        requester.on_response(client.psi_process(opened.session_id, blinded, len(item_set)))
+        lap("process")
+        setup = client.psi_setup(opened.session_id)
+        lap("setup")
+        outcome = requester.on_setup(setup)
+        lap("intersect")
+    except BaseException as exc:
+        store.finish_session(local_id, "failed", now=clock(), error=str(exc)[:500])
+        _close_quietly(client, opened.session_id, "failed")
+        raise
+    matches: list[tuple[str, str]] = []
+    if outcome.matched is not None:
+        for index in outcome.matched:
+            matches.extend(item_set.owners[index])
+    store.finish_session(local_id, "done", now=clock(), matched_count=outcome.count, matches=matches)
+    _close_quietly(client, opened.session_id, "done")
+    seconds = time.perf_counter() - started
+    matched_actors = len({a for a, _ in matches}) if outcome.matched is not None else None
+    log.info(
+        "PSI session %s with %s done in %.2fs: %d matching items%s",
+        local_id, request.peer, seconds, outcome.count,
+        "" if matched_actors is None else f", {matched_actors} actors",
+    )
+    return MatchOutcome(
+        session_id=local_id, peer=request.peer, count=outcome.count, requester_set_size=len(item_set),
+        matched_actors=matched_actors, false_positive_rate=outcome.false_positive_rate,
+        seconds=seconds, timings=timings,
+    )
+
+
+def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    if not kinds:
+        raise LocalProtocolError("choose at least one identifier kind")
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise LocalProtocolError(f"unknown identifier kind(s): {', '.join(unknown)} (known: {', '.join(sorted(KINDS))})")
+    return tuple(sorted(set(kinds)))
+
+
+def _close_quietly(client: PeerClient, session_id: str, outcome: str) -> None:
+    try:
+        client.psi_close(session_id, outcome)
+    except PsiShareError as exc:
+        log.warning("could not close session %s at %s: %s", session_id, client.peer, exc)
+
+
+def new_run_id(random_bytes: Callable[[int], bytes]) -> str:
+    return uuid.UUID(bytes=random_bytes(16), version=4).hex

@@ -1,0 +1,288 @@
+"""The responder side of a node: what peers may ask, and the sessions they open.
+
+Plain Python, no gRPC: the servicer in ``transport/server.py`` calls these
+methods with the authenticated peer name and maps errors to status codes.
+Policy is enforced here, in :meth:`Responder._check_open`, and nowhere else.
+
+Prepared filters
+----------------
+Building the filter over our items (one EC exponentiation per item) is the
+slowest step, and it does not depend on the requester's items. The node
+builds it before requests arrive (``prepare`` at serve start, or as soon as a
+session is opened for a new kinds-set) with a fresh OpenMined key per filter,
+and reuses it for every session against the same dataset revision and kinds
+until ``setup_lifetime_seconds`` pass. A peer that matches twice against one
+filter can tell whether our set changed between its sessions; rotating the
+key on every revision and after the lifetime bounds that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+
+from ..crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_private_key
+from ..errors import NotFound, Refused, VersionMismatch
+from ..identifiers import KINDS, canonical_versions
+from ..protocols import PROTOCOL_VERSION, PROTOCOLS
+from ..protocols.psi import PreparedSetup, PsiOpen, PsiOpened, PsiResponderSession, prepare_setup
+from ..store import SessionRecord, Store
+from .config import NodeConfig
+from .itemsets import build_item_set
+
+log = logging.getLogger("psi_share.responder")
+
+SOFTWARE_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_name: str
+    software_version: str
+    openmined_psi_version: str
+    canonicalization: dict[str, int]
+    datasets: dict[str, tuple[str, ...]]  # dataset -> kinds present
+    protocols: tuple[str, ...]
+    protocol_version: int = PROTOCOL_VERSION
+
+
+@dataclass
+class _SetupEntry:
+    key: bytes
+    future: Future[PreparedSetup]
+    created: float
+
+
+@dataclass
+class _Session:
+    id: str
+    peer: str
+    core: PsiResponderSession
+    entry: _SetupEntry
+    expires: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Responder:
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        store: Store,
+        engine: OpenMinedEngine,
+        setup_executor: Executor,
+        clock: Callable[[], float],
+        random_bytes: Callable[[int], bytes],
+    ) -> None:
+        self.config = config
+        self._store = store
+        self._engine = engine
+        self._setup_executor = setup_executor
+        self._clock = clock
+        self._random_bytes = random_bytes
+        self._lock = threading.Lock()
+        self._setups: dict[tuple[str, int, tuple[str, ...]], _SetupEntry] = {}
+        self._sessions: dict[str, _Session] = {}
+
+    # -- read-only information --------------------------------------------
+
+    def node_info(self, peer: str) -> NodeInfo:
+        exposed = {}
+        allowed = set(self.config.exposed_kinds())
+        for name in self.config.exposure.datasets:
+            try:
+                kinds = self._store.dataset(name).kinds
+            except NotFound:
+                continue
+            exposed[name] = tuple(k for k in sorted(kinds) if k in allowed)
+        return NodeInfo(
+            node_name=self.config.name,
+            software_version=SOFTWARE_VERSION,
+            openmined_psi_version=OPENMINED_PSI_VERSION,
+            canonicalization=canonical_versions(),
+            datasets=exposed,
+            protocols=tuple(sorted(PROTOCOLS)),
+        )
+
+    # -- prepared filters -------------------------------------------------
+
+    def prepare(self, dataset: str, kinds: tuple[str, ...] | None = None) -> Future[PreparedSetup]:
+        """Start (or reuse) building the filter over ``dataset`` for ``kinds``."""
+        kinds = tuple(sorted(kinds if kinds is not None else self.config.exposed_kinds()))
+        return self._setup_entry(dataset, kinds).future
+
+    def prepare_exposed(self) -> list[Future[PreparedSetup]]:
+        """Build filters for every exposed dataset that exists (serve start)."""
+        futures = []
+        for name in self.config.exposure.datasets:
+            try:
+                self._store.dataset(name)
+            except NotFound:
+                log.warning("exposed dataset %s does not exist yet; nothing to prepare", name)
+                continue
+            futures.append(self.prepare(name))
+        return futures
+
+    def _setup_entry(self, dataset: str, kinds: tuple[str, ...]) -> _SetupEntry:
+        info = self._store.dataset(dataset)
+        revision = info.revision
+        # Kinds the dataset does not hold add nothing to the filter: normalize
+        # them away so that equivalent requests share one prepared filter.
+        kinds = tuple(k for k in kinds if k in info.kinds)
+        now = self._clock()
+        cache_key = (dataset, revision, kinds)
+        with self._lock:
+            entry = self._setups.get(cache_key)
+            lifetime = self.config.sessions.setup_lifetime_seconds
+            if entry is not None and now - entry.created < lifetime:
+                return entry
+            # Drop filters of older revisions or past their lifetime.
+            for k in [k for k, e in self._setups.items() if k[:1] == (dataset,) and (k != cache_key or now - e.created >= lifetime)]:
+                del self._setups[k]
+            key = new_private_key(self._random_bytes)
+            future = self._setup_executor.submit(self._build_setup, dataset, kinds, key)
+            entry = _SetupEntry(key=key, future=future, created=now)
+            self._setups[cache_key] = entry
+            return entry
+
+    def _build_setup(self, dataset: str, kinds: tuple[str, ...], key: bytes) -> PreparedSetup:
+        started = self._clock()
+        items = build_item_set(self._store.identifiers(dataset, kinds))
+        prepared = prepare_setup(
+            self._engine,
+            key,
+            items.items,
+            false_positive_rate=self.config.matching.false_positive_rate,
+            max_set_size=self.config.matching.max_set_size,
+        )
+        log.info(
+            "prepared PSI filter over dataset %s (%d items, %d kinds) in %.2fs: %d bytes",
+            dataset, prepared.item_count, len(kinds), self._clock() - started, len(prepared.setup),
+        )
+        return prepared
+
+    # -- sessions ---------------------------------------------------------
+
+    def psi_open(self, peer: str, open_: PsiOpen) -> PsiOpened:
+        self._check_open(peer, open_)
+        kinds = tuple(sorted(open_.kinds))
+        entry = self._setup_entry(open_.dataset, kinds)
+        core = PsiResponderSession(
+            open_, key=entry.key, max_set_size=self.config.matching.max_set_size, engine=self._engine
+        )
+        now = self._clock()
+        sid = uuid.UUID(bytes=self._random_bytes(16), version=4).hex
+        with self._lock:
+            self._expire(now)
+            if len(self._sessions) >= self.config.sessions.max_open:
+                raise Refused("RESOURCE_EXHAUSTED", "this node has too many open sessions; retry later")
+            self._sessions[sid] = _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds)
+        self._store.start_session(
+            SessionRecord(
+                id=sid, role="responder", protocol="psi", peer=peer, local_dataset=open_.dataset,
+                peer_dataset="", kinds=dict(open_.kinds), mode=open_.mode.value, job_run_id=None,
+                status="open", started_at=now, finished_at=None, requester_set_size=open_.set_size,
+                matched_count=None, false_positive_rate=self.config.matching.false_positive_rate, error="",
+            )
+        )
+        log.info(
+            "peer %s opened PSI session %s on dataset %s (%s, %d items)",
+            peer, sid, open_.dataset, open_.mode.value, open_.set_size,
+        )
+        return PsiOpened(
+            session_id=sid,
+            false_positive_rate=self.config.matching.false_positive_rate,
+            max_set_size=self.config.matching.max_set_size,
+            session_ttl_seconds=self.config.sessions.ttl_seconds,
+        )
+
+    def _check_open(self, peer: str, open_: PsiOpen) -> None:
+        """The single policy check for PSI sessions."""
+        exposure = self.config.exposure
+        if open_.dataset not in exposure.datasets:
+            raise Refused("NOT_FOUND", f"no dataset {open_.dataset!r} is exposed to peers by {self.config.name}")
+        try:
+            self._store.dataset(open_.dataset)
+        except NotFound:
+            raise Refused("NOT_FOUND", f"dataset {open_.dataset!r} of {self.config.name} holds no data yet") from None
+        allowed = set(self.config.exposed_kinds())
+        for kind, version in sorted(open_.kinds.items()):
+            if kind not in KINDS:
+                raise VersionMismatch(f"identifier kind {kind!r} is unknown to {self.config.name}")
+            if version != KINDS[kind].version:
+                raise VersionMismatch(
+                    f"kind {kind}: requester canonicalizes with version {version}, "
+                    f"{self.config.name} with version {KINDS[kind].version}; both sides must upgrade to the same version"
+                )
+            if kind not in allowed:
+                raise Refused("PERMISSION_DENIED", f"{self.config.name} does not expose identifier kind {kind!r}")
+        if open_.mode.reveal and not exposure.reveal:
+            raise Refused("PERMISSION_DENIED", f"{self.config.name} answers count-only sessions only; ask with --count")
+        if open_.set_size > self.config.matching.max_set_size:
+            raise Refused(
+                "INVALID_ARGUMENT",
+                f"set of {open_.set_size} items exceeds {self.config.name}'s limit of {self.config.matching.max_set_size}",
+            )
+
+    def _session(self, peer: str, sid: str) -> _Session:
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            session = self._sessions.get(sid)
+        if session is None or session.peer != peer:
+            # Another peer's session id looks exactly like an unknown one.
+            raise Refused("NOT_FOUND", f"no open session {sid!r} (expired, closed or never opened)")
+        return session
+
+    def _expire(self, now: float) -> None:
+        for sid in [s for s, v in self._sessions.items() if v.expires <= now]:
+            session = self._sessions.pop(sid)
+            log.info("PSI session %s with %s expired", sid, session.peer)
+            self._store.finish_session(sid, "expired", now=now, error="abandoned by requester")
+
+    def request_limit(self, peer: str, sid: str) -> int:
+        """Largest serialized request this session may receive."""
+        return self._session(peer, sid).core.max_request_bytes()
+
+    def psi_process(self, peer: str, sid: str, data: bytes) -> bytes:
+        session = self._session(peer, sid)
+        with session.lock:
+            try:
+                return session.core.process(data)
+            except Exception as exc:
+                self._fail(session, exc)
+                raise
+
+    def psi_setup(self, peer: str, sid: str) -> bytes:
+        session = self._session(peer, sid)
+        prepared = session.entry.future.result()
+        with session.lock:
+            return session.core.setup(prepared)
+
+    def psi_close(self, peer: str, sid: str, outcome: str) -> None:
+        session = self._session(peer, sid)
+        with self._lock:
+            self._sessions.pop(sid, None)
+        with session.lock:
+            done = session.core.state.value == "processed"
+            session.core.close()
+        status = "done" if done else "closed"
+        self._store.finish_session(sid, status, now=self._clock(), error="" if done else (outcome or "closed early"))
+        log.info("PSI session %s with %s closed (%s)", sid, peer, status)
+
+    def _fail(self, session: _Session, exc: Exception) -> None:
+        with self._lock:
+            self._sessions.pop(session.id, None)
+        self._store.finish_session(session.id, "failed", now=self._clock(), error=str(exc)[:500])
+        log.warning("PSI session %s with %s failed: %s", session.id, session.peer, exc)
+
+    def close(self) -> None:
+        now = self._clock()
+        with self._lock:
+            sessions, self._sessions = self._sessions, {}
+        for sid in sessions:
+            self._store.finish_session(sid, "aborted", now=now, error="node shut down")

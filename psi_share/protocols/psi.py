@@ -1,0 +1,339 @@
+"""Private set intersection (ECDH, OpenMined PSI) as two sans-IO state machines.
+
+Who learns what
+---------------
+* The **requester** (OpenMined's client) learns which of its own items are in
+  the responder's set (``reveal``), or only how many (``count``). It also
+  learns roughly how large the responder's set is: the filter's size grows
+  with it.
+* The **responder** (OpenMined's server) learns the requester's set size and
+  nothing else: it only ever sees the requester's items blinded by a key it
+  does not know.
+
+The exchange (each arrow is one message of the wire contract)::
+
+    requester                                  responder
+      PsiOpen(dataset, kinds, n, mode)  ----->  checks policy, picks a prepared setup
+                                        <-----  PsiOpened(session, fpr, max n)
+      Request = [H(x)^a]                ----->
+                                        <-----  Response = [H(x)^ab]  (sorted if count)
+                                        <-----  ServerSetup = GCS{H(y)^b}
+      matches: x with H(x)^b in the filter
+
+The responder's filter is sized so that the expected number of false matches
+over a whole requester set of up to ``max_set_size`` items is at most
+``false_positive_rate`` (default 1e-9). Both state machines move only along
+the transitions in ``_REQUESTER_STEPS`` / ``_RESPONDER_STEPS``; anything else
+is a :class:`LocalProtocolError` (our bug) or :class:`RemoteProtocolError`
+(the peer's).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+from private_set_intersection.python import Request, Response, ServerSetup
+
+from ..crypto.openmined import OPENMINED_PSI_VERSION, POINT_BYTES, OpenMinedEngine, check_key
+from ..errors import LocalProtocolError, OutOfOrder, RemoteProtocolError, VersionMismatch
+from . import PROTOCOL_VERSION, ProtocolSpec, register_protocol
+
+SPEC = register_protocol(
+    ProtocolSpec(
+        name="psi",
+        asks="which of my flagged actors do you also have? (or: how many?)",
+        requester_learns="the matching items of its own set, or only their count; "
+        "the approximate size of the responder's set",
+        responder_learns="the requester's set size",
+    )
+)
+
+DEFAULT_FALSE_POSITIVE_RATE = 1e-9
+# Bytes of one blinded element inside a serialized Request/Response: a
+# 33-byte point plus its field tag and length.
+_ELEMENT_WIRE_BYTES = POINT_BYTES + 2
+
+
+class Mode(str, enum.Enum):
+    REVEAL = "reveal"  # requester learns which items match
+    COUNT = "count"  # requester learns only how many
+
+    @property
+    def reveal(self) -> bool:
+        return self is Mode.REVEAL
+
+
+@dataclass(frozen=True)
+class PsiOpen:
+    """Requester -> responder: what it wants to match, and its set size."""
+
+    dataset: str
+    kinds: Mapping[str, int]  # kind -> canonicalization version
+    set_size: int
+    mode: Mode
+    job_id: str = ""
+    protocol_version: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        if self.protocol_version != PROTOCOL_VERSION:
+            raise VersionMismatch(
+                f"unsupported protocol version {self.protocol_version} "
+                f"(this node speaks {PROTOCOL_VERSION})"
+            )
+        if not self.dataset:
+            raise RemoteProtocolError("PsiOpen.dataset is empty")
+        if not self.kinds:
+            raise RemoteProtocolError("PsiOpen.kinds is empty")
+        if self.set_size < 0:
+            raise RemoteProtocolError("PsiOpen.set_size is negative")
+
+
+@dataclass(frozen=True)
+class PsiOpened:
+    """Responder -> requester: the session and the filter's guarantee."""
+
+    session_id: str
+    false_positive_rate: float
+    max_set_size: int
+    openmined_psi_version: str = OPENMINED_PSI_VERSION
+    session_ttl_seconds: int = 0
+    protocol_version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class PsiOutcome:
+    """What the requester learned.
+
+    ``matched`` holds indices into the requester's item list (reveal mode)
+    and is ``None`` in count mode; ``count`` is set in both.
+    """
+
+    count: int
+    matched: tuple[int, ...] | None
+    requester_set_size: int
+    false_positive_rate: float
+
+
+@dataclass(frozen=True)
+class PreparedSetup:
+    """A responder's filter over one dataset's items, built before requests.
+
+    ``key`` is the responder's OpenMined private key for this setup; it never
+    leaves the node. ``setup`` is the serialized psi_proto.ServerSetup.
+    """
+
+    key: bytes = field(repr=False)
+    setup: bytes
+    item_count: int
+    false_positive_rate: float
+    max_set_size: int
+
+
+def prepare_setup(
+    engine: OpenMinedEngine,
+    key: bytes,
+    items: Sequence[str],
+    *,
+    false_positive_rate: float = DEFAULT_FALSE_POSITIVE_RATE,
+    max_set_size: int,
+) -> PreparedSetup:
+    """Blind the responder's items and build the filter (the slow step)."""
+    check_key(key)
+    if not 0 < false_positive_rate < 1:
+        raise LocalProtocolError("false_positive_rate must be in (0, 1)")
+    if max_set_size < 1:
+        raise LocalProtocolError("max_set_size must be at least 1")
+    setup = engine.setup(key, items, false_positive_rate, max_set_size)
+    return PreparedSetup(
+        key=key,
+        setup=setup.SerializeToString(),
+        item_count=len(items),
+        false_positive_rate=false_positive_rate,
+        max_set_size=max_set_size,
+    )
+
+
+class RequesterState(enum.Enum):
+    NEW = "new"
+    OPENED = "opened"
+    REQUEST_SENT = "request-sent"
+    RESPONSE_RECEIVED = "response-received"
+    DONE = "done"
+
+
+class ResponderState(enum.Enum):
+    OPEN = "open"
+    PROCESSED = "processed"
+    CLOSED = "closed"
+
+
+# Allowed transitions: (state, event) -> next state. Everything that moves a
+# state machine is in these two tables.
+_REQUESTER_STEPS = {
+    (RequesterState.NEW, "opened"): RequesterState.OPENED,
+    (RequesterState.OPENED, "request"): RequesterState.REQUEST_SENT,
+    (RequesterState.REQUEST_SENT, "response"): RequesterState.RESPONSE_RECEIVED,
+    (RequesterState.RESPONSE_RECEIVED, "setup"): RequesterState.DONE,
+}
+_RESPONDER_STEPS = {
+    (ResponderState.OPEN, "setup"): ResponderState.OPEN,
+    (ResponderState.OPEN, "process"): ResponderState.PROCESSED,
+    (ResponderState.PROCESSED, "setup"): ResponderState.PROCESSED,
+    (ResponderState.OPEN, "close"): ResponderState.CLOSED,
+    (ResponderState.PROCESSED, "close"): ResponderState.CLOSED,
+}
+
+
+class PsiRequester:
+    """Our side when we ask a peer which of our items it also holds.
+
+    ``items`` must be distinct (the caller deduplicates); ``key`` is a fresh
+    private key drawn by the caller for this session only.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[str],
+        *,
+        dataset: str,
+        kinds: Mapping[str, int],
+        mode: Mode,
+        key: bytes,
+        engine: OpenMinedEngine,
+        job_id: str = "",
+    ) -> None:
+        check_key(key)
+        if len(set(items)) != len(items):
+            raise LocalProtocolError("requester items must be distinct")
+        self._items = items
+        self._key = key
+        self._engine = engine
+        self._response: Response | None = None
+        self.state = RequesterState.NEW
+        self.opened: PsiOpened | None = None
+        self.open = PsiOpen(
+            dataset=dataset, kinds=dict(kinds), set_size=len(items), mode=mode, job_id=job_id
+        )
+
+    def _step(self, event: str) -> None:
+        nxt = _REQUESTER_STEPS.get((self.state, event))
+        if nxt is None:
+            raise LocalProtocolError(f"requester cannot handle {event!r} in state {self.state.value}")
+        self.state = nxt
+
+    def on_opened(self, opened: PsiOpened) -> None:
+        """Accept the responder's answer to our PsiOpen, or refuse it."""
+        self._step("opened")
+        if opened.protocol_version != PROTOCOL_VERSION:
+            raise VersionMismatch(f"peer answered with protocol version {opened.protocol_version}")
+        if not opened.session_id:
+            raise RemoteProtocolError("peer opened a session without an id")
+        if opened.max_set_size < self.open.set_size:
+            raise RemoteProtocolError(
+                f"peer's filter covers {opened.max_set_size} items, we send {self.open.set_size}"
+            )
+        if not 0 < opened.false_positive_rate < 1 or math.isnan(opened.false_positive_rate):
+            raise RemoteProtocolError(f"peer's false-positive rate {opened.false_positive_rate} is invalid")
+        self.opened = opened
+
+    def request(self) -> bytes:
+        """The serialized psi_proto.Request: our items, blinded."""
+        self._step("request")
+        return self._engine.blind(self._key, self._items, self.open.mode.reveal).SerializeToString()
+
+    def on_response(self, data: bytes) -> None:
+        self._step("response")
+        response = _parse(Response, data, "Response")
+        if len(response.encrypted_elements) != self.open.set_size:
+            raise RemoteProtocolError(
+                f"peer's response has {len(response.encrypted_elements)} elements, "
+                f"we sent {self.open.set_size}"
+            )
+        self._response = response
+
+    def on_setup(self, data: bytes) -> PsiOutcome:
+        """Take the responder's filter and compute what we learn."""
+        self._step("setup")
+        setup = _parse(ServerSetup, data, "ServerSetup")
+        if setup.WhichOneof("data_structure") is None:
+            raise RemoteProtocolError("peer's ServerSetup holds no filter")
+        assert self._response is not None and self.opened is not None
+        reveal = self.open.mode.reveal
+        if self.open.set_size == 0:
+            found: list[int] | int = [] if reveal else 0
+        else:
+            found = self._engine.intersect(self._key, setup, self._response, reveal)
+        self._response = None
+        if isinstance(found, int):
+            return PsiOutcome(found, None, self.open.set_size, self.opened.false_positive_rate)
+        return PsiOutcome(len(found), tuple(found), self.open.set_size, self.opened.false_positive_rate)
+
+
+class PsiResponderSession:
+    """The responder's side of one session.
+
+    ``key`` is the private key of the prepared filter this session answers
+    from; the filter itself may still be building when the session opens
+    (it is handed to :meth:`setup` when the requester asks for it).
+    """
+
+    def __init__(self, open_: PsiOpen, *, key: bytes, max_set_size: int, engine: OpenMinedEngine) -> None:
+        check_key(key)
+        if open_.set_size > max_set_size:
+            raise RemoteProtocolError(
+                f"set of {open_.set_size} items exceeds this node's limit of {max_set_size}"
+            )
+        self.open = open_
+        self._key = key
+        self._engine = engine
+        self.state = ResponderState.OPEN
+
+    def _step(self, event: str) -> None:
+        nxt = _RESPONDER_STEPS.get((self.state, event))
+        if nxt is None:
+            raise OutOfOrder(f"{event!r} is out of order: session is {self.state.value}")
+        self.state = nxt
+
+    def max_request_bytes(self) -> int:
+        """Upper bound on a well-formed serialized Request for this session."""
+        return self.open.set_size * _ELEMENT_WIRE_BYTES + 16
+
+    def setup(self, prepared: PreparedSetup) -> bytes:
+        """The serialized ServerSetup the requester needs to finish."""
+        if prepared.key != self._key:
+            raise LocalProtocolError("prepared filter was built under another key than this session's")
+        self._step("setup")
+        return prepared.setup
+
+    def process(self, data: bytes) -> bytes:
+        """Blind the requester's blinded items with our key (serialized Response)."""
+        self._step("process")
+        if len(data) > self.max_request_bytes():
+            raise RemoteProtocolError("request is larger than the announced set size allows")
+        request = _parse(Request, data, "Request")
+        count = len(request.encrypted_elements)
+        if count != self.open.set_size:
+            raise RemoteProtocolError(f"request has {count} elements, session announced {self.open.set_size}")
+        if any(len(e) != POINT_BYTES for e in request.encrypted_elements):
+            raise RemoteProtocolError("request holds an element that is not a compressed P-256 point")
+        if count and len(set(request.encrypted_elements)) != count:
+            raise RemoteProtocolError("request holds duplicate elements")
+        response = self._engine.process(self._key, request, self.open.mode.reveal)
+        return response.SerializeToString()
+
+    def close(self) -> None:
+        if self.state is not ResponderState.CLOSED:
+            self._step("close")
+
+
+def _parse(cls: type, data: bytes, name: str):  # type: ignore[no-untyped-def]
+    message = cls()
+    try:
+        message.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise RemoteProtocolError(f"peer's {name} is not a valid psi_proto.{name}: {exc}") from None
+    return message

@@ -1,0 +1,456 @@
+"""SQLite store of one node.
+
+The store holds the lab's own data (it never leaves the node) and the record
+of every match session. Writes that belong together happen in one
+transaction: an import is all or nothing, a session's results are stored with
+its final status or not at all. WAL journaling keeps readers (the CLI)
+working while ``serve`` writes, and makes a killed process leave a consistent
+file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import NotFound, StoreError
+
+SCHEMA_VERSION = 1
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+_SCHEMA = """
+CREATE TABLE datasets (
+    name        TEXT PRIMARY KEY,
+    revision    INTEGER NOT NULL DEFAULT 0,
+    updated_at  REAL NOT NULL
+);
+CREATE TABLE actors (
+    dataset   TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
+    actor_id  TEXT NOT NULL,
+    PRIMARY KEY (dataset, actor_id)
+);
+CREATE TABLE identifiers (
+    dataset    TEXT NOT NULL,
+    actor_id   TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    canonical  TEXT NOT NULL,
+    raw        TEXT NOT NULL,
+    PRIMARY KEY (dataset, actor_id, kind, canonical),
+    FOREIGN KEY (dataset, actor_id) REFERENCES actors(dataset, actor_id) ON DELETE CASCADE
+);
+CREATE INDEX identifiers_by_kind ON identifiers(dataset, kind);
+CREATE TABLE peers (
+    name      TEXT PRIMARY KEY,
+    address   TEXT NOT NULL,
+    added_at  REAL NOT NULL,
+    note      TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE job_runs (
+    id           TEXT PRIMARY KEY,
+    job_name     TEXT NOT NULL,
+    started_at   REAL NOT NULL,
+    finished_at  REAL,
+    status       TEXT NOT NULL,
+    parameters   TEXT NOT NULL,
+    error        TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE sessions (
+    id             TEXT PRIMARY KEY,
+    role           TEXT NOT NULL CHECK (role IN ('requester', 'responder')),
+    protocol       TEXT NOT NULL,
+    peer           TEXT NOT NULL,
+    local_dataset  TEXT NOT NULL,
+    peer_dataset   TEXT NOT NULL,
+    kinds          TEXT NOT NULL,
+    mode           TEXT NOT NULL,
+    job_run_id     TEXT REFERENCES job_runs(id),
+    status         TEXT NOT NULL,
+    started_at     REAL NOT NULL,
+    finished_at    REAL,
+    requester_set_size  INTEGER,
+    matched_count  INTEGER,
+    false_positive_rate REAL,
+    error          TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX sessions_by_run ON sessions(job_run_id);
+CREATE TABLE matches (
+    session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    actor_id    TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    PRIMARY KEY (session_id, actor_id, kind)
+);
+"""
+
+
+@dataclass(frozen=True)
+class IdentifierRow:
+    """One identifier of one actor, already canonicalized."""
+
+    actor_id: str
+    kind: str
+    version: int
+    canonical: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    revision: int
+    actors: int
+    identifiers: int
+    kinds: dict[str, int]  # kind -> identifier count
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class PeerRecord:
+    name: str
+    address: str
+    added_at: float
+    note: str
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    role: str
+    protocol: str
+    peer: str
+    local_dataset: str
+    peer_dataset: str
+    kinds: dict[str, int]
+    mode: str
+    job_run_id: str | None
+    status: str
+    started_at: float
+    finished_at: float | None
+    requester_set_size: int | None
+    matched_count: int | None
+    false_positive_rate: float | None
+    error: str
+
+
+@dataclass(frozen=True)
+class MatchRecord:
+    session_id: str
+    peer: str
+    actor_id: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class JobRunRecord:
+    id: str
+    job_name: str
+    started_at: float
+    finished_at: float | None
+    status: str
+    parameters: dict
+    error: str
+
+
+def check_name(what: str, name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise StoreError(
+            f"invalid {what} name {name!r}: use lowercase letters, digits, '-' or '_', "
+            "starting with a letter (at most 63 characters)"
+        )
+    return name
+
+
+class Store:
+    """One node's SQLite database. Safe to share between threads."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
+            if version != 0:
+                raise StoreError(
+                    f"store {self.path} has schema version {version}; this software reads {SCHEMA_VERSION}"
+                )
+            with self.transaction() as db:
+                db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All-or-nothing: commit on success, roll back on any exception."""
+        with self._lock:
+            began = not self._db.in_transaction
+            if began:
+                self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                if began and self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            else:
+                if began and self._db.in_transaction:
+                    self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- datasets --------------------------------------------------------
+
+    def write_dataset(
+        self, name: str, rows: Iterable[IdentifierRow], *, replace: bool, now: float
+    ) -> tuple[int, int]:
+        """Replace or extend a dataset in one transaction.
+
+        Returns (actors added, identifiers added). Identifiers already present
+        for the same actor (same kind and canonical form) are skipped.
+        """
+        check_name("dataset", name)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO datasets(name, revision, updated_at) VALUES (?, 0, ?) "
+                "ON CONFLICT(name) DO NOTHING",
+                (name, now),
+            )
+            if replace:
+                db.execute("DELETE FROM identifiers WHERE dataset = ?", (name,))
+                db.execute("DELETE FROM actors WHERE dataset = ?", (name,))
+            before_a = db.execute("SELECT COUNT(*) FROM actors WHERE dataset=?", (name,)).fetchone()[0]
+            before_i = db.execute("SELECT COUNT(*) FROM identifiers WHERE dataset=?", (name,)).fetchone()[0]
+            rows = list(rows)
+            db.executemany(
+                "INSERT OR IGNORE INTO actors(dataset, actor_id) VALUES (?, ?)",
+                ((name, r.actor_id) for r in rows),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO identifiers(dataset, actor_id, kind, version, canonical, raw) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                ((name, r.actor_id, r.kind, r.version, r.canonical, r.raw) for r in rows),
+            )
+            after_a = db.execute("SELECT COUNT(*) FROM actors WHERE dataset=?", (name,)).fetchone()[0]
+            after_i = db.execute("SELECT COUNT(*) FROM identifiers WHERE dataset=?", (name,)).fetchone()[0]
+            db.execute(
+                "UPDATE datasets SET revision = revision + 1, updated_at = ? WHERE name = ?", (now, name)
+            )
+        return after_a - before_a, after_i - before_i
+
+    def delete_dataset(self, name: str) -> None:
+        with self.transaction() as db:
+            self.dataset(name)
+            db.execute("DELETE FROM identifiers WHERE dataset = ?", (name,))
+            db.execute("DELETE FROM actors WHERE dataset = ?", (name,))
+            db.execute("DELETE FROM datasets WHERE name = ?", (name,))
+
+    def datasets(self) -> list[DatasetInfo]:
+        names = [r["name"] for r in self._query("SELECT name FROM datasets ORDER BY name")]
+        return [self.dataset(n) for n in names]
+
+    def dataset(self, name: str) -> DatasetInfo:
+        row = self._query("SELECT * FROM datasets WHERE name = ?", (name,))
+        if not row:
+            raise NotFound(f"no dataset named {name!r} in this node's store")
+        kinds = {
+            r["kind"]: r["n"]
+            for r in self._query(
+                "SELECT kind, COUNT(*) AS n FROM identifiers WHERE dataset = ? GROUP BY kind ORDER BY kind",
+                (name,),
+            )
+        }
+        actors = self._query("SELECT COUNT(*) FROM actors WHERE dataset = ?", (name,))[0][0]
+        return DatasetInfo(
+            name=name,
+            revision=row[0]["revision"],
+            actors=actors,
+            identifiers=sum(kinds.values()),
+            kinds=kinds,
+            updated_at=row[0]["updated_at"],
+        )
+
+    def identifiers(self, dataset: str, kinds: Iterable[str]) -> list[IdentifierRow]:
+        """Every identifier of ``dataset`` whose kind is in ``kinds``."""
+        self.dataset(dataset)
+        kinds = sorted(set(kinds))
+        marks = ",".join("?" * len(kinds))
+        rows = self._query(
+            f"SELECT actor_id, kind, version, canonical, raw FROM identifiers "
+            f"WHERE dataset = ? AND kind IN ({marks}) ORDER BY actor_id, kind, canonical",
+            (dataset, *kinds),
+        )
+        return [IdentifierRow(r["actor_id"], r["kind"], r["version"], r["canonical"], r["raw"]) for r in rows]
+
+    def actor_ids(self, dataset: str) -> list[str]:
+        self.dataset(dataset)
+        return [r[0] for r in self._query("SELECT actor_id FROM actors WHERE dataset=? ORDER BY actor_id", (dataset,))]
+
+    # -- peers -----------------------------------------------------------
+
+    def add_peer(self, name: str, address: str, *, now: float, note: str = "", replace: bool = False) -> None:
+        check_name("peer", name)
+        with self.transaction() as db:
+            exists = db.execute("SELECT 1 FROM peers WHERE name = ?", (name,)).fetchone()
+            if exists and not replace:
+                raise StoreError(f"peer {name!r} already exists (use --replace to change its address)")
+            db.execute(
+                "INSERT INTO peers(name, address, added_at, note) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET address = excluded.address, note = excluded.note",
+                (name, address, now, note),
+            )
+
+    def remove_peer(self, name: str) -> None:
+        with self.transaction() as db:
+            if db.execute("DELETE FROM peers WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFound(f"no peer named {name!r}")
+
+    def peer(self, name: str) -> PeerRecord:
+        rows = self._query("SELECT * FROM peers WHERE name = ?", (name,))
+        if not rows:
+            raise NotFound(f"unknown peer {name!r}: add it with 'psi-share peers add {name} HOST:PORT'")
+        r = rows[0]
+        return PeerRecord(r["name"], r["address"], r["added_at"], r["note"])
+
+    def peers(self) -> list[PeerRecord]:
+        return [
+            PeerRecord(r["name"], r["address"], r["added_at"], r["note"])
+            for r in self._query("SELECT * FROM peers ORDER BY name")
+        ]
+
+    # -- job runs --------------------------------------------------------
+
+    def start_job_run(self, run_id: str, job_name: str, parameters: dict, *, now: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO job_runs(id, job_name, started_at, status, parameters) VALUES (?, ?, ?, 'running', ?)",
+                (run_id, job_name, now, json.dumps(parameters, sort_keys=True)),
+            )
+
+    def finish_job_run(self, run_id: str, status: str, *, now: float, error: str = "") -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE job_runs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+                (status, now, error, run_id),
+            )
+
+    def job_run(self, run_id: str) -> JobRunRecord:
+        rows = self._query("SELECT * FROM job_runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise NotFound(f"no job run {run_id!r}")
+        return _job_run(rows[0])
+
+    def job_runs(self, job_name: str | None = None) -> list[JobRunRecord]:
+        if job_name is None:
+            rows = self._query("SELECT * FROM job_runs ORDER BY started_at")
+        else:
+            rows = self._query("SELECT * FROM job_runs WHERE job_name = ? ORDER BY started_at", (job_name,))
+        return [_job_run(r) for r in rows]
+
+    # -- sessions and results --------------------------------------------
+
+    def start_session(self, record: SessionRecord) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO sessions(id, role, protocol, peer, local_dataset, peer_dataset, kinds, mode, "
+                "job_run_id, status, started_at, requester_set_size, false_positive_rate) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id, record.role, record.protocol, record.peer, record.local_dataset,
+                    record.peer_dataset, json.dumps(record.kinds, sort_keys=True), record.mode,
+                    record.job_run_id, record.status, record.started_at, record.requester_set_size,
+                    record.false_positive_rate,
+                ),
+            )
+
+    def finish_session(
+        self,
+        session_id: str,
+        status: str,
+        *,
+        now: float,
+        matched_count: int | None = None,
+        matches: Iterable[tuple[str, str]] = (),
+        error: str = "",
+    ) -> None:
+        """Record a session's end and its (actor_id, kind) matches atomically."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO matches(session_id, actor_id, kind) VALUES (?, ?, ?)",
+                ((session_id, a, k) for a, k in matches),
+            )
+            db.execute(
+                "UPDATE sessions SET status = ?, finished_at = ?, matched_count = ?, error = ? WHERE id = ?",
+                (status, now, matched_count, error, session_id),
+            )
+
+    def session(self, session_id: str) -> SessionRecord:
+        rows = self._query("SELECT * FROM sessions WHERE id = ?", (session_id,))
+        if not rows:
+            rows = self._query("SELECT * FROM sessions WHERE id LIKE ? || '%'", (session_id,))
+            if len(rows) != 1:
+                raise NotFound(f"no session {session_id!r}" + (" (ambiguous prefix)" if rows else ""))
+        return _session(rows[0])
+
+    def sessions(self, *, job_run_id: str | None = None, limit: int = 50) -> list[SessionRecord]:
+        if job_run_id is not None:
+            rows = self._query("SELECT * FROM sessions WHERE job_run_id = ? ORDER BY started_at", (job_run_id,))
+        else:
+            rows = self._query("SELECT * FROM sessions ORDER BY started_at DESC LIMIT ?", (limit,))
+        return [_session(r) for r in rows]
+
+    def matches(self, session_ids: Sequence[str]) -> list[MatchRecord]:
+        if not session_ids:
+            return []
+        marks = ",".join("?" * len(session_ids))
+        rows = self._query(
+            f"SELECT m.session_id, s.peer, m.actor_id, m.kind FROM matches m JOIN sessions s ON s.id = m.session_id "
+            f"WHERE m.session_id IN ({marks}) ORDER BY m.actor_id, s.peer, m.kind",
+            list(session_ids),
+        )
+        return [MatchRecord(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def _session(r: sqlite3.Row) -> SessionRecord:
+    return SessionRecord(
+        id=r["id"], role=r["role"], protocol=r["protocol"], peer=r["peer"],
+        local_dataset=r["local_dataset"], peer_dataset=r["peer_dataset"], kinds=json.loads(r["kinds"]),
+        mode=r["mode"], job_run_id=r["job_run_id"], status=r["status"], started_at=r["started_at"],
+        finished_at=r["finished_at"], requester_set_size=r["requester_set_size"],
+        matched_count=r["matched_count"], false_positive_rate=r["false_positive_rate"], error=r["error"],
+    )
+
+
+def _job_run(r: sqlite3.Row) -> JobRunRecord:
+    return JobRunRecord(
+        id=r["id"], job_name=r["job_name"], started_at=r["started_at"], finished_at=r["finished_at"],
+        status=r["status"], parameters=json.loads(r["parameters"]), error=r["error"],
+    )

@@ -1,0 +1,165 @@
+"""Reading a lab's data files into canonical identifier rows.
+
+Two formats, chosen by file extension:
+
+* CSV (``.csv``): header ``actor_id,kind,value``; one identifier per row, an
+  actor's identifiers on as many rows as it has.
+* JSON Lines (``.jsonl``/``.ndjson``): one actor per line,
+  ``{"actor_id": "a-1", "identifiers": [{"kind": "email", "value": "..."}]}``.
+
+The whole file is parsed and canonicalized before anything is written, so a
+bad row (named by file and line) leaves the store untouched. Error messages
+name the row and what is wrong with it, never the identifier's value.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ImportFileError, InvalidIdentifier
+from ..identifiers import KINDS, CanonicalizationContext, canonicalize
+from .db import IdentifierRow
+
+CSV_COLUMNS = ("actor_id", "kind", "value")
+MAX_ACTOR_ID = 128
+
+
+class ImportMode(str, enum.Enum):
+    REPLACE = "replace"
+    APPEND = "append"
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    dataset: str
+    path: str
+    rows: int
+    actors: int
+    identifiers: int
+    duplicates: int  # identifiers that were the same as another after canonicalization
+    actors_added: int = 0
+    identifiers_added: int = 0
+
+
+def parse_data_file(
+    path: Path, ctx: CanonicalizationContext
+) -> tuple[list[IdentifierRow], int]:
+    """Parse and canonicalize a data file; return rows (deduplicated) and row count.
+
+    Raises ImportFileError naming the file and line on the first bad row.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        raw_rows = _csv_rows(path)
+    elif suffix in (".jsonl", ".ndjson"):
+        raw_rows = _jsonl_rows(path)
+    else:
+        raise ImportFileError(str(path), 0, "unknown file type: use .csv or .jsonl")
+    seen: set[tuple[str, str, str]] = set()
+    out: list[IdentifierRow] = []
+    count = 0
+    for line, actor_id, kind, value in raw_rows:
+        count += 1
+        _check_actor_id(path, line, actor_id)
+        if kind not in KINDS:
+            raise ImportFileError(
+                str(path), line, f"unknown identifier kind {kind!r} (known: {', '.join(sorted(KINDS))})"
+            )
+        try:
+            canonical = canonicalize(kind, value, ctx)
+        except InvalidIdentifier as exc:
+            raise ImportFileError(str(path), line, str(exc)) from None
+        key = (actor_id, kind, canonical)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(IdentifierRow(actor_id, kind, KINDS[kind].version, canonical, value))
+    if count == 0:
+        raise ImportFileError(str(path), 1, "file holds no identifiers")
+    return out, count
+
+
+def _check_actor_id(path: Path, line: int, actor_id: str) -> None:
+    if not actor_id or actor_id != actor_id.strip():
+        raise ImportFileError(str(path), line, "actor_id is empty or has surrounding whitespace")
+    if len(actor_id) > MAX_ACTOR_ID or not actor_id.isprintable():
+        raise ImportFileError(str(path), line, f"actor_id is longer than {MAX_ACTOR_ID} or not printable")
+
+
+def _open_text(path: Path):  # type: ignore[no-untyped-def]
+    try:
+        return path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise ImportFileError(str(path), 0, f"cannot read file: {exc.strerror}") from None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    with _open_text(path) as fh:
+        reader = csv.reader(fh, strict=True)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise ImportFileError(str(path), 1, "file is empty (expected header actor_id,kind,value)")
+            header = [h.strip() for h in header]
+            if tuple(header) != CSV_COLUMNS:
+                raise ImportFileError(
+                    str(path), 1, f"header must be exactly {','.join(CSV_COLUMNS)} (found {','.join(header)})"
+                )
+            for row in reader:
+                line = reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) != len(CSV_COLUMNS):
+                    raise ImportFileError(str(path), line, f"expected 3 columns, found {len(row)}")
+                yield line, row[0], row[1].strip(), row[2]
+        except csv.Error as exc:
+            raise ImportFileError(str(path), reader.line_num, f"malformed CSV: {exc}") from None
+        except UnicodeDecodeError:
+            raise ImportFileError(str(path), reader.line_num + 1, "file is not valid UTF-8") from None
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    actors: set[str] = set()
+    with _open_text(path) as fh:
+        line = 0
+        try:
+            for line, text in enumerate(fh, start=1):
+                if not text.strip():
+                    continue
+                yield from _jsonl_record(path, line, text, actors)
+        except UnicodeDecodeError:
+            raise ImportFileError(str(path), line + 1, "file is not valid UTF-8") from None
+
+
+def _jsonl_record(path: Path, line: int, text: str, actors: set[str]) -> Iterator[tuple[int, str, str, str]]:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImportFileError(str(path), line, f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("actor_id"), str):
+        raise ImportFileError(str(path), line, 'expected an object with a string "actor_id"')
+    unknown = set(record) - {"actor_id", "identifiers"}
+    if unknown:
+        raise ImportFileError(str(path), line, f"unknown field(s): {', '.join(sorted(unknown))}")
+    actor_id = record["actor_id"]
+    if actor_id in actors:
+        raise ImportFileError(str(path), line, f"actor {actor_id!r} appears on an earlier line too")
+    actors.add(actor_id)
+    idents = record.get("identifiers")
+    if not isinstance(idents, list) or not idents:
+        raise ImportFileError(str(path), line, '"identifiers" must be a non-empty list')
+    for i, ident in enumerate(idents):
+        if (
+            not isinstance(ident, dict)
+            or set(ident) != {"kind", "value"}
+            or not all(isinstance(v, str) for v in ident.values())
+        ):
+            raise ImportFileError(
+                str(path), line, f'identifiers[{i}] must be {{"kind": "...", "value": "..."}} with strings'
+            )
+        yield line, actor_id, ident["kind"].strip(), ident["value"]

@@ -1,0 +1,152 @@
+"""Calling a peer node: one channel per peer, every request through the egress."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from ..errors import PeerRefused, PeerUnavailable, RemoteProtocolError
+from ..protocols import PROTOCOL_VERSION
+from ..protocols.psi import PsiOpen, PsiOpened
+from ..v1 import node_pb2 as pb
+from ..v1 import node_pb2_grpc as pb_grpc
+from .chunks import from_chunks, to_chunks
+from .egress import Egress
+from .server import MAX_MESSAGE_BYTES, NODE_HEADER
+
+_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class PeerClient:
+    """A connection to one peer, speaking as ``local_name``.
+
+    ``max_reply_bytes`` bounds how much a peer may send back in one
+    reassembled message (a filter or a response).
+    """
+
+    def __init__(
+        self,
+        peer: str,
+        address: str,
+        *,
+        local_name: str,
+        egress: Egress,
+        timeout: float = 600.0,
+        max_reply_bytes: int = 1 << 31,
+    ) -> None:
+        self.peer = peer
+        self.address = address
+        self._egress = egress
+        self._timeout = timeout
+        self._max_reply = max_reply_bytes
+        self._metadata = ((NODE_HEADER, local_name),)
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._stub = pb_grpc.PsiShareNodeStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> PeerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _error(self, exc: grpc.RpcError) -> Exception:
+        code = exc.code()
+        if code in _UNAVAILABLE:
+            return PeerUnavailable(self.peer, f"{self.address}: {code.name}: {exc.details()}")
+        return PeerRefused(self.peer, code.name, exc.details() or "")
+
+    def _send(self, message, step: str, session_id: str = "", **kw):  # type: ignore[no-untyped-def]
+        return self._egress.send(message, peer=self.peer, protocol=kw.pop("protocol", "psi"), step=step, session_id=session_id, **kw)
+
+    def wait_ready(self, timeout: float) -> None:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise PeerUnavailable(self.peer, f"{self.address}: not reachable within {timeout:g}s") from None
+
+    def node_info(self) -> pb.NodeInfoResponse:
+        request = self._send(pb.NodeInfoRequest(protocol_version=PROTOCOL_VERSION), "info", protocol="node")
+        try:
+            reply = self._stub.NodeInfo(request, metadata=self._metadata, timeout=min(self._timeout, 30))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        self._egress.received(reply, peer=self.peer, protocol="node", step="info")
+        return reply
+
+    def psi_open(self, open_: PsiOpen) -> PsiOpened:
+        request = self._send(
+            pb.PsiOpenRequest(
+                protocol_version=open_.protocol_version,
+                dataset=open_.dataset,
+                kinds=[pb.KindVersion(kind=k, version=v) for k, v in sorted(open_.kinds.items())],
+                set_size=open_.set_size,
+                reveal_intersection=open_.mode.reveal,
+                job_id=open_.job_id,
+            ),
+            "open",
+            items=open_.set_size,
+            job_id=open_.job_id,
+            parameters={"mode": open_.mode.value, "set_size": open_.set_size},
+        )
+        try:
+            reply = self._stub.PsiOpen(request, metadata=self._metadata, timeout=min(self._timeout, 60))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        self._egress.received(reply, peer=self.peer, protocol="psi", step="opened", session_id=reply.session_id)
+        return PsiOpened(
+            session_id=reply.session_id,
+            false_positive_rate=reply.false_positive_rate,
+            max_set_size=reply.max_set_size,
+            openmined_psi_version=reply.openmined_psi_version,
+            session_ttl_seconds=reply.session_ttl_seconds,
+            protocol_version=reply.protocol_version,
+        )
+
+    def psi_process(self, session_id: str, request: bytes, items: int) -> bytes:
+        def outgoing() -> Iterator[pb.Chunk]:
+            for chunk in to_chunks(session_id, request):
+                yield self._send(chunk, "request-chunk", session_id, items=items if chunk.index == 0 else 0)
+
+        try:
+            replies = self._stub.PsiProcess(outgoing(), metadata=self._metadata, timeout=self._timeout)
+            return self._receive(replies, session_id, "response-chunk")
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def psi_setup(self, session_id: str) -> bytes:
+        request = self._send(pb.PsiSetupRequest(protocol_version=PROTOCOL_VERSION, session_id=session_id), "setup-request", session_id)
+        try:
+            replies = self._stub.PsiSetup(request, metadata=self._metadata, timeout=self._timeout)
+            return self._receive(replies, session_id, "setup-chunk")
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def psi_close(self, session_id: str, outcome: str) -> None:
+        request = self._send(
+            pb.PsiCloseRequest(protocol_version=PROTOCOL_VERSION, session_id=session_id, outcome=outcome), "close", session_id
+        )
+        try:
+            self._stub.PsiClose(request, metadata=self._metadata, timeout=30)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def _receive(self, replies: Iterator[pb.Chunk], session_id: str, step: str) -> bytes:
+        def noted() -> Iterator[pb.Chunk]:
+            for chunk in replies:
+                self._egress.received(chunk, peer=self.peer, protocol="psi", step=step, session_id=session_id)
+                yield chunk
+
+        sid, data = from_chunks(noted(), max_bytes=self._max_reply, session_id=session_id)
+        if sid != session_id:
+            raise RemoteProtocolError("peer answered for another session")
+        return data

@@ -1,0 +1,112 @@
+"""The one place every message to a peer passes through.
+
+Both the servicer (answers) and the peer client (requests) hand each
+outgoing protobuf message to :meth:`Egress.send` and send exactly the bytes
+it was given back; received messages are reported with
+:meth:`Egress.received`. Recorders see every message *before* it leaves, so
+a recorder that writes durably (the compliance audit log) can guarantee that
+no byte reaches the wire unrecorded. The default recorder only logs sizes:
+log lines never contain identifiers or payload bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from google.protobuf.message import Message
+
+log = logging.getLogger("psi_share.egress")
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class WireEvent:
+    """One message that crossed (or is about to cross) the node's boundary."""
+
+    direction: str  # "sent" or "received"
+    peer: str
+    protocol: str  # e.g. "psi", "node"
+    step: str  # e.g. "open", "response-chunk"
+    session_id: str
+    byte_length: int
+    sha256: str
+    items: int = 0
+    job_id: str = ""
+    parameters: Mapping[str, object] = field(default_factory=dict)
+
+
+class Recorder(Protocol):
+    def record(self, event: WireEvent) -> None: ...
+
+
+class LoggingRecorder:
+    """Logs each message's size and digest at DEBUG (never its content)."""
+
+    def record(self, event: WireEvent) -> None:
+        log.debug(
+            "%s %s/%s %s peer=%s session=%s bytes=%d items=%d",
+            event.direction, event.protocol, event.step,
+            "to" if event.direction == "sent" else "from",
+            event.peer, event.session_id or "-", event.byte_length, event.items,
+        )
+
+
+class Egress:
+    """Passes messages through every recorder before they may be sent."""
+
+    def __init__(self, recorders: Sequence[Recorder] = ()) -> None:
+        self._recorders = list(recorders) or [LoggingRecorder()]
+
+    def add_recorder(self, recorder: Recorder) -> None:
+        self._recorders.append(recorder)
+
+    def _emit(self, direction: str, message: Message, **context: object) -> None:
+        payload = message.SerializeToString()
+        event = WireEvent(
+            direction=direction,
+            byte_length=len(payload),
+            sha256=hashlib.sha256(payload).hexdigest(),
+            **context,  # type: ignore[arg-type]
+        )
+        for recorder in self._recorders:
+            recorder.record(event)
+
+    def send(
+        self,
+        message: M,
+        *,
+        peer: str,
+        protocol: str,
+        step: str,
+        session_id: str = "",
+        items: int = 0,
+        job_id: str = "",
+        parameters: Mapping[str, object] | None = None,
+    ) -> M:
+        """Record ``message`` as sent to ``peer`` and return it for sending."""
+        self._emit(
+            "sent", message, peer=peer, protocol=protocol, step=step, session_id=session_id,
+            items=items, job_id=job_id, parameters=dict(parameters or {}),
+        )
+        return message
+
+    def received(
+        self,
+        message: Message,
+        *,
+        peer: str,
+        protocol: str,
+        step: str,
+        session_id: str = "",
+        items: int = 0,
+        job_id: str = "",
+    ) -> None:
+        self._emit(
+            "received", message, peer=peer, protocol=protocol, step=step,
+            session_id=session_id, items=items, job_id=job_id, parameters={},
+        )

@@ -1,0 +1,215 @@
+"""The gRPC face of a node: a thin servicer, server creation, health, reflection.
+
+Servicer methods only decode, call the :class:`Responder`, and encode. Errors
+become status codes in one place (:func:`_status_of`): a refusal keeps the
+code the node chose; malformed or out-of-order input is INVALID_ARGUMENT or
+FAILED_PRECONDITION; a version disagreement is FAILED_PRECONDITION. Anything
+else is INTERNAL with a generic message (details go to our log, not to the
+peer).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..errors import OutOfOrder, Refused, RemoteProtocolError, VersionMismatch
+from ..protocols import PROTOCOL_VERSION
+from ..protocols.psi import Mode, PsiOpen
+from ..v1 import node_pb2 as pb
+from ..v1 import node_pb2_grpc as pb_grpc
+from .chunks import from_chunks, to_chunks
+from .egress import Egress
+
+log = logging.getLogger("psi_share.server")
+
+NODE_HEADER = "psi-share-node"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PsiShareNode"].full_name
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class PeerAuthenticator(Protocol):
+    """Decides who is calling. Raises Refused('UNAUTHENTICATED', ...)."""
+
+    def authenticate(self, context: grpc.ServicerContext) -> str: ...
+
+
+class ClaimedNameAuthenticator:
+    """Plaintext mode: trusts the node name the caller states in metadata,
+    but only if it names a peer this node knows. Mutual TLS replaces this with
+    the identity in the peer's certificate."""
+
+    def __init__(self, known_peers) -> None:  # type: ignore[no-untyped-def]
+        self._known_peers = known_peers
+
+    def authenticate(self, context: grpc.ServicerContext) -> str:
+        claimed = dict(context.invocation_metadata()).get(NODE_HEADER, "")
+        if not claimed:
+            raise Refused("UNAUTHENTICATED", f"call carries no {NODE_HEADER} metadata naming the calling node")
+        if claimed not in self._known_peers():
+            raise Refused("UNAUTHENTICATED", f"node {claimed!r} is not a known peer of this node")
+        return claimed
+
+
+def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, Refused):
+        return grpc.StatusCode[exc.code], str(exc)
+    if isinstance(exc, (VersionMismatch, OutOfOrder)):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    if isinstance(exc, RemoteProtocolError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    log.exception("internal error while serving a peer")
+    return grpc.StatusCode.INTERNAL, "internal error on the responding node; its operator can see the log"
+
+
+class NodeServicer(pb_grpc.PsiShareNodeServicer):
+    def __init__(self, responder, egress: Egress, authenticator: PeerAuthenticator) -> None:  # type: ignore[no-untyped-def]
+        self._responder = responder
+        self._egress = egress
+        self._auth = authenticator
+
+    def _abort(self, context: grpc.ServicerContext, exc: Exception) -> None:
+        code, message = _status_of(exc)
+        context.abort(code, message)
+
+    def _check_version(self, version: int) -> None:
+        if version != PROTOCOL_VERSION:
+            raise VersionMismatch(f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})")
+
+    def NodeInfo(self, request: pb.NodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfoResponse:
+        try:
+            peer = self._auth.authenticate(context)
+            self._check_version(request.protocol_version)
+            info = self._responder.node_info(peer)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status
+            self._abort(context, exc)
+        reply = pb.NodeInfoResponse(
+            protocol_version=PROTOCOL_VERSION,
+            node_name=info.node_name,
+            software_version=info.software_version,
+            openmined_psi_version=info.openmined_psi_version,
+            canonicalization=[pb.KindVersion(kind=k, version=v) for k, v in sorted(info.canonicalization.items())],
+            datasets=[pb.ExposedDataset(name=n, kinds=list(k)) for n, k in sorted(info.datasets.items())],
+            protocols=list(info.protocols),
+        )
+        return self._egress.send(reply, peer=peer, protocol="node", step="info")
+
+    def PsiOpen(self, request: pb.PsiOpenRequest, context: grpc.ServicerContext) -> pb.PsiOpenResponse:
+        try:
+            peer = self._auth.authenticate(context)
+            self._egress.received(request, peer=peer, protocol="psi", step="open", job_id=request.job_id)
+            kinds = {kv.kind: kv.version for kv in request.kinds}
+            if len(kinds) != len(request.kinds):
+                raise RemoteProtocolError("PsiOpen.kinds names a kind twice")
+            opened = self._responder.psi_open(
+                peer,
+                PsiOpen(
+                    dataset=request.dataset,
+                    kinds=kinds,
+                    set_size=request.set_size,
+                    mode=Mode.REVEAL if request.reveal_intersection else Mode.COUNT,
+                    job_id=request.job_id,
+                    protocol_version=request.protocol_version,
+                ),
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._abort(context, exc)
+        reply = pb.PsiOpenResponse(
+            protocol_version=PROTOCOL_VERSION,
+            session_id=opened.session_id,
+            false_positive_rate=opened.false_positive_rate,
+            max_set_size=opened.max_set_size,
+            openmined_psi_version=opened.openmined_psi_version,
+            session_ttl_seconds=opened.session_ttl_seconds,
+        )
+        return self._egress.send(
+            reply, peer=peer, protocol="psi", step="opened", session_id=opened.session_id,
+            parameters={"false_positive_rate": opened.false_positive_rate, "mode": "reveal" if request.reveal_intersection else "count"},
+        )
+
+    def PsiSetup(self, request: pb.PsiSetupRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
+        try:
+            peer = self._auth.authenticate(context)
+            self._check_version(request.protocol_version)
+            self._egress.received(request, peer=peer, protocol="psi", step="setup-request", session_id=request.session_id)
+            data = self._responder.psi_setup(peer, request.session_id)
+        except Exception as exc:  # noqa: BLE001
+            self._abort(context, exc)
+        return self._send_chunks(peer, request.session_id, "setup", data)
+
+    def PsiProcess(self, request_iterator: Iterator[pb.Chunk], context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
+        try:
+            peer = self._auth.authenticate(context)
+            first = next(request_iterator, None)
+            if first is None:
+                raise RemoteProtocolError("PsiProcess stream carried no chunk")
+            self._check_version(first.protocol_version)
+            sid = first.session_id
+            limit = self._responder.request_limit(peer, sid)
+
+            def noted(chunks: Iterator[pb.Chunk]) -> Iterator[pb.Chunk]:
+                for chunk in chunks:
+                    self._egress.received(chunk, peer=peer, protocol="psi", step="request-chunk", session_id=sid)
+                    yield chunk
+
+            _, data = from_chunks(noted(itertools.chain([first], request_iterator)), max_bytes=limit, session_id=sid)
+            reply = self._responder.psi_process(peer, sid, data)
+        except Exception as exc:  # noqa: BLE001
+            self._abort(context, exc)
+        return self._send_chunks(peer, sid, "response", reply)
+
+    def PsiClose(self, request: pb.PsiCloseRequest, context: grpc.ServicerContext) -> pb.PsiCloseResponse:
+        try:
+            peer = self._auth.authenticate(context)
+            self._check_version(request.protocol_version)
+            self._egress.received(request, peer=peer, protocol="psi", step="close", session_id=request.session_id)
+            self._responder.psi_close(peer, request.session_id, request.outcome[:200])
+        except Exception as exc:  # noqa: BLE001
+            self._abort(context, exc)
+        reply = pb.PsiCloseResponse(protocol_version=PROTOCOL_VERSION)
+        return self._egress.send(reply, peer=peer, protocol="psi", step="closed", session_id=request.session_id)
+
+    def _send_chunks(self, peer: str, sid: str, step: str, data: bytes) -> Iterator[pb.Chunk]:
+        for chunk in to_chunks(sid, data):
+            yield self._egress.send(chunk, peer=peer, protocol="psi", step=f"{step}-chunk", session_id=sid)
+
+
+def create_server(
+    responder,  # type: ignore[no-untyped-def]
+    egress: Egress,
+    authenticator: PeerAuthenticator,
+    address: str,
+    *,
+    max_workers: int = 16,
+) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """Build (not start) a server bound to ``address``; returns it and its port.
+
+    Binding ``127.0.0.1:0`` picks a free port, as tests do.
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="psi-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    pb_grpc.add_PsiShareNodeServicer_to_server(NodeServicer(responder, egress, authenticator), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer
