@@ -32,6 +32,9 @@ P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 # A blinded element is a compressed P-256 point: 0x02/0x03 prefix + 32 bytes.
 POINT_BYTES = 33
 
+# OpenMined stores the GCS hash range (items x queries / fpr) in an int64.
+GCS_HASH_RANGE_LIMIT = 2.0**62
+
 # Below this many items a chunk is not worth a thread hand-off.
 MIN_CHUNK_ITEMS = 2048
 
@@ -122,14 +125,42 @@ class OpenMinedEngine:
     def setup(
         self, key: bytes, items: Sequence[str], fpr: float, max_requester_items: int
     ) -> ServerSetup:
-        """The Golomb-compressed set of H(y)^k over the responder's items.
+        """The responder's filter over H(y)^k for its items.
 
-        ``fpr`` bounds the probability that a query of ``max_requester_items``
-        items yields any false positive, i.e. the expected number of false
-        matches over a whole requester set of at most that size.
+        A Golomb-compressed set (GCS) sized so that a query of
+        ``max_requester_items`` items yields a false positive with probability
+        at most ``fpr`` -- the expected number of false matches over the
+        requester's whole set. OpenMined keeps the GCS hash range in a signed
+        64-bit integer (items x queries / fpr): where that would overflow, or
+        the GCS cannot be built, the setup is the raw sorted set of blinded
+        points instead, which has no false positives at all. Both are standard
+        OpenMined setups that any OpenMined client reads.
         """
-        server = openmined.server.CreateFromKey(key, True)
-        return server.CreateSetupMessage(fpr, max_requester_items, list(items))
+        items = list(items)
+        if len(items) * max_requester_items / fpr < GCS_HASH_RANGE_LIMIT:
+            server = openmined.server.CreateFromKey(key, True)
+            try:
+                return server.CreateSetupMessage(fpr, max_requester_items, items)
+            except (ValueError, RuntimeError):
+                pass  # OpenMined's GCS rejects some small sets; fall back to raw
+        return self.raw_setup(key, items)
+
+    def raw_setup(self, key: bytes, items: Sequence[str]) -> ServerSetup:
+        """The sorted blinded set, built chunk-parallel.
+
+        Sorting hides the order of our items (which is the order of their
+        plaintexts in the store) and makes the setup independent of chunking.
+        """
+
+        def work(a: int, b: int) -> list[bytes]:
+            server = openmined.server.CreateFromKey(key, True)
+            part = server.CreateSetupMessage(0.5, 1, list(items[a:b]), openmined.DataStructure.RAW)
+            return list(part.raw.encrypted_elements)
+
+        joined = sorted(e for part in self._map(work, len(items)) for e in part)
+        setup = ServerSetup()
+        setup.raw.encrypted_elements.extend(joined)
+        return setup
 
     def process(self, key: bytes, request: Request, reveal: bool) -> Response:
         """Raise every blinded requester element to the responder's key."""

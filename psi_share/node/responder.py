@@ -37,6 +37,7 @@ from .itemsets import build_item_set
 log = logging.getLogger("psi_share.responder")
 
 SOFTWARE_VERSION = "0.1.0"
+_MIN_QUERIES = 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class _SetupEntry:
     key: bytes
     future: Future[PreparedSetup]
     created: float
+    queries: int  # the largest requester set the filter is sized for
 
 
 @dataclass
@@ -85,7 +87,7 @@ class Responder:
         self._clock = clock
         self._random_bytes = random_bytes
         self._lock = threading.Lock()
-        self._setups: dict[tuple[str, int, tuple[str, ...]], _SetupEntry] = {}
+        self._setups: dict[tuple[str, int, tuple[str, ...]], list[_SetupEntry]] = {}
         self._sessions: dict[str, _Session] = {}
 
     # -- read-only information --------------------------------------------
@@ -110,10 +112,14 @@ class Responder:
 
     # -- prepared filters -------------------------------------------------
 
-    def prepare(self, dataset: str, kinds: tuple[str, ...] | None = None) -> Future[PreparedSetup]:
-        """Start (or reuse) building the filter over ``dataset`` for ``kinds``."""
+    def prepare(
+        self, dataset: str, kinds: tuple[str, ...] | None = None, queries: int | None = None
+    ) -> Future[PreparedSetup]:
+        """Start (or reuse) building the filter over ``dataset`` for ``kinds``,
+        valid for requester sets of up to ``queries`` items (default: the
+        node's max_set_size, which covers every request)."""
         kinds = tuple(sorted(kinds if kinds is not None else self.config.exposed_kinds()))
-        return self._setup_entry(dataset, kinds).future
+        return self._setup_entry(dataset, kinds, queries or self.config.matching.max_set_size).future
 
     def prepare_exposed(self) -> list[Future[PreparedSetup]]:
         """Build filters for every exposed dataset that exists (serve start)."""
@@ -127,29 +133,34 @@ class Responder:
             futures.append(self.prepare(name))
         return futures
 
-    def _setup_entry(self, dataset: str, kinds: tuple[str, ...]) -> _SetupEntry:
+    def _setup_entry(self, dataset: str, kinds: tuple[str, ...], set_size: int) -> _SetupEntry:
         info = self._store.dataset(dataset)
-        revision = info.revision
         # Kinds the dataset does not hold add nothing to the filter: normalize
         # them away so that equivalent requests share one prepared filter.
         kinds = tuple(k for k in kinds if k in info.kinds)
+        # Filters are sized for a power-of-two number of queries: one sized
+        # for more queries than a request has still meets the guarantee.
+        limit = self.config.matching.max_set_size
+        queries = min(limit, max(_MIN_QUERIES, 1 << max(0, set_size - 1).bit_length()))
         now = self._clock()
-        cache_key = (dataset, revision, kinds)
+        lifetime = self.config.sessions.setup_lifetime_seconds
+        cache_key = (dataset, info.revision, kinds)
         with self._lock:
-            entry = self._setups.get(cache_key)
-            lifetime = self.config.sessions.setup_lifetime_seconds
-            if entry is not None and now - entry.created < lifetime:
-                return entry
             # Drop filters of older revisions or past their lifetime.
-            for k in [k for k, e in self._setups.items() if k[:1] == (dataset,) and (k != cache_key or now - e.created >= lifetime)]:
-                del self._setups[k]
+            for k in list(self._setups):
+                if k[0] == dataset and k != cache_key:
+                    del self._setups[k]
+            fresh = [e for e in self._setups.get(cache_key, []) if now - e.created < lifetime]
+            usable = [e for e in fresh if e.queries >= queries]
+            if usable:
+                return min(usable, key=lambda e: e.queries)
             key = new_private_key(self._random_bytes)
-            future = self._setup_executor.submit(self._build_setup, dataset, kinds, key)
-            entry = _SetupEntry(key=key, future=future, created=now)
-            self._setups[cache_key] = entry
+            future = self._setup_executor.submit(self._build_setup, dataset, kinds, key, queries)
+            entry = _SetupEntry(key=key, future=future, created=now, queries=queries)
+            self._setups[cache_key] = fresh + [entry]
             return entry
 
-    def _build_setup(self, dataset: str, kinds: tuple[str, ...], key: bytes) -> PreparedSetup:
+    def _build_setup(self, dataset: str, kinds: tuple[str, ...], key: bytes, queries: int) -> PreparedSetup:
         started = self._clock()
         items = build_item_set(self._store.identifiers(dataset, kinds))
         prepared = prepare_setup(
@@ -157,11 +168,11 @@ class Responder:
             key,
             items.items,
             false_positive_rate=self.config.matching.false_positive_rate,
-            max_set_size=self.config.matching.max_set_size,
+            max_set_size=queries,
         )
         log.info(
-            "prepared PSI filter over dataset %s (%d items, %d kinds) in %.2fs: %d bytes",
-            dataset, prepared.item_count, len(kinds), self._clock() - started, len(prepared.setup),
+            "prepared PSI filter over dataset %s (%d items, %d kinds, up to %d queries) in %.2fs: %d bytes",
+            dataset, prepared.item_count, len(kinds), queries, self._clock() - started, len(prepared.setup),
         )
         return prepared
 
@@ -170,7 +181,7 @@ class Responder:
     def psi_open(self, peer: str, open_: PsiOpen) -> PsiOpened:
         self._check_open(peer, open_)
         kinds = tuple(sorted(open_.kinds))
-        entry = self._setup_entry(open_.dataset, kinds)
+        entry = self._setup_entry(open_.dataset, kinds, open_.set_size)
         core = PsiResponderSession(
             open_, key=entry.key, max_set_size=self.config.matching.max_set_size, engine=self._engine
         )
@@ -196,7 +207,7 @@ class Responder:
         return PsiOpened(
             session_id=sid,
             false_positive_rate=self.config.matching.false_positive_rate,
-            max_set_size=self.config.matching.max_set_size,
+            max_set_size=entry.queries,
             session_ttl_seconds=self.config.sessions.ttl_seconds,
         )
 

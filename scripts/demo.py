@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Three-lab demo: synthetic data, three real nodes on 127.0.0.1, a joint job.
+
+Everything goes through the real ``psi-share`` command, as a lab engineer
+would run it: ``init``, ``data import``, ``peers add``, ``serve`` (three
+background processes), ``job run``. Then each lab's results are checked
+against the generator's ground truth and the nodes are stopped with SIGTERM.
+
+Usage: python scripts/demo.py [--out demo-out] [--seed 7] [--customers 30000] [--flagged 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+LABS = ("lab-a", "lab-b", "lab-c")
+console = Console()
+
+
+def psi(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "psi_share.cli.main", "--home", str(home), "--log-level", "WARNING", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): psi-share {' '.join(args)}\n{proc.stderr}")
+    return proc
+
+
+def start_node(home: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
+    cmd = [sys.executable, "-m", "psi_share.cli.main", "--home", str(home), "serve", "--listen", "127.0.0.1:0"]
+    errf = log.open("w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if "listening on port" in text:
+            port = int(text.split("listening on port", 1)[1].split()[0])
+            return proc, port
+        if proc.poll() is not None:
+            raise SystemExit(f"node {home.name} exited at start:\n{text}")
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"node {home.name} did not start within 60s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "demo-out")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--customers", type=int, default=30000)
+    parser.add_argument("--flagged", type=int, default=3000)
+    args = parser.parse_args()
+    started = time.monotonic()
+    out: Path = args.out
+    if out.exists():
+        shutil.rmtree(out)
+    data, nodes, logs = out / "data", out / "nodes", out / "logs"
+    logs.mkdir(parents=True)
+
+    console.rule("[bold]1. synthetic data for three labs")
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_demo_data.py"), "--out", str(data), "--seed", str(args.seed),
+         "--customers", str(args.customers), "--flagged", str(args.flagged), "--labs", ",".join(LABS)],
+        check=True, timeout=300,
+    )
+    truth = json.loads((data / "truth.json").read_text())
+
+    console.rule("[bold]2. three node homes, data imported locally")
+    for lab in LABS:
+        home = nodes / lab
+        psi(home, "init", lab, "--listen", "127.0.0.1:0")
+        for dataset in ("customers", "flagged"):
+            psi(home, "data", "import", dataset, str(data / lab / f"{dataset}.csv"))
+        listing = json.loads(psi(home, "data", "list", "--format", "json").stdout)
+        console.print(f"{lab}: " + ", ".join(f"{d['dataset']} {d['actors']} actors / {d['identifiers']} identifiers" for d in listing))
+
+    console.rule("[bold]3. three nodes serving on 127.0.0.1")
+    procs: dict[str, subprocess.Popen[str]] = {}
+    ports: dict[str, int] = {}
+    try:
+        for lab in LABS:
+            procs[lab], ports[lab] = start_node(nodes / lab, logs / f"{lab}.log")
+            console.print(f"{lab} listening on 127.0.0.1:{ports[lab]}")
+        for lab in LABS:
+            for peer in LABS:
+                if peer != lab:
+                    psi(nodes / lab, "peers", "add", peer, f"127.0.0.1:{ports[peer]}")
+
+        console.rule("[bold]4. the joint job, run by every lab on its own node")
+        jobfile = out / "campaign-job.toml"
+        jobfile.write_text(
+            "[job]\n"
+            'name = "distillation-campaign"\n'
+            f"participants = {json.dumps(list(LABS))}\n"
+            'dataset = "flagged"\n'
+            'peer_dataset = "flagged"\n'
+            f"kinds = {json.dumps(truth['kinds'])}\n"
+            'mode = "reveal"\n'
+        )
+        results = {}
+        for lab in LABS:
+            t = time.monotonic()
+            proc = psi(nodes / lab, "job", "run", str(jobfile), "--format", "json")
+            results[lab] = json.loads(proc.stdout)
+            console.print(f"{lab}: job run {results[lab]['run_id'][:12]} {results[lab]['status']} in {time.monotonic() - t:.1f}s")
+    finally:
+        console.rule("[bold]5. shutting the nodes down (SIGTERM)")
+        for lab, proc in procs.items():
+            proc.send_signal(signal.SIGTERM)
+        for lab, proc in procs.items():
+            try:
+                code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = "killed after 30s"
+            console.print(f"{lab} stopped: exit {code}")
+
+    return report(results, truth, time.monotonic() - started)
+
+
+def report(results: dict, truth: dict, seconds: float) -> int:
+    console.rule("[bold]6. what each lab learned, against the ground truth")
+    table = Table()
+    for col in ("lab", "peer", "shared (learned)", "shared (truth)", "precision", "recall"):
+        table.add_column(col, justify="right" if col not in ("lab", "peer") else "left")
+    perfect = True
+    for lab, result in results.items():
+        attribution = {a: set(p) for a, p in result["attribution"].items()}
+        expected_labs = truth["labs"][lab]
+        rows = [(peer, set(ids)) for peer, ids in sorted(expected_labs["shared_with"].items())]
+        rows.append(("≥ 2 other labs", set(expected_labs["seen_at_2_or_more"])))
+        for peer, expected in rows:
+            if peer.startswith("≥"):
+                learned = {a for a, p in attribution.items() if len(p) >= 2}
+            else:
+                learned = {a for a, p in attribution.items() if peer in p}
+            tp = len(learned & expected)
+            precision = tp / len(learned) if learned else 1.0
+            recall = tp / len(expected) if expected else 1.0
+            perfect &= precision == 1.0 and recall == 1.0
+            table.add_row(lab, peer, str(len(learned)), str(len(expected)), f"{precision:.3f}", f"{recall:.3f}")
+    console.print(table)
+    verdict = "[bold green]all results match the ground truth" if perfect else "[bold red]results differ from the ground truth"
+    console.print(f"{verdict}[/] (demo took {seconds:.0f}s)")
+    return 0 if perfect else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Shared fixtures: real nodes in temporary homes, served on 127.0.0.1 port 0."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from psi_share import Node, RunningServer, init_home
+
+
+class Federation:
+    """Real nodes with real gRPC servers on loopback, torn down after the test."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.nodes: dict[str, Node] = {}
+        self.servers: dict[str, RunningServer] = {}
+
+    def node(self, name: str, **config: object) -> Node:
+        home = init_home(self.root / name, name, "127.0.0.1:0")
+        if config:
+            home.config_path.write_text(_override(home.config_path.read_text(), config))
+        node = Node.open(home.path)
+        self.nodes[name] = node
+        return node
+
+    def serve(self, name: str) -> RunningServer:
+        server = self.nodes[name].serve("127.0.0.1:0")
+        self.servers[name] = server
+        return server
+
+    def connect_all(self) -> None:
+        for a, node in self.nodes.items():
+            for b, server in self.servers.items():
+                if a != b:
+                    node.store.add_peer(b, f"127.0.0.1:{server.port}", now=node.clock(), replace=True)
+            for b in self.nodes:
+                if a != b and b not in self.servers:
+                    node.store.add_peer(b, "127.0.0.1:1", now=node.clock(), replace=True)
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.stop(grace=1)
+        for node in self.nodes.values():
+            node.close()
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[Federation]:
+    fed = Federation(tmp_path)
+    try:
+        yield fed
+    finally:
+        fed.close()
+
+
+def _override(text: str, config: dict[str, object]) -> str:
+    """Set ``section__key=value`` entries in a rendered config.toml."""
+    lines, section = text.splitlines(), ""
+    for i, line in enumerate(lines):
+        if line.startswith("["):
+            section = line.strip("[]")
+        key = line.split("=")[0].strip()
+        if f"{section}__{key}" in config:
+            lines[i] = f"{key} = {config[f'{section}__{key}']}"
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    import csv
+
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["actor_id", "kind", "value"])
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def csv_file(tmp_path: Path) -> Callable[[str, list[tuple[str, str, str]]], Path]:
+    return lambda name, rows: write_csv(tmp_path / name, rows)
