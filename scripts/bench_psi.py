@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Benchmark: raw OpenMined PSI (single-threaded) vs a node-to-node match over gRPC.
+
+In one run, on the same sets:
+
+1. baseline: the OpenMined library called directly on one thread: setup over
+   the responder's items, request, response, intersection (all four steps);
+2. psi-share: two real nodes in separate processes on 127.0.0.1 (``serve``
+   and ``match``), each with its own store. The responder prepares its
+   filter when it starts serving, before any request arrives (as a node
+   does); the figure is the match as the requester's CLI reports it.
+
+Prints both times, their ratio (node / baseline) and each node's peak RSS.
+
+Usage: python scripts/bench_psi.py [--requester 100000] [--responder 100000] [--overlap 0.1] [--no-baseline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import private_set_intersection.python as openmined
+
+from psi_share.crypto.openmined import GCS_HASH_RANGE_LIMIT
+from psi_share.identifiers import domain_separated_item
+
+KIND = "device_id"
+
+
+def values(n: int, start: int) -> list[str]:
+    return [f"dev-{i:09d}" for i in range(start, start + n)]
+
+
+def baseline(req_vals: list[str], resp_vals: list[str], fpr: float) -> tuple[float, int, str]:
+    req = [domain_separated_item(KIND, v) for v in req_vals]
+    resp = [domain_separated_item(KIND, v) for v in resp_vals]
+    queries = 1 << max(0, len(req) - 1).bit_length()
+    # Same filter kind the node picks: GCS where OpenMined can size it, else raw.
+    ds = openmined.DataStructure.GCS if len(resp) * queries / fpr < GCS_HASH_RANGE_LIMIT else openmined.DataStructure.RAW
+    t = time.perf_counter()
+    server = openmined.server.CreateWithNewKey(True)
+    client = openmined.client.CreateWithNewKey(True)
+    setup = server.CreateSetupMessage(fpr, queries, resp, ds)
+    request = client.CreateRequest(req)
+    response = server.ProcessRequest(request)
+    found = client.GetIntersection(setup, response)
+    return time.perf_counter() - t, len(found), ds.name
+
+
+def write_csv(path: Path, prefix: str, vals: list[str]) -> None:
+    with path.open("w") as fh:
+        fh.write("actor_id,kind,value\n")
+        for i, v in enumerate(vals):
+            fh.write(f"{prefix}{i},{KIND},{v}\n")
+
+
+def cli(home: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "psi_share.cli.main", "--home", str(home), *args]
+
+
+def run(cmd: list[str]) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr}")
+    return proc.stdout
+
+
+def peak_rss_mib(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) / 1024
+
+
+def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path) -> dict:
+    a, b = workdir / "lab-a", workdir / "lab-b"
+    for home, name in ((a, "lab-a"), (b, "lab-b")):
+        run(cli(home, "init", name, "--listen", "127.0.0.1:0"))
+        text = (home / "config.toml").read_text()
+        (home / "config.toml").write_text(re.sub(r"max_set_size = \d+", f"max_set_size = {max(len(req_vals), 1)}", text))
+    write_csv(workdir / "a.csv", "a", req_vals)
+    write_csv(workdir / "b.csv", "b", resp_vals)
+    t = time.perf_counter()
+    run(cli(a, "data", "import", "flagged", str(workdir / "a.csv")))
+    run(cli(b, "data", "import", "flagged", str(workdir / "b.csv")))
+    print(f"  imported both datasets in {time.perf_counter() - t:.1f}s", flush=True)
+    log = (workdir / "serve.log").open("w+")
+    t = time.perf_counter()
+    server = subprocess.Popen(cli(b, "--log-level", "INFO", "serve", "--listen", "127.0.0.1:0"), stderr=log, stdout=subprocess.DEVNULL)
+    try:
+        port = None
+        while True:
+            text = (workdir / "serve.log").read_text()
+            if port is None and (m := re.search(r"listening on port (\d+)", text)):
+                port = int(m.group(1))
+            if "prepared PSI filter" in text:
+                break
+            if server.poll() is not None:
+                raise SystemExit(f"responder exited:\n{text}")
+            time.sleep(0.05)
+        prepare = time.perf_counter() - t
+        print(f"  responder prepared its filter in {prepare:.1f}s (before any request)", flush=True)
+        run(cli(a, "peers", "add", "lab-b", f"127.0.0.1:{port}"))
+        run(cli(b, "peers", "add", "lab-a", "127.0.0.1:1"))
+        errlog = (workdir / "match.log").open("w")
+        requester = subprocess.Popen(
+            cli(a, "match", "lab-b", "--kinds", KIND, "--format", "json"), stdout=subprocess.PIPE, stderr=errlog, text=True
+        )
+        out = requester.stdout.read()
+        # wait4 gives this child's own peak RSS (not the max over all children).
+        _, status, usage = os.wait4(requester.pid, 0)
+        requester.returncode = os.waitstatus_to_exitcode(status)
+        if requester.returncode:
+            raise SystemExit(f"match failed:\n{(workdir / 'match.log').read_text()}")
+        result = json.loads(out)
+        requester_rss = usage.ru_maxrss / 1024
+        responder_rss = peak_rss_mib(server.pid)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    return {"match": result, "prepare_seconds": prepare, "responder_rss": responder_rss, "requester_rss": requester_rss}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--requester", type=int, default=100_000)
+    p.add_argument("--responder", type=int, default=100_000)
+    p.add_argument("--overlap", type=float, default=0.1, help="fraction of the requester's items the responder holds")
+    p.add_argument("--fpr", type=float, default=1e-9)
+    p.add_argument("--no-baseline", action="store_true", help="skip the single-threaded baseline (for very large sets)")
+    args = p.parse_args()
+    shared = int(args.requester * args.overlap)
+    req_vals = values(args.requester, 0)
+    resp_vals = values(shared, 0) + values(args.responder - shared, 10**8)
+    print(f"sets: requester {args.requester}, responder {args.responder}, expected intersection {shared}; "
+          f"{os.cpu_count()} cores", flush=True)
+    base = None
+    if not args.no_baseline:
+        base, found, ds = baseline(req_vals, resp_vals, args.fpr)
+        assert found == shared, (found, shared)
+        print(f"baseline (OpenMined, 1 thread, {ds} setup, all 4 steps): {base:.2f}s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="psi-bench-") as tmp:
+        node = node_match(req_vals, resp_vals, Path(tmp))
+    m = node["match"]
+    assert m["matching_items"] == shared, (m["matching_items"], shared)
+    print(f"psi-share node-to-node over gRPC (match only): {m['seconds']:.2f}s, {m['matching_items']} matches")
+    print(f"  responder filter prepared before the request: {node['prepare_seconds']:.1f}s")
+    print(f"  peak RSS: requester node {node['requester_rss']:.0f} MiB, responder node {node['responder_rss']:.0f} MiB")
+    if base is not None:
+        print(f"ratio node / baseline: {m['seconds'] / base:.2f} (target <= 0.60)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
