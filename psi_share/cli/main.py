@@ -73,7 +73,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except PsiShareError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            # Plain text, never rich markup: messages hold paths and [sections].
+            click.secho("error: ", fg="red", bold=True, err=True, nl=False)
+            click.echo(str(exc), err=True)
             sys.exit(EXIT_ERROR)
 
 
@@ -159,11 +161,11 @@ def data() -> None:
 @data.command("import")
 @click.argument("dataset")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--replace", "mode", flag_value=ImportMode.REPLACE.value, help="Replace the dataset's contents.")
-@click.option("--append", "mode", flag_value=ImportMode.APPEND.value, help="Add to the dataset's contents.")
+@click.option("--replace", is_flag=True, help="Replace the dataset's contents.")
+@click.option("--append", is_flag=True, help="Add to the dataset's contents.")
 @format_option
 @pass_ctx
-def data_import(c: Ctx, dataset: str, file: Path, mode: str | None, fmt: str) -> None:
+def data_import(c: Ctx, dataset: str, file: Path, replace: bool, append: bool, fmt: str) -> None:
     """Import FILE (CSV or JSON Lines) into DATASET, all or nothing.
 
     \b
@@ -174,8 +176,11 @@ def data_import(c: Ctx, dataset: str, file: Path, mode: str | None, fmt: str) ->
     its file and line and nothing is written. When DATASET already holds
     actors, say --replace or --append.
     """
+    if replace and append:
+        raise click.UsageError("--replace and --append contradict each other; give one")
+    mode = ImportMode.REPLACE if replace else ImportMode.APPEND if append else None
     with c.node() as n:
-        s = n.import_file(dataset, file, ImportMode(mode) if mode else None)
+        s = n.import_file(dataset, file, mode)
         emit_object(
             {"dataset": s.dataset, "file": s.path, "rows": s.rows, "actors": s.actors,
              "identifiers": s.identifiers, "duplicates_collapsed": s.duplicates,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import ConfigError
 from .config import NodeConfig, load_config, parse_config, render_config
+
+_LISTEN_PATTERN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):\d{1,5}$")
 
 CONFIG_FILE = "config.toml"
 STORE_FILE = "store.sqlite3"
@@ -65,10 +69,14 @@ def init_home(path: Path, name: str, listen: str, *, force: bool = False) -> Nod
     home = NodeHome(path)
     if home.config_path.exists() and not force:
         raise ConfigError(f"{path} already holds a node ({CONFIG_FILE} exists); use --force to overwrite its config")
-    text = render_config(name, listen)
-    import tomllib
+    from ..store.db import NAME_PATTERN
 
-    parse_config(tomllib.loads(text), "generated config")  # validates name and listen
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(f"invalid node name {name!r}: use lowercase letters, digits, '-' or '_', starting with a letter")
+    if not _LISTEN_PATTERN.match(listen):
+        raise ConfigError(f"invalid listen address {listen!r}: use HOST:PORT, e.g. 127.0.0.1:7400")
+    text = render_config(name, listen)
+    parse_config(tomllib.loads(text), "generated config")
     path.mkdir(parents=True, exist_ok=True)
     home.keys_path.mkdir(mode=0o700, exist_ok=True)
     os.chmod(home.keys_path, 0o700)

@@ -219,15 +219,22 @@ class PsiRequester:
             dataset=dataset, kinds=dict(kinds), set_size=len(items), mode=mode, job_id=job_id
         )
 
-    def _step(self, event: str) -> None:
+    def _next(self, event: str) -> RequesterState:
         nxt = _REQUESTER_STEPS.get((self.state, event))
         if nxt is None:
             raise LocalProtocolError(f"requester cannot handle {event!r} in state {self.state.value}")
-        self.state = nxt
+        return nxt
+
+    def _step(self, event: str) -> None:
+        self.state = self._next(event)
 
     def on_opened(self, opened: PsiOpened) -> None:
-        """Accept the responder's answer to our PsiOpen, or refuse it."""
-        self._step("opened")
+        """Accept the responder's answer to our PsiOpen, or refuse it.
+
+        A refused answer leaves the requester in its initial state: it sends
+        nothing after that.
+        """
+        nxt = self._next("opened")
         if opened.protocol_version != PROTOCOL_VERSION:
             raise VersionMismatch(f"peer answered with protocol version {opened.protocol_version}")
         if not opened.session_id:
@@ -239,6 +246,7 @@ class PsiRequester:
         if not 0 < opened.false_positive_rate < 1 or math.isnan(opened.false_positive_rate):
             raise RemoteProtocolError(f"peer's false-positive rate {opened.false_positive_rate} is invalid")
         self.opened = opened
+        self.state = nxt
 
     def request(self) -> bytes:
         """The serialized psi_proto.Request: our items, blinded."""
@@ -259,8 +267,7 @@ class PsiRequester:
         """Take the responder's filter and compute what we learn."""
         self._step("setup")
         setup = _parse(ServerSetup, data, "ServerSetup")
-        if setup.WhichOneof("data_structure") is None:
-            raise RemoteProtocolError("peer's ServerSetup holds no filter")
+        check_server_setup(setup)
         assert self._response is not None and self.opened is not None
         reveal = self.open.mode.reveal
         if self.open.set_size == 0:
@@ -328,6 +335,29 @@ class PsiResponderSession:
     def close(self) -> None:
         if self.state is not ResponderState.CLOSED:
             self._step("close")
+
+
+# Bounds on a ServerSetup's parameters. OpenMined divides by the GCS hash
+# range and the Bloom filter's size without checking them: a zero there
+# aborts the whole process, so they are checked before OpenMined sees them.
+_MAX_GCS_DIV = 62
+_MAX_BLOOM_HASHES = 256
+
+
+def check_server_setup(setup: ServerSetup) -> None:
+    """Refuse a peer's ServerSetup that OpenMined could not safely process."""
+    kind = setup.WhichOneof("data_structure")
+    if kind is None:
+        raise RemoteProtocolError("peer's ServerSetup holds no filter")
+    if kind == "gcs":
+        if setup.gcs.hash_range < 1 or not 0 <= setup.gcs.div <= _MAX_GCS_DIV:
+            raise RemoteProtocolError("peer's GCS filter has an invalid hash range or divisor")
+    elif kind == "bloom_filter":
+        bloom = setup.bloom_filter
+        if not bloom.bits or not 1 <= bloom.num_hash_functions <= _MAX_BLOOM_HASHES:
+            raise RemoteProtocolError("peer's Bloom filter is empty or has an invalid number of hash functions")
+    elif any(len(e) != POINT_BYTES for e in setup.raw.encrypted_elements):
+        raise RemoteProtocolError("peer's raw setup holds an element that is not a compressed P-256 point")
 
 
 def _parse(cls: type, data: bytes, name: str):  # type: ignore[no-untyped-def]

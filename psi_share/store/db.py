@@ -415,7 +415,7 @@ class Store:
     def session(self, session_id: str) -> SessionRecord:
         rows = self._query("SELECT * FROM sessions WHERE id = ?", (session_id,))
         if not rows:
-            rows = self._query("SELECT * FROM sessions WHERE id LIKE ? || '%'", (session_id,))
+            rows = self._query("SELECT * FROM sessions WHERE substr(id, 1, length(?)) = ?", (session_id, session_id))
             if len(rows) != 1:
                 raise NotFound(f"no session {session_id!r}" + (" (ambiguous prefix)" if rows else ""))
         return _session(rows[0])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import enum
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,8 +68,9 @@ def parse_data_file(
         count += 1
         _check_actor_id(path, line, actor_id)
         if kind not in KINDS:
+            # Not echoed: with swapped columns the "kind" is an identifier value.
             raise ImportFileError(
-                str(path), line, f"unknown identifier kind {kind!r} (known: {', '.join(sorted(KINDS))})"
+                str(path), line, f"unknown identifier kind in the kind field (known: {', '.join(sorted(KINDS))})"
             )
         try:
             canonical = canonicalize(kind, value, ctx)
@@ -91,11 +93,22 @@ def _check_actor_id(path: Path, line: int, actor_id: str) -> None:
         raise ImportFileError(str(path), line, f"actor_id is longer than {MAX_ACTOR_ID} or not printable")
 
 
-def _open_text(path: Path):  # type: ignore[no-untyped-def]
+def _open_text(path: Path) -> io.StringIO:
+    """The file decoded as UTF-8 (a leading byte-order mark is allowed).
+
+    Decoding the whole file first lets a bad byte be named by its own line;
+    a streaming decoder reports where its read-ahead block began instead.
+    """
     try:
-        return path.open(newline="", encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ImportFileError(str(path), 0, f"cannot read file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ImportFileError(str(path), line, "file is not valid UTF-8") from None
+    return io.StringIO(text, newline="")
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, str, str, str]]:
@@ -107,8 +120,10 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, str, str, str]]:
                 raise ImportFileError(str(path), 1, "file is empty (expected header actor_id,kind,value)")
             header = [h.strip() for h in header]
             if tuple(header) != CSV_COLUMNS:
+                # The found header is not echoed: a file without one starts
+                # with a data row, and identifier values must not reach logs.
                 raise ImportFileError(
-                    str(path), 1, f"header must be exactly {','.join(CSV_COLUMNS)} (found {','.join(header)})"
+                    str(path), 1, f"first line must be the header {','.join(CSV_COLUMNS)} (found {len(header)} other column(s))"
                 )
             for row in reader:
                 line = reader.line_num
@@ -119,21 +134,15 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, str, str, str]]:
                 yield line, row[0], row[1].strip(), row[2]
         except csv.Error as exc:
             raise ImportFileError(str(path), reader.line_num, f"malformed CSV: {exc}") from None
-        except UnicodeDecodeError:
-            raise ImportFileError(str(path), reader.line_num + 1, "file is not valid UTF-8") from None
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, str, str]]:
     actors: set[str] = set()
     with _open_text(path) as fh:
-        line = 0
-        try:
-            for line, text in enumerate(fh, start=1):
-                if not text.strip():
-                    continue
-                yield from _jsonl_record(path, line, text, actors)
-        except UnicodeDecodeError:
-            raise ImportFileError(str(path), line + 1, "file is not valid UTF-8") from None
+        for line, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            yield from _jsonl_record(path, line, text, actors)
 
 
 def _jsonl_record(path: Path, line: int, text: str, actors: set[str]) -> Iterator[tuple[int, str, str, str]]:

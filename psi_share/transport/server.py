@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..errors import OutOfOrder, Refused, RemoteProtocolError, VersionMismatch
+from ..errors import ConfigError, OutOfOrder, Refused, RemoteProtocolError, VersionMismatch
 from ..protocols import PROTOCOL_VERSION
 from ..protocols.psi import Mode, PsiOpen
 from ..v1 import node_pb2 as pb
@@ -207,9 +207,10 @@ def create_server(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot bind {address}")
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
+        raise ConfigError(f"cannot listen on {address}: {exc} (port in use or host not local?)") from None
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer
