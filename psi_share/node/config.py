@@ -101,14 +101,20 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 
 
-def load_config(path: Path) -> NodeConfig:
+def read_toml(path: Path, missing: str) -> dict[str, Any]:
+    """Parse a TOML file; every failure is a ConfigError naming the file."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file (run 'psi-share init')") from None
+        raise ConfigError(f"{path}: {missing}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return parse_config(data, str(path))
+
+
+def load_config(path: Path) -> NodeConfig:
+    return parse_config(read_toml(path, "no such config file (run 'psi-share init')"), str(path))
 
 
 def parse_config(data: dict[str, Any], where: str) -> NodeConfig:

@@ -15,7 +15,6 @@ against every *other* participant and stores the results under one run::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from ..errors import ConfigError
 from ..identifiers import KINDS
 from ..protocols.psi import Mode
 from ..store.db import NAME_PATTERN
+from .config import read_toml
 
 _KEYS = {"name", "participants", "dataset", "peer_dataset", "kinds", "mode"}
 
@@ -48,12 +48,7 @@ class JobSpec:
 
 
 def load_job(path: Path) -> JobSpec:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such job file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    data = read_toml(path, "no such job file")
     job = data.get("job")
     if set(data) != {"job"} or not isinstance(job, dict):
         raise ConfigError(f"{path}: a job file holds exactly one [job] table")
