@@ -29,7 +29,14 @@ from ..crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_priva
 from ..errors import NotFound, Refused, VersionMismatch
 from ..identifiers import KINDS, canonical_versions
 from ..protocols import PROTOCOL_VERSION, PROTOCOLS
-from ..protocols.psi import PreparedSetup, PsiOpen, PsiOpened, PsiResponderSession, prepare_setup
+from ..protocols.psi import (
+    PreparedSetup,
+    PsiOpen,
+    PsiOpened,
+    PsiResponderSession,
+    ResponderState,
+    prepare_setup,
+)
 from ..store import SessionRecord, Store
 from .config import NodeConfig
 from .itemsets import build_item_set
@@ -279,7 +286,7 @@ class Responder:
         with self._lock:
             self._sessions.pop(sid, None)
         with session.lock:
-            done = session.core.state.value == "processed"
+            done = session.core.state is ResponderState.PROCESSED
             session.core.close()
         status = "done" if done else "closed"
         self._store.finish_session(sid, status, now=self._clock(), error="" if done else (outcome or "closed early"))
