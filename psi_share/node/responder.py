@@ -2,7 +2,8 @@
 
 Plain Python, no gRPC: the servicer in ``transport/server.py`` calls these
 methods with the authenticated peer name and maps errors to status codes.
-Policy is enforced here, in :meth:`Responder._check_open`, and nowhere else.
+Policy is decided in one place, :class:`psi_share.node.policy.Policy`, which
+every protocol's responder consults when a peer opens a session.
 
 Prepared filters
 ----------------
@@ -26,8 +27,8 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 from ..crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_private_key
-from ..errors import NotFound, Refused, VersionMismatch
-from ..identifiers import KINDS, canonical_versions
+from ..errors import NotFound, Refused
+from ..identifiers import canonical_versions
 from ..protocols import PROTOCOL_VERSION, PROTOCOLS
 from ..protocols.psi import (
     PreparedSetup,
@@ -40,6 +41,7 @@ from ..protocols.psi import (
 from ..store import SessionRecord, Store
 from .config import NodeConfig
 from .itemsets import build_item_set
+from .policy import AccessRequest, Policy
 
 log = logging.getLogger("psi_share.responder")
 
@@ -96,6 +98,7 @@ class Responder:
         self._lock = threading.Lock()
         self._setups: dict[tuple[str, int, tuple[str, ...]], list[_SetupEntry]] = {}
         self._sessions: dict[str, _Session] = {}
+        self.policy = Policy(config, store)
 
     # -- read-only information --------------------------------------------
 
@@ -186,7 +189,13 @@ class Responder:
     # -- sessions ---------------------------------------------------------
 
     def psi_open(self, peer: str, open_: PsiOpen) -> PsiOpened:
-        self._check_open(peer, open_)
+        self.policy.check(
+            peer,
+            AccessRequest(
+                protocol="psi", dataset=open_.dataset, kinds=dict(open_.kinds),
+                set_size=open_.set_size, reveal=open_.mode.reveal,
+            ),
+        )
         kinds = tuple(sorted(open_.kinds))
         entry = self._setup_entry(open_.dataset, kinds, open_.set_size)
         core = PsiResponderSession(
@@ -217,34 +226,6 @@ class Responder:
             max_set_size=entry.queries,
             session_ttl_seconds=self.config.sessions.ttl_seconds,
         )
-
-    def _check_open(self, peer: str, open_: PsiOpen) -> None:
-        """The single policy check for PSI sessions."""
-        exposure = self.config.exposure
-        if open_.dataset not in exposure.datasets:
-            raise Refused("NOT_FOUND", f"no dataset {open_.dataset!r} is exposed to peers by {self.config.name}")
-        try:
-            self._store.dataset(open_.dataset)
-        except NotFound:
-            raise Refused("NOT_FOUND", f"dataset {open_.dataset!r} of {self.config.name} holds no data yet") from None
-        allowed = set(self.config.exposed_kinds())
-        for kind, version in sorted(open_.kinds.items()):
-            if kind not in KINDS:
-                raise VersionMismatch(f"identifier kind {kind!r} is unknown to {self.config.name}")
-            if version != KINDS[kind].version:
-                raise VersionMismatch(
-                    f"kind {kind}: requester canonicalizes with version {version}, "
-                    f"{self.config.name} with version {KINDS[kind].version}; both sides must upgrade to the same version"
-                )
-            if kind not in allowed:
-                raise Refused("PERMISSION_DENIED", f"{self.config.name} does not expose identifier kind {kind!r}")
-        if open_.mode.reveal and not exposure.reveal:
-            raise Refused("PERMISSION_DENIED", f"{self.config.name} answers count-only sessions only; ask with --count")
-        if open_.set_size > self.config.matching.max_set_size:
-            raise Refused(
-                "INVALID_ARGUMENT",
-                f"set of {open_.set_size} items exceeds {self.config.name}'s limit of {self.config.matching.max_set_size}",
-            )
 
     def _session(self, peer: str, sid: str) -> _Session:
         now = self._clock()

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from ..errors import NotFound, StoreError
 
-SCHEMA_VERSION = 1
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 _SCHEMA = """
@@ -87,6 +86,13 @@ CREATE TABLE matches (
     PRIMARY KEY (session_id, actor_id, kind)
 );
 """
+
+#: Schema steps, applied in order from the store's ``user_version`` up. A
+#: change to the schema appends a step; released steps are never edited.
+_MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, _SCHEMA),
+)
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
 @dataclass(frozen=True)
@@ -199,12 +205,20 @@ class Store:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version == SCHEMA_VERSION:
                 return
-            if version != 0:
+            if version > SCHEMA_VERSION:
                 raise StoreError(
-                    f"store {self.path} has schema version {version}; this software reads {SCHEMA_VERSION}"
+                    f"store {self.path} has schema version {version}; this software reads up to {SCHEMA_VERSION}"
                 )
-            with self.transaction() as db:
-                db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+            for step, script in _MIGRATIONS:
+                if step > version:
+                    # executescript commits first; the step and its version
+                    # bump then land in one transaction of their own.
+                    try:
+                        self._db.executescript(f"BEGIN IMMEDIATE;{script}PRAGMA user_version={step};COMMIT;")
+                    except sqlite3.Error as exc:
+                        if self._db.in_transaction:
+                            self._db.execute("ROLLBACK")
+                        raise StoreError(f"store {self.path}: schema step {step} failed: {exc}") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

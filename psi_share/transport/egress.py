@@ -40,8 +40,25 @@ class WireEvent:
     parameters: Mapping[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Disclosure:
+    """A result a peer received from us (a count, a sum, a total, matches).
+
+    Recorded when the result is handed to the peer, so the compliance
+    ledger shows every figure each peer learned from this node.
+    """
+
+    peer: str
+    protocol: str
+    session_id: str
+    result: Mapping[str, object]  # e.g. {"intersection_size": 12, "sum": 3400}
+    job_id: str = ""
+
+
 class Recorder(Protocol):
     def record(self, event: WireEvent) -> None: ...
+
+    def record_disclosure(self, disclosure: Disclosure) -> None: ...
 
 
 class LoggingRecorder:
@@ -53,6 +70,12 @@ class LoggingRecorder:
             event.direction, event.protocol, event.step,
             "to" if event.direction == "sent" else "from",
             event.peer, event.session_id or "-", event.byte_length, event.items,
+        )
+
+    def record_disclosure(self, disclosure: Disclosure) -> None:
+        log.debug(
+            "disclosed %s result to peer=%s session=%s: %s",
+            disclosure.protocol, disclosure.peer, disclosure.session_id or "-", sorted(disclosure.result),
         )
 
 
@@ -110,3 +133,17 @@ class Egress:
             "received", message, peer=peer, protocol=protocol, step=step,
             session_id=session_id, items=items, job_id=job_id, parameters={},
         )
+
+    def disclosed(
+        self,
+        *,
+        peer: str,
+        protocol: str,
+        session_id: str,
+        result: Mapping[str, object],
+        job_id: str = "",
+    ) -> None:
+        """Record that ``peer`` received ``result`` from us (before it is sent)."""
+        disclosure = Disclosure(peer=peer, protocol=protocol, session_id=session_id, result=dict(result), job_id=job_id)
+        for recorder in self._recorders:
+            recorder.record_disclosure(disclosure)
