@@ -452,6 +452,11 @@ def job_runs(c: Ctx, job_name: str | None, fmt: str) -> None:
         emit(rows, ("run", "job", "status", "started", "finished", "error"), fmt, "job runs")
 
 
+from .audit import audit as _audit_group  # noqa: E402
+
+cli.add_command(_audit_group)
+
+
 def main() -> None:
     cli(prog_name="psi-share")
 

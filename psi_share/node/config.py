@@ -39,6 +39,16 @@ class SessionsConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The compliance audit log (``HOME/audit/``); see README "Audit"."""
+
+    enabled: bool = True
+    transcripts: bool = False  # keep the exact bytes of every message sent
+    transcript_max_bytes: int = 1 << 30  # older transcript segments are pruned beyond this
+    checkpoint_every: int = 1000  # entries between signed checkpoints (and one at close)
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     name: str
     listen: str = "127.0.0.1:7400"
@@ -47,6 +57,7 @@ class NodeConfig:
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     exposure: ExposureConfig = field(default_factory=ExposureConfig)
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def canonicalization(self) -> CanonicalizationContext:
@@ -85,6 +96,19 @@ reveal = {str(e.reveal).lower()}              # false: peers learn only counts
 ttl_seconds = {s.ttl_seconds}               # an abandoned session is dropped after this
 max_open = {s.max_open}                   # concurrent sessions this node serves
 setup_lifetime_seconds = {s.setup_lifetime_seconds}  # prepared filters (and their keys) are rotated after this
+{_render_audit()}"""
+
+
+def _render_audit() -> str:
+    a = AuditConfig()
+    return f"""
+[audit]
+# Every message to or from a peer is logged in HOME/audit/ (hash-chained,
+# checkpoints signed with keys/audit.key) before it is sent.
+enabled = {str(a.enabled).lower()}
+transcripts = {str(a.transcripts).lower()}           # keep the exact bytes sent (for 'psi-share audit scan')
+transcript_max_bytes = {a.transcript_max_bytes}  # retention: oldest transcripts are pruned beyond this
+checkpoint_every = {a.checkpoint_every}        # entries between signed checkpoints
 """
 
 
@@ -98,6 +122,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "matching": {"false_positive_rate": float, "max_set_size": int, "workers": int},
     "exposure": {"datasets": list, "kinds": list, "reveal": bool},
     "sessions": {"ttl_seconds": int, "max_open": int, "setup_lifetime_seconds": int},
+    "audit": {"enabled": bool, "transcripts": bool, "transcript_max_bytes": int, "checkpoint_every": int},
 }
 
 
@@ -144,8 +169,28 @@ def parse_config(data: dict[str, Any], where: str) -> NodeConfig:
             setup_lifetime_seconds=s.get("setup_lifetime_seconds", SessionsConfig.setup_lifetime_seconds),
         ),
     )
+    cfg = _with_audit(cfg, data.get("audit", {}))
     _check_values(cfg, where)
+    _check_audit(cfg.audit, where)
     return cfg
+
+
+def _with_audit(cfg: NodeConfig, a: dict[str, Any]) -> NodeConfig:
+    from dataclasses import replace
+
+    return replace(cfg, audit=AuditConfig(
+        enabled=a.get("enabled", AuditConfig.enabled),
+        transcripts=a.get("transcripts", AuditConfig.transcripts),
+        transcript_max_bytes=a.get("transcript_max_bytes", AuditConfig.transcript_max_bytes),
+        checkpoint_every=a.get("checkpoint_every", AuditConfig.checkpoint_every),
+    ))
+
+
+def _check_audit(a: AuditConfig, where: str) -> None:
+    if a.transcript_max_bytes < 1 << 16:
+        raise ConfigError(f"{where}: [audit] transcript_max_bytes must be at least 65536")
+    if a.checkpoint_every < 1:
+        raise ConfigError(f"{where}: [audit] checkpoint_every must be at least 1")
 
 
 def _check_shape(data: dict[str, Any], where: str) -> None:

@@ -6,6 +6,9 @@ Layout::
     HOME/store.sqlite3      datasets, peers, sessions, results, job runs
     HOME/keys/              private keys, mode 0700; files 0600
     HOME/keys/node_identity.key   Ed25519 key naming this node installation
+    HOME/keys/audit.key     Ed25519 key signing audit checkpoints (apart from the
+                            identity key: it can be rotated or escrowed on its own)
+    HOME/audit/             the compliance audit log (see psi_share/audit/log.py)
 
 Chosen with ``--home`` or ``PSI_SHARE_HOME``.
 """
@@ -31,6 +34,8 @@ CONFIG_FILE = "config.toml"
 STORE_FILE = "store.sqlite3"
 KEYS_DIR = "keys"
 IDENTITY_KEY = "node_identity.key"
+AUDIT_KEY = "audit.key"
+AUDIT_DIR = "audit"
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,24 @@ class NodeHome:
     @property
     def keys_path(self) -> Path:
         return self.path / KEYS_DIR
+
+    @property
+    def audit_path(self) -> Path:
+        return self.path / AUDIT_DIR
+
+    def audit_key(self) -> Ed25519PrivateKey:
+        """The audit checkpoint key; created (0600) for homes made before it existed."""
+        path = self.keys_path / AUDIT_KEY
+        if not path.exists():
+            self.keys_path.mkdir(mode=0o700, exist_ok=True)
+            try:
+                _write_private(path, _new_ed25519_pem())
+            except FileExistsError:  # another process created it first
+                pass
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"{path} does not hold an Ed25519 private key")
+        return key
 
     def load_config(self) -> NodeConfig:
         if not self.config_path.exists():
@@ -82,10 +105,8 @@ def init_home(path: Path, name: str, listen: str, *, force: bool = False) -> Nod
     os.chmod(home.keys_path, 0o700)
     key_file = home.keys_path / IDENTITY_KEY
     if not key_file.exists():
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        _write_private(key_file, pem)
+        _write_private(key_file, _new_ed25519_pem())
+    home.audit_key()
     tmp = home.config_path.with_suffix(".toml.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(home.config_path)
@@ -93,6 +114,12 @@ def init_home(path: Path, name: str, listen: str, *, force: bool = False) -> Nod
 
     Store(home.store_path).close()
     return home
+
+
+def _new_ed25519_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _write_private(path: Path, data: bytes) -> None:

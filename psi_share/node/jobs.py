@@ -11,6 +11,7 @@ against every *other* participant and stores the results under one run::
     peer_dataset = "flagged"     # the dataset asked of each peer
     kinds = ["email", "phone", "payment_fingerprint", "ip_prefix"]
     mode = "reveal"              # or "count"
+    transcripts = true           # optional: keep the exact bytes sent in the audit log
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..protocols.psi import Mode
 from ..store.db import NAME_PATTERN
 from .config import read_toml
 
-_KEYS = {"name", "participants", "dataset", "peer_dataset", "kinds", "mode"}
+_KEYS = {"name", "participants", "dataset", "peer_dataset", "kinds", "mode", "transcripts"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class JobSpec:
     kinds: tuple[str, ...]
     mode: Mode = Mode.REVEAL
     source: str = ""
+    transcripts: bool = False  # keep this run's sent bytes in the audit log
 
     def peers_for(self, local_name: str) -> tuple[str, ...]:
         return tuple(p for p in self.participants if p != local_name)
@@ -82,9 +84,13 @@ def load_job(path: Path) -> JobSpec:
     mode = job.get("mode", "reveal")
     if mode not in ("reveal", "count"):
         raise ConfigError(f"{path}: [job] mode must be \"reveal\" or \"count\"")
+    transcripts = job.get("transcripts", False)
+    if not isinstance(transcripts, bool):
+        raise ConfigError(f"{path}: [job] transcripts must be true or false")
     return JobSpec(
         name=job["name"], participants=participants, dataset=job["dataset"],
         peer_dataset=job.get("peer_dataset", job["dataset"]), kinds=kinds, mode=Mode(mode), source=str(path),
+        transcripts=transcripts,
     )
 
 

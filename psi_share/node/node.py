@@ -83,6 +83,23 @@ class Node:
             clock=clock, random_bytes=random_bytes,
         )
         self._closed = threading.Event()
+        self.audit = self._open_audit()
+
+    def _open_audit(self):  # type: ignore[no-untyped-def]
+        """The compliance audit recorder on this node's egress (None when disabled)."""
+        if not self.config.audit.enabled:
+            return None
+        from ..audit.log import AuditLog
+        from ..audit.recorder import AuditRecorder
+
+        log_ = AuditLog(
+            self.home.audit_path, node=self.config.name, key=self.home.audit_key(),
+            checkpoint_every=self.config.audit.checkpoint_every,
+            transcript_max_bytes=self.config.audit.transcript_max_bytes,
+        )
+        recorder = AuditRecorder(log_, transcripts=self.config.audit.transcripts)
+        self.egress.add_recorder(recorder)
+        return recorder
 
     @classmethod
     def open(cls, path: Path | str, **kwargs) -> Node:  # type: ignore[no-untyped-def]
@@ -97,6 +114,8 @@ class Node:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._setup_executor.shutdown(wait=True, cancel_futures=True)
         self.store.close()
+        if self.audit is not None:
+            self.audit.log.close()  # a signed checkpoint over everything this node recorded
 
     def __enter__(self) -> Node:
         return self
@@ -169,6 +188,8 @@ class Node:
         run_id = new_run_id(self.random_bytes)
         self.store.start_job_run(run_id, job.name, job.parameters(), now=self.clock())
         results: list[PeerResult] = []
+        if job.transcripts and self.audit is not None:
+            self.audit.keep_transcripts_for(run_id)  # (a run id is never reused)
         for peer in peers:
             started = time.perf_counter()
             try:
@@ -183,6 +204,8 @@ class Node:
             results.append(result)
             if on_peer:
                 on_peer(result)
+        if self.audit is not None:
+            self.audit.stop_transcripts_for(run_id)
         failed = [r for r in results if r.status != "ok"]
         status = "ok" if not failed else ("failed" if len(failed) == len(results) else "partial")
         error = "; ".join(f"{r.peer}: {r.error}" for r in failed)

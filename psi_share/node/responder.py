@@ -273,6 +273,44 @@ class Responder:
         self._store.finish_session(sid, status, now=self._clock(), error="" if done else (outcome or "closed early"))
         log.info("PSI session %s with %s closed (%s)", sid, peer, status)
 
+    # -- what a peer can learn (for the audit log) -------------------------
+
+    def audit_parameters(self, peer: str, sid: str) -> dict[str, object]:
+        """The parameters that bound what ``peer`` learns in session ``sid``.
+
+        Recorded with every message of the session; never blocks on a
+        filter that is still being built.
+        """
+        session = self._session(peer, sid)
+        out: dict[str, object] = {
+            "mode": session.core.open.mode.value,
+            "curve": "P-256",
+            "requester_items": session.core.open.set_size,
+            "response_items": session.core.open.set_size,
+            "filter_max_queries": session.entry.queries,
+            "false_positive_rate": self.config.matching.false_positive_rate,
+        }
+        if session.entry.future.done() and session.entry.future.exception() is None:
+            prepared = session.entry.future.result()
+            out["setup_items"] = prepared.item_count
+            out["our_items"] = prepared.item_count
+        return out
+
+    def setup_disclosure(self, peer: str, sid: str) -> dict[str, object]:
+        """What the requester of ``sid`` can learn once it has our filter."""
+        session = self._session(peer, sid)
+        prepared = session.entry.future.result()
+        reveal = session.core.open.mode.reveal
+        return {
+            "learns": "which of its items we hold" if reveal else "how many of its items we hold",
+            "mode": session.core.open.mode.value,
+            "dataset": session.core.open.dataset,
+            "kinds": sorted(session.core.open.kinds),
+            "queries": session.core.open.set_size,
+            "our_items": prepared.item_count,
+            "false_positive_rate": prepared.false_positive_rate,
+        }
+
     def _fail(self, session: _Session, exc: Exception) -> None:
         with self._lock:
             self._sessions.pop(session.id, None)

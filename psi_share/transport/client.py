@@ -49,6 +49,9 @@ class PeerClient:
             ],
         )
         self._stub = pb_grpc.PsiShareNodeStub(self._channel)
+        # session id -> the parameters bounding what the peer learns from us
+        # in that session (recorded with every message we send in it).
+        self._session_parameters: dict[str, dict[str, object]] = {}
 
     def close(self) -> None:
         self._channel.close()
@@ -75,7 +78,7 @@ class PeerClient:
             raise PeerUnavailable(self.peer, f"{self.address}: not reachable within {timeout:g}s") from None
 
     def node_info(self) -> pb.NodeInfoResponse:
-        request = self._send(pb.NodeInfoRequest(protocol_version=PROTOCOL_VERSION), "info", protocol="node")
+        request = self._send(pb.NodeInfoRequest(protocol_version=PROTOCOL_VERSION), "info-request", protocol="node")
         try:
             reply = self._stub.NodeInfo(request, metadata=self._metadata, timeout=min(self._timeout, 30))
         except grpc.RpcError as exc:
@@ -96,13 +99,24 @@ class PeerClient:
             "open",
             items=open_.set_size,
             job_id=open_.job_id,
-            parameters={"mode": open_.mode.value, "set_size": open_.set_size},
+            parameters={"mode": open_.mode.value, "set_size": open_.set_size, "curve": "P-256"},
         )
         try:
             reply = self._stub.PsiOpen(request, metadata=self._metadata, timeout=min(self._timeout, 60))
         except grpc.RpcError as exc:
             raise self._error(exc) from None
-        self._egress.received(reply, peer=self.peer, protocol="psi", step="opened", session_id=reply.session_id)
+        self._egress.received(
+            reply, peer=self.peer, protocol="psi", step="opened", session_id=reply.session_id, job_id=open_.job_id
+        )
+        self._session_parameters[reply.session_id] = {
+            "mode": open_.mode.value, "set_size": open_.set_size, "curve": "P-256",
+            "false_positive_rate": reply.false_positive_rate, "dataset": open_.dataset,
+        }
+        # The responder learns our set size (and which kinds we match on).
+        self._egress.disclosed(
+            peer=self.peer, protocol="psi", session_id=reply.session_id, job_id=open_.job_id,
+            result={"learns": "our set size", "requester_set_size": open_.set_size, "kinds": sorted(open_.kinds)},
+        )
         return PsiOpened(
             session_id=reply.session_id,
             false_positive_rate=reply.false_positive_rate,
@@ -115,7 +129,10 @@ class PeerClient:
     def psi_process(self, session_id: str, request: bytes, items: int) -> bytes:
         def outgoing() -> Iterator[pb.Chunk]:
             for chunk in to_chunks(session_id, request):
-                yield self._send(chunk, "request-chunk", session_id, items=items if chunk.index == 0 else 0)
+                yield self._send(
+                    chunk, "request-chunk", session_id, items=items if chunk.index == 0 else 0,
+                    parameters=self._session_parameters.get(session_id, {}),
+                )
 
         try:
             replies = self._stub.PsiProcess(outgoing(), metadata=self._metadata, timeout=self._timeout)
@@ -124,7 +141,10 @@ class PeerClient:
             raise self._error(exc) from None
 
     def psi_setup(self, session_id: str) -> bytes:
-        request = self._send(pb.PsiSetupRequest(protocol_version=PROTOCOL_VERSION, session_id=session_id), "setup-request", session_id)
+        request = self._send(
+            pb.PsiSetupRequest(protocol_version=PROTOCOL_VERSION, session_id=session_id), "setup-request", session_id,
+            parameters=self._session_parameters.get(session_id, {}),
+        )
         try:
             replies = self._stub.PsiSetup(request, metadata=self._metadata, timeout=self._timeout)
             return self._receive(replies, session_id, "setup-chunk")
@@ -133,7 +153,8 @@ class PeerClient:
 
     def psi_close(self, session_id: str, outcome: str) -> None:
         request = self._send(
-            pb.PsiCloseRequest(protocol_version=PROTOCOL_VERSION, session_id=session_id, outcome=outcome), "close", session_id
+            pb.PsiCloseRequest(protocol_version=PROTOCOL_VERSION, session_id=session_id, outcome=outcome), "close", session_id,
+            parameters=self._session_parameters.pop(session_id, {}),
         )
         try:
             self._stub.PsiClose(request, metadata=self._metadata, timeout=30)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -38,6 +39,8 @@ class WireEvent:
     items: int = 0
     job_id: str = ""
     parameters: Mapping[str, object] = field(default_factory=dict)
+    # The exact bytes, for recorders that keep transcripts. Never logged.
+    payload: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -84,16 +87,32 @@ class Egress:
 
     def __init__(self, recorders: Sequence[Recorder] = ()) -> None:
         self._recorders = list(recorders) or [LoggingRecorder()]
+        # session id -> job id, learned from the messages that carry both, so
+        # that later messages of a session (chunks, close) name their job too.
+        self._session_jobs: dict[str, str] = {}
+        self._jobs_lock = threading.Lock()
 
     def add_recorder(self, recorder: Recorder) -> None:
         self._recorders.append(recorder)
 
-    def _emit(self, direction: str, message: Message, **context: object) -> None:
-        payload = message.SerializeToString()
+    def _job_of(self, session_id: str, job_id: str) -> str:
+        if not session_id:
+            return job_id
+        with self._jobs_lock:
+            if job_id:
+                if len(self._session_jobs) > 100_000:  # bounded: old sessions are long closed
+                    self._session_jobs.clear()
+                self._session_jobs[session_id] = job_id
+                return job_id
+            return self._session_jobs.get(session_id, "")
+
+    def _emit(self, direction: str, payload: bytes, **context: object) -> None:
+        context["job_id"] = self._job_of(str(context.get("session_id", "")), str(context.get("job_id", "")))
         event = WireEvent(
             direction=direction,
             byte_length=len(payload),
             sha256=hashlib.sha256(payload).hexdigest(),
+            payload=payload,
             **context,  # type: ignore[arg-type]
         )
         for recorder in self._recorders:
@@ -113,7 +132,7 @@ class Egress:
     ) -> M:
         """Record ``message`` as sent to ``peer`` and return it for sending."""
         self._emit(
-            "sent", message, peer=peer, protocol=protocol, step=step, session_id=session_id,
+            "sent", message.SerializeToString(), peer=peer, protocol=protocol, step=step, session_id=session_id,
             items=items, job_id=job_id, parameters=dict(parameters or {}),
         )
         return message
@@ -130,8 +149,28 @@ class Egress:
         job_id: str = "",
     ) -> None:
         self._emit(
-            "received", message, peer=peer, protocol=protocol, step=step,
+            "received", message.SerializeToString(), peer=peer, protocol=protocol, step=step,
             session_id=session_id, items=items, job_id=job_id, parameters={},
+        )
+
+    def send_status(
+        self,
+        code: str,
+        details: str,
+        *,
+        peer: str,
+        protocol: str,
+        step: str,
+        session_id: str = "",
+    ) -> None:
+        """Record an error status (code and message text) about to be sent to ``peer``.
+
+        A refusal's text is bytes on the wire too. ``payload`` is
+        ``"<CODE>: <details>"`` in UTF-8, exactly what the peer reads.
+        """
+        self._emit(
+            "sent", f"{code}: {details}".encode(), peer=peer, protocol=protocol, step=f"{step}-status",
+            session_id=session_id, items=0, job_id="", parameters={"status": code},
         )
 
     def disclosed(
@@ -144,6 +183,9 @@ class Egress:
         job_id: str = "",
     ) -> None:
         """Record that ``peer`` received ``result`` from us (before it is sent)."""
-        disclosure = Disclosure(peer=peer, protocol=protocol, session_id=session_id, result=dict(result), job_id=job_id)
+        disclosure = Disclosure(
+            peer=peer, protocol=protocol, session_id=session_id, result=dict(result),
+            job_id=self._job_of(session_id, job_id),
+        )
         for recorder in self._recorders:
             recorder.record_disclosure(disclosure)

@@ -58,6 +58,13 @@ class ClaimedNameAuthenticator:
         return claimed
 
 
+def _caller(context: grpc.ServicerContext) -> str:
+    """Who an unauthenticated status goes to: the name it claimed, marked as such."""
+    claimed = dict(context.invocation_metadata()).get(NODE_HEADER, "")
+    cleaned = "".join(ch for ch in str(claimed)[:64] if ch.isprintable())
+    return f"unauthenticated:{cleaned or '-'}"
+
+
 def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, Refused):
         return grpc.StatusCode[exc.code], str(exc)
@@ -75,21 +82,33 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         self._egress = egress
         self._auth = authenticator
 
-    def _abort(self, context: grpc.ServicerContext, exc: Exception) -> None:
+    def _abort(
+        self, context: grpc.ServicerContext, exc: Exception, peer: str, protocol: str, step: str, session_id: str = ""
+    ) -> None:
+        """Send ``exc`` as a status; its text is recorded first, like every message."""
         code, message = _status_of(exc)
+        self._egress.send_status(
+            code.name, message, peer=peer or _caller(context), protocol=protocol, step=step, session_id=session_id
+        )
         context.abort(code, message)
+
+    def _parameters(self, peer: str, sid: str) -> dict[str, object]:
+        parameters = getattr(self._responder, "audit_parameters", None)
+        return parameters(peer, sid) if parameters else {}
 
     def _check_version(self, version: int) -> None:
         if version != PROTOCOL_VERSION:
             raise VersionMismatch(f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})")
 
     def NodeInfo(self, request: pb.NodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfoResponse:
+        peer = ""
         try:
             peer = self._auth.authenticate(context)
+            self._egress.received(request, peer=peer, protocol="node", step="info-request")
             self._check_version(request.protocol_version)
             info = self._responder.node_info(peer)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status
-            self._abort(context, exc)
+            self._abort(context, exc, peer, "node", "info")
         reply = pb.NodeInfoResponse(
             protocol_version=PROTOCOL_VERSION,
             node_name=info.node_name,
@@ -102,6 +121,7 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         return self._egress.send(reply, peer=peer, protocol="node", step="info")
 
     def PsiOpen(self, request: pb.PsiOpenRequest, context: grpc.ServicerContext) -> pb.PsiOpenResponse:
+        peer = ""
         try:
             peer = self._auth.authenticate(context)
             self._egress.received(request, peer=peer, protocol="psi", step="open", job_id=request.job_id)
@@ -120,7 +140,7 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
                 ),
             )
         except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc)
+            self._abort(context, exc, peer, "psi", "opened")
         reply = pb.PsiOpenResponse(
             protocol_version=PROTOCOL_VERSION,
             session_id=opened.session_id,
@@ -130,21 +150,32 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             session_ttl_seconds=opened.session_ttl_seconds,
         )
         return self._egress.send(
-            reply, peer=peer, protocol="psi", step="opened", session_id=opened.session_id,
-            parameters={"false_positive_rate": opened.false_positive_rate, "mode": "reveal" if request.reveal_intersection else "count"},
+            reply, peer=peer, protocol="psi", step="opened", session_id=opened.session_id, job_id=request.job_id,
+            parameters=self._parameters(peer, opened.session_id)
+            or {"false_positive_rate": opened.false_positive_rate, "mode": "reveal" if request.reveal_intersection else "count"},
         )
 
     def PsiSetup(self, request: pb.PsiSetupRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
+        peer = ""
         try:
             peer = self._auth.authenticate(context)
             self._check_version(request.protocol_version)
             self._egress.received(request, peer=peer, protocol="psi", step="setup-request", session_id=request.session_id)
             data = self._responder.psi_setup(peer, request.session_id)
+            parameters = self._parameters(peer, request.session_id)
+            disclosure = getattr(self._responder, "setup_disclosure", None)
+            if disclosure:
+                # What the requester can learn from our filter, on record before it leaves.
+                self._egress.disclosed(
+                    peer=peer, protocol="psi", session_id=request.session_id,
+                    result=disclosure(peer, request.session_id),
+                )
         except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc)
-        return self._send_chunks(peer, request.session_id, "setup", data)
+            self._abort(context, exc, peer, "psi", "setup", request.session_id)
+        return self._send_chunks(peer, request.session_id, "setup", data, parameters)
 
     def PsiProcess(self, request_iterator: Iterator[pb.Chunk], context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
+        peer, sid = "", ""
         try:
             peer = self._auth.authenticate(context)
             first = next(request_iterator, None)
@@ -161,24 +192,32 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
 
             _, data = from_chunks(noted(itertools.chain([first], request_iterator)), max_bytes=limit, session_id=sid)
             reply = self._responder.psi_process(peer, sid, data)
+            parameters = self._parameters(peer, sid)
         except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc)
-        return self._send_chunks(peer, sid, "response", reply)
+            self._abort(context, exc, peer, "psi", "response", sid)
+        return self._send_chunks(peer, sid, "response", reply, parameters)
 
     def PsiClose(self, request: pb.PsiCloseRequest, context: grpc.ServicerContext) -> pb.PsiCloseResponse:
+        peer = ""
         try:
             peer = self._auth.authenticate(context)
             self._check_version(request.protocol_version)
             self._egress.received(request, peer=peer, protocol="psi", step="close", session_id=request.session_id)
             self._responder.psi_close(peer, request.session_id, request.outcome[:200])
         except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc)
+            self._abort(context, exc, peer, "psi", "closed", request.session_id)
         reply = pb.PsiCloseResponse(protocol_version=PROTOCOL_VERSION)
         return self._egress.send(reply, peer=peer, protocol="psi", step="closed", session_id=request.session_id)
 
-    def _send_chunks(self, peer: str, sid: str, step: str, data: bytes) -> Iterator[pb.Chunk]:
+    def _send_chunks(
+        self, peer: str, sid: str, step: str, data: bytes, parameters: dict[str, object]
+    ) -> Iterator[pb.Chunk]:
+        items = int(parameters.get(f"{step}_items", 0) or 0)  # type: ignore[call-overload]
         for chunk in to_chunks(sid, data):
-            yield self._egress.send(chunk, peer=peer, protocol="psi", step=f"{step}-chunk", session_id=sid)
+            yield self._egress.send(
+                chunk, peer=peer, protocol="psi", step=f"{step}-chunk", session_id=sid,
+                items=items if chunk.index == 0 else 0, parameters=parameters,
+            )
 
 
 def create_server(

@@ -1,0 +1,17 @@
+"""The compliance audit: a tamper-evident record of everything a node sends.
+
+* :mod:`.log` -- the append-only, hash-chained log with signed checkpoints,
+  optional transcripts of the exact bytes sent, and its verifier.
+* :mod:`.recorder` -- the :class:`~psi_share.transport.egress.Egress`
+  recorder that writes every message to the log before it leaves.
+* :mod:`.scan` -- searches transcripts for any form of the lab's identifiers
+  and checks that each message holds only what its type may hold.
+* :mod:`.report` -- the Markdown/HTML report for the compliance officer.
+
+The log format is specified in the README ("Audit log format") so that it
+can be verified without this software.
+"""
+
+from .log import AuditError, AuditLog, VerifyResult, verify_log
+
+__all__ = ["AuditError", "AuditLog", "VerifyResult", "verify_log"]
