@@ -94,3 +94,56 @@ def audit_head(ctx: click.Context) -> None:
         click.echo(f"the log does not verify (first bad entry at {result.first_bad}); run 'audit verify'", err=True)
         sys.exit(EXIT_FAILED)
     click.echo(f"{result.entries}:{result.head}")
+
+
+@audit.command("scan")
+@click.option("--against", "against", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The lab's own raw data file (CSV or JSONL, as imported). Repeatable; more files may follow.")
+@click.argument("more", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def audit_scan(ctx: click.Context, against: tuple[Path, ...], more: tuple[Path, ...]) -> None:
+    """Search every transcript for any form of the identifiers in FILE...
+
+    Forms: raw text, canonical text, the domain-separated item, and the MD5,
+    SHA-1, SHA-256 and SHA-512 of each (raw bytes, hex, HEX, base64). Also
+    checks that each recorded message parses as the type the log names and
+    holds only what that type may hold. Reports every hit with its place
+    (log entry and byte offset; the identifier by file and line, never by
+    value). Exit code 0 when nothing is found, 1 on any hit or bad message.
+    Messages sent while transcripts were off cannot be scanned: they are
+    counted.
+    """
+    import time
+
+    from ..audit.scan import scan_audit
+
+    home = _home(ctx)
+    config = home.load_config()
+    verified = verify_log(home.audit_path, _trusted_key(home, None), node=config.name)
+    if not verified.ok:
+        click.echo(f"audit log of {config.name} does not verify (first bad entry at {verified.first_bad}); "
+                   "run 'psi-share audit verify'", err=True)
+        sys.exit(EXIT_FAILED)
+    started = time.perf_counter()
+    result = scan_audit(home.audit_path, [*against, *more], config.canonicalization)
+    seconds = time.perf_counter() - started
+    click.echo(
+        f"scanned {result.transcripts} transcripts ({result.transcript_bytes} bytes, {result.messages_checked} messages) "
+        f"for {result.needles} forms of {result.identifiers} identifiers in {seconds:.1f}s"
+    )
+    if result.skipped_short:
+        click.echo(f"  ({result.skipped_short} text forms shorter than 8 bytes searched only through their items and digests)")
+    if result.sent_without_transcript:
+        click.echo(f"  {result.sent_without_transcript} messages were sent while transcripts were off: "
+                   "their digests are logged, their bytes cannot be scanned")
+    for finding in result.hits:
+        click.echo(f"IDENTIFIER FOUND: {finding.place}: {finding.what}", err=True)
+    for finding in result.invalid:
+        click.echo(f"BAD MESSAGE: {finding.place}: {finding.what}", err=True)
+    if result.clean:
+        click.echo(f"audit scan of {config.name}: CLEAN: no form of any identifier, every message as its type allows")
+        return
+    click.echo(f"audit scan of {config.name}: FOUND {len(result.hits)} identifier form(s), "
+               f"{len(result.invalid)} bad message(s)", err=True)
+    sys.exit(EXIT_FAILED)

@@ -157,9 +157,10 @@ class PeerClient:
             parameters=self._session_parameters.pop(session_id, {}),
         )
         try:
-            self._stub.PsiClose(request, metadata=self._metadata, timeout=30)
+            reply = self._stub.PsiClose(request, metadata=self._metadata, timeout=30)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+        self._egress.received(reply, peer=self.peer, protocol="psi", step="closed", session_id=session_id)
 
     def _receive(self, replies: Iterator[pb.Chunk], session_id: str, step: str) -> bytes:
         def noted() -> Iterator[pb.Chunk]:
