@@ -147,3 +147,34 @@ def audit_scan(ctx: click.Context, against: tuple[Path, ...], more: tuple[Path, 
     click.echo(f"audit scan of {config.name}: FOUND {len(result.hits)} identifier form(s), "
                f"{len(result.invalid)} bad message(s)", err=True)
     sys.exit(EXIT_FAILED)
+
+
+@audit.command("report")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for report.md and report.html (default: HOME/audit/report).")
+@click.pass_context
+def audit_report(ctx: click.Context, out_dir: Path | None) -> None:
+    """Write the compliance report: Markdown and a self-contained HTML page.
+
+    Bytes sent per peer per day (with a chart), what left to whom and when
+    under which protection, and a disclosure ledger per peer: its queries,
+    how many of our items they covered, and every result it received.
+    """
+    import time
+
+    from ..audit.log import load_entries
+    from ..audit.report import build_report, render_html, render_markdown
+
+    home = _home(ctx)
+    name = home.load_config().name
+    verified = verify_log(home.audit_path, _trusted_key(home, None), node=name)
+    report = build_report(name, load_entries(home.audit_path), verified, time.time_ns())
+    out = out_dir or home.audit_path / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    for file_name, text in (("report.md", render_markdown(report)), ("report.html", render_html(report))):
+        tmp = out / (file_name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out / file_name)
+    click.echo(f"wrote {out / 'report.md'} and {out / 'report.html'} (log {'intact' if verified.ok else 'FAILED verification'})")
+    if not verified.ok:
+        sys.exit(EXIT_FAILED)
