@@ -80,6 +80,7 @@ def main() -> int:
     for lab in LABS:
         home = nodes / lab
         psi(home, "init", lab, "--listen", "127.0.0.1:0")
+        keep_transcripts(home)
         for dataset in ("customers", "flagged"):
             psi(home, "data", "import", dataset, str(data / lab / f"{dataset}.csv"))
         listing = json.loads(psi(home, "data", "list", "--format", "json").stdout)
@@ -126,7 +127,49 @@ def main() -> int:
                 code = "killed after 30s"
             console.print(f"{lab} stopped: exit {code}")
 
-    return report(results, truth, time.monotonic() - started)
+    verdict = report(results, truth, time.monotonic() - started)
+    audited = audit_verdicts(nodes, data)
+    return verdict or audited
+
+
+def keep_transcripts(home: Path) -> None:
+    """Turn on [audit] transcripts so the compliance scan can read every byte sent."""
+    config = home / "config.toml"
+    text = config.read_text()
+    assert "\ntranscripts = false" in text
+    config.write_text(text.replace("\ntranscripts = false", "\ntranscripts = true", 1))
+
+
+def audit_verdicts(nodes: Path, data: Path) -> int:
+    """Each lab's compliance check, as its officer would run it: verify, scan, report."""
+    console.rule("[bold]7. compliance: audit verify and audit scan on every lab")
+    table = Table()
+    for col in ("lab", "audit verify", "audit scan (against customers.csv, which holds every identifier)", "report"):
+        table.add_column(col)
+    scans = {
+        lab: subprocess.Popen(
+            [sys.executable, "-m", "psi_share.cli.main", "--home", str(nodes / lab), "audit", "scan",
+             "--against", str(data / lab / "customers.csv")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for lab in LABS
+    }  # the three scans run side by side, as three officers would
+    failed = 0
+    for lab in LABS:
+        verify = psi(nodes / lab, "audit", "verify", check=False)
+        out, err = scans[lab].communicate(timeout=600)
+        report = psi(nodes / lab, "audit", "report", check=False)
+        verdict_v = verify.stdout.strip().splitlines()[0] if verify.returncode == 0 else f"[red]{verify.stderr.strip()}"
+        lines = out.strip().splitlines()
+        verdict_s = (f"{lines[-1]}\n{lines[0]}" if scans[lab].returncode == 0 else f"[red]{(out + err).strip()}")
+        failed += verify.returncode != 0 or scans[lab].returncode != 0 or report.returncode != 0
+        table.add_row(lab, verdict_v, verdict_s, str(nodes / lab / "audit" / "report" / "report.html"))
+    console.print(table)
+    if failed:
+        console.print("[bold red]the compliance checks failed")
+        return 1
+    console.print("[bold green]every lab's audit log is intact and no form of any identifier left any lab")
+    return 0
 
 
 def report(results: dict, truth: dict, seconds: float) -> int:

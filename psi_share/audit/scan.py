@@ -99,7 +99,25 @@ def make_form(base_value: bytes, base: int, form: int) -> bytes:
 
 
 _HASHES = tuple(getattr(hashlib, name) for name in ALGORITHMS)
-_B64 = base64.b64encode
+_HEX_LOWER = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_HEX_UPPER = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
+_B64_ALPHABET = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", dtype=np.uint8)
+
+
+def _encode_anchors(digests: np.ndarray) -> list[np.ndarray]:
+    """The first 8 bytes of each digest as raw bytes, hex, HEX and base64 (n x 8 arrays)."""
+    raw = np.ascontiguousarray(digests[:, :ANCHOR])
+    head = digests[:, :4]
+    nibbles = np.empty((len(digests), 8), dtype=np.uint8)
+    nibbles[:, 0::2] = head >> 4
+    nibbles[:, 1::2] = head & 15
+    six = digests[:, :6].astype(np.uint32)
+    sextets = np.empty((len(digests), 8), dtype=np.uint8)
+    for group in range(2):  # 3 bytes -> 4 base64 characters
+        word = six[:, 3 * group] << 16 | six[:, 3 * group + 1] << 8 | six[:, 3 * group + 2]
+        for k in range(4):
+            sextets[:, 4 * group + k] = (word >> (18 - 6 * k)) & 63
+    return [raw, _HEX_LOWER[nibbles], _HEX_UPPER[nibbles], _B64_ALPHABET[sextets]]
 
 
 class NeedleIndex:
@@ -113,44 +131,49 @@ class NeedleIndex:
     def __init__(self, sources: Sequence[Source]) -> None:
         self.sources = sources
         self.skipped_short = 0
-        self.max_length = ANCHOR
-        anchors = bytearray()
-        codes = array("Q")
+        self.max_length = 128  # hex SHA-512
+        values: list[bytes] = []
+        owners = array("Q")  # source index << _CODE_BITS | base * _FORMS_PER_BASE
         for index, source in enumerate(sources):
-            packed = index << _CODE_BITS
             seen: set[bytes] = set()
             for base, value in enumerate(source.bases):
-                if value in seen:  # raw == canonical is common: one needle is enough
-                    continue
-                seen.add(value)
-                code = packed | base * _FORMS_PER_BASE
-                if len(value) >= ANCHOR:
-                    anchors += value[-ANCHOR:] if base == 2 else value[:ANCHOR]
-                    codes.append(code)
-                    self.max_length = max(self.max_length, len(value))
-                else:
-                    self.skipped_short += 1
-                for algorithm, hash_ in enumerate(_HASHES):
-                    digest = hash_(value).digest()
-                    head = digest[:4].hex().encode()
-                    anchors += digest[:ANCHOR]
-                    anchors += head
-                    anchors += head.upper()
-                    anchors += _B64(digest[:6])
-                    first = code + 1 + algorithm * len(ENCODINGS)
-                    codes.extend((first, first + 1, first + 2, first + 3))
-            self.max_length = max(self.max_length, 128)  # hex SHA-512
-        keys = np.frombuffer(bytes(anchors), dtype="<u8")
-        order = np.argsort(keys, kind="stable")
+                if value not in seen:  # raw == canonical is common: one set of needles is enough
+                    seen.add(value)
+                    values.append(value)
+                    owners.append(index << _CODE_BITS | base * _FORMS_PER_BASE)
+        owner = np.frombuffer(owners.tobytes(), dtype=np.uint64)
+        anchors: list[np.ndarray] = []
+        codes: list[np.ndarray] = []
+        # text forms: first 8 bytes (last 8 for items)
+        long_text = [i for i, v in enumerate(values) if len(v) >= ANCHOR]
+        self.skipped_short = len(values) - len(long_text)
+        if values:
+            self.max_length = max(self.max_length, max(len(v) for v in values))
+        is_item = (owner & np.uint64((1 << _CODE_BITS) - 1)) == np.uint64(2 * _FORMS_PER_BASE)  # base 2: items
+        text = b"".join(values[i][-ANCHOR:] if is_item[i] else values[i][:ANCHOR] for i in long_text)
+        anchors.append(np.frombuffer(text, dtype="<u8"))
+        codes.append(owner[long_text] if long_text else np.zeros(0, dtype=np.uint64))
+        # digest forms: raw bytes, hex, HEX and base64 anchors computed from the digests' first bytes
+        for algorithm, hash_ in enumerate(_HASHES):
+            size = hash_().digest_size
+            digests = np.frombuffer(b"".join([hash_(v).digest() for v in values]), dtype=np.uint8).reshape(-1, size)
+            first = owner + np.uint64(1 + algorithm * len(ENCODINGS))
+            for encoding, encoded in enumerate(_encode_anchors(digests)):
+                anchors.append(encoded.copy().view("<u8").reshape(-1))
+                codes.append(first + np.uint64(encoding))
+        keys = np.concatenate(anchors) if anchors else np.zeros(0, dtype="<u8")
+        order = np.argsort(keys)
         self._anchors = keys[order]
-        self._codes = np.frombuffer(codes.tobytes(), dtype=np.uint64)[order]
+        self._codes = np.concatenate(codes)[order]
         # A 2^27-bit map of the anchors' top bits: most windows of a clean
         # transcript are ruled out by one lookup before any binary search.
         self._bitmap = np.zeros(1 << (_FILTER_BITS - 3), dtype=np.uint8)
-        top = np.unique((self._anchors >> np.uint64(64 - _FILTER_BITS)).astype(np.int64))
+        top = (self._anchors >> np.uint64(64 - _FILTER_BITS)).astype(np.int64)  # sorted, as the anchors are
         if len(top):
-            cells, starts = np.unique(top >> 3, return_index=True)
-            self._bitmap[cells] = np.bitwise_or.reduceat((1 << (top & 7)).astype(np.uint8), starts)
+            top = top[np.concatenate(([True], top[1:] != top[:-1]))]
+            cells = top >> 3
+            starts = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
+            self._bitmap[cells[starts]] = np.bitwise_or.reduceat((1 << (top & 7)).astype(np.uint8), starts)
 
     def __len__(self) -> int:
         return len(self._anchors)
