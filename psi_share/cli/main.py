@@ -106,8 +106,8 @@ def cli(ctx: click.Context, home: Path, log_level: str | None) -> None:
 def init(c: Ctx, name: str, listen: str, force: bool) -> None:
     """Create a node home for the lab called NAME.
 
-    Writes config.toml (every key commented), an Ed25519 node identity key in
-    keys/ (mode 0600) and an empty SQLite store.
+    Writes config.toml (every key commented), an Ed25519 node identity key and
+    an Ed25519 audit key in keys/ (mode 0600) and an empty SQLite store.
     """
     home = init_home(c.home, name, listen, force=force)
     click.echo(f"created node {name!r} in {home.path}")
