@@ -293,3 +293,31 @@ def test_cli_scan_reports_a_planted_identifier_and_exits_non_zero(federation, cs
     assert "raw = canonical text of" in result.stderr and "raw.csv (actor a4, email)" in result.stderr
     assert "BAD MESSAGE" in result.stderr and "outcome holds free text" in result.stderr
     assert "nobody@example.org" not in result.stdout + result.stderr  # named by file and actor, never by value
+
+
+def test_health_reflection_and_unauthenticated_callers_are_logged_too(pair, federation) -> None:  # type: ignore[no-untyped-def]
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from psi_share.transport.server import NODE_HEADER
+    from psi_share.v1 import node_pb2_grpc as pb_grpc
+
+    a, b = pair
+    port = federation.servers["lab-b"].port
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+        next(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        with pytest.raises(grpc.RpcError):
+            pb_grpc.PsiShareNodeStub(channel).NodeInfo(pb.NodeInfoRequest(protocol_version=1), metadata=((NODE_HEADER, "mallory"),))
+    sent = [e for e in load_entries(b.home.audit_path) if e["type"] == "sent"]
+    assert [(e["protocol"], e["step"], e["peer"]) for e in sent] == [
+        ("grpc-health", "Check", "unauthenticated:-"),
+        ("grpc-reflection", "ServerReflectionInfo", "unauthenticated:-"),
+        ("node", "info-status", "unauthenticated:mallory"),
+    ]
+    b_home = b.home.path
+    b.close()
+    result = scan_audit(b_home / "audit", [], DEFAULT_CONTEXT)
+    assert result.messages_checked == 3 and not result.invalid  # each parses as its type

@@ -270,6 +270,25 @@ def check_chunk_envelope(payload: bytes, session: str, expected_index: int) -> t
     return problems, chunk
 
 
+def _parsed_as(cls: type[Message]) -> Callable[[str, bytes], list[str]]:
+    def check(step: str, payload: bytes) -> list[str]:
+        parse_exact(cls, payload)
+        return []
+
+    return check
+
+
+def _standard_services() -> None:
+    """gRPC health and reflection: status enums and the public wire contract's descriptors."""
+    from grpc_health.v1 import health_pb2
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    register_message_check("grpc-health", "Check", _parsed_as(health_pb2.HealthCheckResponse))
+    register_message_check("grpc-health", "Watch", _parsed_as(health_pb2.HealthCheckResponse))
+    register_message_check("grpc-reflection", "ServerReflectionInfo", _parsed_as(reflection_pb2.ServerReflectionResponse))
+
+
+_standard_services()
 register_message_check("node", "info-request", _node_info_request)
 register_message_check("node", "info", _node_info)
 register_message_check("psi", "open", _psi_open, wants_params=True)

@@ -220,6 +220,44 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             )
 
 
+class StandardServicesEgress(grpc.ServerInterceptor):
+    """Passes the replies of gRPC's health and reflection services through the egress.
+
+    They answer anyone who connects (load balancers, grpcurl), so their
+    peer is whatever name the caller claimed, marked unauthenticated.
+    Our own service records its messages itself and is not touched here.
+    """
+
+    PROTOCOLS = {"/grpc.health.v1.Health/": "grpc-health", "/grpc.reflection.v1alpha.ServerReflection/": "grpc-reflection"}
+
+    def __init__(self, egress: Egress) -> None:
+        self._egress = egress
+
+    def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
+        handler = continuation(details)
+        protocol = next((p for prefix, p in self.PROTOCOLS.items() if details.method.startswith(prefix)), None)
+        if handler is None or protocol is None:
+            return handler
+        claimed = dict(details.invocation_metadata or ()).get(NODE_HEADER, "")
+        peer = "unauthenticated:" + ("".join(ch for ch in str(claimed)[:64] if ch.isprintable()) or "-")
+        step = details.method.rsplit("/", 1)[1]
+
+        def sent(reply):  # type: ignore[no-untyped-def]
+            return self._egress.send(reply, peer=peer, protocol=protocol, step=step)
+
+        kw = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+        if handler.unary_unary:
+            inner = handler.unary_unary
+            return grpc.unary_unary_rpc_method_handler(lambda req, ctx: sent(inner(req, ctx)), **kw)
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+            return grpc.unary_stream_rpc_method_handler(lambda req, ctx: (sent(r) for r in inner_us(req, ctx)), **kw)
+        if handler.stream_stream:
+            inner_ss = handler.stream_stream
+            return grpc.stream_stream_rpc_method_handler(lambda it, ctx: (sent(r) for r in inner_ss(it, ctx)), **kw)
+        return handler
+
+
 def create_server(
     responder,  # type: ignore[no-untyped-def]
     egress: Egress,
@@ -234,6 +272,7 @@ def create_server(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="psi-grpc"),
+        interceptors=[StandardServicesEgress(egress)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
