@@ -10,7 +10,9 @@ match three times, each time in fresh homes:
 
 The responder's filter is prepared before the clock starts, as at serve
 start. Prints each match time and its ratio to the baseline, the number of
-log entries, and the cost of one append measured on its own.
+log entries, the time spent inside audit appends during the match (the
+audit's own cost, which a loaded machine's noise does not blur), and the
+cost of one append measured on its own.
 
 Usage: python scripts/bench_audit.py [--n 100000] [--appends 2000]
 """
@@ -44,7 +46,21 @@ def configure(home: Path, enabled: bool, transcripts: bool) -> None:
     (home / "config.toml").write_text(text)
 
 
-def one_match(root: Path, n: int, enabled: bool, transcripts: bool) -> tuple[float, int, int]:
+def timed(log: AuditLog, spent: list[float]) -> None:
+    """Add the time of every append of ``log`` to ``spent[0]``."""
+    append = log.append
+
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return append(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t
+
+    log.append = wrapper  # type: ignore[method-assign]
+
+
+def one_match(root: Path, n: int, enabled: bool, transcripts: bool) -> tuple[float, int, int, float]:
     nodes = {}
     for name, start in (("lab-a", 0), ("lab-b", n - n // 10)):
         home = init_home(root / name, name, "127.0.0.1:0").path
@@ -53,6 +69,10 @@ def one_match(root: Path, n: int, enabled: bool, transcripts: bool) -> tuple[flo
         node.import_file("flagged", write_csv(root / f"{name}.csv", name, start, n), None)
         nodes[name] = node
     a, b = nodes["lab-a"], nodes["lab-b"]
+    spent = [0.0]
+    for node in (a, b):
+        if node.audit is not None:
+            timed(node.audit.log, spent)
     server = b.serve("127.0.0.1:0", prepare=False)
     try:
         b.responder.prepare("flagged").result()
@@ -66,7 +86,7 @@ def one_match(root: Path, n: int, enabled: bool, transcripts: bool) -> tuple[flo
         a.close()
         b.close()
     entries = sum(len(load_entries(root / x / "audit")) for x in ("lab-a", "lab-b")) if enabled else 0
-    return seconds, outcome.count, entries
+    return seconds, outcome.count, entries, spent[0]
 
 
 def append_cost(directory: Path, appends: int) -> float:
@@ -91,8 +111,9 @@ def main() -> int:
                                         ("audit on + transcripts", True, True)):
         with tempfile.TemporaryDirectory(prefix="psi-bench-audit-") as tmp:
             results[label] = one_match(Path(tmp), args.n, enabled, transcripts)
-        seconds, count, entries = results[label]
-        print(f"{label:26s} match {seconds:7.2f} s  ({count} matches, {entries} log entries on both nodes)", flush=True)
+        seconds, count, entries, spent = results[label]
+        print(f"{label:26s} match {seconds:7.2f} s  ({count} matches, {entries} log entries on both nodes, "
+              f"{spent:.3f} s inside audit appends)", flush=True)
     base = results["baseline (audit off)"][0]
     for label in ("audit on", "audit on + transcripts"):
         print(f"ratio {label} / baseline: {results[label][0] / base:.3f}")

@@ -289,6 +289,9 @@ def _standard_services() -> None:
 
 
 _standard_services()
+# Protocols living in other modules register their own checks where they are
+# defined (e.g. the Paillier protocols' check_message functions); that module
+# must be imported before a scan runs -- add it to _PROTOCOL_CHECK_MODULES.
 register_message_check("node", "info-request", _node_info_request)
 register_message_check("node", "info", _node_info)
 register_message_check("psi", "open", _psi_open, wants_params=True)
@@ -299,3 +302,14 @@ register_message_check("psi", "closed", _psi_closed)
 register_message_check("psi", "request-chunk", _psi_request, wants_params=True)
 register_message_check("psi", "response-chunk", _psi_response, wants_params=True)
 register_message_check("psi", "setup-chunk", _psi_setup, wants_params=True)
+
+
+# Modules that register message checks for their protocols when imported.
+_PROTOCOL_CHECK_MODULES: tuple[str, ...] = ()
+
+
+def load_protocol_checks() -> None:
+    import importlib
+
+    for name in _PROTOCOL_CHECK_MODULES:
+        importlib.import_module(name)
