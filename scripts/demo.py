@@ -143,13 +143,10 @@ def keep_transcripts(home: Path) -> None:
 def audit_verdicts(nodes: Path, data: Path) -> int:
     """Each lab's compliance check, as its officer would run it: verify, scan, report."""
     console.rule("[bold]7. compliance: audit verify and audit scan on every lab")
-    table = Table()
-    for col in ("lab", "audit verify", "audit scan (against customers.csv, which holds every identifier)", "report"):
-        table.add_column(col)
     scans = {
         lab: subprocess.Popen(
             [sys.executable, "-m", "psi_share.cli.main", "--home", str(nodes / lab), "audit", "scan",
-             "--against", str(data / lab / "customers.csv")],
+             "--against", str(data / lab / "customers.csv")],  # customers.csv holds every identifier of the lab
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for lab in LABS
@@ -159,12 +156,13 @@ def audit_verdicts(nodes: Path, data: Path) -> int:
         verify = psi(nodes / lab, "audit", "verify", check=False)
         out, err = scans[lab].communicate(timeout=600)
         report = psi(nodes / lab, "audit", "report", check=False)
-        verdict_v = verify.stdout.strip().splitlines()[0] if verify.returncode == 0 else f"[red]{verify.stderr.strip()}"
-        lines = out.strip().splitlines()
-        verdict_s = (f"{lines[-1]}\n{lines[0]}" if scans[lab].returncode == 0 else f"[red]{(out + err).strip()}")
         failed += verify.returncode != 0 or scans[lab].returncode != 0 or report.returncode != 0
-        table.add_row(lab, verdict_v, verdict_s, str(nodes / lab / "audit" / "report" / "report.html"))
-    console.print(table)
+        console.print(f"[bold]{lab}[/]")
+        for name, proc, text in (("verify", verify, verify.stdout + verify.stderr), ("scan", scans[lab], out + err),
+                                 ("report", report, report.stdout + report.stderr)):
+            style = "green" if proc.returncode == 0 else "red"
+            for line in text.strip().splitlines():
+                console.print(f"  [{style}]{name:6s}[/] {line}", highlight=False, soft_wrap=True)
     if failed:
         console.print("[bold red]the compliance checks failed")
         return 1
