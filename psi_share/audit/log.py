@@ -155,7 +155,10 @@ class AuditLog:
         (directory / TRANSCRIPTS_DIR).mkdir(exist_ok=True)
         self._write_public_key()
         self.path = directory / LOG_FILE
+        created = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        if created:
+            _fsync_dir(directory)  # the new file's name must survive a crash as well as its bytes
         self._closed = False
         with self._locked():
             if self._tail.seq == 0:
@@ -321,6 +324,7 @@ class AuditLog:
             segment = self.directory / TRANSCRIPTS_DIR / f"{_SEGMENT_PREFIX}{number:08d}.bin"
             segments.append(segment)
             self._prune_locked(segments, incoming=len(data))
+        created = not segment.exists()
         fd = os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         try:
             offset = os.fstat(fd).st_size
@@ -330,6 +334,8 @@ class AuditLog:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if created:
+            _fsync_dir(segment.parent)
         return {"segment": segment.name, "offset": offset}
 
     def _prune_locked(self, segments: list[Path], incoming: int) -> None:
@@ -352,6 +358,14 @@ class AuditLog:
         })
         for segment in dropped:
             segment.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # -- reading and verifying ----------------------------------------------------

@@ -88,6 +88,7 @@ class Node:
     def _open_audit(self):  # type: ignore[no-untyped-def]
         """The compliance audit recorder on this node's egress (None when disabled)."""
         if not self.config.audit.enabled:
+            log.warning("[audit] enabled = false: messages to peers are NOT recorded in the audit log")
             return None
         from ..audit.log import AuditLog
         from ..audit.recorder import AuditRecorder
