@@ -113,6 +113,9 @@ def init_home(path: Path, name: str, listen: str, *, force: bool = False) -> Nod
     from ..store import Store
 
     Store(home.store_path).close()
+    from ..audit.log import AuditLog
+
+    AuditLog(home.audit_path, node=name, key=home.audit_key()).close()  # the log starts with the node
     return home
 
 

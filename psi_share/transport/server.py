@@ -245,16 +245,22 @@ class StandardServicesEgress(grpc.ServerInterceptor):
         def sent(reply):  # type: ignore[no-untyped-def]
             return self._egress.send(reply, peer=peer, protocol=protocol, step=step)
 
+        def got(request):  # type: ignore[no-untyped-def]
+            self._egress.received(request, peer=peer, protocol=protocol, step=f"{step}-request")
+            return request
+
         kw = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
         if handler.unary_unary:
             inner = handler.unary_unary
-            return grpc.unary_unary_rpc_method_handler(lambda req, ctx: sent(inner(req, ctx)), **kw)
+            return grpc.unary_unary_rpc_method_handler(lambda req, ctx: sent(inner(got(req), ctx)), **kw)
         if handler.unary_stream:
             inner_us = handler.unary_stream
-            return grpc.unary_stream_rpc_method_handler(lambda req, ctx: (sent(r) for r in inner_us(req, ctx)), **kw)
+            return grpc.unary_stream_rpc_method_handler(lambda req, ctx: (sent(r) for r in inner_us(got(req), ctx)), **kw)
         if handler.stream_stream:
             inner_ss = handler.stream_stream
-            return grpc.stream_stream_rpc_method_handler(lambda it, ctx: (sent(r) for r in inner_ss(it, ctx)), **kw)
+            return grpc.stream_stream_rpc_method_handler(
+                lambda it, ctx: (sent(r) for r in inner_ss((got(q) for q in it), ctx)), **kw
+            )
         return handler
 
 
