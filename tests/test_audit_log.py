@@ -193,3 +193,18 @@ def test_checkpoint_file_holds_the_last_signed_checkpoint(tmp_path: Path) -> Non
     make_log(tmp_path).close()
     saved = json.loads((tmp_path / "audit" / CHECKPOINT_FILE).read_bytes())
     assert saved == json.loads(lines(tmp_path)[-1]) and saved["type"] == "checkpoint"
+
+
+def test_audit_config_is_validated() -> None:
+    import tomllib
+
+    from psi_share.errors import ConfigError
+    from psi_share.node.config import parse_config, render_config
+
+    data = tomllib.loads(render_config("lab-a", "127.0.0.1:0"))
+    assert parse_config(data, "x").audit.transcripts is False
+    for key, value, message in (("transcript_max_bytes", 10, "at least 65536"), ("checkpoint_every", 0, "at least 1"),
+                                ("transcripts", "yes", "must be of type bool"), ("retention", 1, "unknown key")):
+        bad = {**data, "audit": {**data["audit"], key: value}}
+        with pytest.raises(ConfigError, match=message):
+            parse_config(bad, "x")
