@@ -8,6 +8,7 @@
     ├── InvalidIdentifier      an identifier cannot be canonicalized
     ├── StoreError             the SQLite store refused an operation
     │   └── NotFound           a dataset, peer, session or run does not exist
+    ├── JobBusy                another run of the same job holds its lock
     └── ProtocolError          a protocol step went wrong
         ├── Refused              this node refuses a peer (carries a gRPC code)
         ├── PeerUnavailable      a peer cannot be reached
@@ -117,3 +118,20 @@ class PeerUnavailable(ProtocolError):
         super().__init__(f"peer {peer} is unavailable: {details}")
         self.peer = peer
         self.details = details
+
+
+class JobBusy(PsiShareError):
+    """Another run of the same job is in progress (it holds the job's lock).
+
+    ``holder`` is what that run wrote into the lock file (pid, start time),
+    or an empty dict when it could not be read.
+    """
+
+    def __init__(self, job: str, holder: dict) -> None:
+        who = ""
+        if holder.get("pid"):
+            who = f" (pid {holder['pid']}"
+            who += f", since {holder['since']})" if holder.get("since") else ")"
+        super().__init__(f"job {job!r} is already running{who}; two runs of one job never overlap")
+        self.job = job
+        self.holder = holder

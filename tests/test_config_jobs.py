@@ -155,8 +155,9 @@ def test_rendered_config_parses_back_to_the_defaults(tmp_path: Path, name: str, 
     assert load_config(path) == NodeConfig(name=name, listen=listen)
     # every key of every section is written out, so the file documents them all
     data = tomllib.loads(path.read_text())
-    assert set(data) == {"node", "identifiers", "matching", "exposure", "sessions", "audit"}
+    assert set(data) == {"node", "identifiers", "matching", "exposure", "sessions", "audit", "jobs"}
     assert set(data["audit"]) == {"enabled", "transcripts", "transcript_max_bytes", "checkpoint_every"}
+    assert set(data["jobs"]) == {"scheduled", "peer_attempts", "backoff_initial_seconds", "backoff_max_seconds"}
     assert set(data["matching"]) == {"false_positive_rate", "max_set_size", "workers"}
     assert set(data["sessions"]) == {"ttl_seconds", "max_open", "setup_lifetime_seconds"}
 
@@ -255,7 +256,7 @@ def _replace(key: str, value: str) -> str:
         (_without("participants"), "missing participants"),
         (_without("dataset"), "missing dataset"),
         (_without("kinds"), "missing kinds"),
-        (GOOD_JOB + 'schedule = "daily"\n', "unknown key(s) in [job]: schedule"),
+        (GOOD_JOB + 'schedule = "daily"\n', "[job.schedule] must be a table"),
         (GOOD_JOB + "[extra]\nx = 1\n", "exactly one [job] table"),
         ('job = "x"\n', "exactly one [job] table"),
         ("", "exactly one [job] table"),

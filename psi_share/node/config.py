@@ -49,6 +49,16 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    """Periodic jobs: which job files 'serve' schedules, and peer retries."""
+
+    scheduled: tuple[str, ...] = ("jobs/*.toml",)  # globs, relative to the home
+    peer_attempts: int = 3  # tries per unreachable peer in one run (1 = no retry)
+    backoff_initial_seconds: float = 5.0  # wait before the first retry; doubles each time
+    backoff_max_seconds: float = 60.0  # cap on one wait
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     name: str
     listen: str = "127.0.0.1:7400"
@@ -58,6 +68,7 @@ class NodeConfig:
     exposure: ExposureConfig = field(default_factory=ExposureConfig)
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
     @property
     def canonicalization(self) -> CanonicalizationContext:
@@ -96,7 +107,7 @@ reveal = {str(e.reveal).lower()}              # false: peers learn only counts
 ttl_seconds = {s.ttl_seconds}               # an abandoned session is dropped after this
 max_open = {s.max_open}                   # concurrent sessions this node serves
 setup_lifetime_seconds = {s.setup_lifetime_seconds}  # prepared filters (and their keys) are rotated after this
-{_render_audit()}"""
+{_render_audit()}{_render_jobs()}"""
 
 
 def _render_audit() -> str:
@@ -112,6 +123,19 @@ checkpoint_every = {a.checkpoint_every}        # entries between signed checkpoi
 """
 
 
+def _render_jobs() -> str:
+    j = JobsConfig()
+    return f"""
+[jobs]
+# Job files whose [job.schedule] 'psi-share serve' runs (globs, relative to
+# this home). Files without a schedule are skipped with a note.
+scheduled = {_toml_list(j.scheduled)}
+peer_attempts = {j.peer_attempts}              # tries per unreachable peer in one run (1 = no retry)
+backoff_initial_seconds = {j.backoff_initial_seconds:g}    # wait before the first retry; doubles each retry
+backoff_max_seconds = {j.backoff_max_seconds:g}       # cap on one wait
+"""
+
+
 def _toml_list(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(f'"{v}"' for v in values) + "]"
 
@@ -123,6 +147,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "exposure": {"datasets": list, "kinds": list, "reveal": bool},
     "sessions": {"ttl_seconds": int, "max_open": int, "setup_lifetime_seconds": int},
     "audit": {"enabled": bool, "transcripts": bool, "transcript_max_bytes": int, "checkpoint_every": int},
+    "jobs": {"scheduled": list, "peer_attempts": int, "backoff_initial_seconds": float, "backoff_max_seconds": float},
 }
 
 
@@ -170,8 +195,10 @@ def parse_config(data: dict[str, Any], where: str) -> NodeConfig:
         ),
     )
     cfg = _with_audit(cfg, data.get("audit", {}))
+    cfg = _with_jobs(cfg, data.get("jobs", {}))
     _check_values(cfg, where)
     _check_audit(cfg.audit, where)
+    _check_jobs(cfg.jobs, where)
     return cfg
 
 
@@ -191,6 +218,29 @@ def _check_audit(a: AuditConfig, where: str) -> None:
         raise ConfigError(f"{where}: [audit] transcript_max_bytes must be at least 65536")
     if a.checkpoint_every < 1:
         raise ConfigError(f"{where}: [audit] checkpoint_every must be at least 1")
+
+
+def _with_jobs(cfg: NodeConfig, j: dict[str, Any]) -> NodeConfig:
+    from dataclasses import replace
+
+    d = JobsConfig()
+    return replace(cfg, jobs=JobsConfig(
+        scheduled=tuple(j.get("scheduled", d.scheduled)),
+        peer_attempts=j.get("peer_attempts", d.peer_attempts),
+        backoff_initial_seconds=float(j.get("backoff_initial_seconds", d.backoff_initial_seconds)),
+        backoff_max_seconds=float(j.get("backoff_max_seconds", d.backoff_max_seconds)),
+    ))
+
+
+def _check_jobs(j: JobsConfig, where: str) -> None:
+    if not 1 <= j.peer_attempts <= 10:
+        raise ConfigError(f"{where}: [jobs] peer_attempts must be between 1 and 10")
+    if not 0 <= j.backoff_initial_seconds <= 3600:
+        raise ConfigError(f"{where}: [jobs] backoff_initial_seconds must be between 0 and 3600")
+    if not j.backoff_initial_seconds <= j.backoff_max_seconds <= 3600:
+        raise ConfigError(f"{where}: [jobs] backoff_max_seconds must be between backoff_initial_seconds and 3600")
+    if any(not pattern.strip() for pattern in j.scheduled):
+        raise ConfigError(f"{where}: [jobs] scheduled holds an empty pattern")
 
 
 def _check_shape(data: dict[str, Any], where: str) -> None:

@@ -12,6 +12,10 @@ against every *other* participant and stores the results under one run::
     kinds = ["email", "phone", "payment_fingerprint", "ip_prefix"]
     mode = "reveal"              # or "count"
     transcripts = true           # optional: keep the exact bytes sent in the audit log
+
+    [job.schedule]               # optional: when 'serve' runs it (node/schedule.py)
+    cron = "0 3 * * 1"
+    timezone = "Europe/Berlin"
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from ..identifiers import KINDS
 from ..protocols.psi import Mode
 from ..store.db import NAME_PATTERN
 from .config import read_toml
+from .schedule import Schedule, parse_schedule
 
 _KEYS = {"name", "participants", "dataset", "peer_dataset", "kinds", "mode", "transcripts"}
+_KEYS |= {"schedule"}  # periodic jobs: the [job.schedule] table
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class JobSpec:
     mode: Mode = Mode.REVEAL
     source: str = ""
     transcripts: bool = False  # keep this run's sent bytes in the audit log
+    schedule: Schedule | None = None  # [job.schedule]; None: run by hand or external cron
 
     def peers_for(self, local_name: str) -> tuple[str, ...]:
         return tuple(p for p in self.participants if p != local_name)
@@ -91,6 +98,7 @@ def load_job(path: Path) -> JobSpec:
         name=job["name"], participants=participants, dataset=job["dataset"],
         peer_dataset=job.get("peer_dataset", job["dataset"]), kinds=kinds, mode=Mode(mode), source=str(path),
         transcripts=transcripts,
+        schedule=parse_schedule(job["schedule"], str(path)) if "schedule" in job else None,
     )
 
 
@@ -103,6 +111,7 @@ class PeerResult:
     matched_actors: int | None
     seconds: float
     error: str = ""
+    attempts: int = 1  # tries, counting retries of an unreachable peer
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,10 @@ class JobRunResult:
     peers: tuple[PeerResult, ...]
     # actor_id -> peers that matched it (reveal mode only)
     attribution: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    mode: str = "reveal"
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    triggered_by: str = "manual"
 
     def seen_at(self, minimum: int) -> list[str]:
         return sorted(a for a, peers in self.attribution.items() if len(peers) >= minimum)

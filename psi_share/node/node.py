@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -27,14 +28,20 @@ from ..crypto.openmined import OpenMinedEngine
 from ..errors import NotFound, PsiShareError
 from ..protocols.psi import Mode
 from ..store import ImportMode, ImportSummary, Store, parse_data_file
+from ..store.db import JobRunPeerRecord
 from ..transport.client import PeerClient
 from ..transport.egress import Egress
 from ..transport.server import ClaimedNameAuthenticator, create_server
 from .config import NodeConfig
 from .home import NodeHome
 from .jobs import JobRunResult, JobSpec, PeerResult
+from .joblock import JobLock
+from .retry import JobEvent, RetryPolicy, run_with_retries
 from .requester import MatchOutcome, MatchRequest, new_run_id, run_match
 from .responder import Responder
+
+if TYPE_CHECKING:
+    from .scheduler import JobScheduler
 
 log = logging.getLogger("psi_share.node")
 
@@ -178,30 +185,65 @@ class Node:
                 random_bytes=self.random_bytes, max_set_size=self.config.matching.max_set_size,
             )
 
-    def run_job(self, job: JobSpec, on_peer: Callable[[PeerResult], None] | None = None) -> JobRunResult:
-        """Run this node's side of ``job``: match against every other participant."""
+    def run_job(
+        self,
+        job: JobSpec,
+        on_peer: Callable[[PeerResult], None] | None = None,
+        *,
+        triggered_by: str = "manual",
+        scheduled_for: float | None = None,
+        on_event: Callable[[JobEvent], None] | None = None,
+        cancel: threading.Event | None = None,
+        lock: JobLock | None = None,
+    ) -> JobRunResult:
+        """Run this node's side of ``job``: match against every other participant.
+
+        Holds the job's lock for the whole run (taken here unless the caller
+        passes one it holds): a second run of the same job raises
+        :class:`~psi_share.errors.JobBusy` instead of overlapping. A peer that
+        cannot be reached is retried with backoff (``[jobs]`` settings) and
+        then recorded as failed with its reason; the run is then "partial"
+        (or "failed" when no peer succeeded), never "ok". ``cancel`` (set on
+        shutdown) ends the backoff waits early.
+        """
         if self.config.name not in job.participants:
             raise PsiShareError(f"job {job.name!r} does not list this node ({self.config.name}) as a participant")
         peers = job.peers_for(self.config.name)
         for p in peers:
             self.store.peer(p)  # every participant must be a known peer before anything starts
         self.store.dataset(job.dataset)
+        if lock is None:
+            with self.job_lock(job.name) as held:
+                return self.run_job(
+                    job, on_peer, triggered_by=triggered_by, scheduled_for=scheduled_for,
+                    on_event=on_event, cancel=cancel, lock=held,
+                )
+        self.store.mark_interrupted_runs(job.name, now=self.clock())
         run_id = new_run_id(self.random_bytes)
-        self.store.start_job_run(run_id, job.name, job.parameters(), now=self.clock())
+        started_at = self.clock()
+        self.store.start_job_run(
+            run_id, job.name, job.parameters(), now=started_at, triggered_by=triggered_by, scheduled_for=scheduled_for,
+        )
+        by_peer = run_with_retries(
+            peers,
+            lambda peer: self.match(
+                peer, dataset=job.dataset, peer_dataset=job.peer_dataset, kinds=job.kinds,
+                mode=job.mode, job_run_id=run_id,
+            ),
+            policy=RetryPolicy.from_config(self.config.jobs),
+            on_event=on_event, cancel=cancel,
+        )
         results: list[PeerResult] = []
         if job.transcripts and self.audit is not None:
             self.audit.keep_transcripts_for(run_id)  # (a run id is never reused)
         for peer in peers:
-            started = time.perf_counter()
-            try:
-                outcome = self.match(
-                    peer, dataset=job.dataset, peer_dataset=job.peer_dataset, kinds=job.kinds,
-                    mode=job.mode, job_run_id=run_id,
-                )
-                result = PeerResult(peer, "ok", outcome.session_id, outcome.count, outcome.matched_actors, outcome.seconds)
-            except PsiShareError as exc:
-                log.warning("job %s: match with %s failed: %s", job.name, peer, exc)
-                result = PeerResult(peer, "failed", None, None, None, time.perf_counter() - started, str(exc))
+            result = by_peer[peer]
+            if result.status != "ok":
+                log.warning("job %s: match with %s failed: %s", job.name, peer, result.error)
+            self.store.record_job_run_peer(JobRunPeerRecord(
+                run_id, peer, result.status, result.attempts, result.session_id, result.count,
+                result.matched_actors, result.seconds, result.error,
+            ))
             results.append(result)
             if on_peer:
                 on_peer(result)
@@ -210,8 +252,16 @@ class Node:
         failed = [r for r in results if r.status != "ok"]
         status = "ok" if not failed else ("failed" if len(failed) == len(results) else "partial")
         error = "; ".join(f"{r.peer}: {r.error}" for r in failed)
-        self.store.finish_job_run(run_id, status, now=self.clock(), error=error)
-        return JobRunResult(run_id, job.name, status, tuple(results), self.attribution(run_id))
+        finished_at = self.clock()
+        self.store.finish_job_run(run_id, status, now=finished_at, error=error)
+        return JobRunResult(
+            run_id, job.name, status, tuple(results), self.attribution(run_id), mode=job.mode.value,
+            started_at=started_at, finished_at=finished_at, triggered_by=triggered_by,
+        )
+
+    def job_lock(self, job_name: str) -> JobLock:
+        """Take ``job_name``'s lock now (raises JobBusy when a run holds it)."""
+        return JobLock.acquire(self.home.path, job_name, now=self.clock())
 
     def attribution(self, run_id: str) -> dict[str, tuple[str, ...]]:
         """actor_id -> the peers that matched it in one job run."""
@@ -220,6 +270,19 @@ class Node:
         for m in self.store.matches(sessions):
             by_actor.setdefault(m.actor_id, set()).add(m.peer)
         return {a: tuple(sorted(p)) for a, p in sorted(by_actor.items())}
+
+    # -- scheduled jobs (periodic jobs) -------------------------------------
+
+    def start_scheduler(self, *, on_result: Callable[[JobRunResult], None] | None = None) -> JobScheduler | None:
+        """Start running the scheduled job files of ``[jobs] scheduled``; None when there are none."""
+        from .scheduler import JobScheduler, find_scheduled_jobs
+
+        jobs = find_scheduled_jobs(self.home.path, self.config.jobs.scheduled)
+        if not jobs:
+            return None
+        scheduler = JobScheduler(self, jobs, on_result=on_result)
+        scheduler.start()
+        return scheduler
 
     # -- serving -----------------------------------------------------------
 
