@@ -1,7 +1,9 @@
 """``psi-share``: run a federated PSI node from the command line.
 
 Exit codes: 0 success; 1 an error (message on stderr); 2 bad usage;
-3 a job run that completed only partially (some peers failed).
+3 a job run that completed only partially (some peers failed); 4 a job run
+that failed (no peer succeeded); 5 a job run refused because another run of
+the same job is in progress (see cli/jobs.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from ..node.jobs import load_job
 from ..node.node import Node
 from ..protocols.psi import Mode
 from ..store import ImportMode
+from .jobs import register as register_job_commands
+from .jobs import run_job_command
 from .output import emit, emit_object, err_console, format_option
 
 EXIT_ERROR, EXIT_PARTIAL = 1, 3
@@ -299,17 +303,39 @@ def serve(c: Ctx, listen: str | None) -> None:
 
     Exposed datasets' filters are prepared at start, so the first match does
     not wait for them. Health (grpc.health.v1) and server reflection are on.
+    Job files of [jobs] scheduled that carry a [job.schedule] run on their
+    schedule in this process (a job missed while down runs once at start).
     """
     with c.node() as n:
         running = n.serve(listen)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        try:
+            scheduler = n.start_scheduler(on_result=_log_scheduled_run(n))
+        except PsiShareError:
+            running.stop(grace=1)
+            raise
         click.echo(f"psi-share node {n.config.name} listening on port {running.port}", err=True)
         sys.stderr.flush()
         stop.wait()
         logging.getLogger("psi_share.node").info("shutting down")
+        if scheduler is not None and not scheduler.stop(timeout=30):
+            logging.getLogger("psi_share.node").warning("a scheduled run was still in progress at shutdown")
         running.stop(grace=10)
+
+
+def _log_scheduled_run(n: Node):  # type: ignore[no-untyped-def]
+    """One summary line per scheduled run, in serve's log."""
+    from ..node.history import previous_diff, summary_line
+
+    def log_result(result) -> None:  # type: ignore[no-untyped-def]
+        run = n.store.job_run(result.run_id)
+        diff = previous_diff(n.store, run) if result.status in ("ok", "partial") else None
+        level = logging.INFO if result.status == "ok" else logging.WARNING
+        logging.getLogger("psi_share.scheduler").log(level, "%s", summary_line(result, diff))
+
+    return log_result
 
 
 @cli.command()
@@ -405,39 +431,18 @@ def job() -> None:
 @job.command("run")
 @click.argument("jobfile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @format_option
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json (for scripts).")
 @pass_ctx
-def job_run(c: Ctx, jobfile: Path, fmt: str) -> None:
+def job_run(c: Ctx, jobfile: Path, fmt: str, as_json: bool) -> None:
     """Run this node's side of JOBFILE: match against every other participant.
 
-    Stores one run with a session per peer. Exit code 0 when every peer
-    matched, 3 when some failed (partial), 1 when all failed.
+    Stores one run with a session per peer, retries unreachable peers with
+    backoff ([jobs] settings), prints one summary line with the change since
+    the previous ok run. Exit code 0 ok, 3 partial (some peers failed), 4
+    failed (none succeeded), 5 another run of this job is in progress. For
+    cron: '0 3 * * 1 psi-share --home HOME job run JOBFILE --json'.
     """
-    spec = load_job(jobfile)
-    with c.node() as n:
-        result = n.run_job(spec)
-        rows = [
-            {"peer": r.peer, "status": r.status, "session": r.session_id, "matching_items": r.count,
-             "matching_actors": r.matched_actors, "seconds": round(r.seconds, 2), "error": r.error}
-            for r in result.peers
-        ]
-        if fmt == "json":
-            import json
-
-            click.echo(json.dumps({
-                "run_id": result.run_id, "job": result.job, "status": result.status, "peers": rows,
-                "attribution": {a: list(p) for a, p in result.attribution.items()},
-                "seen_at_2_or_more": result.seen_at(2),
-            }, indent=2))
-        else:
-            emit(rows, ("peer", "status", "session", "matching_items", "matching_actors", "seconds", "error"), fmt,
-                 f"job {result.job} run {result.run_id}: {result.status}")
-            if fmt == "table":
-                click.echo(f"actors matched by any peer: {len(result.attribution)}; "
-                           f"seen at >= 2 other labs: {len(result.seen_at(2))}")
-        if result.status == "partial":
-            sys.exit(EXIT_PARTIAL)
-        if result.status == "failed":
-            sys.exit(EXIT_ERROR)
+    run_job_command(c, jobfile, "json" if as_json else fmt)
 
 
 @job.command("runs")
@@ -455,6 +460,8 @@ def job_runs(c: Ctx, job_name: str | None, fmt: str) -> None:
 from .audit import audit as _audit_group  # noqa: E402
 
 cli.add_command(_audit_group)
+
+register_job_commands(job, results)  # job history/schedule, results diff/export (cli/jobs.py)
 
 
 def main() -> None:

@@ -224,18 +224,22 @@ class Node:
         self.store.start_job_run(
             run_id, job.name, job.parameters(), now=started_at, triggered_by=triggered_by, scheduled_for=scheduled_for,
         )
-        by_peer = run_with_retries(
-            peers,
-            lambda peer: self.match(
-                peer, dataset=job.dataset, peer_dataset=job.peer_dataset, kinds=job.kinds,
-                mode=job.mode, job_run_id=run_id,
-            ),
-            policy=RetryPolicy.from_config(self.config.jobs),
-            on_event=on_event, cancel=cancel,
-        )
-        results: list[PeerResult] = []
         if job.transcripts and self.audit is not None:
             self.audit.keep_transcripts_for(run_id)  # (a run id is never reused)
+        try:
+            by_peer = run_with_retries(
+                peers,
+                lambda peer: self.match(
+                    peer, dataset=job.dataset, peer_dataset=job.peer_dataset, kinds=job.kinds,
+                    mode=job.mode, job_run_id=run_id,
+                ),
+                policy=RetryPolicy.from_config(self.config.jobs),
+                on_event=on_event, cancel=cancel,
+            )
+        finally:
+            if self.audit is not None:
+                self.audit.stop_transcripts_for(run_id)
+        results: list[PeerResult] = []
         for peer in peers:
             result = by_peer[peer]
             if result.status != "ok":
@@ -247,8 +251,6 @@ class Node:
             results.append(result)
             if on_peer:
                 on_peer(result)
-        if self.audit is not None:
-            self.audit.stop_transcripts_for(run_id)
         failed = [r for r in results if r.status != "ok"]
         status = "ok" if not failed else ("failed" if len(failed) == len(results) else "partial")
         error = "; ".join(f"{r.peer}: {r.error}" for r in failed)
