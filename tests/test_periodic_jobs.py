@@ -376,3 +376,19 @@ def test_stix_bundle_of_standard_kinds_parses_strictly(trio) -> None:  # type: i
     bundle = stix2.parse(to_stix(collect(a.store, "lab-a", a.store.job_run(result.run_id))), allow_custom=False)
     assert sorted(o.count for o in bundle.objects if o.type == "sighting") == [1, 1, 2]
     assert not [o for o in bundle.objects if o.type == "extension-definition"]
+
+
+def test_scheduler_logs_a_job_that_cannot_start_once_per_slot(federation, csv_file, caplog) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock(1_893_488_400.0)  # 2030-01-01 09:00 UTC
+    federation.node("lab-a").close()
+    a = federation.nodes["lab-a"] = Node.open(federation.root / "lab-a", clock=clock)
+    a.import_file("flagged", csv_file("a.csv", A_ROWS), None)
+    hourly = job(participants=("lab-a", "lab-x"), schedule=Schedule(cron="0 * * * *"))  # lab-x: no such peer
+    scheduler = JobScheduler(a, [hourly])
+    clock.now += 3600
+    assert scheduler.run_pending() == []
+    assert "could not run: unknown peer 'lab-x'" in caplog.text and "trying again at 2030-01-01 11:00:00Z" in caplog.text
+    caplog.clear()
+    clock.now += 600
+    assert scheduler.run_pending() == [] and "could not run" not in caplog.text  # quiet until the next slot
+    assert a.store.job_runs("weekly") == []

@@ -140,10 +140,11 @@ class JobScheduler:
                 )
             except PsiShareError as exc:
                 # Not a peer failure (those are inside the result) but e.g. a
-                # dataset that is gone. Record nothing more; say it, and try
-                # again at the next slot.
-                log.error("scheduled job %s could not run: %s", job.name, exc)
-                self._busy_until[job.name] = self.clock() + BUSY_RETRY_SECONDS
+                # dataset that is gone or a participant that is no known peer.
+                # Nothing was recorded; say it once, and try again at the next slot.
+                retry_at = job.schedule.next_after(self.clock())  # type: ignore[union-attr]
+                log.error("scheduled job %s could not run: %s (trying again at %s)", job.name, exc, _iso(retry_at))
+                self._busy_until[job.name] = retry_at
                 return None
         if self.on_result:
             self.on_result(result)
