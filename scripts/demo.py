@@ -115,6 +115,7 @@ def main() -> int:
             proc = psi(nodes / lab, "job", "run", str(jobfile), "--format", "json")
             results[lab] = json.loads(proc.stdout)
             console.print(f"{lab}: job run {results[lab]['run_id'][:12]} {results[lab]['status']} in {time.monotonic() - t:.1f}s")
+        next_day = run_next_day(args, out, nodes, jobfile)
     finally:
         console.rule("[bold]5. shutting the nodes down (SIGTERM)")
         for lab, proc in procs.items():
@@ -128,8 +129,10 @@ def main() -> int:
             console.print(f"{lab} stopped: exit {code}")
 
     verdict = report(results, truth, time.monotonic() - started)
-    audited = audit_verdicts(nodes, data)
-    return verdict or audited
+    changes = report_next_day(*next_day)
+    # day 1's customers.csv holds every identifier the lab had on either day
+    audited = audit_verdicts(nodes, out / "data-day1")
+    return verdict or changes or audited
 
 
 def keep_transcripts(home: Path) -> None:
@@ -194,6 +197,73 @@ def report(results: dict, truth: dict, seconds: float) -> int:
     console.print(table)
     verdict = "[bold green]all results match the ground truth" if perfect else "[bold red]results differ from the ground truth"
     console.print(f"{verdict}[/] (demo took {seconds:.0f}s)")
+    return 0 if perfect else 1
+
+
+# -- periodic jobs: the next day, and what changed -----------------------------
+
+
+def run_next_day(args: argparse.Namespace, out: Path, nodes: Path, jobfile: Path) -> tuple[dict, dict, dict]:
+    """Day 1: new campaign accounts are flagged at every lab; each lab re-imports
+    its flagged set and runs the same job again. Returns (run results, each
+    run's diff against the previous ok run, the day-1 truth)."""
+    console.rule("[bold]4b. a day later: new campaign accounts, the same job again")
+    day1 = out / "data-day1"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_demo_data.py"), "--out", str(day1), "--seed", str(args.seed),
+         "--customers", str(args.customers), "--flagged", str(args.flagged), "--labs", ",".join(LABS), "--day", "1"],
+        check=True, timeout=300,
+    )
+    truth = json.loads((day1 / "truth.json").read_text())
+    results, diffs = {}, {}
+    for lab in LABS:
+        psi(nodes / lab, "data", "import", "flagged", str(day1 / lab / "flagged.csv"), "--replace")
+    for lab in LABS:
+        t = time.monotonic()
+        proc = psi(nodes / lab, "job", "run", str(jobfile), "--json")
+        results[lab] = json.loads(proc.stdout)
+        diffs[lab] = results[lab]["diff"]
+        console.print(f"{lab}: {results[lab]['summary']} ({time.monotonic() - t:.1f}s)")
+    history = json.loads(psi(nodes / LABS[0], "job", "history", "distillation-campaign", "--json").stdout)
+    console.print(f"{LABS[0]} job history: " + ", ".join(f"{h['run'][:8]} {h['status']} {h['actors']} actors" for h in history))
+    bundle = out / f"{LABS[0]}-day1.stix.json"
+    psi(nodes / LABS[0], "results", "export", results[LABS[0]]["run_id"], "--format", "stix", "-o", str(bundle))
+    console.print(f"{LABS[0]} exported its day-1 run as a STIX 2.1 bundle for its own TIP: {bundle.name} (keep inside the lab)")
+    return results, diffs, truth
+
+
+def report_next_day(results: dict, diffs: dict, truth: dict) -> int:
+    """Check each lab's diff against the generator's new_since_previous_day.
+
+    The data only grows, so nothing stops being shared; an actor gained a peer
+    when it is in new_since_previous_day.shared_with[peer]; it is *newly*
+    shared when it was shared with no peer the day before.
+    """
+    console.rule("[bold]6b. what changed since the previous run, against the ground truth")
+    table = Table()
+    for col in ("lab", "newly shared", "truth", "peers changed", "truth", "no longer shared", "truth"):
+        table.add_column(col, justify="left" if col == "lab" else "right")
+    perfect = True
+    for lab, diff in diffs.items():
+        entry = truth["labs"][lab]
+        gained = entry["new_since_previous_day"]["shared_with"]
+        before = {a for peer, ids in entry["shared_with"].items() for a in set(ids) - set(gained[peer])}
+        grew = {a for ids in gained.values() for a in ids}
+        expected_new, expected_changed = grew - before, grew & before
+        ok = diff is not None and results[lab]["status"] == "ok"
+        new = {c["actor_id"] for c in diff["newly_shared"]} if ok else set()
+        changed = {c["actor_id"] for c in diff["peers_changed"]} if ok else set()
+        gone = {c["actor_id"] for c in diff["no_longer_shared"]} if ok else {"?"}
+        gains_right = ok and all(
+            set(c["after"]) - set(c["before"]) == {p for p, ids in gained.items() if c["actor_id"] in ids}
+            for c in diff["newly_shared"] + diff["peers_changed"]
+        )
+        perfect &= ok and new == expected_new and changed == expected_changed and not gone and gains_right
+        table.add_row(lab, str(len(new)), str(len(expected_new)), str(len(changed)), str(len(expected_changed)),
+                      str(len(gone)), "0")
+    console.print(table)
+    verdict = "[bold green]every lab's diff matches the ground truth" if perfect else "[bold red]diffs differ from the ground truth"
+    console.print(f"{verdict}[/]")
     return 0 if perfect else 1
 
 
