@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import stix2
 
+from psi_share.node.exports import PsiShareIdentifier  # registers x-psi-share-identifier with stix2
 from psi_share.node.joblock import JobLock
 from test_cli import (  # noqa: F401  (labs and start_server are fixtures)
     EXPECTED_MATCHES,
@@ -50,6 +51,7 @@ def fast_retries(home: Path, attempts: int = 2) -> None:
     config.write_text(text)
 
 
+@pytest.mark.slow
 def test_runs_history_diff_export_and_exit_codes(tmp_path: Path, labs: Labs, start_server) -> None:  # type: ignore[no-untyped-def]
     fast_retries(labs.a)
     serve_b(labs, start_server, tmp_path)
@@ -63,7 +65,6 @@ def test_runs_history_diff_export_and_exit_codes(tmp_path: Path, labs: Labs, sta
             ("b5", "phone", "+442079460018"), ("b6", "phone", "+1-415-555-0199"), ("b8", "email", "mixed.case@example.org")]
     (tmp_path / "b2.csv").write_text("actor_id,kind,value\n" + "".join(f"{a},{k},{v}\n" for a, k, v in rows))
     ok(cli(tmp_path, "data", "import", "flagged", tmp_path / "b2.csv", "--replace", home=labs.b))
-    time.sleep(1.1)  # lab-b's serve rotates its filter on the next session (revision changed)
     second = cli(tmp_path, "job", "run", jobfile, home=labs.a)  # table output for people
     assert second.returncode == 0, second.stderr
     summary = [line for line in second.stdout.splitlines() if line.startswith("job weekly run ")]
@@ -90,6 +91,8 @@ def test_runs_history_diff_export_and_exit_codes(tmp_path: Path, labs: Labs, sta
     assert out.stat().st_mode & 0o777 == 0o600
     bundle = stix2.parse(out.read_text(), allow_custom=True)  # phones: extension SCOs
     assert sorted(o.count for o in bundle.objects if o.type == "sighting") == [1] * 5
+    phones = [o for o in bundle.objects if isinstance(o, PsiShareIdentifier)]
+    assert sorted(p.value for p in phones) == ["+44 20 7946 0018", "415.555.0199"]  # a5, a6 as lab-a wrote them
     csv_out = csv_rows(ok(cli(tmp_path, "results", "export", second_id, "--format", "csv", home=labs.a)).stdout)
     assert {r["actor_id"]: r["change_since_previous"] for r in csv_out}["a3"] == "new"
 
@@ -117,6 +120,7 @@ def test_runs_history_diff_export_and_exit_codes(tmp_path: Path, labs: Labs, sta
         cli(tmp_path, "results", "export", json.loads(failed.stdout)["run_id"], home=labs.a))
 
 
+@pytest.mark.slow
 def test_serve_runs_a_missed_scheduled_job_once_at_start(tmp_path: Path, labs: Labs, start_server) -> None:  # type: ignore[no-untyped-def]
     fast_retries(labs.a)
     serve_b(labs, start_server, tmp_path)

@@ -392,3 +392,28 @@ def test_scheduler_logs_a_job_that_cannot_start_once_per_slot(federation, csv_fi
     clock.now += 600
     assert scheduler.run_pending() == [] and "could not run" not in caplog.text  # quiet until the next slot
     assert a.store.job_runs("weekly") == []
+
+
+def test_store_from_before_job_history_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    from psi_share.node.history import peer_outcomes
+    from psi_share.store import Store
+    from psi_share.store.db import _SCHEMA
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA + "PRAGMA user_version=1;")
+    db.execute("INSERT INTO job_runs(id, job_name, started_at, finished_at, status, parameters) "
+               "VALUES ('r1', 'weekly', 1.0, 2.0, 'ok', '{\"mode\": \"reveal\"}')")
+    db.execute("INSERT INTO sessions(id, role, protocol, peer, local_dataset, peer_dataset, kinds, mode, job_run_id, "
+               "status, started_at, matched_count) VALUES ('s1', 'requester', 'psi', 'lab-b', 'flagged', 'flagged', "
+               "'{}', 'reveal', 'r1', 'done', 1.0, 4)")
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        run = store.job_run("r1")
+        assert (run.triggered_by, run.scheduled_for, run.status) == ("manual", None, "ok")
+        assert store.job_run_peers("r1") == []
+        assert peer_outcomes(store, run) == {"lab-b": ("ok", 4)}  # from its sessions
+        assert store.last_completed_job_run("weekly").id == "r1"

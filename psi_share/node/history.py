@@ -145,7 +145,7 @@ def summary_line(result, diff: RunDiff | None) -> str:  # type: ignore[no-untype
     text += f"; {len(ok)}/{len(result.peers)} peers ok"
     failed = [p for p in result.peers if p.status != "ok"]
     if failed:
-        text += " (" + "; ".join(f"{p.peer} failed: {p.error}" for p in failed) + ")"
+        text += " (" + "; ".join(f"{p.peer} failed: {_short(p.error)}" for p in failed) + ")"
     if result.mode != "reveal":
         items = sum(p.count or 0 for p in ok)
         text += f"; {result.mode}-only: {items} matching items in all (no actors)"
@@ -159,3 +159,11 @@ def summary_line(result, diff: RunDiff | None) -> str:  # type: ignore[no-untype
         if diff.excluded_peers:
             text += f" (not compared: {', '.join(diff.excluded_peers)})"
     return text
+
+
+def _short(reason: str, limit: int = 100) -> str:
+    """A failure reason cut for the one-line summary (the full one is in the table, JSON and history)."""
+    if len(reason) <= limit:
+        return reason
+    tail = " (after " + reason.rsplit(" (after ", 1)[1] if " (after " in reason else ""
+    return reason[: limit - len(tail) - 1].rstrip() + "…" + tail
