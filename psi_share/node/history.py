@@ -148,7 +148,7 @@ def summary_line(result, diff: RunDiff | None) -> str:  # type: ignore[no-untype
         text += " (" + "; ".join(f"{p.peer} failed: {_short(p.error)}" for p in failed) + ")"
     if result.mode != "reveal":
         items = sum(p.count or 0 for p in ok)
-        text += f"; {result.mode}-only: {items} matching items in all (no actors)"
+        text += f"; mode {result.mode}: {items} matching items in all (no actors)"
     else:
         text += f"; {len(result.attribution)} actors matched, {len(result.seen_at(2))} at >= 2 other labs"
     if diff is None:
