@@ -211,7 +211,9 @@ def to_stix(export: RunExport) -> str:
             version="1.0.0", extension_types=["new-sco"], **common,
         ))
     bundle = stix2.Bundle(objects=objects, id=_sdo_id("bundle", f"{export.node}/{run.id}"), allow_custom=extension_used)
-    return bundle.serialize(pretty=True) + "\n"
+    # stix2's pretty=True orders properties with a quadratic search (minutes
+    # for a few thousand objects); indent the compact form instead.
+    return json.dumps(json.loads(bundle.serialize()), indent=2) + "\n"
 
 
 def render(export: RunExport, fmt: str) -> str:
