@@ -115,9 +115,11 @@ def test_unreachable_peer_is_retried_then_failed_and_run_is_partial(federation, 
     federation.serve("lab-b")
     federation.connect_all()
     events: list[JobEvent] = []
-    result = a.run_job(job(), on_event=events.append)
+    finished: list[tuple[str, str]] = []
+    result = a.run_job(job(), on_event=events.append, on_peer=lambda r: finished.append((r.peer, r.status)))
 
     assert result.status == "partial"
+    assert finished == [("lab-b", "ok"), ("lab-c", "failed")]  # each peer once, when it is done
     by_peer = {p.peer: p for p in result.peers}
     assert by_peer["lab-b"].status == "ok" and by_peer["lab-b"].attempts == 1
     down = by_peer["lab-c"]

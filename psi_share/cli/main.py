@@ -22,7 +22,6 @@ from .. import __version__
 from ..errors import PsiShareError
 from ..identifiers import KINDS
 from ..node.home import init_home
-from ..node.jobs import load_job
 from ..node.node import Node
 from ..protocols.psi import Mode
 from ..store import ImportMode

@@ -64,6 +64,22 @@ class RunningServer:
         self.server.wait_for_termination()
 
 
+def _with_on_peer(
+    on_event: Callable[[JobEvent], None] | None, on_peer: Callable[[PeerResult], None] | None
+) -> Callable[[JobEvent], None] | None:
+    """Call ``on_peer`` as each peer finishes (after its retries), besides ``on_event``."""
+    if on_peer is None:
+        return on_event
+
+    def both(event: JobEvent) -> None:
+        if on_event is not None:
+            on_event(event)
+        if event.kind == "done" and event.result is not None:
+            on_peer(event.result)
+
+    return both
+
+
 class Node:
     def __init__(
         self,
@@ -234,7 +250,7 @@ class Node:
                     mode=job.mode, job_run_id=run_id,
                 ),
                 policy=RetryPolicy.from_config(self.config.jobs),
-                on_event=on_event, cancel=cancel,
+                on_event=_with_on_peer(on_event, on_peer), cancel=cancel,
             )
         finally:
             if self.audit is not None:
@@ -249,8 +265,6 @@ class Node:
                 result.matched_actors, result.seconds, result.error,
             ))
             results.append(result)
-            if on_peer:
-                on_peer(result)
         failed = [r for r in results if r.status != "ok"]
         status = "ok" if not failed else ("failed" if len(failed) == len(results) else "partial")
         error = "; ".join(f"{r.peer}: {r.error}" for r in failed)
