@@ -360,7 +360,15 @@ def _canonical_phone(raw: str, ctx: CanonicalizationContext) -> str:
         raise InvalidIdentifier("phone", reason) from None
     if not phonenumbers.is_possible_number(number):
         raise InvalidIdentifier("phone", "not a possible number for its country")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    canonical = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    # Canonical forms must be fixed points. For some inputs libphonenumber
+    # strips a national prefix after the country code ("+49 0..."), and the
+    # E.164 text it prints would then canonicalize to something shorter
+    # again; such a number has no stable canonical form, so refuse it.
+    again = phonenumbers.parse(canonical, None)
+    if phonenumbers.format_number(again, phonenumbers.PhoneNumberFormat.E164) != canonical:
+        raise InvalidIdentifier("phone", "national prefix after the country code makes the number ambiguous")
+    return canonical
 
 
 # --------------------------------------------------------------------------

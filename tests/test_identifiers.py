@@ -572,3 +572,10 @@ def test_context_validation() -> None:
 def test_context_is_frozen() -> None:
     with pytest.raises(AttributeError):
         DEFAULT_CONTEXT.default_phone_region = "GB"  # type: ignore[misc]
+
+
+def test_phone_with_national_prefix_after_country_code_is_refused_not_shortened() -> None:
+    # libphonenumber reads "+49000000" as +4900000, which reads as +490000:
+    # a value without a fixed point has no canonical form and is refused.
+    with pytest.raises(InvalidIdentifier, match="ambiguous"):
+        canonicalize("phone", "+49000000")
