@@ -48,13 +48,17 @@ def _kinds(value: str) -> list[str]:
 
 
 class Ctx:
-    def __init__(self, home: Path, log_level: str | None) -> None:
+    def __init__(self, home: Path, log_level: str | None, insecure: bool = False) -> None:
         self.home = home
         self.log_level = log_level
+        self.insecure = insecure
 
     def node(self) -> Node:
-        node = Node.open(self.home)
+        node = Node.open(self.home, insecure=True if self.insecure else None)
         _setup_logging(self.log_level or node.config.log_level)
+        if node.insecure:
+            err_console.print("[bold red]WARNING: --insecure: peer traffic is plaintext and unauthenticated; "
+                              "anyone can read it or pretend to be a peer. Test use only.[/]")
         return node
 
 
@@ -89,32 +93,43 @@ class _Group(click.Group):
 )
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None,
               help="Override [node] log_level for this command.")
+@click.option("--insecure", is_flag=True,
+              help="Talk to peers in PLAINTEXT, without certificates or authentication (tests on one machine only).")
 @click.version_option(__version__, prog_name="psi-share")
 @click.pass_context
-def cli(ctx: click.Context, home: Path, log_level: str | None) -> None:
+def cli(ctx: click.Context, home: Path, log_level: str | None, insecure: bool) -> None:
     """Find the actors that attack several labs, without revealing customer data.
 
     Each lab runs a node holding its data locally. Nodes match with private set
     intersection (ECDH, OpenMined PSI): raw identifiers never leave a node.
     Start with 'psi-share init', import data, add peers, then 'serve' and 'match'.
     """
-    ctx.obj = Ctx(home, log_level)
+    ctx.obj = Ctx(home, log_level, insecure)
 
 
 @cli.command()
 @click.argument("name")
 @click.option("--listen", default="127.0.0.1:7400", show_default=True, help="Address 'serve' binds (HOST:PORT).")
 @click.option("--force", is_flag=True, help="Overwrite an existing config.toml (keys and store are kept).")
+@click.option("--tls-from", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Install the certificate 'psi-share pki issue NAME' wrote into this directory.")
 @pass_ctx
-def init(c: Ctx, name: str, listen: str, force: bool) -> None:
+def init(c: Ctx, name: str, listen: str, force: bool, tls_from: Path | None) -> None:
     """Create a node home for the lab called NAME.
 
     Writes config.toml (every key commented), an Ed25519 node identity key and
-    an Ed25519 audit key in keys/ (mode 0600) and an empty SQLite store.
+    an Ed25519 audit key in keys/ (mode 0600), an empty SQLite store and tls/
+    for the node's certificate from the federation CA (given with --tls-from,
+    or installed later with 'psi-share pki install DIR').
     """
-    home = init_home(c.home, name, listen, force=force)
+    home = init_home(c.home, name, listen, force=force, tls_from=tls_from)
     click.echo(f"created node {name!r} in {home.path}")
     click.echo(f"identity key fingerprint: {home.identity_fingerprint()}")
+    if tls_from is None:
+        click.echo(f"no TLS certificate yet: install the one the federation CA issues for {name!r} with "
+                   f"'psi-share pki install DIR' (it goes to {home.tls_path})")
+    else:
+        click.echo(f"installed TLS certificate from {tls_from}")
 
 
 # -- node ---------------------------------------------------------------------
@@ -459,6 +474,9 @@ def job_runs(c: Ctx, job_name: str | None, fmt: str) -> None:
 from .audit import audit as _audit_group  # noqa: E402
 
 cli.add_command(_audit_group)
+from .pki import pki  # noqa: E402
+
+cli.add_command(pki)
 
 register_job_commands(job, results)  # job history/schedule, results diff/export (cli/jobs.py)
 

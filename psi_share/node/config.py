@@ -59,6 +59,17 @@ class JobsConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """Where the node's mutual-TLS material lives (paths relative to the home)."""
+
+    ca: str = "tls/ca.crt"
+    cert: str = "tls/node.crt"
+    key: str = "tls/node.key"
+    crl: str = "tls/crl.pem"
+    insecure: bool = False  # plaintext, no authentication: only ever set explicitly
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     name: str
     listen: str = "127.0.0.1:7400"
@@ -69,6 +80,7 @@ class NodeConfig:
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
     @property
     def canonicalization(self) -> CanonicalizationContext:
@@ -107,7 +119,7 @@ reveal = {str(e.reveal).lower()}              # false: peers learn only counts
 ttl_seconds = {s.ttl_seconds}               # an abandoned session is dropped after this
 max_open = {s.max_open}                   # concurrent sessions this node serves
 setup_lifetime_seconds = {s.setup_lifetime_seconds}  # prepared filters (and their keys) are rotated after this
-{_render_audit()}{_render_jobs()}"""
+{_render_audit()}{_render_jobs()}{_render_tls()}"""
 
 
 def _render_audit() -> str:
@@ -136,6 +148,20 @@ backoff_max_seconds = {j.backoff_max_seconds:g}       # cap on one wait
 """
 
 
+def _render_tls() -> str:
+    t = TlsConfig()
+    return f"""
+[tls]
+# Mutual TLS with certificates from the federation CA (see 'psi-share pki').
+# Paths are relative to the node home. Every peer connection needs them.
+ca = "{t.ca}"      # the federation CA certificate
+cert = "{t.cert}"  # this node's certificate (names this node)
+key = "{t.key}"    # its private key (mode 0600)
+crl = "{t.crl}"    # the federation's revocation list (re-read when it changes)
+# insecure = true  # plaintext, NO authentication: never in production
+"""
+
+
 def _toml_list(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(f'"{v}"' for v in values) + "]"
 
@@ -148,6 +174,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "sessions": {"ttl_seconds": int, "max_open": int, "setup_lifetime_seconds": int},
     "audit": {"enabled": bool, "transcripts": bool, "transcript_max_bytes": int, "checkpoint_every": int},
     "jobs": {"scheduled": list, "peer_attempts": int, "backoff_initial_seconds": float, "backoff_max_seconds": float},
+    "tls": {"ca": str, "cert": str, "key": str, "crl": str, "insecure": bool},
 }
 
 
@@ -193,6 +220,7 @@ def parse_config(data: dict[str, Any], where: str) -> NodeConfig:
             max_open=s.get("max_open", SessionsConfig.max_open),
             setup_lifetime_seconds=s.get("setup_lifetime_seconds", SessionsConfig.setup_lifetime_seconds),
         ),
+        tls=_parse_tls(data.get("tls", {})),
     )
     cfg = _with_audit(cfg, data.get("audit", {}))
     cfg = _with_jobs(cfg, data.get("jobs", {}))
@@ -218,6 +246,14 @@ def _check_audit(a: AuditConfig, where: str) -> None:
         raise ConfigError(f"{where}: [audit] transcript_max_bytes must be at least 65536")
     if a.checkpoint_every < 1:
         raise ConfigError(f"{where}: [audit] checkpoint_every must be at least 1")
+
+
+def _parse_tls(t: dict[str, Any]) -> TlsConfig:
+    d = TlsConfig()
+    return TlsConfig(
+        ca=t.get("ca", d.ca), cert=t.get("cert", d.cert), key=t.get("key", d.key), crl=t.get("crl", d.crl),
+        insecure=t.get("insecure", False),
+    )
 
 
 def _with_jobs(cfg: NodeConfig, j: dict[str, Any]) -> NodeConfig:

@@ -9,6 +9,8 @@ Layout::
     HOME/keys/audit.key     Ed25519 key signing audit checkpoints (apart from the
                             identity key: it can be rotated or escrowed on its own)
     HOME/audit/             the compliance audit log (see psi_share/audit/log.py)
+    HOME/tls/               mutual-TLS material from the federation CA, mode 0700:
+                            ca.crt, crl.pem, node.crt, node.key (0600)
 
 Chosen with ``--home`` or ``PSI_SHARE_HOME``.
 """
@@ -36,6 +38,7 @@ KEYS_DIR = "keys"
 IDENTITY_KEY = "node_identity.key"
 AUDIT_KEY = "audit.key"
 AUDIT_DIR = "audit"
+TLS_DIR = "tls"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,32 @@ class NodeHome:
             )
         return load_config(self.config_path)
 
+    @property
+    def tls_path(self) -> Path:
+        return self.path / TLS_DIR
+
+    def tls_file(self, configured: str) -> Path:
+        """A [tls] path from the config, relative to the home unless absolute."""
+        p = Path(configured).expanduser()
+        return p if p.is_absolute() else self.path / p
+
+    def load_tls(self, config: NodeConfig):  # type: ignore[no-untyped-def]
+        """This node's checked TLS material (:class:`psi_share.pki.NodeTls`);
+        ConfigError naming the file and the fix when anything is wrong."""
+        from ..pki import load_node_tls
+
+        t = config.tls
+        cert = self.tls_file(t.cert)
+        if not cert.exists():
+            raise ConfigError(
+                f"TLS: no node certificate at {cert}: ask the federation CA for one "
+                f"('psi-share pki issue {config.name} ...') and install it with 'psi-share pki install DIR' "
+                "(plaintext only with --insecure, never in production)"
+            )
+        return load_node_tls(
+            name=config.name, ca=self.tls_file(t.ca), cert=cert, key=self.tls_file(t.key), crl=self.tls_file(t.crl)
+        )
+
     def identity_fingerprint(self) -> str:
         """SHA-256 of the node identity public key (hex, first 32 chars)."""
         pem = (self.keys_path / IDENTITY_KEY).read_bytes()
@@ -87,8 +116,15 @@ class NodeHome:
         return hashlib.sha256(raw).hexdigest()[:32]
 
 
-def init_home(path: Path, name: str, listen: str, *, force: bool = False) -> NodeHome:
-    """Create a node home; refuses to overwrite an existing one unless ``force``."""
+def init_home(
+    path: Path, name: str, listen: str, *, force: bool = False, tls_from: Path | None = None
+) -> NodeHome:
+    """Create a node home; refuses to overwrite an existing one unless ``force``.
+
+    ``tls_from`` is a directory written by ``psi-share pki issue NAME``; its
+    certificate must name this node. Without it, ``HOME/tls/`` is created
+    empty, to receive the files later (``psi-share pki install``).
+    """
     home = NodeHome(path)
     if home.config_path.exists() and not force:
         raise ConfigError(f"{path} already holds a node ({CONFIG_FILE} exists); use --force to overwrite its config")
@@ -107,6 +143,10 @@ def init_home(path: Path, name: str, listen: str, *, force: bool = False) -> Nod
     if not key_file.exists():
         _write_private(key_file, _new_ed25519_pem())
     home.audit_key()
+    home.tls_path.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(home.tls_path, 0o700)
+    if tls_from is not None:
+        install_tls(home, tls_from, name)
     tmp = home.config_path.with_suffix(".toml.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(home.config_path)
@@ -123,6 +163,18 @@ def _new_ed25519_pem() -> bytes:
     return Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+def install_tls(home: NodeHome, source: Path, name: str) -> None:
+    """Copy a 'pki issue' output into HOME/tls/ after checking it names ``name``."""
+    from ..pki import CA_CERT, CRL_FILE, NODE_CERT, NODE_KEY, PkiError, install_node_files, load_node_tls
+
+    # Everything is checked (CA signature, name, key, expiry, revocation)
+    # before a single file is copied.
+    load_node_tls(name=name, ca=source / CA_CERT, cert=source / NODE_CERT, key=source / NODE_KEY,
+                  crl=source / CRL_FILE)
+    try:
+        install_node_files(source, home.tls_path)
+    except PkiError as exc:
+        raise ConfigError(f"TLS: {exc}") from None
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -1,0 +1,490 @@
+"""The federation's PKI: its certificate authority, node certificates, revocation.
+
+Who holds what
+--------------
+* The **federation CA** (one directory, kept by whoever the labs' forum
+  chooses): ``ca.key`` (mode 0600, never leaves that directory), ``ca.crt``
+  (public, every node trusts it), ``crl.pem`` (the signed revocation list
+  every node loads) and ``issued/`` (a copy of every certificate issued, so
+  that ``revoke NAME`` knows the serial numbers).
+* A **node** holds, in ``HOME/tls/``: ``ca.crt``, ``crl.pem``, its own
+  ``node.crt`` and ``node.key`` (0600).
+
+A node certificate names the lab in its subject common name *and* as a DNS
+subject alternative name (so that a client can insist that the server it
+reached is the peer it meant: gRPC checks the DNS name against
+``ssl_target_name_override``), plus SANs for the node's network addresses.
+Its identity is that name and nothing else: what a peer writes in a message
+never identifies it.
+
+Keys are ECDSA P-256. Private keys are written with mode 0600 through
+:func:`write_private` and never logged; nothing here prints key material.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .errors import ConfigError, PsiShareError
+
+NODE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+CA_KEY, CA_CERT, CRL_FILE, ISSUED_DIR = "ca.key", "ca.crt", "crl.pem", "issued"
+NODE_KEY, NODE_CERT = "node.key", "node.crt"
+
+DEFAULT_CA_DAYS = 3650
+DEFAULT_NODE_DAYS = 365
+DEFAULT_CRL_DAYS = 30
+
+
+class PkiError(PsiShareError):
+    """A CA directory, certificate, key or revocation list is missing or wrong."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a private key: created 0600 (never world-readable, not even briefly)."""
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def load_certificate(path: Path, what: str = "certificate") -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError:
+        raise PkiError(f"{path}: no such {what}") from None
+    except ValueError as exc:
+        raise PkiError(f"{path}: not a PEM {what}: {exc}") from None
+
+
+def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise PkiError(f"{path}: no such private key") from None
+    except (ValueError, TypeError):
+        # The exception text could quote key bytes: say only what is wrong.
+        raise PkiError(f"{path}: not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{path}: not an elliptic-curve private key")
+    if path.stat().st_mode & 0o077:
+        raise PkiError(f"{path}: private key is readable by group or others; chmod 600 it")
+    return key
+
+
+def node_name_of(cert: x509.Certificate) -> str:
+    """The node a certificate names: its common name, which must also be a DNS SAN."""
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1:
+        raise PkiError("certificate has no single subject common name naming a node")
+    name = str(names[0].value)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise PkiError(f"certificate for {name!r} has no subject alternative names") from None
+    if name not in sans.get_values_for_type(x509.DNSName):
+        raise PkiError(f"certificate for {name!r} does not carry its name as a DNS subject alternative name")
+    return name
+
+
+def describe(cert: x509.Certificate) -> dict[str, object]:
+    """Public facts about a certificate (for people; never key material)."""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        san_list = [str(v) for v in sans.get_values_for_type(x509.DNSName)] + [
+            str(v) for v in sans.get_values_for_type(x509.IPAddress)
+        ]
+    except x509.ExtensionNotFound:
+        san_list = []
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": format(cert.serial_number, "x"),
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "sans": san_list,
+        "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+    }
+
+
+# -- the CA ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FederationCA:
+    """A CA directory on disk (see the module docstring)."""
+
+    path: Path
+
+    @property
+    def cert_path(self) -> Path:
+        return self.path / CA_CERT
+
+    @property
+    def key_path(self) -> Path:
+        return self.path / CA_KEY
+
+    @property
+    def crl_path(self) -> Path:
+        return self.path / CRL_FILE
+
+    @property
+    def issued_path(self) -> Path:
+        return self.path / ISSUED_DIR
+
+    def certificate(self) -> x509.Certificate:
+        if not self.cert_path.exists():
+            raise PkiError(f"{self.path} is not a federation CA (no {CA_CERT}); create one with 'psi-share pki init-ca'")
+        return load_certificate(self.cert_path, "CA certificate")
+
+    def _key(self) -> ec.EllipticCurvePrivateKey:
+        return load_private_key(self.key_path)
+
+    def issued(self) -> list[x509.Certificate]:
+        if not self.issued_path.is_dir():
+            return []
+        return [load_certificate(p) for p in sorted(self.issued_path.glob("*.crt"))]
+
+    def revoked_serials(self) -> dict[int, dt.datetime]:
+        crl = load_crl(self.crl_path, self.certificate())
+        return {r.serial_number: r.revocation_date_utc for r in crl}
+
+
+def init_ca(path: Path, name: str, *, days: int = DEFAULT_CA_DAYS, crl_days: int = DEFAULT_CRL_DAYS,
+            now: Callable[[], dt.datetime] = _now) -> FederationCA:
+    """Create a federation CA in ``path`` (refuses to overwrite one)."""
+    ca = FederationCA(path)
+    if ca.key_path.exists() or ca.cert_path.exists():
+        raise PkiError(f"{path} already holds a CA ({CA_KEY} or {CA_CERT} exists); refusing to overwrite it")
+    if days < 1 or crl_days < 1:
+        raise PkiError("validity must be at least one day")
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "psi-share federation")])
+    start = now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start - dt.timedelta(minutes=5))
+        .not_valid_after(start + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                          encipher_only=False, decipher_only=False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    write_private(ca.key_path, _key_pem(key))
+    _write_public(ca.cert_path, _pem(cert))
+    ca.issued_path.mkdir(exist_ok=True)
+    _write_crl(ca, cert, key, [], crl_days, now)
+    return ca
+
+
+def _split_addresses(addresses: Iterable[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for address in addresses:
+        host = address.strip()
+        if host.startswith("[") and "]" in host:  # [v6]:port
+            host = host[1:host.index("]")]
+        elif host.count(":") == 1:  # host:port
+            host = host.split(":")[0]
+        if not host:
+            raise PkiError(f"address {address!r} names no host")
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            continue
+        except ValueError:
+            pass
+        if NODE_NAME.match(host):
+            # A one-label DNS name looks like a node name, and a node name is
+            # an identity: only the node's own name may appear that way.
+            raise PkiError(f"address {host!r} is a single DNS label, which could name another node; "
+                           "give a fully qualified name or an IP address")
+        if not re.match(r"^[A-Za-z0-9.-]+$", host):
+            raise PkiError(f"address {address!r} is neither an IP address nor a DNS name")
+        names.append(x509.DNSName(host.lower()))
+    return names
+
+
+@dataclass(frozen=True)
+class IssuedNode:
+    name: str
+    serial: str
+    directory: Path
+    not_after: dt.datetime
+
+
+def issue_node(ca: FederationCA, name: str, out: Path, *, addresses: Sequence[str] = (),
+               days: int = DEFAULT_NODE_DAYS, now: Callable[[], dt.datetime] = _now) -> IssuedNode:
+    """Issue a certificate (and a fresh key) for node ``name`` into directory ``out``.
+
+    ``out`` receives ``node.key`` (0600), ``node.crt``, ``ca.crt`` and
+    ``crl.pem``: everything a node home's ``tls/`` folder needs
+    (``psi-share init NAME --tls-from OUT`` installs it).
+    """
+    if not NODE_NAME.match(name):
+        raise PkiError(f"invalid node name {name!r}: lowercase letters, digits, '-' or '_', starting with a letter")
+    if days < 1:
+        raise PkiError("validity must be at least one day")
+    ca_cert, ca_key = ca.certificate(), ca._key()
+    sans = [x509.DNSName(name), *_split_addresses(addresses)]
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = now()
+    not_after = min(start + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start - dt.timedelta(minutes=5))
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                          encipher_only=False, decipher_only=False),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o700)
+    write_private(out / NODE_KEY, _key_pem(key))
+    _write_public(out / NODE_CERT, _pem(cert))
+    shutil.copyfile(ca.cert_path, out / CA_CERT)
+    shutil.copyfile(ca.crl_path, out / CRL_FILE)
+    ca.issued_path.mkdir(exist_ok=True)
+    serial = format(cert.serial_number, "x")
+    _write_public(ca.issued_path / f"{serial}.crt", _pem(cert))
+    return IssuedNode(name, serial, out, not_after)
+
+
+def revoke(ca: FederationCA, *, name: str | None = None, serial: str | None = None,
+           crl_days: int = DEFAULT_CRL_DAYS, now: Callable[[], dt.datetime] = _now) -> list[str]:
+    """Revoke every certificate issued to ``name``, or the one with ``serial``
+    (hex); re-sign ``crl.pem``. Returns the serials newly revoked."""
+    if (name is None) == (serial is None):
+        raise PkiError("give a node name or --serial, not both")
+    ca_cert, ca_key = ca.certificate(), ca._key()
+    already = ca.revoked_serials()
+    issued = ca.issued()
+    if serial is not None:
+        try:
+            wanted = {int(serial, 16)}
+        except ValueError:
+            raise PkiError(f"serial {serial!r} is not hexadecimal") from None
+        if not any(c.serial_number in wanted for c in issued):
+            raise PkiError(f"this CA has no record of issuing serial {serial}")
+    else:
+        wanted = {c.serial_number for c in issued if _cn(c) == name}
+        if not wanted:
+            raise PkiError(f"this CA has issued no certificate to {name!r}")
+    new = sorted(wanted - set(already))
+    entries = [(s, d) for s, d in already.items()] + [(s, now()) for s in new]
+    _write_crl(ca, ca_cert, ca_key, entries, crl_days, now)
+    return [format(s, "x") for s in new]
+
+
+def refresh_crl(ca: FederationCA, *, crl_days: int = DEFAULT_CRL_DAYS,
+                now: Callable[[], dt.datetime] = _now) -> None:
+    """Re-sign the CRL with a new validity window (same entries)."""
+    _write_crl(ca, ca.certificate(), ca._key(), list(ca.revoked_serials().items()), crl_days, now)
+
+
+def _cn(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
+def _write_crl(ca: FederationCA, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+               entries: Sequence[tuple[int, dt.datetime]], days: int, now: Callable[[], dt.datetime]) -> None:
+    start = now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(start - dt.timedelta(minutes=5))
+        .next_update(start + dt.timedelta(days=days))
+    )
+    for serial, when in entries:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    _write_public(ca.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+
+
+def load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList:
+    """Load a CRL and check that the federation CA signed it."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except FileNotFoundError:
+        raise PkiError(f"{path}: no such revocation list") from None
+    except ValueError as exc:
+        raise PkiError(f"{path}: not a PEM revocation list: {exc}") from None
+    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+        raise PkiError(f"{path}: revocation list is not signed by the federation CA")
+    return crl
+
+
+# -- what a node loads -------------------------------------------------------
+
+
+class RevocationList:
+    """The CRL a node enforces; re-read whenever the file changes on disk,
+    so that a new CRL dropped in place takes effect without a restart."""
+
+    def __init__(self, path: Path, ca_cert: x509.Certificate) -> None:
+        self.path = path
+        self._ca = ca_cert
+        self._stamp: tuple[int, int] | None = None
+        self._revoked: frozenset[int] = frozenset()
+        self.next_update: dt.datetime | None = None
+        self.reload()
+
+    def reload(self) -> None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            raise PkiError(f"{self.path}: no such revocation list") from None
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        crl = load_crl(self.path, self._ca)
+        self._revoked = frozenset(r.serial_number for r in crl)
+        self.next_update = crl.next_update_utc
+        self._stamp = stamp
+
+    def is_revoked(self, serial: int) -> bool:
+        try:
+            self.reload()
+        except PkiError:
+            # A CRL that became unreadable or unsigned must not open the door:
+            # keep enforcing the last good one (the caller logs the problem).
+            pass
+        return serial in self._revoked
+
+    def stale(self, now: dt.datetime) -> bool:
+        return self.next_update is not None and now > self.next_update
+
+
+@dataclass(frozen=True)
+class NodeTls:
+    """A node's TLS material, checked to fit together."""
+
+    name: str
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes = b""  # repr-free: never printed
+    cert_path: Path = Path()
+    key_path: Path = Path()
+    ca_path: Path = Path()
+    crl: RevocationList | None = None
+    ca_cert: x509.Certificate | None = None
+
+    def __repr__(self) -> str:
+        return f"NodeTls(name={self.name!r}, cert={self.cert_path})"
+
+
+def load_node_tls(*, name: str, ca: Path, cert: Path, key: Path, crl: Path,
+                  now: Callable[[], dt.datetime] = _now) -> NodeTls:
+    """Load and check a node's certificate, key, CA and CRL.
+
+    Raises ConfigError naming the file when anything is missing, expired,
+    revoked, not issued by the CA, for another node, or not matching the key.
+    """
+    try:
+        ca_cert = load_certificate(ca, "CA certificate")
+        node_cert = load_certificate(cert, "node certificate")
+        node_key = load_private_key(key)
+        try:
+            node_cert.verify_directly_issued_by(ca_cert)
+        except (ValueError, TypeError, InvalidSignature):
+            raise PkiError(f"{cert}: not issued by the federation CA in {ca}") from None
+        cert_name = node_name_of(node_cert)
+        if cert_name != name:
+            raise PkiError(f"{cert}: certificate names node {cert_name!r}, but this node is {name!r}")
+        pub = node_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if pub != node_cert.public_key().public_bytes(serialization.Encoding.DER,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo):
+            raise PkiError(f"{key}: private key does not belong to the certificate {cert}")
+        t = now()
+        if t > node_cert.not_valid_after_utc:
+            raise PkiError(f"{cert}: certificate expired on {node_cert.not_valid_after_utc:%Y-%m-%d}; ask the CA for a new one")
+        if t < node_cert.not_valid_before_utc:
+            raise PkiError(f"{cert}: certificate is not valid before {node_cert.not_valid_before_utc:%Y-%m-%d %H:%M}Z")
+        revocations = RevocationList(crl, ca_cert)
+        if revocations.is_revoked(node_cert.serial_number):
+            raise PkiError(f"{cert}: this certificate is revoked in {crl}")
+    except PkiError as exc:
+        raise ConfigError(f"TLS: {exc}") from None
+    return NodeTls(
+        name=name, ca_pem=ca.read_bytes(), cert_pem=cert.read_bytes(), key_pem=key.read_bytes(),
+        cert_path=cert, key_path=key, ca_path=ca, crl=revocations, ca_cert=ca_cert,
+    )
+
+
+def install_node_files(source: Path, tls_dir: Path) -> list[Path]:
+    """Copy node.key/node.crt/ca.crt/crl.pem from ``source`` (a 'pki issue' output)."""
+    missing = [f for f in (NODE_KEY, NODE_CERT, CA_CERT, CRL_FILE) if not (source / f).is_file()]
+    if missing:
+        raise PkiError(f"{source} lacks {', '.join(missing)} (expected the output of 'psi-share pki issue')")
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(tls_dir, 0o700)
+    written = []
+    for f in (NODE_CERT, CA_CERT, CRL_FILE):
+        _write_public(tls_dir / f, (source / f).read_bytes())
+        written.append(tls_dir / f)
+    write_private(tls_dir / NODE_KEY, (source / NODE_KEY).read_bytes())
+    written.append(tls_dir / NODE_KEY)
+    return written
