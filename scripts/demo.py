@@ -54,6 +54,19 @@ def start_node(home: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
     raise SystemExit(f"node {home.name} did not start within 60s")
 
 
+def federation_pki(out: Path) -> dict[str, Path]:
+    """The federation's CA, and one certificate per lab naming it (mutual TLS)."""
+    console.rule("[bold]1b. the federation CA issues each lab a certificate")
+    ca = out / "federation-ca"
+    psi(out, "pki", "init-ca", "--ca-dir", str(ca), "--name", "demo federation CA")
+    issued = {}
+    for lab in LABS:
+        issued[lab] = out / "issued" / lab
+        psi(out, "pki", "issue", lab, "--ca-dir", str(ca), "--address", "127.0.0.1", "--out", str(issued[lab]))
+    console.print(f"CA in {ca}; certificates for {', '.join(LABS)} (every connection is mutual TLS)")
+    return issued
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "demo-out")
@@ -76,10 +89,12 @@ def main() -> int:
     )
     truth = json.loads((data / "truth.json").read_text())
 
+    tls = federation_pki(out)
+
     console.rule("[bold]2. three node homes, data imported locally")
     for lab in LABS:
         home = nodes / lab
-        psi(home, "init", lab, "--listen", "127.0.0.1:0")
+        psi(home, "init", lab, "--listen", "127.0.0.1:0", "--tls-from", str(tls[lab]))
         keep_transcripts(home)
         for dataset in ("customers", "flagged"):
             psi(home, "data", "import", dataset, str(data / lab / f"{dataset}.csv"))

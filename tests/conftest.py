@@ -5,21 +5,39 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from psi_share import Node, RunningServer, init_home
+from psi_share.pki import init_ca, issue_node
 
 
 class Federation:
-    """Real nodes with real gRPC servers on loopback, torn down after the test."""
+    """Real nodes with real gRPC servers on loopback, torn down after the test.
+
+    The federation has its own CA (``self.ca``, in ``root/federation-ca``):
+    every node gets a certificate naming it, so every connection is mutual
+    TLS exactly as in production. ``channel(frm, to)`` opens a raw gRPC
+    channel to node ``to`` that presents ``frm``'s certificate, for tests
+    that speak the wire contract by hand.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.nodes: dict[str, Node] = {}
         self.servers: dict[str, RunningServer] = {}
+        self.ca = init_ca(root / "federation-ca", "test federation CA")
+        self._issued = 0
+
+    def issue(self, name: str, out: Path | None = None) -> Path:
+        """Issue a certificate for ``name`` (127.0.0.1 as its address); return its directory."""
+        self._issued += 1
+        out = out or self.root / "issued" / f"{name}-{self._issued}"
+        issue_node(self.ca, name, out, addresses=["127.0.0.1"])
+        return out
 
     def node(self, name: str, **config: object) -> Node:
-        home = init_home(self.root / name, name, "127.0.0.1:0")
+        home = init_home(self.root / name, name, "127.0.0.1:0", tls_from=self.issue(name))
         if config:
             home.config_path.write_text(_override(home.config_path.read_text(), config))
         node = Node.open(home.path)
@@ -39,6 +57,18 @@ class Federation:
             for b in self.nodes:
                 if a != b and b not in self.servers:
                     node.store.add_peer(b, "127.0.0.1:1", now=node.clock(), replace=True)
+
+    def channel(self, frm: str, to: str, *, tls_dir: Path | None = None) -> grpc.Channel:
+        """A raw mTLS channel to node ``to``'s server presenting ``frm``'s certificate
+        (or the files in ``tls_dir``: node.crt, node.key, ca.crt)."""
+        d = tls_dir or self.nodes[frm].home.tls_path
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=(d / "ca.crt").read_bytes(), private_key=(d / "node.key").read_bytes(),
+            certificate_chain=(d / "node.crt").read_bytes(),
+        )
+        return grpc.secure_channel(
+            f"127.0.0.1:{self.servers[to].port}", credentials, options=[("grpc.ssl_target_name_override", to)]
+        )
 
     def close(self) -> None:
         for server in self.servers.values():

@@ -306,8 +306,10 @@ def test_health_reflection_and_unauthenticated_callers_are_logged_too(pair, fede
     from psi_share.v1 import node_pb2_grpc as pb_grpc
 
     a, b = pair
-    port = federation.servers["lab-b"].port
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    # Mutual TLS: only federation members connect at all; lab-c holds a valid
+    # certificate but is not a peer of lab-b, so its NodeInfo is refused.
+    federation.node("lab-c")
+    with federation.channel("lab-c", "lab-b") as channel:
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
         next(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])))

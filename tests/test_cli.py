@@ -203,6 +203,16 @@ def start_server(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
             fh.close()
 
 
+def issue_cert(tmp_path: Path, name: str) -> Path:
+    """The federation CA (created on first use) issues NAME a certificate for 127.0.0.1."""
+    ca = tmp_path / "federation-ca"
+    if not (ca / "ca.crt").exists():
+        ok(cli(tmp_path, "pki", "init-ca", "--ca-dir", ca))
+    out = tmp_path / f"{name}-tls"
+    ok(cli(tmp_path, "pki", "issue", name, "--ca-dir", ca, "--address", "127.0.0.1", "--out", out))
+    return out
+
+
 @dataclass
 class Labs:
     a: Path
@@ -215,7 +225,8 @@ def labs(tmp_path: Path) -> Labs:
     address on lab-a is a placeholder until lab-b serves)."""
     a, b = tmp_path / "lab-a", tmp_path / "lab-b"
     for name, home in (("lab-a", a), ("lab-b", b)):
-        out = ok(cli(tmp_path, "init", name, "--listen", "127.0.0.1:0", home=home)).stdout
+        out = ok(cli(tmp_path, "init", name, "--listen", "127.0.0.1:0", "--tls-from", issue_cert(tmp_path, name),
+                     home=home)).stdout
         assert f"created node {name!r}" in out and "identity key fingerprint:" in out
         assert (home / "config.toml").is_file() and (home / "store.sqlite3").is_file()
     summary = ok_json(cli(tmp_path, "data", "import", "flagged", write_csv(tmp_path / "a.csv", LAB_A_ROWS),
@@ -437,7 +448,7 @@ def test_job_ok_partial_and_failed(tmp_path: Path, labs: Labs, start_server) -> 
 @pytest.fixture
 def lab(tmp_path: Path) -> Path:
     home = tmp_path / "lab"
-    ok(cli(tmp_path, "init", "lab-a", "--listen", "127.0.0.1:0", home=home))
+    ok(cli(tmp_path, "init", "lab-a", "--listen", "127.0.0.1:0", "--tls-from", issue_cert(tmp_path, "lab-a"), home=home))
     write_csv(tmp_path / "good.csv", LAB_A_ROWS)
     ok(cli(tmp_path, "data", "import", "flagged", "good.csv", home=home))
     return home

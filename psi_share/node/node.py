@@ -31,7 +31,7 @@ from ..store import ImportMode, ImportSummary, Store, parse_data_file
 from ..store.db import JobRunPeerRecord
 from ..transport.client import PeerClient
 from ..transport.egress import Egress
-from ..transport.server import ClaimedNameAuthenticator, create_server
+from ..transport.server import CertificateAuthenticator, ClaimedNameAuthenticator, create_server
 from .config import NodeConfig
 from .home import NodeHome
 from .jobs import JobRunResult, JobSpec, PeerResult
@@ -90,6 +90,7 @@ class Node:
         clock: Callable[[], float] = time.time,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
         egress: Egress | None = None,
+        insecure: bool | None = None,
     ) -> None:
         self.home = home
         self.config = config
@@ -106,6 +107,9 @@ class Node:
             clock=clock, random_bytes=random_bytes,
         )
         self._closed = threading.Event()
+        # Plaintext only when asked for explicitly (argument or [tls] insecure).
+        self.insecure = config.tls.insecure if insecure is None else insecure
+        self._tls = None
         self.audit = self._open_audit()
 
     def _open_audit(self):  # type: ignore[no-untyped-def]
@@ -124,6 +128,22 @@ class Node:
         recorder = AuditRecorder(log_, transcripts=self.config.audit.transcripts)
         self.egress.add_recorder(recorder)
         return recorder
+
+    @property
+    def tls(self):  # type: ignore[no-untyped-def]
+        """This node's checked TLS material (loaded on first use); None when insecure."""
+        if self.insecure:
+            return None
+        if self._tls is None:
+            self._tls = self.home.load_tls(self.config)
+        return self._tls
+
+    def _warn_insecure(self, what: str) -> None:
+        if self.insecure:
+            log.warning(
+                "INSECURE: %s in plaintext WITHOUT authentication; anyone on the network can read the "
+                "traffic and claim to be any peer. Never use --insecure outside a test on one machine.", what,
+            )
 
     @classmethod
     def open(cls, path: Path | str, **kwargs) -> Node:  # type: ignore[no-untyped-def]
@@ -177,8 +197,10 @@ class Node:
 
     def peer_client(self, peer: str, *, timeout: float = 600.0) -> PeerClient:
         record = self.store.peer(peer)
+        self._warn_insecure(f"calling peer {peer}")
         return PeerClient(
             peer, record.address, local_name=self.config.name, egress=self.egress, timeout=timeout,
+            tls=self.tls, insecure=self.insecure,
         )
 
     # -- matching ----------------------------------------------------------
@@ -304,8 +326,14 @@ class Node:
 
     def serve(self, address: str | None = None, *, prepare: bool = True) -> RunningServer:
         """Start serving peers (returns at once); prepare exposed filters in the background."""
-        auth = ClaimedNameAuthenticator(lambda: {p.name for p in self.store.peers()})
-        server, port, health = create_server(self.responder, self.egress, auth, address or self.config.listen)
+        known = lambda: {p.name for p in self.store.peers()}  # noqa: E731
+        tls = self.tls
+        if tls is None:
+            self._warn_insecure("serving peers")
+            auth = ClaimedNameAuthenticator(known)
+        else:
+            auth = CertificateAuthenticator(known, tls.ca_cert, tls.crl)
+        server, port, health = create_server(self.responder, self.egress, auth, address or self.config.listen, tls=tls)
         server.start()
         log.info("node %s serving on port %d", self.config.name, port)
         if prepare:

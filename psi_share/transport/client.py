@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import ssl
+import threading
 from collections.abc import Iterator
 
 import grpc
 
-from ..errors import PeerRefused, PeerUnavailable, RemoteProtocolError
+from ..errors import ConfigError, PeerRefused, PeerUnavailable, RemoteProtocolError
 from ..protocols import PROTOCOL_VERSION
 from ..protocols.psi import PsiOpen, PsiOpened
 from ..v1 import node_pb2 as pb
@@ -16,6 +20,7 @@ from .egress import Egress
 from .server import MAX_MESSAGE_BYTES, NODE_HEADER
 
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+log = logging.getLogger("psi_share.client")
 
 
 class PeerClient:
@@ -23,6 +28,13 @@ class PeerClient:
 
     ``max_reply_bytes`` bounds how much a peer may send back in one
     reassembled message (a filter or a response).
+
+    With ``tls`` (:class:`psi_share.pki.NodeTls`) the connection is mutual
+    TLS: we present our certificate, and the server must present one from
+    the federation CA that names ``peer`` (gRPC checks the DNS SAN against
+    ``ssl_target_name_override``); before the first call the server's
+    certificate is also checked against our revocation list. Plaintext needs
+    ``insecure=True``; neither is an error.
     """
 
     def __init__(
@@ -34,20 +46,34 @@ class PeerClient:
         egress: Egress,
         timeout: float = 600.0,
         max_reply_bytes: int = 1 << 31,
+        tls=None,  # type: ignore[no-untyped-def]
+        insecure: bool = False,
     ) -> None:
         self.peer = peer
         self.address = address
         self._egress = egress
         self._timeout = timeout
         self._max_reply = max_reply_bytes
-        self._metadata = ((NODE_HEADER, local_name),)
-        self._channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        self._tls = tls
+        self._checked = threading.Event() if tls is not None else None
+        self._check_lock = threading.Lock()
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        if tls is not None:
+            self._metadata: tuple[tuple[str, str], ...] = ()
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.ca_pem, private_key=tls.key_pem, certificate_chain=tls.cert_pem
+            )
+            options.append(("grpc.ssl_target_name_override", peer))
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        elif insecure:
+            self._metadata = ((NODE_HEADER, local_name),)
+            self._channel = grpc.insecure_channel(address, options=options)
+        else:
+            raise ConfigError(f"no TLS material to reach peer {peer}: install this node's certificate "
+                              "('psi-share pki install DIR') or, for a test on one machine, use --insecure")
         self._stub = pb_grpc.PsiShareNodeStub(self._channel)
         # session id -> the parameters bounding what the peer learns from us
         # in that session (recorded with every message we send in it).
@@ -68,7 +94,46 @@ class PeerClient:
             return PeerUnavailable(self.peer, f"{self.address}: {code.name}: {exc.details()}")
         return PeerRefused(self.peer, code.name, exc.details() or "")
 
+    def check_server_certificate(self) -> None:
+        """Check the certificate the peer's server presents against our CRL.
+
+        gRPC Python verifies the chain, the validity period and the name, but
+        offers no revocation hook on the client side; this opens one TLS
+        connection of its own (same CA, same name check, our client
+        certificate) and refuses a revoked server before anything is sent.
+        """
+        if self._checked is None or self._checked.is_set():
+            return
+        with self._check_lock:
+            if self._checked.is_set():
+                return
+            tls = self._tls
+            host, _, port = self.address.rpartition(":")
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_verify_locations(cadata=tls.ca_pem.decode())
+            ctx.load_cert_chain(str(tls.cert_path), str(tls.key_path))
+            ctx.set_alpn_protocols(["h2"])
+            try:
+                with socket.create_connection((host.strip("[]"), int(port)), timeout=min(self._timeout, 15)) as raw:
+                    with ctx.wrap_socket(raw, server_hostname=self.peer) as conn:
+                        der = conn.getpeercert(binary_form=True)
+            except ssl.SSLCertVerificationError as exc:
+                raise PeerRefused(self.peer, "UNAUTHENTICATED",
+                                  f"the server at {self.address} is not {self.peer} of this federation: "
+                                  f"{exc.verify_message}") from None
+            except (OSError, ValueError) as exc:
+                raise PeerUnavailable(self.peer, f"{self.address}: {exc}") from None
+            from cryptography import x509
+
+            serial = x509.load_der_x509_certificate(der).serial_number
+            if tls.crl is not None and tls.crl.is_revoked(serial):
+                raise PeerRefused(self.peer, "UNAUTHENTICATED",
+                                  f"the server at {self.address} presents certificate {serial:x}, "
+                                  "which the federation CA has revoked")
+            self._checked.set()
+
     def _send(self, message, step: str, session_id: str = "", **kw):  # type: ignore[no-untyped-def]
+        self.check_server_certificate()
         return self._egress.send(message, peer=self.peer, protocol=kw.pop("protocol", "psi"), step=step, session_id=session_id, **kw)
 
     def wait_ready(self, timeout: float) -> None:
