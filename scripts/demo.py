@@ -67,6 +67,13 @@ def federation_pki(out: Path) -> dict[str, Path]:
     return issued
 
 
+def grant_reveal(home: Path, peers: list[str]) -> None:
+    """Policy: a new peer gets counts only; these labs let each other learn which actors match."""
+    with (home / "config.toml").open("a", encoding="utf-8") as fh:
+        for peer in peers:
+            fh.write(f"\n[policy.peers.{peer}]\nreveal = true\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "demo-out")
@@ -96,6 +103,7 @@ def main() -> int:
         home = nodes / lab
         psi(home, "init", lab, "--listen", "127.0.0.1:0", "--tls-from", str(tls[lab]))
         keep_transcripts(home)
+        grant_reveal(home, [p for p in LABS if p != lab])
         for dataset in ("customers", "flagged"):
             psi(home, "data", "import", dataset, str(data / lab / f"{dataset}.csv"))
         listing = json.loads(psi(home, "data", "list", "--format", "json").stdout)

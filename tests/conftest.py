@@ -38,6 +38,7 @@ class Federation:
 
     def node(self, name: str, **config: object) -> Node:
         home = init_home(self.root / name, name, "127.0.0.1:0", tls_from=self.issue(name))
+        config = {"policy__reveal": "true", **config}
         if config:
             home.config_path.write_text(_override(home.config_path.read_text(), config))
         node = Node.open(home.path)
@@ -89,12 +90,23 @@ def federation(tmp_path: Path) -> Iterator[Federation]:
 def _override(text: str, config: dict[str, object]) -> str:
     """Set ``section__key=value`` entries in a rendered config.toml."""
     lines, section = text.splitlines(), ""
+    done: set[str] = set()
     for i, line in enumerate(lines):
         if line.startswith("["):
             section = line.strip("[]")
         key = line.split("=")[0].strip()
         if f"{section}__{key}" in config:
             lines[i] = f"{key} = {config[f'{section}__{key}']}"
+            done.add(f"{section}__{key}")
+    for entry, value in config.items():
+        if entry in done:
+            continue
+        section, key = entry.split("__", 1)
+        header = f"[{section}]"
+        if header in lines:
+            lines.insert(lines.index(header) + 1, f"{key} = {value}")
+        else:
+            lines += [header, f"{key} = {value}"]
     return "\n".join(lines) + "\n"
 
 

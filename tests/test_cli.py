@@ -236,6 +236,10 @@ def labs(tmp_path: Path) -> Labs:
     summary = ok_json(cli(tmp_path, "data", "import", "flagged", write_csv(tmp_path / "b.csv", LAB_B_ROWS),
                           "--format", "json", home=b))
     assert summary["actors"] == 9 and summary["identifiers"] == 9
+    # Policy: by default a peer gets counts only; these two labs let each other see matches.
+    for home, peer in ((a, "lab-b"), (b, "lab-a")):
+        with (home / "config.toml").open("a") as fh:
+            fh.write(f"\n[policy.peers.{peer}]\nreveal = true\n")
     assert "peer lab-b at 127.0.0.1:1" in ok(cli(tmp_path, "peers", "add", "lab-b", "127.0.0.1:1", home=a)).stdout
     ok(cli(tmp_path, "peers", "add", "lab-a", "127.0.0.1:1", "--note", "lab a", home=b))
     return Labs(a, b)

@@ -155,7 +155,7 @@ def test_rendered_config_parses_back_to_the_defaults(tmp_path: Path, name: str, 
     assert load_config(path) == NodeConfig(name=name, listen=listen)
     # every key of every section is written out, so the file documents them all
     data = tomllib.loads(path.read_text())
-    assert set(data) == {"node", "identifiers", "matching", "exposure", "sessions", "audit", "jobs", "tls"}
+    assert set(data) == {"node", "identifiers", "matching", "exposure", "sessions", "audit", "jobs", "tls", "policy"}
     assert set(data["tls"]) == {"ca", "cert", "key", "crl"}  # insecure is never written, only set by hand
     assert set(data["audit"]) == {"enabled", "transcripts", "transcript_max_bytes", "checkpoint_every"}
     assert set(data["jobs"]) == {"scheduled", "peer_attempts", "backoff_initial_seconds", "backoff_max_seconds"}

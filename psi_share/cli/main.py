@@ -372,6 +372,7 @@ def match(c: Ctx, peer: str, dataset: str, peer_dataset: str | None, kinds: str,
         emit_object(
             {"session": o.session_id, "peer": o.peer, "our_items": o.requester_set_size,
              "matching_items": o.count, "matching_actors": o.matched_actors,
+             **({"withheld": f"fewer than {o.fewer_than} (the peer's min_result)"} if o.fewer_than else {}),
              "false_positive_rate": o.false_positive_rate, "seconds": round(o.seconds, 3)},
             fmt, title=f"match with {peer}",
         )

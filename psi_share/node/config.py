@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..identifiers import KINDS, CanonicalizationContext
 from ..protocols.psi import DEFAULT_FALSE_POSITIVE_RATE
+from .policy_config import PolicyConfig, parse_policy, render_policy
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class NodeConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    policy: PolicyConfig = field(default_factory=lambda: parse_policy({}, "defaults"))
 
     @property
     def canonicalization(self) -> CanonicalizationContext:
@@ -119,7 +121,7 @@ reveal = {str(e.reveal).lower()}              # false: peers learn only counts
 ttl_seconds = {s.ttl_seconds}               # an abandoned session is dropped after this
 max_open = {s.max_open}                   # concurrent sessions this node serves
 setup_lifetime_seconds = {s.setup_lifetime_seconds}  # prepared filters (and their keys) are rotated after this
-{_render_audit()}{_render_jobs()}{_render_tls()}"""
+{_render_audit()}{_render_jobs()}{_render_tls()}{render_policy()}"""
 
 
 def _render_audit() -> str:
@@ -175,6 +177,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "audit": {"enabled": bool, "transcripts": bool, "transcript_max_bytes": int, "checkpoint_every": int},
     "jobs": {"scheduled": list, "peer_attempts": int, "backoff_initial_seconds": float, "backoff_max_seconds": float},
     "tls": {"ca": str, "cert": str, "key": str, "crl": str, "insecure": bool},
+    "policy": {},  # nested tables: checked by policy_config.parse_policy
 }
 
 
@@ -221,6 +224,7 @@ def parse_config(data: dict[str, Any], where: str) -> NodeConfig:
             setup_lifetime_seconds=s.get("setup_lifetime_seconds", SessionsConfig.setup_lifetime_seconds),
         ),
         tls=_parse_tls(data.get("tls", {})),
+        policy=parse_policy(data.get("policy", {}), where),
     )
     cfg = _with_audit(cfg, data.get("audit", {}))
     cfg = _with_jobs(cfg, data.get("jobs", {}))
@@ -285,6 +289,8 @@ def _check_shape(data: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(_SCHEMA)})")
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: [{section}] must be a table")
+        if section == "policy":
+            continue
         for key, value in body.items():
             expected = _SCHEMA[section].get(key)
             if expected is None:

@@ -3,18 +3,42 @@
 Every protocol's responder builds an :class:`AccessRequest` when a peer opens
 a session and calls :meth:`Policy.check` before doing any work. A refusal is a
 :class:`~psi_share.errors.Refused` carrying the gRPC status the peer sees and
-a message its operator can act on.
+a message its operator can act on; an accepted request returns a
+:class:`Grant` (what the session may release, e.g. the minimum result).
+
+The rule for a peer is its ``[policy]`` (defaults, overridden by
+``[policy.peers.NAME]``) intersected with what the node exposes at all
+(``[exposure]``, ``[matching] max_set_size``). Checks, in order:
+
+=====================  ==========================================  =====================
+check                  key                                         status when refused
+=====================  ==========================================  =====================
+protocol               ``protocols``                               PERMISSION_DENIED
+dataset                ``datasets`` and ``[exposure] datasets``    NOT_FOUND
+canonicalization       (both sides' versions)                      FAILED_PRECONDITION
+identifier kinds       ``kinds`` and ``[exposure] kinds``          PERMISSION_DENIED
+learn matches          ``reveal`` and ``[exposure] reveal``        PERMISSION_DENIED
+set size               ``min_set_size`` / ``max_set_size``         INVALID_ARGUMENT
+daily budget           ``sessions_per_day`` / ``items_per_day``    RESOURCE_EXHAUSTED
+=====================  ==========================================  =====================
+
+The budget is charged when a session is granted (an abandoned session still
+counts), in the store, so that a restart does not reset it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import NotFound, Refused, VersionMismatch
 from ..identifiers import KINDS
 from ..store import Store
+from ..store.db import charge_usage
 from .config import NodeConfig
+from .policy_config import PeerPolicy
 
 
 @dataclass(frozen=True)
@@ -28,23 +52,72 @@ class AccessRequest:
     reveal: bool = False  # whether the peer would learn which items match
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What an accepted session may release."""
+
+    peer: str
+    min_result: int  # results below this are released only as "fewer than min_result"
+    max_set_size: int
+
+
+@dataclass(frozen=True)
+class EffectivePolicy:
+    """A peer's policy intersected with what the node exposes."""
+
+    protocols: frozenset[str]
+    datasets: frozenset[str]
+    kinds: frozenset[str]
+    reveal: bool
+    min_set_size: int
+    max_set_size: int
+    items_per_day: int
+    sessions_per_day: int
+    min_result: int
+
+
 class Policy:
-    def __init__(self, config: NodeConfig, store: Store) -> None:
+    def __init__(self, config: NodeConfig, store: Store, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._store = store
+        self._clock = clock
 
-    def check(self, peer: str, request: AccessRequest) -> None:
+    def for_peer(self, peer: str) -> EffectivePolicy:
+        p: PeerPolicy = self.config.policy.for_peer(peer)
+        exposure, limit = self.config.exposure, self.config.matching.max_set_size
+        kinds = set(self.config.exposed_kinds())
+        if p.kinds:
+            kinds &= set(p.kinds)
+        return EffectivePolicy(
+            protocols=frozenset(p.protocols),
+            datasets=frozenset(exposure.datasets) & frozenset(p.datasets),
+            kinds=frozenset(kinds),
+            reveal=exposure.reveal and p.reveal,
+            min_set_size=p.min_set_size,
+            max_set_size=min(limit, p.max_set_size) if p.max_set_size else limit,
+            items_per_day=p.items_per_day,
+            sessions_per_day=p.sessions_per_day,
+            min_result=p.min_result,
+        )
+
+    def check(self, peer: str, request: AccessRequest, *, charge: bool = True) -> Grant:
         """Raise :class:`Refused` (or :class:`VersionMismatch`) unless
-        ``peer`` may open ``request``."""
+        ``peer`` may open ``request``; with ``charge``, also charge it to the
+        peer's daily budget (see :meth:`charge`)."""
         name = self.config.name
-        exposure = self.config.exposure
-        if request.dataset not in exposure.datasets:
+        eff = self.for_peer(peer)
+        fix = f"ask {name}'s operator to change [policy.peers.{peer}]"
+        if request.protocol not in eff.protocols:
+            raise Refused("PERMISSION_DENIED", f"{name} does not allow {peer} the protocol {request.protocol!r} "
+                          f"(allowed: {', '.join(sorted(eff.protocols)) or 'none'}); {fix} protocols")
+        if request.dataset not in self.config.exposure.datasets:
             raise Refused("NOT_FOUND", f"no dataset {request.dataset!r} is exposed to peers by {name}")
+        if request.dataset not in eff.datasets:
+            raise Refused("NOT_FOUND", f"no dataset {request.dataset!r} is exposed to {peer} by {name}")
         try:
             self._store.dataset(request.dataset)
         except NotFound:
             raise Refused("NOT_FOUND", f"dataset {request.dataset!r} of {name} holds no data yet") from None
-        allowed = set(self.config.exposed_kinds())
         for kind, version in sorted(request.kinds.items()):
             if kind not in KINDS:
                 raise VersionMismatch(f"identifier kind {kind!r} is unknown to {name}")
@@ -53,12 +126,38 @@ class Policy:
                     f"kind {kind}: requester canonicalizes with version {version}, "
                     f"{name} with version {KINDS[kind].version}; both sides must upgrade to the same version"
                 )
-            if kind not in allowed:
-                raise Refused("PERMISSION_DENIED", f"{name} does not expose identifier kind {kind!r}")
-        if request.reveal and not exposure.reveal:
-            raise Refused("PERMISSION_DENIED", f"{name} answers count-only sessions only; ask with --count")
-        if request.set_size > self.config.matching.max_set_size:
+            if kind not in eff.kinds:
+                raise Refused("PERMISSION_DENIED", f"{name} does not expose identifier kind {kind!r} to {peer}")
+        if request.reveal and not eff.reveal:
+            raise Refused("PERMISSION_DENIED", f"{name} answers {peer} with counts only; ask with --count "
+                          f"(mode = \"count\"), or {fix} reveal")
+        if request.set_size > eff.max_set_size:
             raise Refused(
                 "INVALID_ARGUMENT",
-                f"set of {request.set_size} items exceeds {name}'s limit of {self.config.matching.max_set_size}",
+                f"set of {request.set_size} items exceeds {name}'s limit of {eff.max_set_size} for {peer}",
             )
+        if request.set_size < eff.min_set_size:
+            raise Refused(
+                "INVALID_ARGUMENT",
+                f"set of {request.set_size} items is below {name}'s minimum of {eff.min_set_size} for {peer} "
+                "(small sets are how identifiers get probed); send a larger set",
+            )
+        if charge:
+            self.charge(peer, request)
+        return Grant(peer=peer, min_result=eff.min_result, max_set_size=eff.max_set_size)
+
+    def charge(self, peer: str, request: AccessRequest) -> None:
+        """Charge one session of ``request.set_size`` items to ``peer``'s
+        budget for today (UTC), or refuse with RESOURCE_EXHAUSTED."""
+        eff = self.for_peer(peer)
+        day = dt.datetime.fromtimestamp(self._clock(), dt.timezone.utc).strftime("%Y-%m-%d")
+        result = charge_usage(self._store, peer, day, request.set_size,
+                              max_sessions=eff.sessions_per_day, max_items=eff.items_per_day)
+        if not result.charged:
+            if result.sessions_used + 1 > eff.sessions_per_day:
+                what = f"all {eff.sessions_per_day} sessions"
+            else:
+                what = (f"{result.items_used} of its {eff.items_per_day} items (this session would add "
+                        f"{request.set_size})")
+            raise Refused("RESOURCE_EXHAUSTED", f"{peer} has used {what} of its daily budget at "
+                          f"{self.config.name} for {day}; the budget resets at 00:00 UTC")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..crypto.openmined import OpenMinedEngine, new_private_key
 from ..errors import LocalProtocolError, PsiShareError
 from ..identifiers import KINDS, canonical_versions
-from ..protocols.psi import Mode, PsiRequester
+from ..protocols.psi import Mode, PsiRequester, below_minimum
 from ..store import SessionRecord, Store
 from ..transport.client import PeerClient
 from .itemsets import build_item_set
@@ -39,12 +39,13 @@ class MatchRequest:
 class MatchOutcome:
     session_id: str
     peer: str
-    count: int
+    count: int | None  # None when withheld: fewer than ``fewer_than``
     requester_set_size: int
     matched_actors: int | None  # None in count mode
     false_positive_rate: float
     seconds: float
     timings: dict[str, float]
+    fewer_than: int = 0  # the responder's minimum k when the result was withheld
 
 
 def run_match(
@@ -113,6 +114,18 @@ def run_match(
         store.finish_session(local_id, "failed", now=clock(), error=str(exc)[:500])
         _close_quietly(client, opened.session_id, "failed")
         raise
+    if below_minimum(outcome, opened.min_result):
+        # The responder's policy: below k, only "fewer than k" is released.
+        # Nothing else is stored or returned (not the count, not the matches).
+        k = opened.min_result
+        store.finish_session(local_id, "done", now=clock(), error=f"fewer than {k} matching items (withheld by {request.peer}'s min_result)")
+        _close_quietly(client, opened.session_id, "done")
+        log.info("PSI session %s with %s done: fewer than %d matching items (withheld)", local_id, request.peer, k)
+        return MatchOutcome(
+            session_id=local_id, peer=request.peer, count=None, requester_set_size=len(item_set),
+            matched_actors=None, false_positive_rate=outcome.false_positive_rate,
+            seconds=time.perf_counter() - started, timings=timings, fewer_than=k,
+        )
     matches: list[tuple[str, str]] = []
     if outcome.matched is not None:
         for index in outcome.matched:

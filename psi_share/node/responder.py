@@ -98,26 +98,29 @@ class Responder:
         self._lock = threading.Lock()
         self._setups: dict[tuple[str, int, tuple[str, ...]], list[_SetupEntry]] = {}
         self._sessions: dict[str, _Session] = {}
-        self.policy = Policy(config, store)
+        self.policy = Policy(config, store, clock)
 
     # -- read-only information --------------------------------------------
 
     def node_info(self, peer: str) -> NodeInfo:
+        """What ``peer`` may use here (its policy, within what the node exposes)."""
         exposed = {}
-        allowed = set(self.config.exposed_kinds())
+        rule = self.policy.for_peer(peer)
         for name in self.config.exposure.datasets:
+            if name not in rule.datasets:
+                continue
             try:
                 kinds = self._store.dataset(name).kinds
             except NotFound:
                 continue
-            exposed[name] = tuple(k for k in sorted(kinds) if k in allowed)
+            exposed[name] = tuple(k for k in sorted(kinds) if k in rule.kinds)
         return NodeInfo(
             node_name=self.config.name,
             software_version=SOFTWARE_VERSION,
             openmined_psi_version=OPENMINED_PSI_VERSION,
             canonicalization=canonical_versions(),
             datasets=exposed,
-            protocols=tuple(sorted(PROTOCOLS)),
+            protocols=tuple(sorted(p for p in PROTOCOLS if p in rule.protocols)),
         )
 
     # -- prepared filters -------------------------------------------------
@@ -189,13 +192,12 @@ class Responder:
     # -- sessions ---------------------------------------------------------
 
     def psi_open(self, peer: str, open_: PsiOpen) -> PsiOpened:
-        self.policy.check(
-            peer,
-            AccessRequest(
-                protocol="psi", dataset=open_.dataset, kinds=dict(open_.kinds),
-                set_size=open_.set_size, reveal=open_.mode.reveal,
-            ),
+        access = AccessRequest(
+            protocol="psi", dataset=open_.dataset, kinds=dict(open_.kinds),
+            set_size=open_.set_size, reveal=open_.mode.reveal,
         )
+        # Charged only once the session is sure to open (below, under the lock).
+        grant = self.policy.check(peer, access, charge=False)
         kinds = tuple(sorted(open_.kinds))
         entry = self._setup_entry(open_.dataset, kinds, open_.set_size)
         core = PsiResponderSession(
@@ -207,6 +209,7 @@ class Responder:
             self._expire(now)
             if len(self._sessions) >= self.config.sessions.max_open:
                 raise Refused("RESOURCE_EXHAUSTED", "this node has too many open sessions; retry later")
+            self.policy.charge(peer, access)
             self._sessions[sid] = _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds)
         self._store.start_session(
             SessionRecord(
@@ -225,6 +228,7 @@ class Responder:
             false_positive_rate=self.config.matching.false_positive_rate,
             max_set_size=entry.queries,
             session_ttl_seconds=self.config.sessions.ttl_seconds,
+            min_result=grant.min_result,
         )
 
     def _session(self, peer: str, sid: str) -> _Session:

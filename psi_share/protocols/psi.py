@@ -102,6 +102,9 @@ class PsiOpened:
     openmined_psi_version: str = OPENMINED_PSI_VERSION
     session_ttl_seconds: int = 0
     protocol_version: int = PROTOCOL_VERSION
+    # The responder's minimum result k: a requester following the protocol
+    # releases a count below k only as "fewer than k" (see apply_minimum).
+    min_result: int = 0
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,16 @@ class PsiRequester:
         if isinstance(found, int):
             return PsiOutcome(found, None, self.open.set_size, self.opened.false_positive_rate)
         return PsiOutcome(len(found), tuple(found), self.open.set_size, self.opened.false_positive_rate)
+
+
+def below_minimum(outcome: PsiOutcome, min_result: int) -> bool:
+    """Whether the responder's minimum result withholds ``outcome``.
+
+    In OpenMined PSI only the requester computes the result, so the
+    responder cannot enforce this: a requester that follows the protocol
+    (the honest-but-curious model) releases nothing but "fewer than k".
+    """
+    return min_result > 0 and outcome.count < min_result
 
 
 class PsiResponderSession:

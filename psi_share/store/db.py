@@ -113,6 +113,17 @@ CREATE TABLE job_run_peers (
 _MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, _SCHEMA),
     (2, _JOB_HISTORY_SCHEMA),
+    # Per-peer query budgets (policy): what each peer used per UTC day, so
+    # that a restart does not hand out a fresh budget.
+    (3, """
+CREATE TABLE peer_usage (
+    peer      TEXT NOT NULL,
+    day       TEXT NOT NULL,
+    sessions  INTEGER NOT NULL DEFAULT 0,
+    items     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (peer, day)
+);
+"""),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -566,6 +577,40 @@ class Store:
             list(session_ids),
         )
         return [MatchRecord(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+# -- per-peer budgets (policy) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageCharge:
+    """The outcome of charging one session to a peer's daily budget."""
+
+    charged: bool
+    sessions_used: int  # after the charge when charged, before it otherwise
+    items_used: int
+
+
+def charge_usage(store: Store, peer: str, day: str, items: int, *, max_sessions: int, max_items: int) -> UsageCharge:
+    """Charge one session of ``items`` to ``peer``'s budget for ``day``, atomically,
+    only if both stay within the limits."""
+    with store.transaction() as db:
+        row = db.execute("SELECT sessions, items FROM peer_usage WHERE peer = ? AND day = ?", (peer, day)).fetchone()
+        sessions, used = (row[0], row[1]) if row else (0, 0)
+        if sessions + 1 > max_sessions or used + items > max_items:
+            return UsageCharge(False, sessions, used)
+        db.execute(
+            "INSERT INTO peer_usage(peer, day, sessions, items) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT(peer, day) DO UPDATE SET sessions = sessions + 1, items = items + excluded.items",
+            (peer, day, items),
+        )
+    return UsageCharge(True, sessions + 1, used + items)
+
+
+def usage(store: Store, day: str) -> dict[str, tuple[int, int]]:
+    """peer -> (sessions, items) charged on ``day``."""
+    rows = store._query("SELECT peer, sessions, items FROM peer_usage WHERE day = ? ORDER BY peer", (day,))
+    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def _session(r: sqlite3.Row) -> SessionRecord:

@@ -189,6 +189,7 @@ class PeerClient:
             openmined_psi_version=reply.openmined_psi_version,
             session_ttl_seconds=reply.session_ttl_seconds,
             protocol_version=reply.protocol_version,
+            min_result=reply.min_result,
         )
 
     def psi_process(self, session_id: str, request: bytes, items: int) -> bytes:

@@ -197,6 +197,7 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             max_set_size=opened.max_set_size,
             openmined_psi_version=opened.openmined_psi_version,
             session_ttl_seconds=opened.session_ttl_seconds,
+            min_result=opened.min_result,
         )
         return self._egress.send(
             reply, peer=peer, protocol="psi", step="opened", session_id=opened.session_id, job_id=request.job_id,

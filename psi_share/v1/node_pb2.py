@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17psi_share/v1/node.proto\x12\x0cpsi_share.v1\",\n\x0bKindVersion\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"-\n\x0e\x45xposedDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\"+\n\x0fNodeInfoRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\xf0\x01\n\x10NodeInfoResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12\x1d\n\x15openmined_psi_version\x18\x04 \x01(\t\x12\x33\n\x10\x63\x61nonicalization\x18\x05 \x03(\x0b\x32\x19.psi_share.v1.KindVersion\x12.\n\x08\x64\x61tasets\x18\x06 \x03(\x0b\x32\x1c.psi_share.v1.ExposedDataset\x12\x11\n\tprotocols\x18\x07 \x03(\t\"\xa4\x01\n\x0ePsiOpenRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12(\n\x05kinds\x18\x03 \x03(\x0b\x32\x19.psi_share.v1.KindVersion\x12\x10\n\x08set_size\x18\x04 \x01(\x04\x12\x1b\n\x13reveal_intersection\x18\x05 \x01(\x08\x12\x0e\n\x06job_id\x18\x06 \x01(\t\"\xae\x01\n\x0fPsiOpenResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x1b\n\x13\x66\x61lse_positive_rate\x18\x03 \x01(\x01\x12\x14\n\x0cmax_set_size\x18\x04 \x01(\x04\x12\x1d\n\x15openmined_psi_version\x18\x05 \x01(\t\x12\x1b\n\x13session_ttl_seconds\x18\x06 \x01(\x04\"?\n\x0fPsiSetupRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\"u\n\x05\x43hunk\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\x0c\n\x04last\x18\x04 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"P\n\x0fPsiCloseRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\",\n\x10PsiCloseResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r2\xea\x02\n\x0cPsiShareNode\x12I\n\x08NodeInfo\x12\x1d.psi_share.v1.NodeInfoRequest\x1a\x1e.psi_share.v1.NodeInfoResponse\x12\x46\n\x07PsiOpen\x12\x1c.psi_share.v1.PsiOpenRequest\x1a\x1d.psi_share.v1.PsiOpenResponse\x12@\n\x08PsiSetup\x12\x1d.psi_share.v1.PsiSetupRequest\x1a\x13.psi_share.v1.Chunk0\x01\x12:\n\nPsiProcess\x12\x13.psi_share.v1.Chunk\x1a\x13.psi_share.v1.Chunk(\x01\x30\x01\x12I\n\x08PsiClose\x12\x1d.psi_share.v1.PsiCloseRequest\x1a\x1e.psi_share.v1.PsiCloseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17psi_share/v1/node.proto\x12\x0cpsi_share.v1\",\n\x0bKindVersion\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"-\n\x0e\x45xposedDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\"+\n\x0fNodeInfoRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\xf0\x01\n\x10NodeInfoResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12\x1d\n\x15openmined_psi_version\x18\x04 \x01(\t\x12\x33\n\x10\x63\x61nonicalization\x18\x05 \x03(\x0b\x32\x19.psi_share.v1.KindVersion\x12.\n\x08\x64\x61tasets\x18\x06 \x03(\x0b\x32\x1c.psi_share.v1.ExposedDataset\x12\x11\n\tprotocols\x18\x07 \x03(\t\"\xa4\x01\n\x0ePsiOpenRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12(\n\x05kinds\x18\x03 \x03(\x0b\x32\x19.psi_share.v1.KindVersion\x12\x10\n\x08set_size\x18\x04 \x01(\x04\x12\x1b\n\x13reveal_intersection\x18\x05 \x01(\x08\x12\x0e\n\x06job_id\x18\x06 \x01(\t\"\xc2\x01\n\x0fPsiOpenResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x1b\n\x13\x66\x61lse_positive_rate\x18\x03 \x01(\x01\x12\x14\n\x0cmax_set_size\x18\x04 \x01(\x04\x12\x1d\n\x15openmined_psi_version\x18\x05 \x01(\t\x12\x1b\n\x13session_ttl_seconds\x18\x06 \x01(\x04\x12\x12\n\nmin_result\x18\x07 \x01(\x04\"?\n\x0fPsiSetupRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\"u\n\x05\x43hunk\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\x0c\n\x04last\x18\x04 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"P\n\x0fPsiCloseRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\",\n\x10PsiCloseResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r2\xea\x02\n\x0cPsiShareNode\x12I\n\x08NodeInfo\x12\x1d.psi_share.v1.NodeInfoRequest\x1a\x1e.psi_share.v1.NodeInfoResponse\x12\x46\n\x07PsiOpen\x12\x1c.psi_share.v1.PsiOpenRequest\x1a\x1d.psi_share.v1.PsiOpenResponse\x12@\n\x08PsiSetup\x12\x1d.psi_share.v1.PsiSetupRequest\x1a\x13.psi_share.v1.Chunk0\x01\x12:\n\nPsiProcess\x12\x13.psi_share.v1.Chunk\x1a\x13.psi_share.v1.Chunk(\x01\x30\x01\x12I\n\x08PsiClose\x12\x1d.psi_share.v1.PsiCloseRequest\x1a\x1e.psi_share.v1.PsiCloseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,15 +42,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PSIOPENREQUEST']._serialized_start=423
   _globals['_PSIOPENREQUEST']._serialized_end=587
   _globals['_PSIOPENRESPONSE']._serialized_start=590
-  _globals['_PSIOPENRESPONSE']._serialized_end=764
-  _globals['_PSISETUPREQUEST']._serialized_start=766
-  _globals['_PSISETUPREQUEST']._serialized_end=829
-  _globals['_CHUNK']._serialized_start=831
-  _globals['_CHUNK']._serialized_end=948
-  _globals['_PSICLOSEREQUEST']._serialized_start=950
-  _globals['_PSICLOSEREQUEST']._serialized_end=1030
-  _globals['_PSICLOSERESPONSE']._serialized_start=1032
-  _globals['_PSICLOSERESPONSE']._serialized_end=1076
-  _globals['_PSISHARENODE']._serialized_start=1079
-  _globals['_PSISHARENODE']._serialized_end=1441
+  _globals['_PSIOPENRESPONSE']._serialized_end=784
+  _globals['_PSISETUPREQUEST']._serialized_start=786
+  _globals['_PSISETUPREQUEST']._serialized_end=849
+  _globals['_CHUNK']._serialized_start=851
+  _globals['_CHUNK']._serialized_end=968
+  _globals['_PSICLOSEREQUEST']._serialized_start=970
+  _globals['_PSICLOSEREQUEST']._serialized_end=1050
+  _globals['_PSICLOSERESPONSE']._serialized_start=1052
+  _globals['_PSICLOSERESPONSE']._serialized_end=1096
+  _globals['_PSISHARENODE']._serialized_start=1099
+  _globals['_PSISHARENODE']._serialized_end=1461
 # @@protoc_insertion_point(module_scope)

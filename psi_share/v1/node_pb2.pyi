@@ -63,20 +63,22 @@ class PsiOpenRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., dataset: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., set_size: _Optional[int] = ..., reveal_intersection: bool = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class PsiOpenResponse(_message.Message):
-    __slots__ = ("protocol_version", "session_id", "false_positive_rate", "max_set_size", "openmined_psi_version", "session_ttl_seconds")
+    __slots__ = ("protocol_version", "session_id", "false_positive_rate", "max_set_size", "openmined_psi_version", "session_ttl_seconds", "min_result")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FALSE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
     MAX_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
     OPENMINED_PSI_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_RESULT_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     session_id: str
     false_positive_rate: float
     max_set_size: int
     openmined_psi_version: str
     session_ttl_seconds: int
-    def __init__(self, protocol_version: _Optional[int] = ..., session_id: _Optional[str] = ..., false_positive_rate: _Optional[float] = ..., max_set_size: _Optional[int] = ..., openmined_psi_version: _Optional[str] = ..., session_ttl_seconds: _Optional[int] = ...) -> None: ...
+    min_result: int
+    def __init__(self, protocol_version: _Optional[int] = ..., session_id: _Optional[str] = ..., false_positive_rate: _Optional[float] = ..., max_set_size: _Optional[int] = ..., openmined_psi_version: _Optional[str] = ..., session_ttl_seconds: _Optional[int] = ..., min_result: _Optional[int] = ...) -> None: ...
 
 class PsiSetupRequest(_message.Message):
     __slots__ = ("protocol_version", "session_id")
