@@ -28,7 +28,7 @@ from ..crypto.openmined import OpenMinedEngine
 from ..errors import NotFound, PsiShareError
 from ..protocols.psi import Mode
 from ..store import ImportMode, ImportSummary, Store, parse_data_file
-from ..store.db import JobRunPeerRecord
+from ..store.db import JobRunPeerRecord, interrupt_responder_sessions
 from ..transport.client import PeerClient
 from ..transport.egress import Egress
 from ..transport.server import CertificateAuthenticator, ClaimedNameAuthenticator, create_server
@@ -49,15 +49,33 @@ log = logging.getLogger("psi_share.node")
 class RunningServer:
     """A started gRPC server; ``stop`` drains it gracefully."""
 
-    def __init__(self, server: grpc.Server, port: int, health, responder: Responder) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, server: grpc.Server, port: int, health, responder: Responder,  # type: ignore[no-untyped-def]
+                 *, reap_every: float | None = None) -> None:
         self.server = server
         self.port = port
         self._health = health
         self._responder = responder
+        self._stopping = threading.Event()
+        self._reaper: threading.Thread | None = None
+        if reap_every:
+            self._reaper = threading.Thread(target=self._reap, args=(reap_every,), name="psi-reaper", daemon=True)
+            self._reaper.start()
+
+    def _reap(self, every: float) -> None:
+        while not self._stopping.wait(every):
+            try:
+                self._responder.expire()
+            except Exception:  # noqa: BLE001 - the reaper must outlive a bad moment
+                log.exception("expiring abandoned sessions failed")
 
     def stop(self, grace: float = 5.0) -> None:
+        """Health goes NOT_SERVING, new calls are refused, in-flight calls get
+        ``grace`` seconds to finish; sessions still open are recorded aborted."""
+        self._stopping.set()
         self._health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self._reaper is not None:
+            self._reaper.join(timeout=5)
         self._responder.close()
 
     def wait(self) -> None:
@@ -334,10 +352,14 @@ class Node:
         else:
             auth = CertificateAuthenticator(known, tls.ca_cert, tls.crl)
         server, port, health = create_server(self.responder, self.egress, auth, address or self.config.listen, tls=tls)
+        interrupted = interrupt_responder_sessions(self.store, now=self.clock())
+        if interrupted:
+            log.warning("%d session(s) were still open when this node last stopped; recorded as interrupted", interrupted)
         server.start()
         log.info("node %s serving on port %d", self.config.name, port)
         if prepare:
             self.responder.prepare_exposed()
-        return RunningServer(server, port, health, self.responder)
+        reap_every = min(30.0, max(0.5, self.config.sessions.ttl_seconds / 4))
+        return RunningServer(server, port, health, self.responder, reap_every=reap_every)
 
 

@@ -247,6 +247,25 @@ class Responder:
             log.info("PSI session %s with %s expired", sid, session.peer)
             self._store.finish_session(sid, "expired", now=now, error="abandoned by requester")
 
+    def expire(self) -> None:
+        """Drop sessions past their time to live (the serving node's reaper
+        calls this periodically, so abandoned sessions free their memory
+        even when no other call arrives)."""
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+
+    def open_sessions(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def abort(self, peer: str, sid: str, exc: Exception) -> None:
+        """End ``sid`` as failed after a broken or hostile stream (if it is ``peer``'s)."""
+        with self._lock:
+            session = self._sessions.get(sid)
+        if session is not None and session.peer == peer:
+            self._fail(session, exc)
+
     def request_limit(self, peer: str, sid: str) -> int:
         """Largest serialized request this session may receive."""
         return self._session(peer, sid).core.max_request_bytes()

@@ -607,6 +607,18 @@ def charge_usage(store: Store, peer: str, day: str, items: int, *, max_sessions:
     return UsageCharge(True, sessions + 1, used + items)
 
 
+def interrupt_responder_sessions(store: Store, *, now: float) -> int:
+    """Record responder sessions left open by a node that died (kill -9,
+    power loss) as interrupted; a responder session lives only in the
+    serving process's memory, so none can still be running at serve start."""
+    with store.transaction() as db:
+        return db.execute(
+            "UPDATE sessions SET status = 'interrupted', finished_at = ?, "
+            "error = 'the node stopped before the session ended' WHERE role = 'responder' AND status = 'open'",
+            (now,),
+        ).rowcount
+
+
 def usage(store: Store, day: str) -> dict[str, tuple[int, int]]:
     """peer -> (sessions, items) charged on ``day``."""
     rows = store._query("SELECT peer, sessions, items FROM peer_usage WHERE day = ? ORDER BY peer", (day,))

@@ -19,7 +19,8 @@ from .chunks import from_chunks, to_chunks
 from .egress import Egress
 from .server import MAX_MESSAGE_BYTES, NODE_HEADER
 
-_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# CANCELLED: the peer is shutting down (or dropped the call); retrying later is the fix.
+_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 log = logging.getLogger("psi_share.client")
 
 

@@ -18,6 +18,8 @@ from concurrent import futures
 from typing import Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -115,6 +117,9 @@ def _caller(context: grpc.ServicerContext) -> str:
 
 
 def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, grpc.RpcError):  # the caller went away mid-stream
+        log.info("peer cancelled or disconnected during a call")
+        return grpc.StatusCode.CANCELLED, "the call was cancelled by the peer"
     if isinstance(exc, Refused):
         return grpc.StatusCode[exc.code], str(exc)
     if isinstance(exc, (VersionMismatch, OutOfOrder)):
@@ -240,7 +245,12 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
                     self._egress.received(chunk, peer=peer, protocol="psi", step="request-chunk", session_id=sid)
                     yield chunk
 
-            _, data = from_chunks(noted(itertools.chain([first], request_iterator)), max_bytes=limit, session_id=sid)
+            try:
+                _, data = from_chunks(noted(itertools.chain([first], request_iterator)), max_bytes=limit, session_id=sid)
+            except Exception as exc:
+                # A bad or broken stream ends the session: nothing half-received is kept.
+                self._responder.abort(peer, sid, exc)
+                raise
             reply = self._responder.psi_process(peer, sid, data)
             parameters = self._parameters(peer, sid)
         except Exception as exc:  # noqa: BLE001
@@ -314,6 +324,65 @@ class StandardServicesEgress(grpc.ServerInterceptor):
         return handler
 
 
+def _parsing_unary(behavior, cls):  # type: ignore[no-untyped-def]
+    def handle(raw: bytes, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
+        try:
+            request = cls.FromString(raw)
+        except DecodeError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"malformed request: not a valid psi_share.v1.{cls.DESCRIPTOR.name} message")
+        return behavior(request, context)
+
+    return handle
+
+
+def _parsing_stream(behavior, cls):  # type: ignore[no-untyped-def]
+    def parsed(raws: Iterator[bytes]) -> Iterator:  # type: ignore[type-arg]
+        for index, raw in enumerate(raws):
+            try:
+                yield cls.FromString(raw)
+            except DecodeError:
+                raise RemoteProtocolError(
+                    f"malformed stream message {index}: not a valid psi_share.v1.{cls.DESCRIPTOR.name}"
+                ) from None
+
+    def handle(raws: Iterator[bytes], context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
+        return behavior(parsed(raws), context)
+
+    return handle
+
+
+_HANDLER_FACTORIES = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def add_node_servicer(servicer: pb_grpc.PsiShareNodeServicer, server: grpc.Server) -> None:
+    """Register every RPC of the service, as the descriptor lists them.
+
+    Unlike the generated ``add_PsiShareNodeServicer_to_server``, requests
+    arrive as bytes and are parsed here: a malformed message is answered
+    with INVALID_ARGUMENT naming the message type (gRPC's own deserializer
+    would answer INTERNAL), and RPCs added to the proto later are covered
+    without touching this function.
+    """
+    service = pb.DESCRIPTOR.services_by_name["PsiShareNode"]
+    handlers = {}
+    for method in service.methods:
+        request_cls = GetMessageClass(method.input_type)
+        response_cls = GetMessageClass(method.output_type)
+        behavior = getattr(servicer, method.name)
+        wrap = _parsing_stream if method.client_streaming else _parsing_unary
+        factory = _HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = factory(
+            wrap(behavior, request_cls), request_deserializer=None, response_serializer=response_cls.SerializeToString
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
 def create_server(
     responder,  # type: ignore[no-untyped-def]
     egress: Egress,
@@ -337,7 +406,7 @@ def create_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    pb_grpc.add_PsiShareNodeServicer_to_server(NodeServicer(responder, egress, authenticator), server)
+    add_node_servicer(NodeServicer(responder, egress, authenticator), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
