@@ -276,6 +276,14 @@ HELP = {
     ("job",): "Run joint matching jobs described by a TOML job file.",
     ("job", "run"): "Run this node's side of JOBFILE: match against every other participant.",
     ("job", "runs"): "List stored job runs.",
+    ("pki",): "The federation's certificate authority: node certificates and revocation.",
+    ("pki", "init-ca"): "Create the federation CA in --ca-dir: ca.key (0600), ca.crt, crl.pem.",
+    ("pki", "issue"): "Issue a certificate naming node NAME, with a fresh key.",
+    ("pki", "revoke"): "Revoke every certificate issued to node NAME (or one --serial); re-sign crl.pem.",
+    ("pki", "refresh-crl"): "Re-sign the revocation list with a fresh validity window.",
+    ("pki", "list"): "List the certificates this CA issued, and whether each is revoked.",
+    ("pki", "install"): "Install a 'pki issue' output DIRECTORY into this node's tls/ folder.",
+    ("pki", "show"): "Show this node's certificate (subject, SANs, validity) and check it.",
 }
 
 
