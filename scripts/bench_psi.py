@@ -81,9 +81,15 @@ def peak_rss_mib(pid: int) -> float:
 
 def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path) -> dict:
     a, b = workdir / "lab-a", workdir / "lab-b"
+    ca = workdir / "federation-ca"  # nodes talk mutual TLS, as in production
+    run(cli(workdir, "pki", "init-ca", "--ca-dir", str(ca)))
     for home, name in ((a, "lab-a"), (b, "lab-b")):
-        run(cli(home, "init", name, "--listen", "127.0.0.1:0"))
+        tls = workdir / f"{name}-tls"
+        run(cli(workdir, "pki", "issue", name, "--ca-dir", str(ca), "--address", "127.0.0.1", "--out", str(tls)))
+        run(cli(home, "init", name, "--listen", "127.0.0.1:0", "--tls-from", str(tls)))
         text = (home / "config.toml").read_text()
+        # Policy: lab-b lets lab-a learn which items match (the default is counts only).
+        text += "\n[policy.peers.lab-a]\nreveal = true\n" if name == "lab-b" else ""
         (home / "config.toml").write_text(re.sub(r"max_set_size = \d+", f"max_set_size = {max(len(req_vals), 1)}", text))
     write_csv(workdir / "a.csv", "a", req_vals)
     write_csv(workdir / "b.csv", "b", resp_vals)

@@ -284,6 +284,8 @@ HELP = {
     ("pki", "list"): "List the certificates this CA issued, and whether each is revoked.",
     ("pki", "install"): "Install a 'pki issue' output DIRECTORY into this node's tls/ folder.",
     ("pki", "show"): "Show this node's certificate (subject, SANs, validity) and check it.",
+    ("policy",): "Show the per-peer policy ([policy] in config.toml) and today's budget use.",
+    ("policy", "show"): "The effective rule for each known peer (or PEERS), within [exposure], and today's use.",
 }
 
 

@@ -48,3 +48,17 @@ def test_serve_without_certificate_is_one_clear_error_and_insecure_warns(tmp_pat
     res = cli(tmp_path, "--insecure", "match", "lab-b", "--kinds", "email", "--count", home=home, timeout=60)
     assert res.returncode == 1
     assert "WARNING: --insecure" in flat(res.stderr) and "plaintext" in flat(res.stderr)
+
+
+def test_policy_show_reports_the_effective_rule_and_budget_use(tmp_path: Path) -> None:
+    home = tmp_path / "lab"
+    ok(cli(tmp_path, "init", "lab-a", "--listen", "127.0.0.1:0", home=home))
+    with (home / "config.toml").open("a") as fh:
+        fh.write("\n[policy.peers.lab-b]\nreveal = true\nsessions_per_day = 5\n")
+    ok(cli(tmp_path, "peers", "add", "lab-b", "127.0.0.1:1", home=home))
+    ok(cli(tmp_path, "peers", "add", "lab-c", "127.0.0.1:2", home=home))
+    rows = {r["peer"]: r for r in ok_json(cli(tmp_path, "policy", "show", "--format", "json", home=home))}
+    assert rows["lab-b"]["reveal"] is True and rows["lab-b"]["sessions_today"] == "0/5" and rows["lab-b"]["override"]
+    assert rows["lab-c"]["reveal"] is False and rows["lab-c"]["datasets"] == "flagged"  # the safe default
+    (home / "config.toml").write_text((home / "config.toml").read_text() + "[policy.peers.lab-d]\nrevael = true\n")
+    assert "unknown key [policy.peers.lab-d] revael" in failed_cleanly(cli(tmp_path, "policy", "show", home=home))

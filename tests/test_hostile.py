@@ -7,6 +7,7 @@ to the wire contract later are fuzzed without touching this file.
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 
 import grpc
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from psi_share.crypto.openmined import POINT_BYTES
 from psi_share.protocols import PROTOCOL_VERSION
+from psi_share.store.db import usage
 from psi_share.transport.server import MAX_MESSAGE_BYTES, SERVICE_NAME
 from psi_share.v1 import node_pb2 as pb
 from psi_share.v1 import node_pb2_grpc as pb_grpc
@@ -289,3 +291,21 @@ def test_fuzz_every_rpc_with_random_and_mutated_bytes(served) -> None:
     assert cases == 60 * len(methods) >= 300
     assert all("INVALID_ARGUMENT" in codes for codes in seen.values()), seen
     _still_serving(a, channel)
+
+
+def test_too_many_open_sessions_is_resource_exhausted_and_not_charged(federation, csv_file) -> None:
+    b = federation.node("lab-b", sessions__max_open=3)
+    b.import_file("flagged", csv_file("b.csv", ROWS), None)
+    a = federation.node("lab-a")
+    a.import_file("flagged", csv_file("a.csv", ROWS), None)
+    federation.serve("lab-b")
+    federation.connect_all()
+    with federation.channel("lab-a", "lab-b") as channel:
+        stub = pb_grpc.PsiShareNodeStub(channel)
+        for _ in range(3):
+            _open(stub)
+        code, details = _code(lambda: _open(stub))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "too many open sessions" in details
+    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    [(sessions, _)] = usage(b.store, today).values()
+    assert sessions == 3  # the refused open was not charged to lab-a's budget

@@ -106,6 +106,7 @@ def test_init_refuses_a_certificate_for_another_node_or_from_another_ca(tmp_path
     issue_node(ca, "lab-b", tmp_path / "b")
     with pytest.raises(ConfigError, match="names node 'lab-b'"):
         init_home(tmp_path / "home", "lab-a", "127.0.0.1:0", tls_from=tmp_path / "b")
+    assert not (tmp_path / "home").exists()  # refused before anything was written
     # A certificate signed by a rogue CA but shipped with the real ca.crt.
     rogue = init_ca(tmp_path / "rogue", "fed")
     issue_node(rogue, "lab-a", tmp_path / "ra")

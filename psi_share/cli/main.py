@@ -478,6 +478,9 @@ cli.add_command(_audit_group)
 from .pki import pki  # noqa: E402
 
 cli.add_command(pki)
+from .policy import policy  # noqa: E402
+
+cli.add_command(policy)
 
 register_job_commands(job, results)  # job history/schedule, results diff/export (cli/jobs.py)
 

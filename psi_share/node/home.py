@@ -136,6 +136,8 @@ def init_home(
         raise ConfigError(f"invalid listen address {listen!r}: use HOST:PORT, e.g. 127.0.0.1:7400")
     text = render_config(name, listen)
     parse_config(tomllib.loads(text), "generated config")
+    if tls_from is not None:
+        _check_tls_source(tls_from, name)  # before anything is written
     path.mkdir(parents=True, exist_ok=True)
     home.keys_path.mkdir(mode=0o700, exist_ok=True)
     os.chmod(home.keys_path, 0o700)
@@ -165,16 +167,21 @@ def _new_ed25519_pem() -> bytes:
     )
 def install_tls(home: NodeHome, source: Path, name: str) -> None:
     """Copy a 'pki issue' output into HOME/tls/ after checking it names ``name``."""
-    from ..pki import CA_CERT, CRL_FILE, NODE_CERT, NODE_KEY, PkiError, install_node_files, load_node_tls
+    from ..pki import PkiError, install_node_files
 
-    # Everything is checked (CA signature, name, key, expiry, revocation)
-    # before a single file is copied.
-    load_node_tls(name=name, ca=source / CA_CERT, cert=source / NODE_CERT, key=source / NODE_KEY,
-                  crl=source / CRL_FILE)
+    _check_tls_source(source, name)  # everything checked before a single file is copied
     try:
         install_node_files(source, home.tls_path)
     except PkiError as exc:
         raise ConfigError(f"TLS: {exc}") from None
+
+
+def _check_tls_source(source: Path, name: str) -> None:
+    """CA signature, name, key, expiry and revocation of a 'pki issue' output."""
+    from ..pki import CA_CERT, CRL_FILE, NODE_CERT, NODE_KEY, load_node_tls
+
+    load_node_tls(name=name, ca=source / CA_CERT, cert=source / NODE_CERT, key=source / NODE_KEY,
+                  crl=source / CRL_FILE)
 
 
 def _write_private(path: Path, data: bytes) -> None:
