@@ -171,4 +171,4 @@ def show_cmd(c, fmt: str) -> None:  # type: ignore[no-untyped-def]
     emit_object(info, fmt, title=f"certificate of {config.name}")
 
 
-__all__ = ["pki", "DEFAULT_CRL_DAYS"]
+__all__ = ["pki"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 import ssl
 import threading
@@ -21,7 +20,6 @@ from .server import MAX_MESSAGE_BYTES, NODE_HEADER
 
 # CANCELLED: the peer is shutting down (or dropped the call); retrying later is the fix.
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
-log = logging.getLogger("psi_share.client")
 
 
 class PeerClient:
