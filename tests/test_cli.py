@@ -376,6 +376,7 @@ def test_full_session_two_nodes(tmp_path: Path, labs: Labs, start_server) -> Non
     assert info["datasets"] == ["flagged"] and info["peers"] == ["lab-b"]
     assert info["exposed_datasets"] == ["flagged"] and info["reveal_allowed"] is True
     assert re.fullmatch(r"[0-9a-f]{32}", info["identity_fingerprint"])
+    assert info["tls"].startswith("CN=lab-a, serial ")
 
     assert server.terminate() == 0, server.output()
     assert "shutting down" in server.output()

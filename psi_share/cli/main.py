@@ -23,6 +23,7 @@ from ..errors import PsiShareError
 from ..identifiers import KINDS
 from ..node.home import init_home
 from ..node.node import Node
+from ..pki import load_certificate
 from ..protocols.psi import Mode
 from ..store import ImportMode
 from .jobs import register as register_job_commands
@@ -153,6 +154,7 @@ def node_info(c: Ctx, fmt: str) -> None:
                 "home": str(n.home.path),
                 "listen": cfg.listen,
                 "identity_fingerprint": n.home.identity_fingerprint(),
+                "tls": _tls_summary(n),
                 "false_positive_rate": cfg.matching.false_positive_rate,
                 "max_set_size": cfg.matching.max_set_size,
                 "workers": cfg.matching.workers,
@@ -166,6 +168,17 @@ def node_info(c: Ctx, fmt: str) -> None:
             fmt,
             title=f"node {cfg.name}",
         )
+
+
+def _tls_summary(n: Node) -> str:
+    """One line on this node's certificate, for 'node info' (never key material)."""
+    if n.insecure:
+        return "INSECURE: plaintext, no authentication"
+    try:
+        cert = load_certificate(n.tls.cert_path)
+    except PsiShareError as exc:
+        return f"not usable: {exc}"
+    return f"{cert.subject.rfc4514_string()}, serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc:%Y-%m-%d}"
 
 
 # -- data ---------------------------------------------------------------------

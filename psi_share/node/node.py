@@ -13,6 +13,7 @@ Clocks and randomness are parameters (defaults: wall clock, ``secrets``).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 import threading
@@ -351,6 +352,9 @@ class Node:
             auth = ClaimedNameAuthenticator(known)
         else:
             auth = CertificateAuthenticator(known, tls.ca_cert, tls.crl)
+            if tls.crl is not None and tls.crl.stale(dt.datetime.now(dt.timezone.utc)):
+                log.warning("the revocation list %s is past its next update (%s): ask the federation CA for a "
+                            "fresh one; revocations made since are not known here", tls.crl.path, tls.crl.next_update)
         server, port, health = create_server(self.responder, self.egress, auth, address or self.config.listen, tls=tls)
         interrupted = interrupt_responder_sessions(self.store, now=self.clock())
         if interrupted:
