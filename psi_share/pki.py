@@ -268,20 +268,41 @@ def issue_node(ca: FederationCA, name: str, out: Path, *, addresses: Sequence[st
     ``crl.pem``: everything a node home's ``tls/`` folder needs
     (``psi-share init NAME --tls-from OUT`` installs it).
     """
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _node_certificate(ca, name, key.public_key(), addresses, days, now)
+    out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o700)
+    write_private(out / NODE_KEY, _key_pem(key))
+    return _deliver(ca, cert, out)
+
+
+def _deliver(ca: FederationCA, cert: x509.Certificate, out: Path) -> IssuedNode:
+    """Write node.crt, ca.crt and crl.pem into ``out``; keep a copy of the certificate."""
+    out.mkdir(parents=True, exist_ok=True)
+    _write_public(out / NODE_CERT, _pem(cert))
+    shutil.copyfile(ca.cert_path, out / CA_CERT)
+    shutil.copyfile(ca.crl_path, out / CRL_FILE)
+    ca.issued_path.mkdir(exist_ok=True)
+    serial = format(cert.serial_number, "x")
+    _write_public(ca.issued_path / f"{serial}.crt", _pem(cert))
+    return IssuedNode(_cn(cert), serial, out, cert.not_valid_after_utc)
+
+
+def _node_certificate(ca: FederationCA, name: str, public_key: ec.EllipticCurvePublicKey,
+                      addresses: Sequence[str], days: int, now: Callable[[], dt.datetime]) -> x509.Certificate:
     if not NODE_NAME.match(name):
         raise PkiError(f"invalid node name {name!r}: lowercase letters, digits, '-' or '_', starting with a letter")
     if days < 1:
         raise PkiError("validity must be at least one day")
     ca_cert, ca_key = ca.certificate(), ca._key()
     sans = [x509.DNSName(name), *_split_addresses(addresses)]
-    key = ec.generate_private_key(ec.SECP256R1())
     start = now()
     not_after = min(start + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start - dt.timedelta(minutes=5))
         .not_valid_after(not_after)
@@ -298,16 +319,67 @@ def issue_node(ca: FederationCA, name: str, out: Path, *, addresses: Sequence[st
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    out.mkdir(parents=True, exist_ok=True)
-    os.chmod(out, 0o700)
-    write_private(out / NODE_KEY, _key_pem(key))
-    _write_public(out / NODE_CERT, _pem(cert))
-    shutil.copyfile(ca.cert_path, out / CA_CERT)
-    shutil.copyfile(ca.crl_path, out / CRL_FILE)
-    ca.issued_path.mkdir(exist_ok=True)
-    serial = format(cert.serial_number, "x")
-    _write_public(ca.issued_path / f"{serial}.crt", _pem(cert))
-    return IssuedNode(name, serial, out, not_after)
+
+
+# -- certificate signing requests: the lab keeps its key ---------------------
+
+NODE_CSR = "node.csr"
+
+
+def create_request(tls_dir: Path, name: str, addresses: Sequence[str] = ()) -> Path:
+    """Make (or reuse) this node's key in ``tls_dir`` and write a CSR for ``name``.
+
+    The key never leaves the node: the CA signs the request (``sign_request``)
+    and sends back only public files.
+    """
+    if not NODE_NAME.match(name):
+        raise PkiError(f"invalid node name {name!r}")
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    key_path = tls_dir / NODE_KEY
+    if key_path.exists():
+        key = load_private_key(key_path)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        write_private(key_path, _key_pem(key))
+    sans = [x509.DNSName(name), *_split_addresses(addresses)]
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    path = tls_dir / NODE_CSR
+    _write_public(path, csr.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def sign_request(ca: FederationCA, csr_path: Path, out: Path, *, days: int = DEFAULT_NODE_DAYS,
+                 now: Callable[[], dt.datetime] = _now) -> IssuedNode:
+    """Issue a certificate for a node's CSR; ``out`` gets node.crt, ca.crt, crl.pem (no key)."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_path.read_bytes())
+    except FileNotFoundError:
+        raise PkiError(f"{csr_path}: no such certificate request") from None
+    except ValueError as exc:
+        raise PkiError(f"{csr_path}: not a PEM certificate request: {exc}") from None
+    if not csr.is_signature_valid:
+        raise PkiError(f"{csr_path}: the request's signature does not verify")
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(public_key.curve, ec.SECP256R1):
+        raise PkiError(f"{csr_path}: the request's key is not an ECDSA P-256 key")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1:
+        raise PkiError(f"{csr_path}: the request names no single node (subject common name)")
+    name = str(names[0].value)
+    try:
+        requested = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        requested = x509.SubjectAlternativeName([])
+    # Addresses are re-derived and re-checked by the same rules as 'issue'.
+    addresses = [str(ip) for ip in requested.get_values_for_type(x509.IPAddress)]
+    addresses += [d for d in requested.get_values_for_type(x509.DNSName) if d != name]
+    cert = _node_certificate(ca, name, public_key, addresses, days, now)
+    return _deliver(ca, cert, out)
 
 
 def revoke(ca: FederationCA, *, name: str | None = None, serial: str | None = None,
@@ -475,16 +547,20 @@ def load_node_tls(*, name: str, ca: Path, cert: Path, key: Path, crl: Path,
 
 
 def install_node_files(source: Path, tls_dir: Path) -> list[Path]:
-    """Copy node.key/node.crt/ca.crt/crl.pem from ``source`` (a 'pki issue' output)."""
-    missing = [f for f in (NODE_KEY, NODE_CERT, CA_CERT, CRL_FILE) if not (source / f).is_file()]
+    """Copy node.crt/ca.crt/crl.pem (and node.key, unless the node made its
+    own with 'pki request') from ``source`` (a 'pki issue' or 'pki sign' output)."""
+    needed = [NODE_CERT, CA_CERT, CRL_FILE] + ([] if (tls_dir / NODE_KEY).exists() and not (source / NODE_KEY).exists()
+                                               else [NODE_KEY])
+    missing = [f for f in needed if not (source / f).is_file()]
     if missing:
-        raise PkiError(f"{source} lacks {', '.join(missing)} (expected the output of 'psi-share pki issue')")
+        raise PkiError(f"{source} lacks {', '.join(missing)} (expected the output of 'psi-share pki issue' or 'pki sign')")
     tls_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(tls_dir, 0o700)
     written = []
     for f in (NODE_CERT, CA_CERT, CRL_FILE):
         _write_public(tls_dir / f, (source / f).read_bytes())
         written.append(tls_dir / f)
-    write_private(tls_dir / NODE_KEY, (source / NODE_KEY).read_bytes())
-    written.append(tls_dir / NODE_KEY)
+    if (source / NODE_KEY).exists():
+        write_private(tls_dir / NODE_KEY, (source / NODE_KEY).read_bytes())
+        written.append(tls_dir / NODE_KEY)
     return written

@@ -279,6 +279,8 @@ HELP = {
     ("pki",): "The federation's certificate authority: node certificates and revocation.",
     ("pki", "init-ca"): "Create the federation CA in --ca-dir: ca.key (0600), ca.crt, crl.pem.",
     ("pki", "issue"): "Issue a certificate naming node NAME, with a fresh key.",
+    ("pki", "request"): "Make this node's key (kept in tls/, mode 0600) and a certificate request for the CA.",
+    ("pki", "sign"): "Issue a certificate for a node's request CSR (from 'psi-share pki request').",
     ("pki", "revoke"): "Revoke every certificate issued to node NAME (or one --serial); re-sign crl.pem.",
     ("pki", "refresh-crl"): "Re-sign the revocation list with a fresh validity window.",
     ("pki", "list"): "List the certificates this CA issued, and whether each is revoked.",

@@ -62,3 +62,26 @@ def test_policy_show_reports_the_effective_rule_and_budget_use(tmp_path: Path) -
     assert rows["lab-c"]["reveal"] is False and rows["lab-c"]["datasets"] == "flagged"  # the safe default
     (home / "config.toml").write_text((home / "config.toml").read_text() + "[policy.peers.lab-d]\nrevael = true\n")
     assert "unknown key [policy.peers.lab-d] revael" in failed_cleanly(cli(tmp_path, "policy", "show", home=home))
+
+
+def test_csr_flow_keeps_the_key_on_the_node(tmp_path: Path) -> None:
+    ca = tmp_path / "fed-ca"
+    ok(cli(tmp_path, "pki", "init-ca", "--ca-dir", ca))
+    home = tmp_path / "lab-a"
+    ok(cli(tmp_path, "init", "lab-a", "--listen", "127.0.0.1:0", home=home))
+    out = ok(cli(tmp_path, "pki", "request", "--address", "127.0.0.1:7400", home=home)).stdout
+    assert "node.csr" in out
+    assert stat.S_IMODE((home / "tls" / "node.key").stat().st_mode) == 0o600
+    signed = tmp_path / "signed"
+    assert "public files only" in ok(cli(tmp_path, "pki", "sign", home / "tls" / "node.csr", "--ca-dir", ca,
+                                         "--out", signed)).stdout
+    assert sorted(p.name for p in signed.iterdir()) == ["ca.crt", "crl.pem", "node.crt"]  # no key travelled
+    ok(cli(tmp_path, "pki", "install", signed, home=home))
+    shown = ok_json(cli(tmp_path, "pki", "show", "--format", "json", home=home))
+    assert shown["subject"] == "CN=lab-a" and set(shown["sans"]) == {"lab-a", "127.0.0.1"}
+    # A certificate signed for another node's key cannot be installed here.
+    other = tmp_path / "lab-b"
+    ok(cli(tmp_path, "init", "lab-a", "--listen", "127.0.0.1:0", home=other))
+    ok(cli(tmp_path, "pki", "request", home=other))
+    err = failed_cleanly(cli(tmp_path, "pki", "install", signed, home=other))
+    assert "does not belong to the certificate" in err

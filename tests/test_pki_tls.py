@@ -95,6 +95,34 @@ def test_revoke_by_name_and_serial_signs_a_new_crl(tmp_path: Path) -> None:
         revoke(ca, name="lab-z")
 
 
+def test_sign_request_checks_the_request(tmp_path: Path) -> None:
+    from psi_share.pki import create_request, sign_request
+
+    ca = init_ca(tmp_path / "ca", "fed")
+    csr = create_request(tmp_path / "node", "lab-a", ["10.0.0.5", "lab-a.example.net"])
+    issued = sign_request(ca, csr, tmp_path / "out")
+    cert = load_certificate(tmp_path / "out" / "node.crt")
+    assert issued.name == "lab-a" and node_name_of(cert) == "lab-a"
+    assert not (tmp_path / "out" / "node.key").exists()
+    # A request that slips in another node's name as a SAN is refused.
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    from psi_share.pki import load_private_key
+
+    key = load_private_key(tmp_path / "node" / "node.key")
+    sneaky = (x509.CertificateSigningRequestBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lab-a")]))
+              .add_extension(x509.SubjectAlternativeName([x509.DNSName("lab-a"), x509.DNSName("lab-b")]), critical=False)
+              .sign(key, hashes.SHA256()))
+    (tmp_path / "sneaky.csr").write_bytes(sneaky.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(PkiError, match="single DNS label"):
+        sign_request(ca, tmp_path / "sneaky.csr", tmp_path / "out2")
+    (tmp_path / "junk.csr").write_text("not a request")
+    with pytest.raises(PkiError, match="not a PEM certificate request"):
+        sign_request(ca, tmp_path / "junk.csr", tmp_path / "out3")
+
+
 def test_crl_signed_by_another_ca_is_refused(tmp_path: Path) -> None:
     ca, rogue = init_ca(tmp_path / "ca", "fed"), init_ca(tmp_path / "rogue", "fed")
     with pytest.raises(PkiError, match="not signed by the federation CA"):

@@ -22,8 +22,10 @@ from ..pki import (
     init_ca,
     issue_node,
     load_certificate,
+    create_request,
     refresh_crl,
     revoke,
+    sign_request,
 )
 from .output import emit, emit_object, format_option
 
@@ -90,6 +92,42 @@ def issue_cmd(name: str, ca_dir: Path, addresses: tuple[str, ...], out: Path | N
     issued = issue_node(FederationCA(ca_dir), name, out or Path(f"{name}-tls"), addresses=addresses, days=days)
     click.echo(f"issued certificate {issued.serial} for node {name!r}, valid until {issued.not_after:%Y-%m-%d}")
     click.echo(f"wrote {issued.directory}/ (node.key is mode 0600: move it only over a safe channel)")
+
+
+@pki.command("request")
+@click.option("--address", "addresses", multiple=True,
+              help="A HOST or HOST:PORT this node is reached at (repeatable); becomes a SAN.")
+@click.pass_obj
+@_pki_errors
+def request_cmd(c, addresses: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    """Make this node's key (kept in tls/, mode 0600) and a certificate request for the CA.
+
+    Send tls/node.csr to the federation CA ('psi-share pki sign'); the key
+    never leaves this node. Install the answer with 'psi-share pki install DIR'.
+    """
+    from ..node.home import NodeHome
+
+    home = NodeHome(c.home)
+    config = home.load_config()
+    path = create_request(home.tls_path, config.name, addresses)
+    click.echo(f"wrote certificate request {path} for node {config.name!r}; send it to the federation CA")
+
+
+@pki.command("sign")
+@click.argument("csr", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@ca_dir_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory to write node.crt, ca.crt, crl.pem into (no key: the node has it).")
+@click.option("--days", default=DEFAULT_NODE_DAYS, show_default=True, help="Validity of the certificate.")
+@_pki_errors
+def sign_cmd(csr: Path, ca_dir: Path, out: Path, days: int) -> None:
+    """Issue a certificate for a node's request CSR (from 'psi-share pki request').
+
+    The node name and addresses are checked by the same rules as 'issue'.
+    """
+    issued = sign_request(FederationCA(ca_dir), csr, out, days=days)
+    click.echo(f"issued certificate {issued.serial} for node {issued.name!r}, valid until {issued.not_after:%Y-%m-%d}")
+    click.echo(f"wrote {issued.directory}/ (public files only); the node installs it with 'psi-share pki install'")
 
 
 @pki.command("revoke")

@@ -169,19 +169,23 @@ def install_tls(home: NodeHome, source: Path, name: str) -> None:
     """Copy a 'pki issue' output into HOME/tls/ after checking it names ``name``."""
     from ..pki import PkiError, install_node_files
 
-    _check_tls_source(source, name)  # everything checked before a single file is copied
+    # Everything is checked before a single file is copied; a 'pki sign' output
+    # carries no key: the node's own key (from 'pki request') must match.
+    _check_tls_source(source, name, key_dir=home.tls_path)
     try:
         install_node_files(source, home.tls_path)
     except PkiError as exc:
         raise ConfigError(f"TLS: {exc}") from None
 
 
-def _check_tls_source(source: Path, name: str) -> None:
-    """CA signature, name, key, expiry and revocation of a 'pki issue' output."""
+def _check_tls_source(source: Path, name: str, key_dir: Path | None = None) -> None:
+    """CA signature, name, key, expiry and revocation of a 'pki issue' / 'pki sign' output."""
     from ..pki import CA_CERT, CRL_FILE, NODE_CERT, NODE_KEY, load_node_tls
 
-    load_node_tls(name=name, ca=source / CA_CERT, cert=source / NODE_CERT, key=source / NODE_KEY,
-                  crl=source / CRL_FILE)
+    key = source / NODE_KEY
+    if not key.exists() and key_dir is not None:
+        key = key_dir / NODE_KEY
+    load_node_tls(name=name, ca=source / CA_CERT, cert=source / NODE_CERT, key=key, crl=source / CRL_FILE)
 
 
 def _write_private(path: Path, data: bytes) -> None:
