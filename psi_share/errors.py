@@ -15,6 +15,7 @@
         ├── LocalProtocolError   we were asked to do something the protocol forbids
         └── RemoteProtocolError  the peer sent something malformed or out of order
             ├── PeerRefused      the peer answered with an error status
+            ├── UntrustedPeer    the server is not the federation member we meant (TLS)
             ├── OutOfOrder       a step the session state does not allow
             └── VersionMismatch  protocol or canonicalization versions differ
 
@@ -86,6 +87,16 @@ class PeerRefused(RemoteProtocolError):
         super().__init__(f"peer {peer} refused: {code}: {details}")
         self.peer = peer
         self.code = code
+        self.details = details
+
+
+class UntrustedPeer(RemoteProtocolError):
+    """We refuse the server we reached: its certificate does not name the
+    peer we meant, is not from the federation CA, or is revoked."""
+
+    def __init__(self, peer: str, details: str) -> None:
+        super().__init__(f"refusing peer {peer}: {details}")
+        self.peer = peer
         self.details = details
 
 

@@ -74,6 +74,73 @@ def grant_reveal(home: Path, peers: list[str]) -> None:
             fh.write(f"\n[policy.peers.{peer}]\nreveal = true\n")
 
 
+def _raw_call_refused(tls: Path, real_ca: Path, port: int) -> bool:
+    """A hand-made gRPC client presenting the outsider's certificate to lab-b."""
+    import grpc
+
+    from psi_share.v1 import node_pb2, node_pb2_grpc
+
+    creds = grpc.ssl_channel_credentials(real_ca.read_bytes(), (tls / "node.key").read_bytes(), (tls / "node.crt").read_bytes())
+    with grpc.secure_channel(f"127.0.0.1:{port}", creds, options=[("grpc.ssl_target_name_override", "lab-b")]) as ch:
+        try:
+            node_pb2_grpc.PsiShareNodeStub(ch).NodeInfo(node_pb2.NodeInfoRequest(protocol_version=1), timeout=10)
+        except grpc.RpcError as exc:
+            console.print(f"[green]refused[/]: the outsider's certificate presented to lab-b directly\n"
+                          f"    {exc.code().name} (the TLS handshake fails: not signed by the federation CA)")
+            return True
+    console.print("[red]NOT refused[/]: the outsider's certificate presented to lab-b directly")
+    return False
+
+
+def security_checks(out: Path, nodes: Path, ports: dict[str, int]) -> bool:
+    """Outsiders and revoked members are refused; a member without a policy grant gets counts only."""
+    console.rule("[bold]4b. who gets in: certificates and policy")
+    ok = True
+
+    def expect(what: str, proc: subprocess.CompletedProcess[str], needle: str) -> None:
+        nonlocal ok
+        message = " ".join(proc.stderr.split()).removeprefix("error: ")
+        refused = proc.returncode != 0 and needle in message
+        ok &= refused
+        console.print(f"{'[green]refused[/]' if refused else '[red]NOT refused[/]'}: {what}\n    {message[:220]}")
+
+    # An outsider with a certificate for "lab-a" from a CA of its own: a psi-share
+    # node set up with it cannot verify lab-b, and lab-b refuses its certificate.
+    rogue_ca, rogue = out / "rogue-ca", nodes / "rogue"
+    psi(out, "pki", "init-ca", "--ca-dir", str(rogue_ca), "--name", "not the federation")
+    psi(out, "pki", "issue", "lab-a", "--ca-dir", str(rogue_ca), "--address", "127.0.0.1", "--out", str(out / "rogue-tls"))
+    psi(rogue, "init", "lab-a", "--listen", "127.0.0.1:0", "--tls-from", str(out / "rogue-tls"))
+    psi(rogue, "peers", "add", "lab-b", f"127.0.0.1:{ports['lab-b']}")
+    expect("an outsider's node (its own CA) calling lab-b", psi(rogue, "peers", "check", "lab-b", check=False),
+           "no federation certificate naming lab-b")
+    ok &= _raw_call_refused(out / "rogue-tls", out / "federation-ca" / "ca.crt", ports["lab-b"])
+
+    # A new member, lab-d: a valid certificate and a known peer of lab-b, but no
+    # policy grant yet, so lab-b's defaults apply: counts only, on flagged.
+    psi(out, "pki", "issue", "lab-d", "--ca-dir", str(out / "federation-ca"), "--address", "127.0.0.1",
+        "--out", str(out / "issued" / "lab-d"))
+    lab_d = nodes / "lab-d"
+    psi(lab_d, "init", "lab-d", "--listen", "127.0.0.1:0", "--tls-from", str(out / "issued" / "lab-d"))
+    psi(lab_d, "data", "import", "flagged", str(out / "data" / "lab-a" / "flagged.csv"))
+    psi(lab_d, "peers", "add", "lab-b", f"127.0.0.1:{ports['lab-b']}")
+    psi(nodes / "lab-b", "peers", "add", "lab-d", "127.0.0.1:1")
+    expect("new member lab-d asking lab-b which actors match (no policy grant)",
+           psi(lab_d, "match", "lab-b", "--kinds", "email", check=False), "PERMISSION_DENIED")
+    counted = psi(lab_d, "match", "lab-b", "--kinds", "email", "--count", "--format", "json", check=False)
+    allowed = counted.returncode == 0 and json.loads(counted.stdout)["matching_actors"] is None
+    ok &= allowed
+    console.print(f"{'[green]allowed[/]' if allowed else '[red]NOT allowed[/]'}: lab-d asking only how many "
+                  f"(the default policy): {json.loads(counted.stdout)['matching_items'] if allowed else counted.stderr.strip()}"
+                  " matching emails")
+
+    # lab-c's certificate is revoked; lab-b receives the new revocation list (no restart).
+    psi(out, "pki", "revoke", "lab-c", "--ca-dir", str(out / "federation-ca"))
+    shutil.copy(out / "federation-ca" / "crl.pem", nodes / "lab-b" / "tls" / "crl.pem")
+    expect("lab-c after its certificate was revoked", psi(nodes / "lab-c", "peers", "check", "lab-b", check=False),
+           "revoked")
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "demo-out")
@@ -139,6 +206,7 @@ def main() -> int:
             results[lab] = json.loads(proc.stdout)
             console.print(f"{lab}: job run {results[lab]['run_id'][:12]} {results[lab]['status']} in {time.monotonic() - t:.1f}s")
         next_day = run_next_day(args, out, nodes, jobfile)
+        refusals_ok = security_checks(out, nodes, ports)
     finally:
         console.rule("[bold]5. shutting the nodes down (SIGTERM)")
         for lab, proc in procs.items():
@@ -155,7 +223,7 @@ def main() -> int:
     changes = report_next_day(*next_day)
     # day 1's customers.csv holds every identifier the lab had on either day
     audited = audit_verdicts(nodes, out / "data-day1")
-    return verdict or changes or audited
+    return verdict or changes or audited or (0 if refusals_ok else 1)
 
 
 def keep_transcripts(home: Path) -> None:

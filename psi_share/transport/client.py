@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from ..errors import ConfigError, PeerRefused, PeerUnavailable, RemoteProtocolError
+from ..errors import ConfigError, PeerRefused, PeerUnavailable, RemoteProtocolError, UntrustedPeer
 from ..protocols import PROTOCOL_VERSION
 from ..protocols.psi import PsiOpen, PsiOpened
 from ..v1 import node_pb2 as pb
@@ -117,18 +117,16 @@ class PeerClient:
                     with ctx.wrap_socket(raw, server_hostname=self.peer) as conn:
                         der = conn.getpeercert(binary_form=True)
             except ssl.SSLCertVerificationError as exc:
-                raise PeerRefused(self.peer, "UNAUTHENTICATED",
-                                  f"the server at {self.address} is not {self.peer} of this federation: "
-                                  f"{exc.verify_message}") from None
+                raise UntrustedPeer(self.peer, f"the server at {self.address} presents no federation certificate "
+                                    f"naming {self.peer} ({exc.verify_message})") from None
             except (OSError, ValueError) as exc:
                 raise PeerUnavailable(self.peer, f"{self.address}: {exc}") from None
             from cryptography import x509
 
             serial = x509.load_der_x509_certificate(der).serial_number
             if tls.crl is not None and tls.crl.is_revoked(serial):
-                raise PeerRefused(self.peer, "UNAUTHENTICATED",
-                                  f"the server at {self.address} presents certificate {serial:x}, "
-                                  "which the federation CA has revoked")
+                raise UntrustedPeer(self.peer, f"the server at {self.address} presents certificate {serial:x}, "
+                                    "which the federation CA has revoked")
             self._checked.set()
 
     def _send(self, message, step: str, session_id: str = "", **kw):  # type: ignore[no-untyped-def]
