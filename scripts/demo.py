@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +103,7 @@ def security_checks(out: Path, nodes: Path, ports: dict[str, int]) -> bool:
         message = " ".join(proc.stderr.split()).removeprefix("error: ")
         refused = proc.returncode != 0 and needle in message
         ok &= refused
-        console.print(f"{'[green]refused[/]' if refused else '[red]NOT refused[/]'}: {what}\n    {message[:220]}")
+        console.print(f"{'[green]refused[/]' if refused else '[red]NOT refused[/]'}: {escape(what)}\n    {escape(message[:220])}")
 
     # An outsider with a certificate for "lab-a" from a CA of its own: a psi-share
     # node set up with it cannot verify lab-b, and lab-b refuses its certificate.
@@ -130,7 +131,7 @@ def security_checks(out: Path, nodes: Path, ports: dict[str, int]) -> bool:
     allowed = counted.returncode == 0 and json.loads(counted.stdout)["matching_actors"] is None
     ok &= allowed
     console.print(f"{'[green]allowed[/]' if allowed else '[red]NOT allowed[/]'}: lab-d asking only how many "
-                  f"(the default policy): {json.loads(counted.stdout)['matching_items'] if allowed else counted.stderr.strip()}"
+                  f"(the default policy): {json.loads(counted.stdout)['matching_items'] if allowed else escape(counted.stderr.strip())}"
                   " matching emails")
 
     # lab-c's certificate is revoked; lab-b receives the new revocation list (no restart).
