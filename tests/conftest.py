@@ -20,6 +20,12 @@ class Federation:
     TLS exactly as in production. ``channel(frm, to)`` opens a raw gRPC
     channel to node ``to`` that presents ``frm``'s certificate, for tests
     that speak the wire contract by hand.
+
+    A test federation trusts its members: every node's ``[policy] reveal``
+    is true unless the test passes ``policy__reveal``, and ``[policy]
+    datasets`` follows ``exposure__datasets`` unless ``policy__datasets`` is
+    given. Config overrides are ``section__key=value``; a key or section the
+    rendered config lacks is added (``**{"policy.peers.lab-a__min_result": 3}``).
     """
 
     def __init__(self, root: Path) -> None:
@@ -39,6 +45,8 @@ class Federation:
     def node(self, name: str, **config: object) -> Node:
         home = init_home(self.root / name, name, "127.0.0.1:0", tls_from=self.issue(name))
         config = {"policy__reveal": "true", **config}
+        if "exposure__datasets" in config:  # a test exposing more datasets grants them too
+            config.setdefault("policy__datasets", config["exposure__datasets"])
         if config:
             home.config_path.write_text(_override(home.config_path.read_text(), config))
         node = Node.open(home.path)

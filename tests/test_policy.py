@@ -169,3 +169,8 @@ def test_policy_config_errors(extra: str, message: str) -> None:
         extra = ""
     with pytest.raises(ConfigError, match=__import__("re").escape(message)):
         parse_config(tomllib.loads(base + "\n" + extra), "config.toml")
+
+
+def test_exposed_and_granted_dataset_can_be_matched(make_pair) -> None:
+    a, _ = make_pair(exposure__datasets='["flagged", "customers"]', policy__datasets='["flagged", "customers"]')
+    assert a.match("lab-b", peer_dataset="customers", kinds=["email"]).count == 3
