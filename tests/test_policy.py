@@ -103,6 +103,17 @@ def test_set_size_bounds(make_pair) -> None:
     assert err.code == "INVALID_ARGUMENT" and "limit of 4" in err.details
 
 
+def test_a_session_without_a_set_is_not_held_to_the_minimum(tmp_path: Path) -> None:
+    text = render_config("lab-b", "127.0.0.1:0") + "\n[policy.peers.lab-a]\nmin_set_size = 10\n"
+    config = parse_config(tomllib.loads(text), "cfg")
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.write_dataset("flagged", [], replace=True, now=0)
+        policy = Policy(config, store)
+        policy.check("lab-a", AccessRequest("psi", "flagged", {}, 0, False))
+        with pytest.raises(Refused, match="minimum of 10"):
+            policy.check("lab-a", AccessRequest("psi", "flagged", {}, 9, False))
+
+
 def test_session_budget_is_exhausted_then_refused(make_pair) -> None:
     a, b = make_pair(**_peer_table("lab-a", sessions_per_day="2"))
     for _ in range(2):

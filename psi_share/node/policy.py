@@ -136,7 +136,9 @@ class Policy:
                 "INVALID_ARGUMENT",
                 f"set of {request.set_size} items exceeds {name}'s limit of {eff.max_set_size} for {peer}",
             )
-        if request.set_size < eff.min_set_size:
+        # A session without a set (set_size 0, e.g. a federation total, or a
+        # PSI over no items) probes nothing; only real sets have a minimum.
+        if 0 < request.set_size < eff.min_set_size:
             raise Refused(
                 "INVALID_ARGUMENT",
                 f"set of {request.set_size} items is below {name}'s minimum of {eff.min_set_size} for {peer} "
