@@ -264,6 +264,8 @@ def test_sigterm_drains_and_exits_cleanly(federation, tmp_path, processes) -> No
     assert server.proc.wait(timeout=30) == 0
     log = server.log.read_text()
     assert "shutting down" in log and "Traceback" not in log
+    # The store was closed: SQLite checkpoints and removes the WAL when its last connection closes.
+    assert not (home / "store.sqlite3-wal").exists()
     _check_store(home / "store.sqlite3")
     with Node.open(home) as r:
         assert r.store.session(idle.session_id).status == "aborted"  # recorded, not left open
