@@ -319,7 +319,7 @@ def test_health_reflection_and_unauthenticated_callers_are_logged_too(pair, fede
     assert [(e["protocol"], e["step"], e["peer"]) for e in sent] == [
         ("grpc-health", "Check", "unauthenticated:-"),
         ("grpc-reflection", "ServerReflectionInfo", "unauthenticated:-"),
-        ("node", "info-status", "unauthenticated:mallory"),
+        ("node", "info-status", "unauthenticated:lab-c"),  # its certificate's name, not the claimed one
     ]
     b_home = b.home.path
     b.close()

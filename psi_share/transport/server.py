@@ -110,8 +110,11 @@ class ClaimedNameAuthenticator:
 
 
 def _caller(context: grpc.ServicerContext) -> str:
-    """Who an unauthenticated status goes to: the name it claimed, marked as such."""
-    claimed = dict(context.invocation_metadata()).get(NODE_HEADER, "")
+    """Who an unauthenticated status goes to, marked as such: under mutual TLS
+    the name in the caller's certificate (the handshake checked it; the node
+    refused it as a peer), otherwise the name it claimed."""
+    names = (context.auth_context() or {}).get("x509_common_name") or []
+    claimed = names[0].decode("utf-8", "replace") if names else dict(context.invocation_metadata()).get(NODE_HEADER, "")
     cleaned = "".join(ch for ch in str(claimed)[:64] if ch.isprintable())
     return f"unauthenticated:{cleaned or '-'}"
 
