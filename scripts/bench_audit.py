@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from psi_share import Node, init_home
 from psi_share.audit.log import AuditLog, load_entries
+from psi_share.pki import init_ca, issue_node
 
 
 def write_csv(path: Path, prefix: str, start: int, n: int) -> Path:
@@ -62,9 +63,14 @@ def timed(log: AuditLog, spent: list[float]) -> None:
 
 def one_match(root: Path, n: int, enabled: bool, transcripts: bool) -> tuple[float, int, int, float]:
     nodes = {}
+    ca = init_ca(root / "federation-ca", "bench CA")  # nodes talk mutual TLS, as in production
     for name, start in (("lab-a", 0), ("lab-b", n - n // 10)):
-        home = init_home(root / name, name, "127.0.0.1:0").path
+        tls = issue_node(ca, name, root / f"{name}-tls", addresses=["127.0.0.1"]).directory
+        home = init_home(root / name, name, "127.0.0.1:0", tls_from=tls).path
         configure(home, enabled, transcripts)
+        if name == "lab-b":  # policy: lab-b lets lab-a learn which items match (default: counts only)
+            with (home / "config.toml").open("a") as fh:
+                fh.write("\n[policy.peers.lab-a]\nreveal = true\n")
         node = Node.open(home)
         node.import_file("flagged", write_csv(root / f"{name}.csv", name, start, n), None)
         nodes[name] = node
