@@ -155,10 +155,14 @@ def test_rendered_config_parses_back_to_the_defaults(tmp_path: Path, name: str, 
     assert load_config(path) == NodeConfig(name=name, listen=listen)
     # every key of every section is written out, so the file documents them all
     data = tomllib.loads(path.read_text())
-    assert set(data) == {"node", "identifiers", "matching", "exposure", "sessions", "audit", "jobs", "tls", "policy"}
+    assert set(data) == {
+        "node", "identifiers", "matching", "exposure", "sessions", "audit", "jobs", "tls", "policy",
+        "paillier", "intersection_sum", "federation",
+    }
     assert set(data["tls"]) == {"ca", "cert", "key", "crl"}  # insecure is never written, only set by hand
     assert set(data["audit"]) == {"enabled", "transcripts", "transcript_max_bytes", "checkpoint_every"}
     assert set(data["jobs"]) == {"scheduled", "peer_attempts", "backoff_initial_seconds", "backoff_max_seconds"}
+    assert set(data["paillier"]) == {"key_bits", "pool_size", "key_lifetime_seconds"}
     assert set(data["matching"]) == {"false_positive_rate", "max_set_size", "workers"}
     assert set(data["sessions"]) == {"ttl_seconds", "max_open", "setup_lifetime_seconds"}
 

@@ -423,6 +423,9 @@ def results_show(c: Ctx, session: str, fmt: str) -> None:
     """Show which of our actors matched in SESSION (id or unique prefix), by kind."""
     with c.node() as n:
         s = n.store.session(session)
+        if s.protocol == "intersection-sum":
+            _show_sum_session(n, s, fmt)
+            return
         if s.role != "requester":
             raise PsiShareError(f"session {s.id} was answered by this node: it learned only the set size ({s.requester_set_size})")
         by_actor: dict[str, list[str]] = {}
@@ -432,6 +435,19 @@ def results_show(c: Ctx, session: str, fmt: str) -> None:
         if s.mode == "count":
             click.echo(f"session {s.id} was count-only: {s.matched_count} matching items", err=True)
         emit(rows, ("actor_id", "peer", "kinds"), fmt, f"session {s.id} with {s.peer}: {s.status}")
+
+
+def _show_sum_session(n: Node, s, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    """An intersection-sum session: the count and sum both sides learned (no actors)."""
+    r = n.store.sum_result(s.id)
+    emit_object(
+        {"session": s.id, "role": s.role, "peer": s.peer, "dataset": s.local_dataset, "kind": ",".join(s.kinds),
+         "values_held_by": s.mode.removeprefix("values:"), "status": s.status,
+         "intersection_size": r.intersection_size if r else None, "sum": r.total if r else None,
+         "our_items": r.own_set_size if r else None, "their_items": r.peer_set_size if r else None,
+         "key_bits": r.key_bits if r else None, "error": s.error},
+        fmt, title=f"intersection-sum session {s.id} with {s.peer}: {s.status}",
+    )
 
 
 @results.command("run")
@@ -470,6 +486,13 @@ def job_run(c: Ctx, jobfile: Path, fmt: str, as_json: bool) -> None:
     failed (none succeeded), 5 another run of this job is in progress. For
     cron: '0 3 * * 1 psi-share --home HOME job run JOBFILE --json'.
     """
+    from ..node.jobs import load_job
+    from .aggregates import run_aggregate_job_command
+
+    spec = load_job(jobfile)
+    if spec.protocol != "psi":  # intersection-sum / federation-total job files (cli/aggregates.py)
+        run_aggregate_job_command(c, spec, "json" if as_json else fmt)
+        return
     run_job_command(c, jobfile, "json" if as_json else fmt)
 
 
@@ -496,6 +519,13 @@ from .policy import policy  # noqa: E402
 cli.add_command(policy)
 
 register_job_commands(job, results)  # job history/schedule, results diff/export (cli/jobs.py)
+
+# -- Paillier aggregates (cli/aggregates.py) -----------------------------------
+
+from .aggregates import federation, sum_command  # noqa: E402
+
+cli.add_command(sum_command)
+cli.add_command(federation)
 
 
 def main() -> None:

@@ -71,6 +71,26 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class PaillierConfig:
+    key_bits: int = 2048  # 2048 or 3072
+    pool_size: int = 16_384  # precomputed randomness kept for the current key
+    key_lifetime_seconds: int = 86_400  # a value holder's key (and its pool) is replaced after this
+
+
+@dataclass(frozen=True)
+class IntersectionSumConfig:
+    # Which side's data may carry the values when a peer asks us:
+    # "responder" = ours (the peer learns a sum over our values),
+    # "requester" = the peer's (we learn a sum over its values).
+    value_holders: tuple[str, ...] = ("requester", "responder")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    min_contributors: int = 3  # never below 3
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     name: str
     listen: str = "127.0.0.1:7400"
@@ -83,6 +103,9 @@ class NodeConfig:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     policy: PolicyConfig = field(default_factory=lambda: parse_policy({}, "defaults"))
+    paillier: PaillierConfig = field(default_factory=PaillierConfig)
+    intersection_sum: IntersectionSumConfig = field(default_factory=IntersectionSumConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
 
     @property
     def canonicalization(self) -> CanonicalizationContext:
@@ -121,7 +144,7 @@ reveal = {str(e.reveal).lower()}              # false: peers learn only counts
 ttl_seconds = {s.ttl_seconds}               # an abandoned session is dropped after this
 max_open = {s.max_open}                   # concurrent sessions this node serves
 setup_lifetime_seconds = {s.setup_lifetime_seconds}  # prepared filters (and their keys) are rotated after this
-{_render_audit()}{_render_jobs()}{_render_tls()}{render_policy()}"""
+{_render_audit()}{_render_jobs()}{render_aggregates_config()}{_render_tls()}{render_policy()}"""
 
 
 def _render_audit() -> str:
@@ -164,6 +187,24 @@ crl = "{t.crl}"    # the federation's revocation list (re-read when it changes)
 """
 
 
+def render_aggregates_config() -> str:
+    """The [paillier], [intersection_sum] and [federation] sections."""
+    p, i, f = PaillierConfig(), IntersectionSumConfig(), FederationConfig()
+    return f"""
+[paillier]
+key_bits = {p.key_bits}             # Paillier modulus when this node holds the values: 2048 or 3072
+pool_size = {p.pool_size}           # randomness precomputed in idle time for the current key (0 = none)
+key_lifetime_seconds = {p.key_lifetime_seconds}  # the key and its pool are replaced after this
+
+[intersection_sum]
+# Whose data may carry the values when a peer asks: "responder" (ours) and/or "requester" (theirs).
+value_holders = {_toml_list(i.value_holders)}
+
+[federation]
+min_contributors = {f.min_contributors}        # a total is released only with at least this many labs (>= 3)
+"""
+
+
 def _toml_list(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(f'"{v}"' for v in values) + "]"
 
@@ -178,6 +219,9 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "jobs": {"scheduled": list, "peer_attempts": int, "backoff_initial_seconds": float, "backoff_max_seconds": float},
     "tls": {"ca": str, "cert": str, "key": str, "crl": str, "insecure": bool},
     "policy": {},  # nested tables: checked by policy_config.parse_policy
+    "paillier": {"key_bits": int, "pool_size": int, "key_lifetime_seconds": int},
+    "intersection_sum": {"value_holders": list},
+    "federation": {"min_contributors": int},
 }
 
 
@@ -225,12 +269,14 @@ def parse_config(data: dict[str, Any], where: str) -> NodeConfig:
         ),
         tls=_parse_tls(data.get("tls", {})),
         policy=parse_policy(data.get("policy", {}), where),
+        **_parse_aggregates(data),
     )
     cfg = _with_audit(cfg, data.get("audit", {}))
     cfg = _with_jobs(cfg, data.get("jobs", {}))
     _check_values(cfg, where)
     _check_audit(cfg.audit, where)
     _check_jobs(cfg.jobs, where)
+    _check_aggregates(cfg, where)
     return cfg
 
 
@@ -335,3 +381,32 @@ def _check_values(cfg: NodeConfig, where: str) -> None:
     for key in ("ttl_seconds", "max_open", "setup_lifetime_seconds"):
         if getattr(cfg.sessions, key) < 1:
             raise bad(f"[sessions] {key}", "must be at least 1")
+
+
+def _parse_aggregates(data: dict[str, Any]) -> dict[str, Any]:
+    p, i, f = data.get("paillier", {}), data.get("intersection_sum", {}), data.get("federation", {})
+    return {
+        "paillier": PaillierConfig(
+            key_bits=p.get("key_bits", PaillierConfig.key_bits),
+            pool_size=p.get("pool_size", PaillierConfig.pool_size),
+            key_lifetime_seconds=p.get("key_lifetime_seconds", PaillierConfig.key_lifetime_seconds),
+        ),
+        "intersection_sum": IntersectionSumConfig(
+            value_holders=tuple(i.get("value_holders", IntersectionSumConfig.value_holders)),
+        ),
+        "federation": FederationConfig(min_contributors=f.get("min_contributors", FederationConfig.min_contributors)),
+    }
+
+
+def _check_aggregates(cfg: NodeConfig, where: str) -> None:
+    if cfg.paillier.key_bits not in (2048, 3072):
+        raise ConfigError(f"{where}: [paillier] key_bits must be 2048 or 3072")
+    if not 0 <= cfg.paillier.pool_size <= 10_000_000:
+        raise ConfigError(f"{where}: [paillier] pool_size must be between 0 and 10000000")
+    if cfg.paillier.key_lifetime_seconds < 1:
+        raise ConfigError(f"{where}: [paillier] key_lifetime_seconds must be at least 1")
+    for holder in cfg.intersection_sum.value_holders:
+        if holder not in ("requester", "responder"):
+            raise ConfigError(f"{where}: [intersection_sum] value_holders may hold only \"requester\" and \"responder\"")
+    if not 3 <= cfg.federation.min_contributors <= 64:
+        raise ConfigError(f"{where}: [federation] min_contributors must be between 3 and 64 (never below 3)")

@@ -32,6 +32,11 @@ from .schedule import Schedule, parse_schedule
 
 _KEYS = {"name", "participants", "dataset", "peer_dataset", "kinds", "mode", "transcripts"}
 _KEYS |= {"schedule"}  # periodic jobs: the [job.schedule] table
+# Keys of Paillier-aggregate jobs (protocol = "intersection-sum" / "federation-total").
+_AGGREGATE_KEYS = {
+    "intersection-sum": {"name", "participants", "dataset", "peer_dataset", "kind", "value_holder", "key_bits", "protocol", "transcripts"},
+    "federation-total": {"name", "participants", "metric", "min_contributors", "protocol", "transcripts"},
+}
 
 
 @dataclass(frozen=True)
@@ -45,11 +50,28 @@ class JobSpec:
     source: str = ""
     transcripts: bool = False  # keep this run's sent bytes in the audit log
     schedule: Schedule | None = None  # [job.schedule]; None: run by hand or external cron
+    # Paillier aggregates (see _load_aggregate_job); "psi" jobs leave these empty.
+    protocol: str = "psi"
+    value_holder: str = ""
+    key_bits: int = 0
+    metric: str = ""
+    min_contributors: int = 0
 
     def peers_for(self, local_name: str) -> tuple[str, ...]:
         return tuple(p for p in self.participants if p != local_name)
 
     def parameters(self) -> dict:
+        if self.protocol == "intersection-sum":
+            return {
+                "protocol": self.protocol, "participants": list(self.participants), "dataset": self.dataset,
+                "peer_dataset": self.peer_dataset, "kind": self.kinds[0], "value_holder": self.value_holder,
+                "key_bits": self.key_bits,
+            }
+        if self.protocol == "federation-total":
+            return {
+                "protocol": self.protocol, "participants": list(self.participants), "metric": self.metric,
+                "min_contributors": self.min_contributors,
+            }
         return {
             "participants": list(self.participants), "dataset": self.dataset,
             "peer_dataset": self.peer_dataset, "kinds": list(self.kinds), "mode": self.mode.value,
@@ -61,6 +83,9 @@ def load_job(path: Path) -> JobSpec:
     job = data.get("job")
     if set(data) != {"job"} or not isinstance(job, dict):
         raise ConfigError(f"{path}: a job file holds exactly one [job] table")
+    if "protocol" in job and job["protocol"] != "psi":
+        return _load_aggregate_job(path, job)
+    job = {k: v for k, v in job.items() if k != "protocol"}
     unknown = set(job) - _KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) in [job]: {', '.join(sorted(unknown))}")
@@ -112,6 +137,7 @@ class PeerResult:
     seconds: float
     error: str = ""
     attempts: int = 1  # tries, counting retries of an unreachable peer
+    total: int | None = None  # intersection-sum: the sum over the intersection
 
 
 @dataclass(frozen=True)
@@ -126,6 +152,82 @@ class JobRunResult:
     started_at: float = 0.0
     finished_at: float = 0.0
     triggered_by: str = "manual"
+    protocol: str = "psi"
+    federation_total: int | None = None  # federation-total: the released total
+    contributors: int | None = None
 
     def seen_at(self, minimum: int) -> list[str]:
         return sorted(a for a, peers in self.attribution.items() if len(peers) >= minimum)
+
+
+def _load_aggregate_job(path: Path, job: dict) -> JobSpec:
+    """An intersection-sum or federation-total job::
+
+        [job]
+        protocol = "intersection-sum"
+        name = "campaign-traffic"
+        participants = ["lab-a", "lab-b", "lab-c"]
+        dataset = "flagged"          # ours
+        peer_dataset = "usage"       # each peer's (default: dataset)
+        kind = "account_handle"      # exactly one kind
+        value_holder = "responder"   # whose data carries the values (default responder)
+        key_bits = 2048              # optional: Paillier key size when we hold the values
+
+        [job]
+        protocol = "federation-total"
+        name = "campaign-accounts"
+        participants = ["lab-a", "lab-b", "lab-c"]   # the node running the job initiates
+        metric = "campaign-accounts"                 # each lab's figure, by name
+        min_contributors = 3                         # optional, never below 3
+    """
+    from ..protocols.federation_total import MIN_CONTRIBUTORS
+
+    protocol = job["protocol"]
+    if protocol not in _AGGREGATE_KEYS:
+        raise ConfigError(f"{path}: [job] protocol must be \"psi\", \"intersection-sum\" or \"federation-total\"")
+    unknown = set(job) - _AGGREGATE_KEYS[protocol]
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) in [job] for protocol {protocol}: {', '.join(sorted(unknown))}")
+    required = {"name", "participants"} | ({"dataset", "kind"} if protocol == "intersection-sum" else {"metric"})
+    missing = required - set(job)
+    if missing:
+        raise ConfigError(f"{path}: [job] is missing {', '.join(sorted(missing))}")
+    participants = job["participants"]
+    if (
+        not isinstance(participants, list) or not participants
+        or not all(isinstance(p, str) and NAME_PATTERN.match(p) for p in participants)
+        or len(set(participants)) != len(participants)
+    ):
+        raise ConfigError(f"{path}: [job] participants must be a non-empty list of distinct node names")
+
+    def name(key: str, default: str | None = None) -> str:
+        value = job.get(key, default)
+        if not isinstance(value, str) or not NAME_PATTERN.match(value):
+            raise ConfigError(f"{path}: [job] {key} must be a lowercase name")
+        return value
+
+    if protocol == "federation-total":
+        minimum = job.get("min_contributors", MIN_CONTRIBUTORS)
+        if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < MIN_CONTRIBUTORS:
+            raise ConfigError(f"{path}: [job] min_contributors must be an integer of at least {MIN_CONTRIBUTORS}")
+        if len(participants) < minimum:
+            raise ConfigError(f"{path}: [job] lists {len(participants)} participants; min_contributors is {minimum}")
+        return JobSpec(
+            name=name("name"), participants=tuple(participants), dataset="", peer_dataset="", kinds=(),
+            source=str(path), protocol=protocol, metric=name("metric"), min_contributors=minimum,
+        )
+    kind = job["kind"]
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ConfigError(f"{path}: [job] kind must be one identifier kind (known: {', '.join(sorted(KINDS))})")
+    holder = job.get("value_holder", "responder")
+    if holder not in ("requester", "responder"):
+        raise ConfigError(f"{path}: [job] value_holder must be \"requester\" or \"responder\"")
+    key_bits = job.get("key_bits", 0)
+    if key_bits not in (0, 2048, 3072) or isinstance(key_bits, bool):
+        raise ConfigError(f"{path}: [job] key_bits must be 2048 or 3072")
+    dataset = name("dataset")
+    return JobSpec(
+        name=name("name"), participants=tuple(participants), dataset=dataset,
+        peer_dataset=name("peer_dataset", dataset), kinds=(kind,), source=str(path), protocol=protocol,
+        value_holder=holder, key_bits=key_bits,
+    )

@@ -130,6 +130,7 @@ class Node:
         self.insecure = config.tls.insecure if insecure is None else insecure
         self._tls = None
         self.audit = self._open_audit()
+        self._init_aggregates()
 
     def _open_audit(self):  # type: ignore[no-untyped-def]
         """The compliance audit recorder on this node's egress (None when disabled)."""
@@ -174,6 +175,7 @@ class Node:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._close_aggregates()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._setup_executor.shutdown(wait=True, cancel_futures=True)
         self.store.close()
@@ -263,6 +265,8 @@ class Node:
         (or "failed" when no peer succeeded), never "ok". ``cancel`` (set on
         shutdown) ends the backoff waits early.
         """
+        if job.protocol != "psi":
+            return self._run_aggregate_job(job, on_peer)
         if self.config.name not in job.participants:
             raise PsiShareError(f"job {job.name!r} does not list this node ({self.config.name}) as a participant")
         peers = job.peers_for(self.config.name)
@@ -363,7 +367,126 @@ class Node:
         log.info("node %s serving on port %d", self.config.name, port)
         if prepare:
             self.responder.prepare_exposed()
+        if self.store.has_amounts():  # only a node that can hold values needs the pool
+            self.keyring.start_filling()
         reap_every = min(30.0, max(0.5, self.config.sessions.ttl_seconds / 4))
         return RunningServer(server, port, health, self.responder, reap_every=reap_every)
+
+    # -- Paillier aggregates (intersection-sum, federation totals) -----------
+
+    def _init_aggregates(self) -> None:
+        """The EC worker processes, the Paillier keyring and pool, prepared
+        blinded sets, and the responders of both aggregate protocols."""
+        from ..crypto.ec import EcEngine
+        from .aggregates import PaillierKeyring, PreparedSums
+        from .federation import FederationService
+        from .sum_sessions import SumResponder
+
+        self.ec_engine = EcEngine(self.config.matching.workers)
+        self.keyring = PaillierKeyring(
+            self.config, clock=self.clock, random_bytes=self.random_bytes, executor=self.ec_engine.executor,
+        )
+        self._sum_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sum-prepare")
+        self.prepared_sums = PreparedSums(
+            store=self.store, engine=self.ec_engine, executor=self._sum_executor, clock=self.clock,
+            random_bytes=self.random_bytes, lifetime=self.config.sessions.setup_lifetime_seconds,
+        )
+        # The servicer reaches both through the responder (responder.sums / .federation).
+        self.responder.sums = SumResponder(  # type: ignore[attr-defined]
+            config=self.config, store=self.store, policy=self.responder.policy, prepared=self.prepared_sums,
+            keyring=self.keyring, engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,
+        )
+        self.federation = FederationService(
+            config=self.config, store=self.store, policy=self.responder.policy,
+            peer_client=self.peer_client, clock=self.clock, random_bytes=self.random_bytes,
+        )
+        self.responder.federation = self.federation  # type: ignore[attr-defined]
+
+    def _run_aggregate_job(self, job: JobSpec, on_peer: Callable[[PeerResult], None] | None) -> JobRunResult:
+        """An intersection-sum job (one session per other participant) or a
+        federation-total job (this node initiates one total)."""
+        if self.config.name not in job.participants:
+            raise PsiShareError(f"job {job.name!r} does not list this node ({self.config.name}) as a participant")
+        peers = job.peers_for(self.config.name)
+        for p in peers:
+            self.store.peer(p)
+        run_id = new_run_id(self.random_bytes)
+        self.store.start_job_run(run_id, job.name, job.parameters(), now=self.clock())
+        if job.protocol == "federation-total":
+            started = time.perf_counter()
+            try:
+                outcome = self.federation_total(job.metric, job.participants, min_contributors=job.min_contributors,
+                                                job_run_id=run_id)
+            except PsiShareError as exc:
+                self.store.finish_job_run(run_id, "failed", now=self.clock(), error=str(exc))
+                failed = PeerResult(",".join(peers), "failed", None, None, None, time.perf_counter() - started, str(exc))
+                return JobRunResult(run_id, job.name, "failed", (failed,), protocol=job.protocol)
+            self.store.finish_job_run(run_id, "ok", now=self.clock())
+            result = PeerResult(",".join(peers), "ok", outcome.run_id, outcome.contributors, None,
+                                time.perf_counter() - started, total=outcome.total)
+            return JobRunResult(run_id, job.name, "ok", (result,), protocol=job.protocol,
+                                federation_total=outcome.total, contributors=outcome.contributors)
+        self.store.dataset(job.dataset)
+        results: list[PeerResult] = []
+        for peer in peers:
+            started = time.perf_counter()
+            try:
+                o = self.intersection_sum(
+                    peer, dataset=job.dataset, peer_dataset=job.peer_dataset, kind=job.kinds[0],
+                    value_holder=job.value_holder, key_bits=job.key_bits or None, job_run_id=run_id,
+                )
+                result = PeerResult(peer, "ok", o.session_id, o.intersection_size, None, o.seconds, total=o.sum)
+            except PsiShareError as exc:
+                log.warning("job %s: intersection-sum with %s failed: %s", job.name, peer, exc)
+                result = PeerResult(peer, "failed", None, None, None, time.perf_counter() - started, str(exc))
+            results.append(result)
+            if on_peer:
+                on_peer(result)
+        failed = [r for r in results if r.status != "ok"]
+        status = "ok" if not failed else ("failed" if len(failed) == len(results) else "partial")
+        self.store.finish_job_run(run_id, status, now=self.clock(), error="; ".join(f"{r.peer}: {r.error}" for r in failed))
+        return JobRunResult(run_id, job.name, status, tuple(results), protocol=job.protocol)
+
+    def _close_aggregates(self) -> None:
+        self.responder.sums.shutdown()  # type: ignore[attr-defined]
+        self.keyring.close()
+        self._sum_executor.shutdown(wait=True, cancel_futures=True)
+        self.ec_engine.close()
+
+    def prepare_sum(self, dataset: str, kind: str) -> None:
+        """Blind ``dataset``'s items of ``kind`` now (otherwise the first session does)."""
+        self.prepared_sums.get(dataset, kind).result()
+
+    def intersection_sum(
+        self,
+        peer: str,
+        *,
+        dataset: str,
+        kind: str,
+        value_holder: str = "responder",
+        peer_dataset: str | None = None,
+        key_bits: int | None = None,
+        job_run_id: str | None = None,
+    ):  # type: ignore[no-untyped-def]
+        """Intersection-sum with ``peer`` on one identifier kind; returns a SumOutcome."""
+        from .sum_requester import SumRequest, run_intersection_sum
+        from .sum_sessions import value_holder_of
+
+        self.store.dataset(dataset)
+        request = SumRequest(
+            peer, dataset, peer_dataset or dataset, kind, value_holder_of(value_holder),
+            key_bits or self.config.paillier.key_bits, job_run_id,
+        )
+        with self.peer_client(peer) as client:
+            return run_intersection_sum(
+                request, store=self.store, client=client, prepared=self.prepared_sums, keyring=self.keyring,
+                engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,
+                max_set_size=self.config.matching.max_set_size,
+            )
+
+    def federation_total(self, metric: str, participants: Sequence[str], *, min_contributors: int | None = None,
+                         job_run_id: str | None = None):  # type: ignore[no-untyped-def]
+        """Run a federation total as its initiator; returns a FederationOutcome."""
+        return self.federation.run_total(metric, participants, min_contributors=min_contributors, job_run_id=job_run_id)
 
 

@@ -50,6 +50,9 @@ class AccessRequest:
     kinds: Mapping[str, int] = field(default_factory=dict)  # kind -> canonicalization version
     set_size: int = 0  # items the peer will send
     reveal: bool = False  # whether the peer would learn which items match
+    value_holder: str = ""  # intersection-sum: "requester" or "responder" (whose data carries values)
+    metric: str = ""  # federation-total: the figure asked for
+    participants: int = 0  # federation-total: labs whose figures the total will hold
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class Policy:
         """Raise :class:`Refused` (or :class:`VersionMismatch`) unless
         ``peer`` may open ``request``; with ``charge``, also charge it to the
         peer's daily budget (see :meth:`charge`)."""
+        if request.protocol == "federation-total":
+            return self._check_federation(peer, request, charge=charge)
         name = self.config.name
         eff = self.for_peer(peer)
         fix = f"ask {name}'s operator to change [policy.peers.{peer}]"
@@ -144,6 +149,8 @@ class Policy:
                 f"set of {request.set_size} items is below {name}'s minimum of {eff.min_set_size} for {peer} "
                 "(small sets are how identifiers get probed); send a larger set",
             )
+        if request.protocol == "intersection-sum":
+            self._check_intersection_sum(request)
         if charge:
             self.charge(peer, request)
         return Grant(peer=peer, min_result=eff.min_result, max_set_size=eff.max_set_size)
@@ -163,3 +170,37 @@ class Policy:
                         f"{request.set_size})")
             raise Refused("RESOURCE_EXHAUSTED", f"{peer} has used {what} of its daily budget at "
                           f"{self.config.name} for {day}; the budget resets at 00:00 UTC")
+
+    # -- Paillier aggregates ----------------------------------------------
+
+    def _check_intersection_sum(self, request: AccessRequest) -> None:
+        name = self.config.name
+        if len(request.kinds) != 1:
+            raise Refused("INVALID_ARGUMENT", "an intersection-sum session matches on exactly one identifier kind")
+        if request.value_holder not in self.config.intersection_sum.value_holders:
+            allowed = ", ".join(self.config.intersection_sum.value_holders) or "none"
+            raise Refused(
+                "PERMISSION_DENIED",
+                f"{name} does not run intersection-sum with the values held by the {request.value_holder or '?'} "
+                f"(allowed: {allowed})",
+            )
+
+    def _check_federation(self, peer: str, request: AccessRequest, *, charge: bool) -> Grant:
+        name = self.config.name
+        eff = self.for_peer(peer)
+        if request.protocol not in eff.protocols:
+            raise Refused("PERMISSION_DENIED", f"{name} does not allow {peer} the protocol {request.protocol!r}; "
+                          f"ask {name}'s operator to change [policy.peers.{peer}] protocols")
+        try:
+            self._store.figure(request.metric)
+        except NotFound:
+            raise Refused("NOT_FOUND", f"{name} holds no figure for metric {request.metric!r}") from None
+        minimum = self.config.federation.min_contributors
+        if request.participants < minimum:
+            raise Refused(
+                "FAILED_PRECONDITION",
+                f"{name} contributes only to totals over at least {minimum} labs; this run has {request.participants}",
+            )
+        if charge:
+            self.charge(peer, request)  # one session, no items
+        return Grant(peer=peer, min_result=eff.min_result, max_set_size=eff.max_set_size)

@@ -2,17 +2,20 @@
 
 from .db import (
     DatasetInfo,
+    FederationRunRecord,
     IdentifierRow,
     JobRunRecord,
     MatchRecord,
     PeerRecord,
     SessionRecord,
     Store,
+    SumResultRecord,
 )
 from .importer import ImportMode, ImportSummary, parse_data_file
 
 __all__ = [
     "DatasetInfo",
+    "FederationRunRecord",
     "IdentifierRow",
     "ImportMode",
     "ImportSummary",
@@ -21,5 +24,6 @@ __all__ = [
     "PeerRecord",
     "SessionRecord",
     "Store",
+    "SumResultRecord",
     "parse_data_file",
 ]

@@ -11,6 +11,7 @@ import grpc
 
 from ..errors import ConfigError, PeerRefused, PeerUnavailable, RemoteProtocolError, UntrustedPeer
 from ..protocols import PROTOCOL_VERSION
+from ..protocols.intersection_sum import SumOpen, SumOpened, ValueHolder
 from ..protocols.psi import PsiOpen, PsiOpened
 from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
@@ -225,13 +226,97 @@ class PeerClient:
             raise self._error(exc) from None
         self._egress.received(reply, peer=self.peer, protocol="psi", step="closed", session_id=session_id)
 
-    def _receive(self, replies: Iterator[pb.Chunk], session_id: str, step: str) -> bytes:
+    def _receive(self, replies: Iterator[pb.Chunk], session_id: str, step: str, protocol: str = "psi") -> bytes:
         def noted() -> Iterator[pb.Chunk]:
             for chunk in replies:
-                self._egress.received(chunk, peer=self.peer, protocol="psi", step=step, session_id=session_id)
+                self._egress.received(chunk, peer=self.peer, protocol=protocol, step=step, session_id=session_id)
                 yield chunk
 
         sid, data = from_chunks(noted(), max_bytes=self._max_reply, session_id=session_id)
         if sid != session_id:
             raise RemoteProtocolError("peer answered for another session")
         return data
+
+    # -- intersection-sum ----------------------------------------------------
+
+    def sum_open(self, open_: SumOpen) -> SumOpened:
+        holder = pb.VALUE_HOLDER_REQUESTER if open_.value_holder is ValueHolder.REQUESTER else pb.VALUE_HOLDER_RESPONDER
+        request = self._send(
+            pb.SumOpenRequest(
+                protocol_version=open_.protocol_version, dataset=open_.dataset,
+                kind=pb.KindVersion(kind=open_.kind, version=open_.kind_version), set_size=open_.set_size,
+                value_holder=holder, key_bits=open_.key_bits, job_id=open_.job_id,
+            ),
+            "open", protocol="intersection-sum", items=open_.set_size, job_id=open_.job_id,
+            parameters={"kind": open_.kind, "set_size": open_.set_size, "value_holder": open_.value_holder.value,
+                        "key_bits": open_.key_bits},
+        )
+        try:
+            reply = self._stub.SumOpen(request, metadata=self._metadata, timeout=min(self._timeout, 600))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        self._egress.received(reply, peer=self.peer, protocol="intersection-sum", step="opened", session_id=reply.session_id)
+        if reply.protocol_version != PROTOCOL_VERSION or not reply.session_id:
+            raise RemoteProtocolError("peer opened an intersection-sum session without an id or with another version")
+        return SumOpened(session_id=reply.session_id, max_set_size=reply.max_set_size,
+                         session_ttl_seconds=reply.session_ttl_seconds, protocol_version=reply.protocol_version)
+
+    def sum_exchange(
+        self, session_id: str, payload: bytes, step: str, *, items: int = 0, disclosed: dict | None = None
+    ) -> bytes:
+        """Send one protocol message (chunked); return the peer's next one."""
+        if disclosed is not None:
+            self._egress.disclosed(peer=self.peer, protocol="intersection-sum", session_id=session_id, result=disclosed)
+
+        def outgoing() -> Iterator[pb.Chunk]:
+            for chunk in to_chunks(session_id, payload):
+                yield self._send(chunk, f"{step}-chunk", session_id, protocol="intersection-sum",
+                                 items=items if chunk.index == 0 else 0)
+
+        try:
+            replies = self._stub.SumExchange(outgoing(), metadata=self._metadata, timeout=self._timeout)
+            return self._receive(replies, session_id, "reply-chunk", protocol="intersection-sum")
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def sum_close(self, session_id: str, outcome: str) -> None:
+        request = self._send(
+            pb.PsiCloseRequest(protocol_version=PROTOCOL_VERSION, session_id=session_id, outcome=outcome),
+            "close", session_id, protocol="intersection-sum",
+        )
+        try:
+            self._stub.SumClose(request, metadata=self._metadata, timeout=30)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    # -- federation total ------------------------------------------------------
+
+    def federation_pass(self, request: pb.FederationPassRequest) -> tuple[bytes, int]:
+        """Hand the running ciphertext to this peer; returns (final ciphertext, contributors)."""
+        request = self._send(
+            request, "pass", request.run_id, protocol="federation-total", items=1, job_id=request.job_id,
+            parameters={"metric": request.metric, "contributors": request.contributors,
+                        "route_length": len(request.route), "min_contributors": request.min_contributors,
+                        "key_bits": (len(request.public_key) - 1) * 8},
+        )
+        try:
+            reply = self._stub.FederationPass(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        self._egress.received(reply, peer=self.peer, protocol="federation-total", step="passed", session_id=request.run_id)
+        return reply.ciphertext, reply.contributors
+
+    def federation_release(self, run_id: str, metric: str, contributors: int, total: bytes, value: int) -> None:
+        self._egress.disclosed(
+            peer=self.peer, protocol="federation-total", session_id=run_id,
+            result={"metric": metric, "total": value, "contributors": contributors},
+        )
+        request = self._send(
+            pb.FederationReleaseRequest(protocol_version=PROTOCOL_VERSION, run_id=run_id, metric=metric,
+                                        contributors=contributors, total=total),
+            "release", run_id, protocol="federation-total", parameters={"metric": metric, "contributors": contributors},
+        )
+        try:
+            self._stub.FederationRelease(request, metadata=self._metadata, timeout=min(self._timeout, 60))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ..errors import ConfigError, OutOfOrder, Refused, RemoteProtocolError, VersionMismatch
 from ..protocols import PROTOCOL_VERSION
+from ..protocols.intersection_sum import SumOpen, ValueHolder
 from ..protocols.psi import Mode, PsiOpen
 from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
@@ -281,6 +282,110 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
                 chunk, peer=peer, protocol="psi", step=f"{step}-chunk", session_id=sid,
                 items=items if chunk.index == 0 else 0, parameters=parameters,
             )
+
+
+    def _send_aggregate_chunks(self, peer: str, sid: str, step: str, data: bytes, items: int) -> Iterator[pb.Chunk]:
+        for chunk in to_chunks(sid, data):
+            yield self._egress.send(
+                chunk, peer=peer, protocol="intersection-sum", step=f"{step}-chunk", session_id=sid,
+                items=items if chunk.index == 0 else 0,
+            )
+
+    # -- intersection-sum ----------------------------------------------------
+
+    def SumOpen(self, request: pb.SumOpenRequest, context: grpc.ServicerContext) -> pb.SumOpenResponse:
+        peer = ""
+        try:
+            peer = self._auth.authenticate(context)
+            self._egress.received(request, peer=peer, protocol="intersection-sum", step="open", job_id=request.job_id)
+            holders = {pb.VALUE_HOLDER_REQUESTER: ValueHolder.REQUESTER, pb.VALUE_HOLDER_RESPONDER: ValueHolder.RESPONDER}
+            if request.value_holder not in holders:
+                raise RemoteProtocolError("SumOpen does not say who holds the values")
+            if not request.HasField("kind"):
+                raise RemoteProtocolError("SumOpen names no identifier kind")
+            open_ = SumOpen(
+                dataset=request.dataset, kind=request.kind.kind, kind_version=request.kind.version,
+                set_size=request.set_size, value_holder=holders[request.value_holder], key_bits=request.key_bits,
+                job_id=request.job_id, protocol_version=request.protocol_version,
+            )
+            opened = self._responder.sums.open(peer, open_)
+        except Exception as exc:  # noqa: BLE001
+            self._abort(context, exc, peer, "intersection-sum", "opened")
+        reply = pb.SumOpenResponse(
+            protocol_version=PROTOCOL_VERSION, session_id=opened.session_id, max_set_size=opened.max_set_size,
+            session_ttl_seconds=opened.session_ttl_seconds,
+        )
+        return self._egress.send(
+            reply, peer=peer, protocol="intersection-sum", step="opened", session_id=opened.session_id,
+            parameters={"value_holder": open_.value_holder.value, "key_bits": open_.key_bits, "kind": open_.kind},
+        )
+
+    def SumExchange(self, request_iterator: Iterator[pb.Chunk], context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
+        peer, sid = "", ""
+        try:
+            peer = self._auth.authenticate(context)
+            first = next(request_iterator, None)
+            if first is None:
+                raise RemoteProtocolError("SumExchange stream carried no chunk")
+            sid = first.session_id
+            self._check_version(first.protocol_version)
+            sums = self._responder.sums
+            limit = sums.request_limit(peer, sid)
+
+            def noted(chunks: Iterator[pb.Chunk]) -> Iterator[pb.Chunk]:
+                for chunk in chunks:
+                    self._egress.received(chunk, peer=peer, protocol="intersection-sum", step="message-chunk", session_id=sid)
+                    yield chunk
+
+            _, data = from_chunks(noted(itertools.chain([first], request_iterator)), max_bytes=limit, session_id=sid)
+            reply = sums.exchange(peer, sid, data)
+            if reply.disclosed is not None:
+                self._egress.disclosed(peer=peer, protocol="intersection-sum", session_id=sid, result=reply.disclosed)
+        except Exception as exc:  # noqa: BLE001
+            self._abort(context, exc, peer, "intersection-sum", "reply", sid)
+        return self._send_aggregate_chunks(peer, sid, reply.step, reply.payload, reply.items)
+
+    def SumClose(self, request: pb.PsiCloseRequest, context: grpc.ServicerContext) -> pb.PsiCloseResponse:
+        peer = ""
+        try:
+            peer = self._auth.authenticate(context)
+            self._check_version(request.protocol_version)
+            self._egress.received(request, peer=peer, protocol="intersection-sum", step="close", session_id=request.session_id)
+            self._responder.sums.close(peer, request.session_id, request.outcome[:200])
+        except Exception as exc:  # noqa: BLE001
+            self._abort(context, exc, peer, "intersection-sum", "closed", request.session_id)
+        reply = pb.PsiCloseResponse(protocol_version=PROTOCOL_VERSION)
+        return self._egress.send(reply, peer=peer, protocol="intersection-sum", step="closed", session_id=request.session_id)
+
+    # -- federation total --------------------------------------------------------
+
+    def FederationPass(self, request: pb.FederationPassRequest, context: grpc.ServicerContext) -> pb.FederationPassResponse:
+        peer = ""
+        try:
+            peer = self._auth.authenticate(context)
+            self._check_version(request.protocol_version)
+            self._egress.received(request, peer=peer, protocol="federation-total", step="pass", session_id=request.run_id,
+                                  job_id=request.job_id)
+            ciphertext, contributors = self._responder.federation.on_pass(peer, request)
+        except Exception as exc:  # noqa: BLE001
+            self._abort(context, exc, peer, "federation-total", "passed", request.run_id)
+        reply = pb.FederationPassResponse(protocol_version=PROTOCOL_VERSION, ciphertext=ciphertext, contributors=contributors)
+        return self._egress.send(reply, peer=peer, protocol="federation-total", step="passed", session_id=request.run_id,
+                                 items=1, parameters={"contributors": contributors})
+
+    def FederationRelease(
+        self, request: pb.FederationReleaseRequest, context: grpc.ServicerContext
+    ) -> pb.FederationReleaseResponse:
+        peer = ""
+        try:
+            peer = self._auth.authenticate(context)
+            self._check_version(request.protocol_version)
+            self._egress.received(request, peer=peer, protocol="federation-total", step="release", session_id=request.run_id)
+            self._responder.federation.on_release(peer, request)
+        except Exception as exc:  # noqa: BLE001
+            self._abort(context, exc, peer, "federation-total", "released", request.run_id)
+        reply = pb.FederationReleaseResponse(protocol_version=PROTOCOL_VERSION)
+        return self._egress.send(reply, peer=peer, protocol="federation-total", step="released", session_id=request.run_id)
 
 
 class StandardServicesEgress(grpc.ServerInterceptor):

@@ -1,10 +1,20 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ValueHolder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VALUE_HOLDER_UNSPECIFIED: _ClassVar[ValueHolder]
+    VALUE_HOLDER_REQUESTER: _ClassVar[ValueHolder]
+    VALUE_HOLDER_RESPONDER: _ClassVar[ValueHolder]
+VALUE_HOLDER_UNSPECIFIED: ValueHolder
+VALUE_HOLDER_REQUESTER: ValueHolder
+VALUE_HOLDER_RESPONDER: ValueHolder
 
 class KindVersion(_message.Message):
     __slots__ = ("kind", "version")
@@ -115,6 +125,110 @@ class PsiCloseRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., session_id: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
 
 class PsiCloseResponse(_message.Message):
+    __slots__ = ("protocol_version",)
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    def __init__(self, protocol_version: _Optional[int] = ...) -> None: ...
+
+class SumOpenRequest(_message.Message):
+    __slots__ = ("protocol_version", "dataset", "kind", "set_size", "value_holder", "key_bits", "job_id")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    KEY_BITS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    dataset: str
+    kind: KindVersion
+    set_size: int
+    value_holder: ValueHolder
+    key_bits: int
+    job_id: str
+    def __init__(self, protocol_version: _Optional[int] = ..., dataset: _Optional[str] = ..., kind: _Optional[_Union[KindVersion, _Mapping]] = ..., set_size: _Optional[int] = ..., value_holder: _Optional[_Union[ValueHolder, str]] = ..., key_bits: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class SumOpenResponse(_message.Message):
+    __slots__ = ("protocol_version", "session_id", "max_set_size", "session_ttl_seconds")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    session_id: str
+    max_set_size: int
+    session_ttl_seconds: int
+    def __init__(self, protocol_version: _Optional[int] = ..., session_id: _Optional[str] = ..., max_set_size: _Optional[int] = ..., session_ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class SumMessage(_message.Message):
+    __slots__ = ("protocol_version", "step", "points", "paired_points", "ciphertexts", "public_key", "count", "sum")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    PAIRED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    step: str
+    points: bytes
+    paired_points: bytes
+    ciphertexts: bytes
+    public_key: bytes
+    count: int
+    sum: bytes
+    def __init__(self, protocol_version: _Optional[int] = ..., step: _Optional[str] = ..., points: _Optional[bytes] = ..., paired_points: _Optional[bytes] = ..., ciphertexts: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., count: _Optional[int] = ..., sum: _Optional[bytes] = ...) -> None: ...
+
+class FederationPassRequest(_message.Message):
+    __slots__ = ("protocol_version", "run_id", "metric", "initiator", "public_key", "ciphertext", "contributors", "route", "min_contributors", "job_id")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    INITIATOR_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    run_id: str
+    metric: str
+    initiator: str
+    public_key: bytes
+    ciphertext: bytes
+    contributors: int
+    route: _containers.RepeatedScalarFieldContainer[str]
+    min_contributors: int
+    job_id: str
+    def __init__(self, protocol_version: _Optional[int] = ..., run_id: _Optional[str] = ..., metric: _Optional[str] = ..., initiator: _Optional[str] = ..., public_key: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., contributors: _Optional[int] = ..., route: _Optional[_Iterable[str]] = ..., min_contributors: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class FederationPassResponse(_message.Message):
+    __slots__ = ("protocol_version", "ciphertext", "contributors")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    ciphertext: bytes
+    contributors: int
+    def __init__(self, protocol_version: _Optional[int] = ..., ciphertext: _Optional[bytes] = ..., contributors: _Optional[int] = ...) -> None: ...
+
+class FederationReleaseRequest(_message.Message):
+    __slots__ = ("protocol_version", "run_id", "metric", "contributors", "total")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    run_id: str
+    metric: str
+    contributors: int
+    total: bytes
+    def __init__(self, protocol_version: _Optional[int] = ..., run_id: _Optional[str] = ..., metric: _Optional[str] = ..., contributors: _Optional[int] = ..., total: _Optional[bytes] = ...) -> None: ...
+
+class FederationReleaseResponse(_message.Message):
     __slots__ = ("protocol_version",)
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int

@@ -59,6 +59,31 @@ class PsiShareNodeStub(object):
                 request_serializer=psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.SerializeToString,
                 response_deserializer=psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.FromString,
                 _registered_method=True)
+        self.SumOpen = channel.unary_unary(
+                '/psi_share.v1.PsiShareNode/SumOpen',
+                request_serializer=psi__share_dot_v1_dot_node__pb2.SumOpenRequest.SerializeToString,
+                response_deserializer=psi__share_dot_v1_dot_node__pb2.SumOpenResponse.FromString,
+                _registered_method=True)
+        self.SumExchange = channel.stream_stream(
+                '/psi_share.v1.PsiShareNode/SumExchange',
+                request_serializer=psi__share_dot_v1_dot_node__pb2.Chunk.SerializeToString,
+                response_deserializer=psi__share_dot_v1_dot_node__pb2.Chunk.FromString,
+                _registered_method=True)
+        self.SumClose = channel.unary_unary(
+                '/psi_share.v1.PsiShareNode/SumClose',
+                request_serializer=psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.SerializeToString,
+                response_deserializer=psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.FromString,
+                _registered_method=True)
+        self.FederationPass = channel.unary_unary(
+                '/psi_share.v1.PsiShareNode/FederationPass',
+                request_serializer=psi__share_dot_v1_dot_node__pb2.FederationPassRequest.SerializeToString,
+                response_deserializer=psi__share_dot_v1_dot_node__pb2.FederationPassResponse.FromString,
+                _registered_method=True)
+        self.FederationRelease = channel.unary_unary(
+                '/psi_share.v1.PsiShareNode/FederationRelease',
+                request_serializer=psi__share_dot_v1_dot_node__pb2.FederationReleaseRequest.SerializeToString,
+                response_deserializer=psi__share_dot_v1_dot_node__pb2.FederationReleaseResponse.FromString,
+                _registered_method=True)
 
 
 class PsiShareNodeServicer(object):
@@ -96,6 +121,40 @@ class PsiShareNodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SumOpen(self, request, context):
+        """Intersection-sum: open, then one SumExchange per protocol step (the
+        requester streams its SumMessage, the responder streams back its next
+        one), then close.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SumExchange(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SumClose(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FederationPass(self, request, context):
+        """Federation total: one hop of the ring, and the initiator's release.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FederationRelease(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PsiShareNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +182,31 @@ def add_PsiShareNodeServicer_to_server(servicer, server):
                     servicer.PsiClose,
                     request_deserializer=psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.FromString,
                     response_serializer=psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.SerializeToString,
+            ),
+            'SumOpen': grpc.unary_unary_rpc_method_handler(
+                    servicer.SumOpen,
+                    request_deserializer=psi__share_dot_v1_dot_node__pb2.SumOpenRequest.FromString,
+                    response_serializer=psi__share_dot_v1_dot_node__pb2.SumOpenResponse.SerializeToString,
+            ),
+            'SumExchange': grpc.stream_stream_rpc_method_handler(
+                    servicer.SumExchange,
+                    request_deserializer=psi__share_dot_v1_dot_node__pb2.Chunk.FromString,
+                    response_serializer=psi__share_dot_v1_dot_node__pb2.Chunk.SerializeToString,
+            ),
+            'SumClose': grpc.unary_unary_rpc_method_handler(
+                    servicer.SumClose,
+                    request_deserializer=psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.FromString,
+                    response_serializer=psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.SerializeToString,
+            ),
+            'FederationPass': grpc.unary_unary_rpc_method_handler(
+                    servicer.FederationPass,
+                    request_deserializer=psi__share_dot_v1_dot_node__pb2.FederationPassRequest.FromString,
+                    response_serializer=psi__share_dot_v1_dot_node__pb2.FederationPassResponse.SerializeToString,
+            ),
+            'FederationRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.FederationRelease,
+                    request_deserializer=psi__share_dot_v1_dot_node__pb2.FederationReleaseRequest.FromString,
+                    response_serializer=psi__share_dot_v1_dot_node__pb2.FederationReleaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +344,141 @@ class PsiShareNode(object):
             '/psi_share.v1.PsiShareNode/PsiClose',
             psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.SerializeToString,
             psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SumOpen(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psi_share.v1.PsiShareNode/SumOpen',
+            psi__share_dot_v1_dot_node__pb2.SumOpenRequest.SerializeToString,
+            psi__share_dot_v1_dot_node__pb2.SumOpenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SumExchange(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/psi_share.v1.PsiShareNode/SumExchange',
+            psi__share_dot_v1_dot_node__pb2.Chunk.SerializeToString,
+            psi__share_dot_v1_dot_node__pb2.Chunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SumClose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psi_share.v1.PsiShareNode/SumClose',
+            psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.SerializeToString,
+            psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FederationPass(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psi_share.v1.PsiShareNode/FederationPass',
+            psi__share_dot_v1_dot_node__pb2.FederationPassRequest.SerializeToString,
+            psi__share_dot_v1_dot_node__pb2.FederationPassResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FederationRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psi_share.v1.PsiShareNode/FederationRelease',
+            psi__share_dot_v1_dot_node__pb2.FederationReleaseRequest.SerializeToString,
+            psi__share_dot_v1_dot_node__pb2.FederationReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,170 @@
+"""The requester side of intersection-sum: open, drive the steps, store the result.
+
+The requester chooses who holds the values (``value_holder``): ``responder``
+asks "how much do the actors we share weigh in *your* data?", ``requester``
+offers our own values. Either way both sides learn the intersection size and
+the sum, and the session is stored with its result in one transaction; a
+failed session stores no result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..crypto import ec
+from ..errors import LocalProtocolError, PsiShareError
+from ..identifiers import KINDS
+from ..protocols.intersection_sum import (
+    EXCHANGES,
+    Matcher,
+    SumOpen,
+    SumResult,
+    ValueHolder,
+    ValueHolderParty,
+    control,
+)
+from ..store import SessionRecord, Store, SumResultRecord
+from ..transport.client import PeerClient
+from .aggregates import PaillierKeyring, PreparedSums
+
+log = logging.getLogger("psi_share.sum_requester")
+
+
+@dataclass(frozen=True)
+class SumRequest:
+    peer: str
+    dataset: str  # ours
+    peer_dataset: str
+    kind: str
+    value_holder: ValueHolder
+    key_bits: int = 2048
+    job_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SumOutcome:
+    session_id: str
+    peer: str
+    kind: str
+    value_holder: str
+    intersection_size: int
+    sum: int
+    own_set_size: int
+    peer_set_size: int
+    seconds: float
+    timings: dict[str, float]
+
+
+def run_intersection_sum(
+    request: SumRequest,
+    *,
+    store: Store,
+    client: PeerClient,
+    prepared: PreparedSums,
+    keyring: PaillierKeyring,
+    engine: ec.EcEngine,
+    clock: Callable[[], float],
+    random_bytes: Callable[[int], bytes],
+    max_set_size: int,
+) -> SumOutcome:
+    if request.kind not in KINDS:
+        raise LocalProtocolError(f"unknown identifier kind {request.kind!r} (known: {', '.join(sorted(KINDS))})")
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    t = started
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[name] = now - t
+        t = now
+
+    items = prepared.get(request.dataset, request.kind).result()
+    lap("prepare")
+    n = len(items.blinded.points)
+    if n > max_set_size:
+        raise LocalProtocolError(
+            f"dataset {request.dataset} has {n} {request.kind} items; [matching] max_set_size is {max_set_size}"
+        )
+    we_hold = request.value_holder is ValueHolder.REQUESTER
+    if we_hold:
+        values = items.require_values(request.dataset, request.kind)
+        private = keyring.key(request.key_bits)
+        party: Matcher | ValueHolderParty = ValueHolderParty(
+            items.blinded, values, key=private, encrypt=lambda v: keyring.encrypt(private, v), engine=engine,
+            random_bytes=random_bytes, max_peer_set_size=max_set_size,
+        )
+    else:
+        party = Matcher(items.blinded, engine=engine, random_bytes=random_bytes,
+                        max_peer_set_size=max_set_size, key_bits=request.key_bits)
+    open_ = SumOpen(
+        dataset=request.peer_dataset, kind=request.kind, kind_version=KINDS[request.kind].version, set_size=n,
+        value_holder=request.value_holder, key_bits=request.key_bits, job_id=request.job_run_id or "",
+    )
+    opened = client.sum_open(open_)
+    lap("open")
+    sid = opened.session_id
+    store.start_session(
+        SessionRecord(
+            id=sid, role="requester", protocol="intersection-sum", peer=request.peer, local_dataset=request.dataset,
+            peer_dataset=request.peer_dataset, kinds={request.kind: KINDS[request.kind].version},
+            mode=f"values:{request.value_holder.value}", job_run_id=request.job_run_id, status="running",
+            started_at=clock(), finished_at=None, requester_set_size=n, matched_count=None,
+            false_positive_rate=None, error="",
+        )
+    )
+    try:
+        result = _drive(party, client, sid, request.value_holder, lap, n)
+    except BaseException as exc:
+        store.finish_session(sid, "failed", now=clock(), error=str(exc)[:500])
+        try:
+            client.sum_close(sid, "failed")
+        except PsiShareError as close_exc:
+            log.warning("could not close session %s at %s: %s", sid, client.peer, close_exc)
+        raise
+    store.finish_sum_session(
+        sid,
+        SumResultRecord(
+            kind=request.kind, value_holder=request.value_holder.value, key_bits=request.key_bits,
+            intersection_size=result.intersection_size, total=result.sum, own_set_size=result.own_set_size,
+            peer_set_size=result.peer_set_size,
+        ),
+        now=clock(),
+    )
+    seconds = time.perf_counter() - started
+    log.info("intersection-sum session %s with %s done in %.2fs: %d matching items", sid, request.peer, seconds,
+             result.intersection_size)
+    return SumOutcome(
+        session_id=sid, peer=request.peer, kind=request.kind, value_holder=request.value_holder.value,
+        intersection_size=result.intersection_size, sum=result.sum, own_set_size=result.own_set_size,
+        peer_set_size=result.peer_set_size, seconds=seconds, timings=timings,
+    )
+
+
+def _drive(party, client: PeerClient, sid: str, holder: ValueHolder, lap, n: int) -> SumResult:  # type: ignore[no-untyped-def]
+    steps = EXCHANGES[holder]
+    if holder is ValueHolder.RESPONDER:
+        assert isinstance(party, Matcher)
+        reply = client.sum_exchange(sid, party.blinded_set(), steps[0][0], items=n)
+        lap("blinded-set")
+        message = party.on_double_blinded(reply)
+        lap("match-and-sum")
+        reply = client.sum_exchange(sid, message, steps[1][0], items=1)
+        result = party.on_sum(reply)
+        lap("sum")
+        # The responder decrypted and disclosed the sum to us; we tell it nothing more.
+        return result
+    assert isinstance(party, ValueHolderParty)
+    their_set = client.sum_exchange(sid, control("start"), steps[0][0])
+    lap("their-set")
+    message = party.on_blinded_set(their_set)
+    lap("blind-and-encrypt")
+    encrypted_sum = client.sum_exchange(sid, message, steps[1][0], items=n)
+    lap("exchange")
+    sum_message, result = party.on_encrypted_sum(encrypted_sum)
+    client.sum_exchange(sid, sum_message, steps[2][0], disclosed={"intersection_size": result.intersection_size, "sum": result.sum})
+    lap("sum")
+    return result

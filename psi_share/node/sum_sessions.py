@@ -1,0 +1,226 @@
+"""The responder side of intersection-sum sessions (plain Python, no gRPC).
+
+A peer opens a session (policy decides, in :class:`Policy`), then drives it
+with one exchange per protocol step; this node answers as the matcher or as
+the value holder, whichever the requester chose. Results are stored with the
+session's final status in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..crypto import ec
+from ..crypto.paillier import PublicKey
+from ..errors import LocalProtocolError, Refused
+from ..protocols.intersection_sum import (
+    Matcher,
+    SumOpen,
+    SumOpened,
+    SumResult,
+    ValueHolder,
+    ValueHolderParty,
+    control,
+    step_of,
+)
+from ..store import SessionRecord, Store, SumResultRecord
+from .aggregates import PaillierKeyring, PreparedItems, PreparedSums
+from .config import NodeConfig
+from .policy import AccessRequest, Policy
+
+log = logging.getLogger("psi_share.sum_responder")
+
+
+@dataclass(frozen=True)
+class ExchangeReply:
+    payload: bytes
+    step: str
+    items: int = 0
+    # What the peer learns from this reply, for Egress.disclosed (None: nothing new).
+    disclosed: dict | None = None
+
+
+@dataclass
+class _SumSession:
+    id: str
+    peer: str
+    open: SumOpen
+    prepared: PreparedItems
+    party: Matcher | ValueHolderParty
+    expires: float
+    key: PublicKey | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class SumResponder:
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        store: Store,
+        policy: Policy,
+        prepared: PreparedSums,
+        keyring: PaillierKeyring,
+        engine: ec.EcEngine,
+        clock: Callable[[], float],
+        random_bytes: Callable[[int], bytes],
+    ) -> None:
+        self.config = config
+        self._store = store
+        self._policy = policy
+        self._prepared = prepared
+        self._keyring = keyring
+        self._engine = engine
+        self._clock = clock
+        self._random = random_bytes
+        self._lock = threading.Lock()
+        self._sessions: dict[str, _SumSession] = {}
+
+    def open(self, peer: str, open_: SumOpen) -> SumOpened:
+        self._policy.check(
+            peer,
+            AccessRequest(
+                protocol="intersection-sum", dataset=open_.dataset, kinds={open_.kind: open_.kind_version},
+                set_size=open_.set_size, reveal=False, value_holder=open_.value_holder.value,
+            ),
+        )
+        prepared = self._prepared.get(open_.dataset, open_.kind).result()
+        limit = self.config.matching.max_set_size
+        if open_.responder_is_matcher:
+            party: Matcher | ValueHolderParty = Matcher(
+                prepared.blinded, engine=self._engine, random_bytes=self._random,
+                max_peer_set_size=open_.set_size, key_bits=open_.key_bits,
+            )
+            key = None
+        else:
+            values = prepared.require_values(open_.dataset, open_.kind)
+            private = self._keyring.key(open_.key_bits)
+            party = ValueHolderParty(
+                prepared.blinded, values, key=private, encrypt=lambda v: self._keyring.encrypt(private, v),
+                engine=self._engine, random_bytes=self._random, max_peer_set_size=open_.set_size,
+            )
+            key = private.public
+        now = self._clock()
+        sid = uuid.UUID(bytes=self._random(16), version=4).hex
+        with self._lock:
+            self._expire(now)
+            if len(self._sessions) >= self.config.sessions.max_open:
+                raise Refused("RESOURCE_EXHAUSTED", "this node has too many open sessions; retry later")
+            self._sessions[sid] = _SumSession(sid, peer, open_, prepared, party, now + self.config.sessions.ttl_seconds, key)
+        self._store.start_session(
+            SessionRecord(
+                id=sid, role="responder", protocol="intersection-sum", peer=peer, local_dataset=open_.dataset,
+                peer_dataset="", kinds={open_.kind: open_.kind_version}, mode=f"values:{open_.value_holder.value}",
+                job_run_id=None, status="open", started_at=now, finished_at=None, requester_set_size=open_.set_size,
+                matched_count=None, false_positive_rate=None, error="",
+            )
+        )
+        log.info(
+            "peer %s opened intersection-sum session %s on dataset %s (%s, values held by the %s, %d items)",
+            peer, sid, open_.dataset, open_.kind, open_.value_holder.value, open_.set_size,
+        )
+        return SumOpened(session_id=sid, max_set_size=limit, session_ttl_seconds=self.config.sessions.ttl_seconds)
+
+    def _session(self, peer: str, sid: str) -> _SumSession:
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            session = self._sessions.get(sid)
+        if session is None or session.peer != peer:
+            raise Refused("NOT_FOUND", f"no open intersection-sum session {sid!r} (expired, closed or never opened)")
+        return session
+
+    def _expire(self, now: float) -> None:
+        for sid in [s for s, v in self._sessions.items() if v.expires <= now]:
+            session = self._sessions.pop(sid)
+            log.info("intersection-sum session %s with %s expired", sid, session.peer)
+            self._store.finish_session(sid, "expired", now=now, error="abandoned by requester")
+
+    def request_limit(self, peer: str, sid: str) -> int:
+        """Largest message this session may receive in one exchange."""
+        s = self._session(peer, sid)
+        ct = 2 * s.open.key_bits // 8
+        return s.open.set_size * (ec.X_BYTES + ct) + len(s.prepared.blinded.points) * ec.X_BYTES + 8192
+
+    def exchange(self, peer: str, sid: str, payload: bytes) -> ExchangeReply:
+        session = self._session(peer, sid)
+        with session.lock:
+            try:
+                return self._advance(session, payload)
+            except Exception as exc:
+                self._fail(session, exc)
+                raise
+
+    def _advance(self, s: _SumSession, payload: bytes) -> ExchangeReply:
+        step = step_of(payload)
+        party = s.party
+        own = len(s.prepared.blinded.points)
+        if isinstance(party, ValueHolderParty):
+            if step == "blinded-set":
+                reply = party.on_blinded_set(payload)
+                return ExchangeReply(reply, "double-blinded", own, {"set_size": own})
+            if step == "encrypted-sum":
+                reply, result = party.on_encrypted_sum(payload)
+                self._finish(s, result)
+                return ExchangeReply(reply, "sum", 0, {"intersection_size": result.intersection_size, "sum": result.sum})
+        else:
+            if step == "start":
+                return ExchangeReply(party.blinded_set(), "blinded-set", own, {"set_size": own})
+            if step == "double-blinded":
+                reply = party.on_double_blinded(payload)
+                return ExchangeReply(reply, "encrypted-sum", 1, {"intersection_size": party.intersection_size, "encrypted_sum": 1})
+            if step == "sum":
+                result = party.on_sum(payload)
+                self._finish(s, result)
+                return ExchangeReply(control("ack"), "ack")
+        # Let the party's own state table produce the precise error.
+        from ..errors import OutOfOrder
+
+        raise OutOfOrder(f"step {step!r} is not expected by this node's side of the session")
+
+    def _finish(self, s: _SumSession, result: SumResult) -> None:
+        with self._lock:
+            self._sessions.pop(s.id, None)
+        self._store.finish_sum_session(
+            s.id,
+            SumResultRecord(
+                kind=s.open.kind, value_holder=s.open.value_holder.value, key_bits=s.open.key_bits,
+                intersection_size=result.intersection_size, total=result.sum,
+                own_set_size=result.own_set_size, peer_set_size=result.peer_set_size,
+            ),
+            now=self._clock(),
+        )
+        log.info("intersection-sum session %s with %s done: %d matching items", s.id, s.peer, result.intersection_size)
+
+    def close(self, peer: str, sid: str, outcome: str) -> None:
+        try:
+            session = self._session(peer, sid)
+        except Refused:
+            return  # finished sessions are already recorded
+        with self._lock:
+            self._sessions.pop(sid, None)
+        self._store.finish_session(sid, "closed", now=self._clock(), error=outcome or "closed early")
+
+    def _fail(self, session: _SumSession, exc: Exception) -> None:
+        with self._lock:
+            self._sessions.pop(session.id, None)
+        self._store.finish_session(session.id, "failed", now=self._clock(), error=str(exc)[:500])
+        log.warning("intersection-sum session %s with %s failed: %s", session.id, session.peer, exc)
+
+    def shutdown(self) -> None:
+        now = self._clock()
+        with self._lock:
+            sessions, self._sessions = self._sessions, {}
+        for sid in sessions:
+            self._store.finish_session(sid, "aborted", now=now, error="node shut down")
+
+
+def value_holder_of(name: str) -> ValueHolder:
+    try:
+        return ValueHolder(name)
+    except ValueError:
+        raise LocalProtocolError(f"value holder must be 'requester' or 'responder', not {name!r}") from None

@@ -1,0 +1,452 @@
+"""Private intersection-sum with cardinality, as two sans-IO state machines.
+
+The protocol of Ion et al., "On Deploying Secure Computing: Private
+Intersection-Sum-with-Cardinality" (EuroS&P 2020), as deployed in Google's
+private-join-and-compute. Two parties:
+
+* the **matcher** holds identifiers (say its flagged actors);
+* the **value holder** holds identifiers with a non-negative integer each
+  (say API requests per account) and owns the Paillier key.
+
+The requester of a session chooses which side holds the values (policy
+permitting); the roles below do not depend on who asked.
+
+The exchange (H = hash to P-256, k1/k2 = the parties' secret scalars,
+every list shuffled by its sender)::
+
+    matcher                                        value holder
+      blinded-set:    {H(v)^k1}               ---->
+                                              <----  double-blinded: pk,
+                                                     {H(v)^k1k2},
+                                                     {(H(w)^k2, Enc(t_w))}
+      computes (H(w)^k2)^k1, matches, multiplies the
+      matching ciphertexts, re-randomizes:
+      encrypted-sum:  |I|, Enc(sum)           ---->  decrypts (the only decryption)
+                                              <----  sum: |I|, sum
+
+Who learns what
+---------------
+* Both learn the intersection size |I|, the sum over I, and the other's
+  set size.
+* Neither learns which items are in I: the matcher sees the value holder's
+  points under k2 only and its own points double-blinded in shuffled order;
+  the value holder sees only the matcher's points under k1 and one
+  re-randomized ciphertext.
+* Neither learns any single value (unless |I| = 1, when the sum is that
+  value; or by differencing two sessions whose sets differ by one item,
+  which set-size budgets in policy bound). The matcher only ever holds
+  ciphertexts; the sum is re-randomized before the value holder decrypts,
+  so the value holder cannot tell which ciphertexts were multiplied.
+
+Double counting: a session matches on exactly one identifier kind; a value
+belongs to an identifier row (see the store), and an item's value is the
+total over the rows that share that canonical identifier. Matching the same
+activity under two kinds would count it twice, so kinds are not mixed.
+
+``check_message(step, payload)`` parses one wire message and checks that it
+holds only what that step may hold; the audit log calls it on recorded
+messages.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from ..crypto import ec
+from ..crypto.paillier import (
+    KEY_BITS,
+    MAX_SUM_TERMS,
+    MAX_VALUE,
+    PrivateKey,
+    PublicKey,
+    check_value,
+    decode_ciphertext,
+    decode_ciphertexts,
+    encode_ciphertexts,
+)
+from ..errors import LocalProtocolError, OutOfOrder, RemoteProtocolError, VersionMismatch
+from ..v1 import node_pb2 as pb
+from . import PROTOCOL_VERSION, ProtocolSpec, register_protocol
+
+SPEC = register_protocol(
+    ProtocolSpec(
+        name="intersection-sum",
+        asks="how much activity do the actors we share generate? (count and sum over the intersection)",
+        requester_learns="the intersection size and the sum of the value holder's values over it; "
+        "the responder's set size",
+        responder_learns="the same intersection size and sum; the requester's set size",
+    )
+)
+
+STEPS = ("start", "blinded-set", "double-blinded", "encrypted-sum", "sum", "ack")
+_SUM_BYTES = 16  # a sum is below 2^87 (see crypto.paillier "Value bounds")
+
+
+class ValueHolder(str, enum.Enum):
+    REQUESTER = "requester"
+    RESPONDER = "responder"
+
+
+@dataclass(frozen=True)
+class SumResult:
+    """What a party learned."""
+
+    intersection_size: int
+    sum: int
+    own_set_size: int
+    peer_set_size: int
+
+
+# -- messages -----------------------------------------------------------
+
+
+def encode(message: pb.SumMessage) -> bytes:
+    return message.SerializeToString()
+
+
+def parse(payload: bytes, expected_step: str) -> pb.SumMessage:
+    message = pb.SumMessage()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError as exc:
+        raise RemoteProtocolError(f"peer's message is not a SumMessage: {exc}") from None
+    if message.protocol_version != PROTOCOL_VERSION:
+        raise VersionMismatch(f"peer's SumMessage has protocol version {message.protocol_version}")
+    if message.step != expected_step:
+        raise OutOfOrder(f"peer sent step {message.step!r} where {expected_step!r} was expected")
+    return message
+
+
+def _only(message: pb.SumMessage, allowed: set[str]) -> None:
+    present = {f.name for f, _ in message.ListFields()} - {"protocol_version", "step"}
+    extra = present - allowed
+    if extra:
+        raise RemoteProtocolError(f"step {message.step!r} may not carry {', '.join(sorted(extra))}")
+
+
+def _decode_sum(data: bytes) -> int:
+    if len(data) > _SUM_BYTES:
+        raise RemoteProtocolError("peer's sum is out of range")
+    return int.from_bytes(data, "big")
+
+
+def check_message(step: str, payload: bytes, key: PublicKey | None = None) -> int:
+    """Parse one wire message of ``step`` and check it holds only what it may.
+
+    Points must be on P-256, ciphertexts in range and invertible (for the
+    double-blinded step, under the key the message itself carries; for the
+    encrypted sum, under ``key`` when given), counts and sums in bounds.
+    Returns the number of items (points or ciphertexts) the message holds.
+    Raises RemoteProtocolError.
+    """
+    if step not in STEPS:
+        raise RemoteProtocolError(f"unknown intersection-sum step {step!r}")
+    m = parse(payload, step)
+    if step in ("start", "ack"):
+        _only(m, set())
+        return 0
+    if step == "blinded-set":
+        _only(m, {"points"})
+        return len(ec.split_points(m.points))
+    if step == "double-blinded":
+        _only(m, {"public_key", "points", "paired_points", "ciphertexts"})
+        pk = PublicKey.decode(m.public_key)
+        points = ec.split_points(m.points)
+        paired = ec.split_points(m.paired_points)
+        decode_ciphertexts(pk, m.ciphertexts, len(paired))
+        if len(set(points)) != len(points) or len(set(paired)) != len(paired):
+            raise RemoteProtocolError("double-blinded message repeats a point")
+        return len(points) + len(paired)
+    if step == "encrypted-sum":
+        _only(m, {"count", "ciphertexts"})
+        if key is not None:
+            decode_ciphertext(key, m.ciphertexts)
+        elif len(m.ciphertexts) * 4 not in tuple(b for b in KEY_BITS):
+            raise RemoteProtocolError("encrypted sum has the size of no allowed key")
+        return 1
+    _only(m, {"count", "sum"})
+    if _decode_sum(m.sum) > m.count * MAX_VALUE:
+        raise RemoteProtocolError("sum exceeds count * MAX_VALUE")
+    return 0
+
+
+# -- the two parties ----------------------------------------------------
+
+
+class MatcherState(enum.Enum):
+    NEW = "new"
+    SET_SENT = "set-sent"
+    SUM_SENT = "sum-sent"
+    DONE = "done"
+
+
+class HolderState(enum.Enum):
+    NEW = "new"
+    REPLIED = "replied"
+    DONE = "done"
+
+
+# Everything that moves a party's state is in these two tables.
+_MATCHER_STEPS = {
+    (MatcherState.NEW, "blinded-set"): MatcherState.SET_SENT,
+    (MatcherState.SET_SENT, "double-blinded"): MatcherState.SUM_SENT,
+    (MatcherState.SUM_SENT, "sum"): MatcherState.DONE,
+}
+_HOLDER_STEPS = {
+    (HolderState.NEW, "blinded-set"): HolderState.REPLIED,
+    (HolderState.REPLIED, "encrypted-sum"): HolderState.DONE,
+}
+
+
+def shuffled(values: list, random_bytes: Callable[[int], bytes]) -> list:
+    """A uniformly random permutation (Fisher-Yates keyed from ``random_bytes``)."""
+    out = list(values)
+    rng = random.Random(random_bytes(32))
+    rng.shuffle(out)
+    return out
+
+
+@dataclass(frozen=True)
+class BlindedSet:
+    """A party's own items under its secret scalar, computed before any
+    session (per dataset revision); ``points[i]`` belongs to item ``i``."""
+
+    scalar: int
+    points: tuple[bytes, ...]
+
+    def __repr__(self) -> str:  # never show the scalar
+        return f"BlindedSet({len(self.points)} points)"
+
+
+def blind_own_items(engine: ec.EcEngine, scalar: int, items: Sequence[str]) -> BlindedSet:
+    return BlindedSet(scalar, tuple(engine.hash_and_blind(scalar, [i.encode() for i in items])))
+
+
+class Matcher:
+    """The party without values. ``own`` is its prepared blinded set."""
+
+    def __init__(
+        self,
+        own: BlindedSet,
+        *,
+        engine: ec.EcEngine,
+        random_bytes: Callable[[int], bytes],
+        max_peer_set_size: int,
+        key_bits: int,
+    ) -> None:
+        self._own = own
+        self._engine = engine
+        self._random = random_bytes
+        self._max_peer = max_peer_set_size
+        self._key_bits = key_bits
+        self.state = MatcherState.NEW
+        self._count = -1
+        self._peer_size = 0
+
+    @property
+    def intersection_size(self) -> int:
+        """Known after the double-blinded step (-1 before)."""
+        return self._count
+
+    def _step(self, event: str) -> None:
+        nxt = _MATCHER_STEPS.get((self.state, event))
+        if nxt is None:
+            raise OutOfOrder(f"matcher cannot handle {event!r} in state {self.state.value}")
+        self.state = nxt
+
+    def blinded_set(self) -> bytes:
+        self._step("blinded-set")
+        points = shuffled(list(self._own.points), self._random)
+        return encode(pb.SumMessage(protocol_version=PROTOCOL_VERSION, step="blinded-set", points=b"".join(points)))
+
+    def on_double_blinded(self, payload: bytes) -> bytes:
+        """Match, sum the matching ciphertexts, re-randomize: the encrypted-sum message."""
+        self._step("double-blinded")
+        m = parse(payload, "double-blinded")
+        _only(m, {"public_key", "points", "paired_points", "ciphertexts"})
+        pk = PublicKey.decode(m.public_key)
+        if pk.bits != self._key_bits:
+            raise RemoteProtocolError(f"value holder's key has {pk.bits} bits; the session agreed on {self._key_bits}")
+        mine = ec.split_points(m.points, len(self._own.points))
+        if len(set(mine)) != len(mine):
+            raise RemoteProtocolError("double-blinded set repeats a point")
+        paired = ec.split_points(m.paired_points)
+        if len(paired) > self._max_peer:
+            raise RemoteProtocolError(f"value holder sent {len(paired)} items; the limit is {self._max_peer}")
+        if len(set(paired)) != len(paired):
+            raise RemoteProtocolError("value holder's set repeats a point")
+        ciphertexts = decode_ciphertexts(pk, m.ciphertexts, len(paired))
+        theirs = self._engine.blind(self._own.scalar, paired)
+        mine_set = set(mine)
+        matched = [c for point, c in zip(theirs, ciphertexts) if point in mine_set]
+        self._count = len(matched)
+        self._peer_size = len(paired)
+        encrypted = pk.rerandomize(pk.sum(matched), self._random)
+        return encode(
+            pb.SumMessage(
+                protocol_version=PROTOCOL_VERSION, step="encrypted-sum", count=len(matched),
+                ciphertexts=encode_ciphertexts(pk, [encrypted]),
+            )
+        )
+
+    def on_sum(self, payload: bytes) -> SumResult:
+        self._step("sum")
+        m = parse(payload, "sum")
+        _only(m, {"count", "sum"})
+        if m.count != self._count:
+            raise RemoteProtocolError(f"value holder reports {m.count} matches; we counted {self._count}")
+        total = _decode_sum(m.sum)
+        if total > self._count * MAX_VALUE:
+            raise RemoteProtocolError("value holder's sum exceeds count * MAX_VALUE")
+        return SumResult(self._count, total, len(self._own.points), self._peer_size)
+
+
+class ValueHolderParty:
+    """The party with values and the Paillier key (the only decrypter).
+
+    ``values[i]`` is the value of the item whose prepared point is
+    ``own.points[i]``; ``encrypt`` turns values into ciphertexts (the node
+    uses its randomness pool and worker processes).
+    """
+
+    def __init__(
+        self,
+        own: BlindedSet,
+        values: Sequence[int],
+        *,
+        key: PrivateKey,
+        encrypt: Callable[[Sequence[int]], list[int]],
+        engine: ec.EcEngine,
+        random_bytes: Callable[[int], bytes],
+        max_peer_set_size: int,
+    ) -> None:
+        if len(values) != len(own.points):
+            raise LocalProtocolError("one value per item")
+        if len(values) > MAX_SUM_TERMS:
+            raise LocalProtocolError(f"at most {MAX_SUM_TERMS} valued items per session")
+        for v in values:
+            check_value(v)
+        self._own = own
+        self._values = list(values)
+        self._key = key
+        self._encrypt = encrypt
+        self._engine = engine
+        self._random = random_bytes
+        self._max_peer = max_peer_set_size
+        self.state = HolderState.NEW
+        self._peer_size = 0
+
+    def _step(self, event: str) -> None:
+        nxt = _HOLDER_STEPS.get((self.state, event))
+        if nxt is None:
+            raise OutOfOrder(f"value holder cannot handle {event!r} in state {self.state.value}")
+        self.state = nxt
+
+    def on_blinded_set(self, payload: bytes) -> bytes:
+        self._step("blinded-set")
+        m = parse(payload, "blinded-set")
+        _only(m, {"points"})
+        if len(m.points) > self._max_peer * ec.X_BYTES:
+            raise RemoteProtocolError(f"matcher sent more than the limit of {self._max_peer} items")
+        theirs = ec.split_points(m.points)
+        if len(set(theirs)) != len(theirs):
+            raise RemoteProtocolError("matcher's set repeats a point")
+        self._peer_size = len(theirs)
+        double = shuffled(self._engine.blind(self._own.scalar, theirs), self._random)
+        order = shuffled(list(range(len(self._values))), self._random)
+        ciphertexts = self._encrypt([self._values[i] for i in order])
+        pk = self._key.public
+        return encode(
+            pb.SumMessage(
+                protocol_version=PROTOCOL_VERSION, step="double-blinded", public_key=pk.encode(),
+                points=b"".join(double), paired_points=b"".join(self._own.points[i] for i in order),
+                ciphertexts=encode_ciphertexts(pk, ciphertexts),
+            )
+        )
+
+    def on_encrypted_sum(self, payload: bytes) -> tuple[bytes, SumResult]:
+        """Decrypt the sum; returns the "sum" message for the matcher and our result."""
+        self._step("encrypted-sum")
+        m = parse(payload, "encrypted-sum")
+        _only(m, {"count", "ciphertexts"})
+        count = m.count
+        if count > min(self._peer_size, len(self._values)):
+            raise RemoteProtocolError(f"matcher reports {count} matches, more than either set holds")
+        total = self._key.decrypt(decode_ciphertext(self._key.public, m.ciphertexts))
+        if total > count * MAX_VALUE:
+            raise RemoteProtocolError("the encrypted sum decrypts to more than count * MAX_VALUE (not a sum of our values)")
+        reply = pb.SumMessage(protocol_version=PROTOCOL_VERSION, step="sum", count=count, sum=total.to_bytes(_SUM_BYTES, "big"))
+        return encode(reply), SumResult(count, total, len(self._values), self._peer_size)
+
+
+def control(step: str) -> bytes:
+    """The empty "start" / "ack" messages of the transport flow."""
+    if step not in ("start", "ack"):
+        raise LocalProtocolError(f"{step!r} is not a control step")
+    return encode(pb.SumMessage(protocol_version=PROTOCOL_VERSION, step=step))
+
+
+# -- opening a session ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SumOpen:
+    """Requester -> responder: what to match on, who holds the values."""
+
+    dataset: str  # the responder's dataset
+    kind: str
+    kind_version: int
+    set_size: int  # the requester's items
+    value_holder: ValueHolder
+    key_bits: int
+    job_id: str = ""
+    protocol_version: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        if self.protocol_version != PROTOCOL_VERSION:
+            raise VersionMismatch(
+                f"unsupported protocol version {self.protocol_version} (this node speaks {PROTOCOL_VERSION})"
+            )
+        if not self.dataset or not self.kind:
+            raise RemoteProtocolError("SumOpen names no dataset or no kind")
+        if self.set_size < 0:
+            raise RemoteProtocolError("SumOpen.set_size is negative")
+        if self.key_bits not in KEY_BITS:
+            raise RemoteProtocolError(f"Paillier key size {self.key_bits} is not one of {KEY_BITS}")
+
+    @property
+    def responder_is_matcher(self) -> bool:
+        return self.value_holder is ValueHolder.REQUESTER
+
+
+@dataclass(frozen=True)
+class SumOpened:
+    session_id: str
+    max_set_size: int
+    session_ttl_seconds: int = 0
+    protocol_version: int = PROTOCOL_VERSION
+
+
+#: The requester's steps for each choice of value holder: what it sends in
+#: each SumExchange and what it expects back.
+EXCHANGES = {
+    ValueHolder.RESPONDER: (("blinded-set", "double-blinded"), ("encrypted-sum", "sum")),
+    ValueHolder.REQUESTER: (("start", "blinded-set"), ("double-blinded", "encrypted-sum"), ("sum", "ack")),
+}
+
+
+def step_of(payload: bytes) -> str:
+    """The step a serialized SumMessage claims to be (for routing and records)."""
+    message = pb.SumMessage()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError as exc:
+        raise RemoteProtocolError(f"peer's message is not a SumMessage: {exc}") from None
+    if message.step not in STEPS:
+        raise RemoteProtocolError(f"unknown intersection-sum step {message.step!r}")
+    return message.step
