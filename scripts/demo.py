@@ -174,12 +174,14 @@ def main() -> int:
         grant_reveal(home, [p for p in LABS if p != lab])
         for dataset in ("customers", "flagged"):
             psi(home, "data", "import", dataset, str(data / lab / f"{dataset}.csv"))
+        prepare_aggregates(home, data / lab)
         listing = json.loads(psi(home, "data", "list", "--format", "json").stdout)
         console.print(f"{lab}: " + ", ".join(f"{d['dataset']} {d['actors']} actors / {d['identifiers']} identifiers" for d in listing))
 
     console.rule("[bold]3. three nodes serving on 127.0.0.1")
     procs: dict[str, subprocess.Popen[str]] = {}
     ports: dict[str, int] = {}
+    aggregates_ok = False
     try:
         for lab in LABS:
             procs[lab], ports[lab] = start_node(nodes / lab, logs / f"{lab}.log")
@@ -206,6 +208,7 @@ def main() -> int:
             proc = psi(nodes / lab, "job", "run", str(jobfile), "--format", "json")
             results[lab] = json.loads(proc.stdout)
             console.print(f"{lab}: job run {results[lab]['run_id'][:12]} {results[lab]['status']} in {time.monotonic() - t:.1f}s")
+        aggregates_ok = aggregates(nodes, out, data, truth, results)
         next_day = run_next_day(args, out, nodes, jobfile)
         refusals_ok = security_checks(out, nodes, ports)
     finally:
@@ -224,7 +227,7 @@ def main() -> int:
     changes = report_next_day(*next_day)
     # day 1's customers.csv holds every identifier the lab had on either day
     audited = audit_verdicts(nodes, out / "data-day1")
-    return verdict or changes or audited or (0 if refusals_ok else 1)
+    return verdict or changes or audited or (0 if refusals_ok else 1) or (0 if aggregates_ok else 1)
 
 
 def keep_transcripts(home: Path) -> None:
@@ -263,6 +266,100 @@ def audit_verdicts(nodes: Path, data: Path) -> int:
         return 1
     console.print("[bold green]every lab's audit log is intact and no form of any identifier left any lab")
     return 0
+
+
+# -- Paillier aggregates: intersection-sum and federation totals ----------------
+
+
+def prepare_aggregates(home: Path, lab_data: Path) -> None:
+    """Before serving: import the lab's usage (API requests per payment
+    fingerprint), expose it to peers, and keep the randomness pool small."""
+    psi(home, "data", "import", "usage", str(lab_data / "usage.csv"))
+    config = home / "config.toml"
+    text = config.read_text()
+    # [exposure] datasets and the [policy] grant to every peer both name it
+    text = text.replace('datasets = ["flagged"]', 'datasets = ["flagged", "usage"]')
+    config.write_text(text.replace("pool_size = 16384", "pool_size = 4096", 1))
+
+
+def aggregates(nodes: Path, out: Path, data: Path, truth: dict, results: dict) -> bool:
+    """Intersection-sum between every pair of labs (a job file per lab), then
+    two federation totals initiated by the first lab, each beside the truth."""
+    usage = truth["usage"]
+    console.rule("[bold]4b. intersection-sum: API requests of the shared actors, at each peer")
+    jobfile = out / "traffic-job.toml"
+    jobfile.write_text(
+        "[job]\n"
+        'protocol = "intersection-sum"\n'
+        'name = "campaign-traffic"\n'
+        f"participants = {json.dumps(list(LABS))}\n"
+        'dataset = "flagged"\n'
+        'peer_dataset = "usage"\n'
+        f'kind = "{usage["kind"]}"\n'
+        'value_holder = "responder"\n'
+    )
+    table = Table()
+    for col in ("lab", "peer (values)", "count", "count (truth)", "sum", "sum (truth)"):
+        table.add_column(col, justify="left" if col.startswith(("lab", "peer")) else "right")
+    ok = True
+    for lab in LABS:
+        t = time.monotonic()
+        run = json.loads(psi(nodes / lab, "job", "run", str(jobfile), "--format", "json").stdout)
+        for r in run["peers"]:
+            want = usage["intersection_sum"][lab][r["peer"]]
+            good = r["status"] == "ok" and (r["intersection_size"], r["sum"]) == (want["count"], want["sum"])
+            ok &= good
+            table.add_row(lab, r["peer"], str(r["intersection_size"]), str(want["count"]), str(r["sum"]),
+                          str(want["sum"]), style=None if good else "red")
+        console.print(f"{lab}: intersection-sum job {run['status']} in {time.monotonic() - t:.1f}s")
+    console.print(table)
+
+    console.rule("[bold]4c. federation totals (Paillier secure sum, k >= 3), initiated by " + LABS[0])
+    figures = {
+        # each lab's own count of flagged actors some peer matched (from its PSI job run)
+        "matched-flagged-actors": {lab: len(results[lab]["attribution"]) for lab in LABS},
+        # each lab's own API requests by its flagged accounts (local data only)
+        "flagged-api-requests": {lab: local_flagged_requests(data / lab) for lab in LABS},
+    }
+    plaintext = {
+        "matched-flagged-actors": sum(
+            len(set().union(*map(set, truth["labs"][lab]["shared_with"].values()))) for lab in LABS
+        ),
+        "flagged-api-requests": sum(usage["flagged_requests"].values()),
+    }
+    totals = Table()
+    for col in ("metric", "federation total", "plaintext truth", "contributors"):
+        totals.add_column(col, justify="left" if col == "metric" else "right")
+    for metric, per_lab in figures.items():
+        for lab in LABS:
+            psi(nodes / lab, "federation", "figure", metric, str(per_lab[lab]))
+        jobfile = out / f"{metric}-job.toml"
+        jobfile.write_text(
+            "[job]\n"
+            'protocol = "federation-total"\n'
+            f'name = "{metric}"\n'
+            f"participants = {json.dumps(list(LABS))}\n"
+            f'metric = "{metric}"\n'
+            "min_contributors = 3\n"
+        )
+        run = json.loads(psi(nodes / LABS[0], "job", "run", str(jobfile), "--format", "json").stdout)
+        good = run["status"] == "ok" and run["total"] == plaintext[metric]
+        ok &= good
+        totals.add_row(metric, str(run["total"]), str(plaintext[metric]), str(run["contributors"]),
+                       style=None if good else "red")
+    console.print(totals)
+    console.print("[bold green]aggregates match the plaintext truth" if ok else "[bold red]aggregates differ from the truth")
+    return ok
+
+
+def local_flagged_requests(lab_data: Path) -> int:
+    """What a lab computes from its own files: API requests of its flagged actors."""
+    import csv
+
+    with (lab_data / "flagged.csv").open(newline="") as fh:
+        flagged = {row["actor_id"] for row in csv.DictReader(fh)}
+    with (lab_data / "usage.csv").open(newline="") as fh:
+        return sum(int(row["amount"]) for row in csv.DictReader(fh) if row["actor_id"] in flagged)
 
 
 def report(results: dict, truth: dict, seconds: float) -> int:

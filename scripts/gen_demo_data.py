@@ -902,6 +902,59 @@ def sole_link_kinds(fed: Federation) -> set[str]:
     return found
 
 
+# --------------------------------------------------------------------------
+# Usage amounts (for intersection-sum and federation totals)
+# --------------------------------------------------------------------------
+
+# The one kind the usage files carry, and the amount column they add: API
+# requests in the last 30 days. One row per actor (its first identifier of
+# the kind), so an actor's traffic is never counted twice.
+USAGE_KIND = "payment_fingerprint"
+USAGE_HEADER = ("actor_id", "kind", "value", "amount")
+
+
+def usage_rows(fed: Federation, args: argparse.Namespace) -> dict[str, list[tuple[Actor, Ident, int]]]:
+    """Per lab: (actor, identifier, API requests). A separate RNG, so adding
+    usage never changes the identifiers the main RNG draws."""
+    rng = random.Random(args.seed * 7919 + 17)
+    out: dict[str, list[tuple[Actor, Ident, int]]] = {}
+    for lab in fed.labs:
+        rows = out[lab] = []
+        for actor in sorted(fed.actors[lab], key=lambda a: a.actor_id):
+            idents = sorted((i for i in actor.idents if i.kind == USAGE_KIND), key=lambda i: i.value)
+            if not idents:
+                continue
+            heavy = actor.role == "campaign"
+            rows.append((actor, idents[0], rng.randrange(20_000, 400_000) if heavy else rng.randrange(0, 3_000)))
+    return out
+
+
+def usage_truth(fed: Federation, usage: dict[str, list[tuple[Actor, Ident, int]]]) -> dict:
+    """For each (matcher, value holder): the intersection-sum of the matcher's
+    flagged identifiers of USAGE_KIND with the holder's usage rows, by
+    construction (identity keys), and each lab's local figures."""
+    flagged_keys = {
+        lab: {i.key for a in fed.actors[lab] if a.flagged for i in a.idents if i.kind == USAGE_KIND}
+        for lab in fed.labs
+    }
+    pairs: dict[str, dict[str, dict[str, int]]] = {}
+    for matcher in fed.labs:
+        pairs[matcher] = {}
+        for holder in fed.labs:
+            if holder == matcher:
+                continue
+            values: dict[Key, int] = {}
+            for _, ident, amount in usage[holder]:
+                values[ident.key] = values.get(ident.key, 0) + amount
+            hit = [k for k in values if k in flagged_keys[matcher]]
+            pairs[matcher][holder] = {"count": len(hit), "sum": sum(values[k] for k in hit)}
+    return {
+        "kind": USAGE_KIND,
+        "intersection_sum": pairs,
+        "flagged_requests": {lab: sum(a for actor, _, a in usage[lab] if actor.flagged) for lab in fed.labs},
+    }
+
+
 def truth_document(fed: Federation, args: argparse.Namespace) -> dict:
     shared = compute_shared(fed, by_construction, args.day)
     previous = compute_shared(fed, by_construction, args.day - 1) if args.day > 0 else None
@@ -965,7 +1018,7 @@ fingerprint differing in case, a phone one digit off). Ordinary values are uniqu
 federation. truth.json gives, for each lab and each other lab, the sorted flagged actor ids \
 that share at least one canonical identifier of the matched kinds (all but ipv4) with a flagged \
 actor there, and the ids seen at two or more other labs; it comes from construction and is \
-cross-checked against canonical forms.
+cross-checked against canonical forms. usage.csv (header actor_id,kind,value,amount) gives each actor that has a payment fingerprint its API requests of the last 30 days, on one row (its first payment fingerprint), for intersection-sum; truth.json's "usage" section gives, per (matcher, value holder) pair, the count and sum over the matcher's flagged fingerprints, and each lab's total over its own flagged actors.
 """
 
 
@@ -978,13 +1031,24 @@ def write_csv(path: Path, actors: list[Actor]) -> None:
                 writer.writerow((actor.actor_id, ident.kind, ident.value))
 
 
+def write_usage(path: Path, rows: list[tuple[Actor, Ident, int]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(USAGE_HEADER)
+        for actor, ident, amount in rows:
+            writer.writerow((actor.actor_id, ident.kind, ident.value, amount))
+
+
 def write_output(fed: Federation, args: argparse.Namespace, truth: dict) -> None:
     out = Path(args.out)
+    usage = usage_rows(fed, args)
+    truth["usage"] = usage_truth(fed, usage)
     for lab in fed.labs:
         lab_dir = out / lab
         lab_dir.mkdir(parents=True, exist_ok=True)
         write_csv(lab_dir / "customers.csv", fed.actors[lab])
         write_csv(lab_dir / "flagged.csv", [a for a in fed.actors[lab] if a.flagged])
+        write_usage(lab_dir / "usage.csv", usage[lab])
     (out / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     (out / "README.txt").write_text(
         README.format(seed=args.seed, day=args.day, labs=", ".join(fed.labs)), encoding="utf-8"

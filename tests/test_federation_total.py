@@ -130,3 +130,27 @@ def test_unreachable_first_contributor(federation):
     federation.servers.pop("lab-b").stop(grace=0)
     with pytest.raises(PeerUnavailable):
         nodes["lab-a"].federation_total("campaign", ["lab-a", "lab-b", "lab-c"])
+
+
+def test_check_message_for_the_audit_log():
+    from psi_share.node.federation import to_message
+    from psi_share.protocols.federation_total import check_message
+    from psi_share.v1 import node_pb2 as pb
+
+    rb = random.Random(9).randbytes
+    init = FederationInitiator(run_id="r", metric="m", initiator="a", contributors=["b", "c"], figure=1, key=KEY,
+                               min_contributors=3, random_bytes=rb)
+    _, p = init.first_pass()
+    assert check_message("pass", to_message(p).SerializeToString()) == 1
+    bad = to_message(p)
+    bad.ciphertext = b"\x00" * len(bad.ciphertext)
+    with pytest.raises(RemoteProtocolError, match="out of range"):
+        check_message("pass", bad.SerializeToString())
+    release = pb.FederationReleaseRequest(protocol_version=1, run_id="r", metric="m", contributors=3,
+                                          total=(7).to_bytes(16, "big"))
+    assert check_message("release", release.SerializeToString()) == 0
+    release.contributors = 2
+    with pytest.raises(RemoteProtocolError):
+        check_message("release", release.SerializeToString())
+    with pytest.raises(RemoteProtocolError):
+        check_message("nonsense", b"")

@@ -456,3 +456,56 @@ def test_store_refuses_a_newer_schema(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="schema version 7"):
         Store(path)
+
+
+# -- amounts (intersection-sum values) ------------------------------------------------
+
+AMOUNT_HEADER = "actor_id,kind,value,amount"
+
+
+def test_amount_column_is_stored_and_optional(tmp_path: Path, store: Store) -> None:
+    path = write(tmp_path / "usage.csv", csv_text(
+        "a-1,email,a@example.com,12", "a-2,email,b@example.com,", f"a-3,email,c@example.com,{2**63 - 1}",
+        "a-3,email,C@example.com,9223372036854775807", header=AMOUNT_HEADER,
+    ))
+    import_rows(store, "usage", path)
+    amounts = {r.actor_id: r.amount for r in store.identifiers("usage", ["email"])}
+    assert amounts == {"a-1": 12, "a-2": None, "a-3": 2**63 - 1}
+    assert store.has_amounts() and store.amount_kinds("usage") == ["email"]
+
+
+def test_jsonl_amounts(tmp_path: Path, store: Store) -> None:
+    path = write(tmp_path / "u.jsonl", jsonl_text(
+        {"actor_id": "a-1", "identifiers": [{"kind": "email", "value": "a@example.com", "amount": 5}]},
+        {"actor_id": "a-2", "identifiers": [{"kind": "email", "value": "b@example.com"}]},
+    ))
+    import_rows(store, "usage", path)
+    assert {r.actor_id: r.amount for r in store.identifiers("usage", ["email"])} == {"a-1": 5, "a-2": None}
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [("-1", "whole number"), ("1.5", "whole number"), ("1e3", "whole number"), ("12x", "whole number"),
+     ("+3", "whole number"), ("٣", "whole number"), (str(2**63), "exceeds the maximum")],
+)
+def test_bad_amounts_name_file_and_line(tmp_path: Path, value: str, reason: str) -> None:
+    path = write(tmp_path / "bad.csv", csv_text("a-1,email,a@example.com,1", f"a-2,email,b@example.com,{value}",
+                                                header=AMOUNT_HEADER))
+    with pytest.raises(ImportFileError) as info:
+        parse_data_file(path, CTX)
+    assert str(info.value).startswith(f"{path}:3: ") and reason in str(info.value)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "7", True, 2**63])
+def test_bad_jsonl_amounts(tmp_path: Path, value: object) -> None:
+    path = write(tmp_path / "bad.jsonl", jsonl_text(
+        {"actor_id": "a-1", "identifiers": [{"kind": "email", "value": "a@example.com", "amount": value}]}))
+    with pytest.raises(ImportFileError, match=r"bad.jsonl:1: amount must be a JSON integer"):
+        parse_data_file(path, CTX)
+
+
+def test_conflicting_amounts_for_one_identifier(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", csv_text("a-1,email,a@example.com,1", "a-1,email,A@example.com,2",
+                                              header=AMOUNT_HEADER))
+    with pytest.raises(ImportFileError, match=r"c.csv:3: .*different amount"):
+        parse_data_file(path, CTX)

@@ -10,9 +10,8 @@ from .output import emit, emit_object, format_option
 
 
 def _ctx():  # type: ignore[no-untyped-def]
-    from .main import Ctx
-
-    return click.get_current_context().find_object(Ctx)
+    """The root command's Ctx (by object, not class: ``python -m`` loads main twice)."""
+    return click.get_current_context().find_root().obj
 
 
 @click.command("sum")
@@ -128,6 +127,9 @@ def emit_aggregate_job(result, fmt: str) -> None:  # type: ignore[no-untyped-def
         emit_object({"run_id": result.run_id, "job": result.job, "protocol": result.protocol, "status": result.status,
                      "federation_run": r.session_id, "contributors": result.contributors,
                      "total": result.federation_total, "error": r.error}, fmt, title=f"job {result.job}")
+        if r.error:
+            click.secho("error: ", fg="red", bold=True, err=True, nl=False)
+            click.echo(r.error, err=True)
         return
     rows = [{"peer": r.peer, "status": r.status, "session": r.session_id, "intersection_size": r.count,
              "sum": r.total, "seconds": round(r.seconds, 2), "error": r.error} for r in result.peers]

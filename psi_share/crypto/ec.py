@@ -129,6 +129,11 @@ def hash_and_blind(scalar: int, items: Sequence[bytes]) -> bytes:
     return b"".join(_exchange(key, hash_to_x(i).to_bytes(X_BYTES, "big")) for i in items)
 
 
+def _ready() -> bool:
+    """Runs in a fresh worker: importing this module loaded cryptography and gmpy2."""
+    return True
+
+
 class EcEngine:
     """Runs blinding batches on worker processes (``cryptography`` holds the GIL).
 
@@ -149,6 +154,13 @@ class EcEngine:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+    def warm_up(self) -> None:
+        """Start the worker processes now (serve start) rather than on the first batch."""
+        if self._workers > 1:
+            pool = self._executor()
+            for f in [pool.submit(_ready) for _ in range(self._workers)]:
+                f.result()
 
     def executor(self) -> Executor | None:
         """The process pool (started on demand), or None with one worker."""

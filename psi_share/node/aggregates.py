@@ -54,6 +54,19 @@ log = logging.getLogger("psi_share.aggregates")
 _EXPONENT_BYTES = SHORT_EXPONENT_BITS // 8
 _PARALLEL_MIN = 512  # fewer values than this are encrypted inline
 _FILL_BATCH = 512
+_IDLE_SECONDS = 1.0  # the pool fills only after this long without session work
+
+
+class _Busy:
+    def __init__(self, ring: PaillierKeyring) -> None:
+        self._ring = ring
+
+    def __enter__(self) -> None:
+        self._ring._busy += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._ring._busy -= 1
+        self._ring.touch()
 
 
 @dataclass
@@ -82,6 +95,20 @@ class PaillierKeyring:
         self._keys: dict[int, _KeyEntry] = {}
         self._stop = threading.Event()
         self._filler: threading.Thread | None = None
+        self._last_activity = 0.0
+        self._busy = 0
+        self.is_idle: Callable[[], bool] = lambda: True  # the node adds "no session open"
+
+    def touch(self) -> None:
+        """A session did work: the filler stays out of its way for a moment."""
+        self._last_activity = self._clock()
+
+    def busy(self) -> _Busy:
+        """``with keyring.busy():`` around our own protocol runs (the filler pauses)."""
+        return _Busy(self)
+
+    def _idle(self) -> bool:
+        return not self._busy and self.is_idle() and self._clock() - self._last_activity >= _IDLE_SECONDS
 
     def _entry(self, bits: int) -> _KeyEntry:
         now = self._clock()
@@ -165,14 +192,22 @@ class PaillierKeyring:
             entry.pool.add(decode_ciphertexts(key.public, f.result()))
 
     def _fill_loop(self) -> None:
+        started, reported = self._clock(), None
         try:
             while not self._stop.is_set():
                 entry = self._entry(self._config.key_bits)
                 missing = entry.pool.missing()
-                if not missing:
-                    self._stop.wait(1.0)
+                if missing and not self._idle():
+                    self._stop.wait(0.2)  # idle time only: sessions come first
                     continue
-                self._fill_batch(entry, min(_FILL_BATCH, missing))
+                if not missing:
+                    if reported is not entry:
+                        log.info("Paillier randomness pool full: %d values in %.2fs", len(entry.pool), self._clock() - started)
+                        reported = entry
+                    self._stop.wait(1.0)
+                    started = self._clock()
+                    continue
+                self._fill_batch(entry, min(_FILL_BATCH * 4, missing))
         except Exception:  # noqa: BLE001 - a dead filler only costs speed
             if not self._stop.is_set():
                 log.exception("Paillier randomness pool filler stopped")
@@ -221,6 +256,17 @@ class PreparedSums:
         self._lifetime = lifetime
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, int, str], tuple[float, Future[PreparedItems]]] = {}
+
+    def prepare_valued(self, datasets: Sequence[str]) -> list[Future[PreparedItems]]:
+        """At serve start: blind every kind that carries amounts in ``datasets``."""
+        futures = []
+        for dataset in datasets:
+            try:
+                kinds = self._store.amount_kinds(dataset)
+            except LookupError:
+                continue
+            futures.extend(self.get(dataset, kind) for kind in kinds)
+        return futures
 
     def get(self, dataset: str, kind: str) -> Future[PreparedItems]:
         revision = self._store.dataset(dataset).revision

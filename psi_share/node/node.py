@@ -368,7 +368,10 @@ class Node:
         if prepare:
             self.responder.prepare_exposed()
         if self.store.has_amounts():  # only a node that can hold values needs the pool
+            self.ec_engine.warm_up()
             self.keyring.start_filling()
+            if prepare:
+                self.prepared_sums.prepare_valued(self.config.exposure.datasets)
         reap_every = min(30.0, max(0.5, self.config.sessions.ttl_seconds / 4))
         return RunningServer(server, port, health, self.responder, reap_every=reap_every)
 
@@ -401,6 +404,8 @@ class Node:
             peer_client=self.peer_client, clock=self.clock, random_bytes=self.random_bytes,
         )
         self.responder.federation = self.federation  # type: ignore[attr-defined]
+        # The pool fills in idle time only: never while a session is open here.
+        self.keyring.is_idle = lambda: self.responder.sums.open_count() == 0  # type: ignore[attr-defined]
 
     def _run_aggregate_job(self, job: JobSpec, on_peer: Callable[[PeerResult], None] | None) -> JobRunResult:
         """An intersection-sum job (one session per other participant) or a
@@ -477,7 +482,7 @@ class Node:
             peer, dataset, peer_dataset or dataset, kind, value_holder_of(value_holder),
             key_bits or self.config.paillier.key_bits, job_run_id,
         )
-        with self.peer_client(peer) as client:
+        with self.peer_client(peer) as client, self.keyring.busy():
             return run_intersection_sum(
                 request, store=self.store, client=client, prepared=self.prepared_sums, keyring=self.keyring,
                 engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,

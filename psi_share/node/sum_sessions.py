@@ -146,9 +146,14 @@ class SumResponder:
         ct = 2 * s.open.key_bits // 8
         return s.open.set_size * (ec.X_BYTES + ct) + len(s.prepared.blinded.points) * ec.X_BYTES + 8192
 
+    def open_count(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
     def exchange(self, peer: str, sid: str, payload: bytes) -> ExchangeReply:
         session = self._session(peer, sid)
-        with session.lock:
+        self._keyring.touch()
+        with session.lock, self._keyring.busy():
             try:
                 return self._advance(session, payload)
             except Exception as exc:

@@ -197,21 +197,35 @@ def decode_total(data: bytes, contributors: int) -> int:
     return total
 
 
-def check_message(step: str, fields: dict) -> int:
-    """Check a recorded federation message's fields (for the audit log).
+def check_message(step: str, payload: bytes) -> int:
+    """Parse one recorded federation-total message and check it holds only what it may.
 
-    ``step`` is "pass", "passed" or "release"; ``fields`` maps field names of
-    the corresponding protobuf message to values. Returns the number of
-    ciphertexts carried. Raises RemoteProtocolError.
+    ``step`` is the Egress step: "pass" (a FederationPassRequest: key,
+    running ciphertext, counts, route), "passed" (a FederationPassResponse:
+    the final ciphertext) or "release" (a FederationReleaseRequest: the
+    total). Returns the number of ciphertexts carried. Raises
+    RemoteProtocolError.
     """
-    if step in ("pass", "passed"):
-        if step == "pass":
-            key = PublicKey.decode(fields["public_key"])
-            decode_ciphertext(key, fields["ciphertext"])
-        elif len(fields.get("ciphertext", b"")) * 4 not in (2048, 3072):
-            raise RemoteProtocolError("returned ciphertext has the size of no allowed key")
+    from google.protobuf.message import DecodeError
+
+    from ..v1 import node_pb2 as pb
+
+    types = {"pass": pb.FederationPassRequest, "passed": pb.FederationPassResponse, "release": pb.FederationReleaseRequest}
+    if step not in types:
+        raise RemoteProtocolError(f"unknown federation-total step {step!r}")
+    try:
+        message = types[step].FromString(payload)
+    except DecodeError as exc:
+        raise RemoteProtocolError(f"not a {types[step].__name__}: {exc}") from None
+    if step == "pass":
+        key = PublicKey.decode(message.public_key)
+        decode_ciphertext(key, message.ciphertext)
+        if not 1 <= message.contributors < MAX_PARTICIPANTS or message.min_contributors < MIN_CONTRIBUTORS:
+            raise RemoteProtocolError("federation pass has implausible counts")
         return 1
-    if step == "release":
-        decode_total(fields["total"], fields["contributors"])
-        return 0
-    raise RemoteProtocolError(f"unknown federation-total step {step!r}")
+    if step == "passed":
+        if len(message.ciphertext) * 4 not in (2048, 3072) or not 1 <= message.contributors <= MAX_PARTICIPANTS:
+            raise RemoteProtocolError("returned ciphertext has the size of no allowed key, or implausible counts")
+        return 1
+    decode_total(message.total, message.contributors)
+    return 0

@@ -45,7 +45,11 @@ activity under two kinds would count it twice, so kinds are not mixed.
 
 ``check_message(step, payload)`` parses one wire message and checks that it
 holds only what that step may hold; the audit log calls it on recorded
-messages.
+messages. On the wire each message travels as the ``Chunk`` stream of one
+``SumExchange`` call, recorded by Egress under protocol "intersection-sum"
+and step ``<step>-chunk`` (requests) or ``<step>-chunk`` of the reply's step
+(the servicer names the reply's step): reassemble the chunks of one
+(session, step) and pass the bytes here.
 """
 
 from __future__ import annotations

@@ -654,6 +654,14 @@ class Store:
         """Whether any dataset carries amounts (this node can hold values)."""
         return bool(self._query("SELECT 1 FROM identifiers WHERE amount IS NOT NULL LIMIT 1"))
 
+    def amount_kinds(self, dataset: str) -> list[str]:
+        """Kinds of ``dataset`` with at least one amount."""
+        self.dataset(dataset)
+        rows = self._query(
+            "SELECT DISTINCT kind FROM identifiers WHERE dataset = ? AND amount IS NOT NULL ORDER BY kind", (dataset,)
+        )
+        return [r[0] for r in rows]
+
     def set_figure(self, metric: str, value: int, *, now: float) -> None:
         check_name("metric", metric)
         with self.transaction() as db:
