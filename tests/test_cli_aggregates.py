@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 from test_cli import Labs, cli, failed_cleanly, labs, ok, ok_json, serve_b, start_server  # noqa: F401
 
 # lab-b's usage: amounts per identifier row. lab-a's flagged emails match b1 (jsmith@gmail.com,
@@ -55,6 +56,7 @@ def test_sum_results_and_job_over_the_cli(tmp_path: Path, labs: Labs, start_serv
     assert run["status"] == "ok" and [(p["intersection_size"], p["sum"]) for p in run["peers"]] == [(2, 145)]
 
 
+@pytest.mark.slow
 def test_federation_total_over_the_cli(tmp_path: Path, labs: Labs, start_server) -> None:  # type: ignore[no-untyped-def]
     c = tmp_path / "lab-c"
     ok(cli(tmp_path, "init", "lab-c", "--listen", "127.0.0.1:0", home=c))
