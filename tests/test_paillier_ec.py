@@ -118,3 +118,14 @@ def test_engine_parallel_equals_inline():
         assert b"".join(engine.hash_and_blind(k, items)) == ec.hash_and_blind(k, items)
     finally:
         engine.close()
+
+
+@pytest.mark.slow
+def test_3072_bit_keys_work_end_to_end():
+    key = PrivateKey.generate(3072, secrets.token_bytes)
+    assert key.public.bits == 3072 and key.public.ciphertext_bytes == 768
+    assert PublicKey.decode(key.public.encode()) == key.public
+    cs = key.encrypt_with([1, 2, MAX_VALUE], key.randomness(random.Random(7).randbytes(96)))
+    blob = encode_ciphertexts(key.public, cs)
+    total = key.public.rerandomize(key.public.sum(decode_ciphertexts(key.public, blob, 3)), secrets.token_bytes)
+    assert key.decrypt(total) == 3 + MAX_VALUE

@@ -39,7 +39,6 @@ from ..crypto.paillier import (
     SHORT_EXPONENT_BITS,
     PrivateKey,
     RandomnessPool,
-    decode_ciphertexts,
     worker_encrypt,
     worker_randomness,
 )
@@ -62,11 +61,20 @@ class _Busy:
         self._ring = ring
 
     def __enter__(self) -> None:
-        self._ring._busy += 1
+        with self._ring._lock:
+            self._ring._busy += 1
 
     def __exit__(self, *exc: object) -> None:
-        self._ring._busy -= 1
+        with self._ring._lock:
+            self._ring._busy -= 1
         self._ring.touch()
+
+
+def _own_values(key: PrivateKey, blob: bytes) -> list[int]:
+    """Integers from our own worker processes (trusted: not peer input, so
+    not re-validated; peer ciphertexts always go through decode_ciphertexts)."""
+    width = key.public.ciphertext_bytes
+    return [int.from_bytes(blob[i : i + width], "big") for i in range(0, len(blob), width)]
 
 
 @dataclass
@@ -155,7 +163,7 @@ class PaillierKeyring:
             for i in range(0, len(rest), step)
         ]
         for f in futures:
-            out.extend(decode_ciphertexts(key.public, f.result()))
+            out.extend(_own_values(key, f.result()))
         return out
 
     # -- the pool filler ----------------------------------------------------
@@ -189,7 +197,7 @@ class PaillierKeyring:
             for c in (half, count - half) if c
         ]
         for f in futures:
-            entry.pool.add(decode_ciphertexts(key.public, f.result()))
+            entry.pool.add(_own_values(key, f.result()))
 
     def _fill_loop(self) -> None:
         started, reported = self._clock(), None
