@@ -265,6 +265,10 @@ class PreparedSums:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, int, str], tuple[float, Future[PreparedItems]]] = {}
 
+    def submit(self, fn: Callable[[], None]) -> Future[None]:
+        """Run ``fn`` on the preparation threads (errors resurface where its result is used)."""
+        return self._executor.submit(fn)
+
     def prepare_valued(self, datasets: Sequence[str]) -> list[Future[PreparedItems]]:
         """At serve start: blind every kind that carries amounts in ``datasets``."""
         futures = []

@@ -10,6 +10,7 @@ failed session stores no result.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,7 +159,11 @@ def _drive(party, client: PeerClient, sid: str, holder: ValueHolder, lap, n: int
         # The responder decrypted and disclosed the sum to us; we tell it nothing more.
         return result
     assert isinstance(party, ValueHolderParty)
+    # Encrypt our values while the peer sends its blinded set.
+    preparing = threading.Thread(target=party.prepare_ciphertexts, name="sum-encrypt", daemon=True)
+    preparing.start()
     their_set = client.sum_exchange(sid, control("start"), steps[0][0])
+    preparing.join()
     lap("their-set")
     message = party.on_blinded_set(their_set)
     lap("blind-and-encrypt")

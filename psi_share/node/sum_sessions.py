@@ -104,6 +104,8 @@ class SumResponder:
                 engine=self._engine, random_bytes=self._random, max_peer_set_size=open_.set_size,
             )
             key = private.public
+            # Encrypt our values while the requester blinds its set (exchange waits for it).
+            self._background(party.prepare_ciphertexts)
         now = self._clock()
         sid = uuid.UUID(bytes=self._random(16), version=4).hex
         with self._lock:
@@ -124,6 +126,9 @@ class SumResponder:
             peer, sid, open_.dataset, open_.kind, open_.value_holder.value, open_.set_size,
         )
         return SumOpened(session_id=sid, max_set_size=limit, session_ttl_seconds=self.config.sessions.ttl_seconds)
+
+    def _background(self, fn: Callable[[], None]) -> None:
+        self._prepared.submit(fn)
 
     def _session(self, peer: str, sid: str) -> _SumSession:
         now = self._clock()

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import enum
 import random
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -344,6 +345,20 @@ class ValueHolderParty:
         self._max_peer = max_peer_set_size
         self.state = HolderState.NEW
         self._peer_size = 0
+        self._ciphertexts: tuple[list[int], list[int]] | None = None  # (order, Enc(values in that order))
+        self._prepare_lock = threading.Lock()
+
+    def prepare_ciphertexts(self) -> None:
+        """Draw the shuffle and encrypt every value now.
+
+        Needs nothing from the peer, so the node runs it as soon as the
+        session opens, while the matcher is still blinding its set;
+        :meth:`on_blinded_set` does it itself if nobody did.
+        """
+        with self._prepare_lock:
+            if self._ciphertexts is None:
+                order = shuffled(list(range(len(self._values))), self._random)
+                self._ciphertexts = (order, self._encrypt([self._values[i] for i in order]))
 
     def _step(self, event: str) -> None:
         nxt = _HOLDER_STEPS.get((self.state, event))
@@ -362,8 +377,10 @@ class ValueHolderParty:
             raise RemoteProtocolError("matcher's set repeats a point")
         self._peer_size = len(theirs)
         double = shuffled(self._engine.blind(self._own.scalar, theirs), self._random)
-        order = shuffled(list(range(len(self._values))), self._random)
-        ciphertexts = self._encrypt([self._values[i] for i in order])
+        self.prepare_ciphertexts()
+        assert self._ciphertexts is not None
+        order, ciphertexts = self._ciphertexts
+        self._ciphertexts = None  # used once
         pk = self._key.public
         return encode(
             pb.SumMessage(
