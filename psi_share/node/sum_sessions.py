@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..crypto import ec
 from ..crypto.paillier import PublicKey
-from ..errors import LocalProtocolError, Refused
+from ..errors import LocalProtocolError, OutOfOrder, Refused
 from ..protocols.intersection_sum import (
     Matcher,
     SumOpen,
@@ -187,9 +187,6 @@ class SumResponder:
                 result = party.on_sum(payload)
                 self._finish(s, result)
                 return ExchangeReply(control("ack"), "ack")
-        # Let the party's own state table produce the precise error.
-        from ..errors import OutOfOrder
-
         raise OutOfOrder(f"step {step!r} is not expected by this node's side of the session")
 
     def _finish(self, s: _SumSession, result: SumResult) -> None:
