@@ -154,3 +154,55 @@ def test_check_message_for_the_audit_log():
         check_message("release", release.SerializeToString())
     with pytest.raises(RemoteProtocolError):
         check_message("nonsense", b"")
+
+
+def test_aggregate_messages_scan_clean_in_the_audit_log(federation, tmp_path):
+    """With transcripts on, every intersection-sum and federation message we sent passes its
+    registered message check and holds no form of any of our identifiers."""
+    import csv as csv_module
+
+    from psi_share.audit.scan import scan_audit
+    from psi_share.identifiers import DEFAULT_CONTEXT
+
+    names = ["lab-a", "lab-b", "lab-c"]
+    nodes = {n: federation.node(n, audit__transcripts="true", paillier__pool_size=16,
+                                exposure__datasets='["flagged", "usage"]') for n in names}
+    files = {}
+    for i, (name, node) in enumerate(nodes.items()):
+        path = tmp_path / f"{name}.csv"
+        with path.open("w", newline="") as fh:
+            w = csv_module.writer(fh)
+            w.writerow(["actor_id", "kind", "value", "amount"])
+            w.writerows([(f"{name}-1", "email", "shared@example.org", str(10 + i)),
+                         (f"{name}-2", "email", f"only-{name}@example.org", "5")])
+        node.import_file("usage", path, None)
+        node.import_file("flagged", path, None)
+        node.store.set_figure("campaign", 100 * (i + 1), now=0)
+        files[name] = path
+    for name in names:
+        federation.serve(name)
+    federation.connect_all()
+    o = nodes["lab-a"].intersection_sum("lab-b", dataset="flagged", peer_dataset="usage", kind="email")
+    assert (o.intersection_size, o.sum) == (1, 11)
+    o = nodes["lab-a"].intersection_sum("lab-c", dataset="usage", peer_dataset="flagged", kind="email",
+                                        value_holder="requester")
+    assert (o.intersection_size, o.sum) == (1, 10)
+    assert nodes["lab-a"].federation_total("campaign", names).total == 600
+    for name, node in nodes.items():
+        result = scan_audit(node.home.audit_path, [files[name]], DEFAULT_CONTEXT)
+        assert result.messages_checked >= 3, name
+        assert result.clean, (name, result.hits, result.invalid)
+
+
+def test_audit_checks_are_registered_for_every_aggregate_step():
+    from psi_share.audit.messages import check_message, load_protocol_checks
+    from psi_share.v1 import node_pb2 as pb
+
+    load_protocol_checks()
+    bad_points = pb.SumMessage(protocol_version=1, step="blinded-set", points=b"\x00" * 32).SerializeToString()
+    assert check_message("intersection-sum", "blinded-set-chunk", bad_points)
+    assert check_message("intersection-sum", "message-chunk", bad_points)
+    ok = pb.SumMessage(protocol_version=1, step="start").SerializeToString()
+    assert check_message("intersection-sum", "start-chunk", ok) == []
+    assert check_message("federation-total", "release", pb.FederationReleaseRequest(
+        protocol_version=1, run_id="0" * 32, metric="m", contributors=2, total=b"\x01").SerializeToString())

@@ -206,6 +206,9 @@ def _load_aggregate_job(path: Path, job: dict) -> JobSpec:
             raise ConfigError(f"{path}: [job] {key} must be a lowercase name")
         return value
 
+    transcripts = job.get("transcripts", False)
+    if not isinstance(transcripts, bool):
+        raise ConfigError(f"{path}: [job] transcripts must be true or false")
     if protocol == "federation-total":
         minimum = job.get("min_contributors", MIN_CONTRIBUTORS)
         if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < MIN_CONTRIBUTORS:
@@ -215,6 +218,7 @@ def _load_aggregate_job(path: Path, job: dict) -> JobSpec:
         return JobSpec(
             name=name("name"), participants=tuple(participants), dataset="", peer_dataset="", kinds=(),
             source=str(path), protocol=protocol, metric=name("metric"), min_contributors=minimum,
+            transcripts=transcripts,
         )
     kind = job["kind"]
     if not isinstance(kind, str) or kind not in KINDS:
@@ -229,5 +233,5 @@ def _load_aggregate_job(path: Path, job: dict) -> JobSpec:
     return JobSpec(
         name=name("name"), participants=tuple(participants), dataset=dataset,
         peer_dataset=name("peer_dataset", dataset), kinds=(kind,), source=str(path), protocol=protocol,
-        value_holder=holder, key_bits=key_bits,
+        value_holder=holder, key_bits=key_bits, transcripts=transcripts,
     )

@@ -417,6 +417,17 @@ class Node:
             self.store.peer(p)
         run_id = new_run_id(self.random_bytes)
         self.store.start_job_run(run_id, job.name, job.parameters(), now=self.clock())
+        if job.transcripts and self.audit is not None:
+            self.audit.keep_transcripts_for(run_id)
+        try:
+            return self._run_aggregate_job_steps(job, run_id, peers, on_peer)
+        finally:
+            if job.transcripts and self.audit is not None:
+                self.audit.stop_transcripts_for(run_id)
+
+    def _run_aggregate_job_steps(
+        self, job: JobSpec, run_id: str, peers: tuple[str, ...], on_peer: Callable[[PeerResult], None] | None
+    ) -> JobRunResult:
         if job.protocol == "federation-total":
             started = time.perf_counter()
             try:

@@ -255,7 +255,10 @@ class PeerClient:
             reply = self._stub.SumOpen(request, metadata=self._metadata, timeout=min(self._timeout, 600))
         except grpc.RpcError as exc:
             raise self._error(exc) from None
-        self._egress.received(reply, peer=self.peer, protocol="intersection-sum", step="opened", session_id=reply.session_id)
+        self._egress.received(
+            reply, peer=self.peer, protocol="intersection-sum", step="opened", session_id=reply.session_id,
+            job_id=open_.job_id,
+        )
         if reply.protocol_version != PROTOCOL_VERSION or not reply.session_id:
             raise RemoteProtocolError("peer opened an intersection-sum session without an id or with another version")
         return SumOpened(session_id=reply.session_id, max_set_size=reply.max_set_size,
