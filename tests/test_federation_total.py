@@ -199,7 +199,10 @@ def test_audit_checks_are_registered_for_every_aggregate_step():
     from psi_share.v1 import node_pb2 as pb
 
     load_protocol_checks()
-    bad_points = pb.SumMessage(protocol_version=1, step="blinded-set", points=b"\x00" * 32).SerializeToString()
+    from psi_share.crypto import ec
+
+    off_curve = next(x for x in range(1, 100) if not ec._is_x_on_curve(x)).to_bytes(32, "big")
+    bad_points = pb.SumMessage(protocol_version=1, step="blinded-set", points=off_curve).SerializeToString()
     assert check_message("intersection-sum", "blinded-set-chunk", bad_points)
     assert check_message("intersection-sum", "message-chunk", bad_points)
     ok = pb.SumMessage(protocol_version=1, step="start").SerializeToString()
