@@ -129,3 +129,28 @@ def test_3072_bit_keys_work_end_to_end():
     blob = encode_ciphertexts(key.public, cs)
     total = key.public.rerandomize(key.public.sum(decode_ciphertexts(key.public, blob, 3)), secrets.token_bytes)
     assert key.decrypt(total) == 3 + MAX_VALUE
+
+
+def test_keyring_rotates_after_its_lifetime_and_never_reuses_pooled_randomness(tmp_path):
+    from psi_share.node.aggregates import PaillierKeyring
+    from psi_share.node.config import NodeConfig, PaillierConfig
+
+    now = [1000.0]
+    ring = PaillierKeyring(
+        NodeConfig(name="lab-a", paillier=PaillierConfig(pool_size=8, key_lifetime_seconds=60)),
+        clock=lambda: now[0], random_bytes=random.Random(8).randbytes, executor=lambda: None,
+    )
+    try:
+        assert ring.fill_now() == 8
+        first = ring.key(2048)
+        cs = ring.encrypt(first, [1, 2, 3])
+        assert [first.decrypt(c) for c in cs] == [1, 2, 3] and ring.pool_size() == 5  # 3 used, gone
+        now[0] += 59
+        assert ring.key(2048) is first
+        now[0] += 2
+        second = ring.key(2048)
+        assert second is not first and second.public.n != first.public.n
+        assert ring.pool_size() == 0  # a new key starts with an empty pool
+        assert [second.decrypt(c) for c in ring.encrypt(second, [4, 5])] == [4, 5]
+    finally:
+        ring.close()
