@@ -82,5 +82,5 @@ def test_federation_total_over_the_cli(tmp_path: Path, labs: Labs, start_server)
     run = ok_json(cli(tmp_path, "job", "run", job, "--format", "json", home=labs.b))
     assert (run["status"], run["total"], run["contributors"]) == ("ok", 543, 3)
     servers["lab-c"].terminate()
-    err = failed_cleanly(cli(tmp_path, "job", "run", job, home=labs.b))
+    err = failed_cleanly(cli(tmp_path, "job", "run", job, home=labs.b), code=4)  # 4: the run failed
     assert "lab-c" in err
