@@ -244,3 +244,23 @@ def test_hostile_message_over_grpc_fails_the_session(sum_pair):
             client.sum_exchange(opened.session_id, bad.SerializeToString(), "blinded-set")
     assert b.store.session(opened.session_id).status == "failed"
     assert SCHEMA_VERSION >= 2
+
+
+def test_intersection_sum_job_records_each_peer_and_retries_an_unreachable_one(federation, sum_pair, tmp_path):
+    from psi_share.node.jobs import load_job
+
+    a, b = sum_pair
+    federation.node("lab-c")  # known to lab-a, never serving: unreachable
+    federation.connect_all()
+    job = tmp_path / "traffic.toml"
+    job.write_text('[job]\nprotocol = "intersection-sum"\nname = "traffic"\nparticipants = ["lab-a", "lab-b", "lab-c"]\n'
+                   'dataset = "flagged"\npeer_dataset = "usage"\nkind = "email"\n')
+    a.config = type(a.config)(**{**a.config.__dict__, "jobs": type(a.config.jobs)(
+        peer_attempts=2, backoff_initial_seconds=0.01, backoff_max_seconds=0.01)})
+    result = a.run_job(load_job(job))
+    assert result.status == "partial"
+    by_peer = {r.peer: r for r in result.peers}
+    assert (by_peer["lab-b"].count, by_peer["lab-b"].total) == (2, 1235)
+    assert by_peer["lab-c"].status == "failed" and by_peer["lab-c"].attempts == 2
+    rows = {r.peer: r for r in a.store.job_run_peers(result.run_id)}
+    assert rows["lab-b"].status == "ok" and rows["lab-c"].status == "failed"

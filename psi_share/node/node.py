@@ -13,6 +13,7 @@ Clocks and randomness are parameters (defaults: wall clock, ``secrets``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import secrets
@@ -81,6 +82,15 @@ class RunningServer:
 
     def wait(self) -> None:
         self.server.wait_for_termination()
+
+
+@dataclasses.dataclass(frozen=True)
+class _SumAsMatch:
+    """An intersection-sum outcome in the shape run_with_retries records."""
+
+    session_id: str
+    count: int
+    matched_actors: None = None
 
 
 def _with_on_peer(
@@ -415,15 +425,17 @@ class Node:
         peers = job.peers_for(self.config.name)
         for p in peers:
             self.store.peer(p)
-        run_id = new_run_id(self.random_bytes)
-        self.store.start_job_run(run_id, job.name, job.parameters(), now=self.clock())
-        if job.transcripts and self.audit is not None:
-            self.audit.keep_transcripts_for(run_id)
-        try:
-            return self._run_aggregate_job_steps(job, run_id, peers, on_peer)
-        finally:
+        with self.job_lock(job.name):  # never two runs of one job at once, as for PSI jobs
+            self.store.mark_interrupted_runs(job.name, now=self.clock())
+            run_id = new_run_id(self.random_bytes)
+            self.store.start_job_run(run_id, job.name, job.parameters(), now=self.clock())
             if job.transcripts and self.audit is not None:
-                self.audit.stop_transcripts_for(run_id)
+                self.audit.keep_transcripts_for(run_id)
+            try:
+                return self._run_aggregate_job_steps(job, run_id, peers, on_peer)
+            finally:
+                if job.transcripts and self.audit is not None:
+                    self.audit.stop_transcripts_for(run_id)
 
     def _run_aggregate_job_steps(
         self, job: JobSpec, run_id: str, peers: tuple[str, ...], on_peer: Callable[[PeerResult], None] | None
@@ -443,21 +455,30 @@ class Node:
             return JobRunResult(run_id, job.name, "ok", (result,), protocol=job.protocol,
                                 federation_total=outcome.total, contributors=outcome.contributors)
         self.store.dataset(job.dataset)
+        sums: dict[str, int] = {}
+
+        def one(peer: str):  # type: ignore[no-untyped-def]
+            o = self.intersection_sum(
+                peer, dataset=job.dataset, peer_dataset=job.peer_dataset, kind=job.kinds[0],
+                value_holder=job.value_holder, key_bits=job.key_bits or None, job_run_id=run_id,
+            )
+            sums[peer] = o.sum
+            # run_with_retries records what a match reports; the sum is added below.
+            return _SumAsMatch(o.session_id, o.intersection_size)
+
+        by_peer = run_with_retries(
+            peers, one, policy=RetryPolicy.from_config(self.config.jobs), on_event=_with_on_peer(None, on_peer),
+        )
         results: list[PeerResult] = []
         for peer in peers:
-            started = time.perf_counter()
-            try:
-                o = self.intersection_sum(
-                    peer, dataset=job.dataset, peer_dataset=job.peer_dataset, kind=job.kinds[0],
-                    value_holder=job.value_holder, key_bits=job.key_bits or None, job_run_id=run_id,
-                )
-                result = PeerResult(peer, "ok", o.session_id, o.intersection_size, None, o.seconds, total=o.sum)
-            except PsiShareError as exc:
-                log.warning("job %s: intersection-sum with %s failed: %s", job.name, peer, exc)
-                result = PeerResult(peer, "failed", None, None, None, time.perf_counter() - started, str(exc))
+            result = dataclasses.replace(by_peer[peer], total=sums.get(peer))
+            if result.status != "ok":
+                log.warning("job %s: intersection-sum with %s failed: %s", job.name, peer, result.error)
+            self.store.record_job_run_peer(JobRunPeerRecord(
+                run_id, peer, result.status, result.attempts, result.session_id, result.count, None,
+                result.seconds, result.error,
+            ))
             results.append(result)
-            if on_peer:
-                on_peer(result)
         failed = [r for r in results if r.status != "ok"]
         status = "ok" if not failed else ("failed" if len(failed) == len(results) else "partial")
         self.store.finish_job_run(run_id, status, now=self.clock(), error="; ".join(f"{r.peer}: {r.error}" for r in failed))
