@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from test_cli import Labs, cli, failed_cleanly, labs, ok, ok_json, serve_b, start_server  # noqa: F401
+from test_cli import Labs, cli, failed_cleanly, issue_cert, labs, ok, ok_json, serve_b, start_server  # noqa: F401
 
 # lab-b's usage: amounts per identifier row. lab-a's flagged emails match b1 (jsmith@gmail.com,
 # twice via b1 and b9's rows -> one item worth 100 + 5) and b8 (mixed.case@example.org, 40).
@@ -28,7 +28,8 @@ def write_usage(path: Path, rows) -> Path:  # type: ignore[no-untyped-def]
 
 def expose(home: Path, *datasets: str) -> None:
     config = home / "config.toml"
-    text = config.read_text().replace('datasets = ["flagged"]', "datasets = " + str(list(datasets)).replace("'", '"'), 1)
+    # [exposure] datasets and the [policy] grant to every peer
+    text = config.read_text().replace('datasets = ["flagged"]', "datasets = " + str(list(datasets)).replace("'", '"'))
     config.write_text(text.replace("pool_size = 16384", "pool_size = 32", 1))
 
 
@@ -59,7 +60,7 @@ def test_sum_results_and_job_over_the_cli(tmp_path: Path, labs: Labs, start_serv
 @pytest.mark.slow
 def test_federation_total_over_the_cli(tmp_path: Path, labs: Labs, start_server) -> None:  # type: ignore[no-untyped-def]
     c = tmp_path / "lab-c"
-    ok(cli(tmp_path, "init", "lab-c", "--listen", "127.0.0.1:0", home=c))
+    ok(cli(tmp_path, "init", "lab-c", "--listen", "127.0.0.1:0", "--tls-from", issue_cert(tmp_path, "lab-c"), home=c))
     homes = {"lab-a": labs.a, "lab-b": labs.b, "lab-c": c}
     for value, home in zip((3, 40, 500), homes.values()):
         ok(cli(tmp_path, "federation", "figure", "campaign", str(value), home=home))
