@@ -264,3 +264,20 @@ def test_intersection_sum_job_records_each_peer_and_retries_an_unreachable_one(f
     assert by_peer["lab-c"].status == "failed" and by_peer["lab-c"].attempts == 2
     rows = {r.peer: r for r in a.store.job_run_peers(result.run_id)}
     assert rows["lab-b"].status == "ok" and rows["lab-c"].status == "failed"
+
+
+def test_policy_min_result_withholds_the_sum_in_both_directions(federation, tmp_path, csv_file):
+    a = federation.node("lab-a", paillier__pool_size=16, exposure__datasets='["flagged", "usage"]')
+    b = federation.node("lab-b", paillier__pool_size=16, exposure__datasets='["flagged", "usage"]',
+                        **{"policy.peers.lab-a__min_result": 3})
+    a.import_file("flagged", csv_file("a.csv", A_FLAGGED), None)
+    a.import_file("usage", write_amount_csv(tmp_path / "au.csv", [("a1", "email", "eve@example.org", "7")]), None)
+    b.import_file("usage", write_amount_csv(tmp_path / "bu.csv", B_USAGE), None)
+    b.import_file("flagged", csv_file("bf.csv", [("b1", "email", "eve@example.org")]), None)
+    federation.serve("lab-b")
+    federation.connect_all()
+    with pytest.raises(PeerRefused, match="PERMISSION_DENIED.*fewer than 3.*withholds the sum"):
+        a.intersection_sum("lab-b", dataset="flagged", peer_dataset="usage", kind="email", value_holder="responder")
+    with pytest.raises(PeerRefused, match="fewer than 3"):
+        a.intersection_sum("lab-b", dataset="usage", peer_dataset="flagged", kind="email", value_holder="requester")
+    assert [r for r in (a.store.sum_result(s.id) for s in a.store.sessions()) if r] == []

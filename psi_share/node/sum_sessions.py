@@ -25,6 +25,7 @@ from ..protocols.intersection_sum import (
     ValueHolder,
     ValueHolderParty,
     control,
+    parse,
     step_of,
 )
 from ..store import SessionRecord, Store, SumResultRecord
@@ -53,6 +54,7 @@ class _SumSession:
     party: Matcher | ValueHolderParty
     expires: float
     key: PublicKey | None = None
+    min_result: int = 0  # [policy] min_result for this peer: fewer matches release no sum
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -81,7 +83,7 @@ class SumResponder:
         self._sessions: dict[str, _SumSession] = {}
 
     def open(self, peer: str, open_: SumOpen) -> SumOpened:
-        self._policy.check(
+        grant = self._policy.check(
             peer,
             AccessRequest(
                 protocol="intersection-sum", dataset=open_.dataset, kinds={open_.kind: open_.kind_version},
@@ -112,7 +114,9 @@ class SumResponder:
             self._expire(now)
             if len(self._sessions) >= self.config.sessions.max_open:
                 raise Refused("RESOURCE_EXHAUSTED", "this node has too many open sessions; retry later")
-            self._sessions[sid] = _SumSession(sid, peer, open_, prepared, party, now + self.config.sessions.ttl_seconds, key)
+            self._sessions[sid] = _SumSession(
+                sid, peer, open_, prepared, party, now + self.config.sessions.ttl_seconds, key, grant.min_result,
+            )
         self._store.start_session(
             SessionRecord(
                 id=sid, role="responder", protocol="intersection-sum", peer=peer, local_dataset=open_.dataset,
@@ -174,6 +178,7 @@ class SumResponder:
                 reply = party.on_blinded_set(payload)
                 return ExchangeReply(reply, "double-blinded", own, {"set_size": own})
             if step == "encrypted-sum":
+                self._withhold_below_minimum(s, parse(payload, "encrypted-sum").count)
                 reply, result = party.on_encrypted_sum(payload)
                 self._finish(s, result)
                 return ExchangeReply(reply, "sum", 0, {"intersection_size": result.intersection_size, "sum": result.sum})
@@ -182,12 +187,27 @@ class SumResponder:
                 return ExchangeReply(party.blinded_set(), "blinded-set", own, {"set_size": own})
             if step == "double-blinded":
                 reply = party.on_double_blinded(payload)
+                self._withhold_below_minimum(s, party.intersection_size)
                 return ExchangeReply(reply, "encrypted-sum", 1, {"intersection_size": party.intersection_size, "encrypted_sum": 1})
             if step == "sum":
                 result = party.on_sum(payload)
                 self._finish(s, result)
                 return ExchangeReply(control("ack"), "ack")
         raise OutOfOrder(f"step {step!r} is not expected by this node's side of the session")
+
+    def _withhold_below_minimum(self, s: _SumSession, count: int) -> None:
+        """[policy] min_result: below it the sum is never released (the session fails).
+
+        As value holder we refuse before decrypting; as matcher we refuse to
+        send the encrypted sum, so the requester learns neither sum nor count.
+        (A matcher requester computes the count itself: that is the protocol.)
+        """
+        if count < s.min_result:
+            raise Refused(
+                "PERMISSION_DENIED",
+                f"fewer than {s.min_result} matching items: {self.config.name} withholds the sum from {s.peer} "
+                "([policy] min_result)",
+            )
 
     def _finish(self, s: _SumSession, result: SumResult) -> None:
         with self._lock:
