@@ -94,17 +94,24 @@ def write_csv(path: Path, prefix: str, vals: list[str], amounts: list[int] | Non
 
 
 def set_config(home: Path, **values: object) -> None:
+    """Set the first ``key = ...`` line of each key; ``datasets`` sets [exposure] and [policy] both."""
     text = (home / "config.toml").read_text()
     for key, value in values.items():
-        text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
+        text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=0 if key == "datasets" else 1, flags=re.M)
     (home / "config.toml").write_text(text)
 
 
 def node_run(req: list[str], resp: list[str], amounts: list[int], workdir: Path, *, warm: bool) -> dict:
     n = max(len(req), len(resp))
     b = workdir / "lab-b"
+    ca = workdir / "federation-ca"  # nodes talk mutual TLS, as in production
+    if not ca.exists():
+        run(cli(workdir, "pki", "init-ca", "--ca-dir", str(ca)))
+        for name in ("lab-a", "lab-b"):
+            run(cli(workdir, "pki", "issue", name, "--ca-dir", str(ca), "--address", "127.0.0.1",
+                    "--out", str(workdir / f"{name}-tls")))
     if not b.exists():
-        run(cli(b, "init", "lab-b", "--listen", "127.0.0.1:0"))
+        run(cli(b, "init", "lab-b", "--listen", "127.0.0.1:0", "--tls-from", str(workdir / "lab-b-tls")))
         write_csv(workdir / "b.csv", "b", resp, amounts)
         run(cli(b, "data", "import", "usage", str(workdir / "b.csv")))
         run(cli(b, "peers", "add", "lab-a", "127.0.0.1:1"))  # known, so it may call us
@@ -129,7 +136,7 @@ def node_run(req: list[str], resp: list[str], amounts: list[int], workdir: Path,
             time.sleep(0.1)
         out["responder_ready"] = time.perf_counter() - t
         a = workdir / f"lab-a-{'warm' if warm else 'cold'}"
-        init_home(a, "lab-a", "127.0.0.1:0")
+        init_home(a, "lab-a", "127.0.0.1:0", tls_from=workdir / "lab-a-tls")
         set_config(a, max_set_size=max(n, 1))
         write_csv(workdir / "a.csv", "a", req, None)
         with Node.open(a) as node:
