@@ -197,7 +197,7 @@ def test_lock_excludes_and_survives_a_holder_killed_by_sigkill(tmp_path: Path) -
     assert holder.returncode == -signal.SIGKILL
     # The kernel released the flock with the process: no stale lock to clean up.
     assert lock_path(tmp_path, "weekly").exists()
-    with JobLock.acquire(tmp_path, "weekly", now=0) as lock:
+    with JobLock.acquire(tmp_path, "weekly", now=0):
         assert json.loads(lock_path(tmp_path, "weekly").read_text())["pid"] == os.getpid()
         # Two locks in one process exclude each other too (scheduler thread vs a manual run).
         with pytest.raises(JobBusy):

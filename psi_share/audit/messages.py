@@ -146,8 +146,8 @@ def _node_info(step: str, payload: bytes) -> list[str]:
             problems.append("a version field holds more than a version")
     for ds in m.datasets:
         problems += _name(ds.name, "datasets.name")
-        problems += [f"datasets.kinds names an unknown kind" for k in ds.kinds if k not in KINDS]
-    problems += [f"protocols holds a non-name" for p in m.protocols if not _PROTOCOL_NAME.match(p)]
+        problems += ["datasets.kinds names an unknown kind" for k in ds.kinds if k not in KINDS]
+    problems += ["protocols holds a non-name" for p in m.protocols if not _PROTOCOL_NAME.match(p)]
     return problems
 
 

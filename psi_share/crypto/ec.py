@@ -47,6 +47,7 @@ import gmpy2
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import LocalProtocolError, RemoteProtocolError
+from . import split_spans
 
 P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
 P256_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
@@ -167,14 +168,7 @@ class EcEngine:
         return self._executor() if self._workers > 1 else None
 
     def _parts(self, n: int) -> list[tuple[int, int]]:
-        parts = max(1, min(self._workers * 4, n // MIN_PARALLEL))
-        step, extra = divmod(n, parts)
-        spans, start = [], 0
-        for i in range(parts):
-            end = start + step + (1 if i < extra else 0)
-            spans.append((start, end))
-            start = end
-        return spans
+        return split_spans(n, min(self._workers * 4, n // MIN_PARALLEL))
 
     def hash_and_blind(self, scalar: int, items: Sequence[bytes]) -> list[bytes]:
         spans = self._parts(len(items))

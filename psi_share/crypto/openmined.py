@@ -23,6 +23,7 @@ import private_set_intersection.python as openmined
 from private_set_intersection.python import Request, Response, ServerSetup
 
 from ..errors import LocalProtocolError, RemoteProtocolError
+from . import split_spans
 
 OPENMINED_PSI_VERSION: str = openmined.__version__
 
@@ -55,14 +56,7 @@ def new_private_key(random_bytes: Callable[[int], bytes]) -> bytes:
 
 
 def _spans(n: int, workers: int) -> list[tuple[int, int]]:
-    parts = max(1, min(workers, n // MIN_CHUNK_ITEMS))
-    step, extra = divmod(n, parts)
-    spans, start = [], 0
-    for i in range(parts):
-        end = start + step + (1 if i < extra else 0)
-        spans.append((start, end))
-        start = end
-    return spans
+    return split_spans(n, min(workers, n // MIN_CHUNK_ITEMS))
 
 
 class OpenMinedEngine:

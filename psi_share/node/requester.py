@@ -48,6 +48,23 @@ class MatchOutcome:
     fewer_than: int = 0  # the responder's minimum k when the result was withheld
 
 
+class Laps:
+    """Wall-clock timings of a session's steps: ``lap("name")`` closes the
+    step that began at the previous lap (or at creation)."""
+
+    def __init__(self) -> None:
+        self.started = self._last = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self._last
+        self._last = now
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
 def run_match(
     request: MatchRequest,
     *,
@@ -74,16 +91,7 @@ def run_match(
         engine=engine,
         job_id=request.job_run_id or "",
     )
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    t = started
-
-    def lap(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        timings[name] = now - t
-        t = now
-
+    lap = Laps()
     opened = client.psi_open(requester.open)
     lap("open")
     requester.on_opened(opened)
@@ -124,7 +132,7 @@ def run_match(
         return MatchOutcome(
             session_id=local_id, peer=request.peer, count=None, requester_set_size=len(item_set),
             matched_actors=None, false_positive_rate=outcome.false_positive_rate,
-            seconds=time.perf_counter() - started, timings=timings, fewer_than=k,
+            seconds=lap.elapsed(), timings=lap.timings, fewer_than=k,
         )
     matches: list[tuple[str, str]] = []
     if outcome.matched is not None:
@@ -132,7 +140,7 @@ def run_match(
             matches.extend(item_set.owners[index])
     store.finish_session(local_id, "done", now=clock(), matched_count=outcome.count, matches=matches)
     _close_quietly(client, opened.session_id, "done")
-    seconds = time.perf_counter() - started
+    seconds = lap.elapsed()
     matched_actors = len({a for a, _ in matches}) if outcome.matched is not None else None
     log.info(
         "PSI session %s with %s done in %.2fs: %d matching items%s",
@@ -142,7 +150,7 @@ def run_match(
     return MatchOutcome(
         session_id=local_id, peer=request.peer, count=outcome.count, requester_set_size=len(item_set),
         matched_actors=matched_actors, false_positive_rate=outcome.false_positive_rate,
-        seconds=seconds, timings=timings,
+        seconds=seconds, timings=lap.timings,
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from ..protocols.intersection_sum import (
 from ..store import SessionRecord, Store, SumResultRecord
 from ..transport.client import PeerClient
 from .aggregates import PaillierKeyring, PreparedSums
+from .requester import Laps
 
 log = logging.getLogger("psi_share.sum_requester")
 
@@ -73,16 +73,7 @@ def run_intersection_sum(
 ) -> SumOutcome:
     if request.kind not in KINDS:
         raise LocalProtocolError(f"unknown identifier kind {request.kind!r} (known: {', '.join(sorted(KINDS))})")
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    t = started
-
-    def lap(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        timings[name] = now - t
-        t = now
-
+    lap = Laps()
     items = prepared.get(request.dataset, request.kind).result()
     lap("prepare")
     n = len(items.blinded.points)
@@ -135,13 +126,13 @@ def run_intersection_sum(
         ),
         now=clock(),
     )
-    seconds = time.perf_counter() - started
+    seconds = lap.elapsed()
     log.info("intersection-sum session %s with %s done in %.2fs: %d matching items", sid, request.peer, seconds,
              result.intersection_size)
     return SumOutcome(
         session_id=sid, peer=request.peer, kind=request.kind, value_holder=request.value_holder.value,
         intersection_size=result.intersection_size, sum=result.sum, own_set_size=result.own_set_size,
-        peer_set_size=result.peer_set_size, seconds=seconds, timings=timings,
+        peer_set_size=result.peer_set_size, seconds=seconds, timings=lap.timings,
     )
 
 

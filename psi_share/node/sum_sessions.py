@@ -225,7 +225,7 @@ class SumResponder:
 
     def close(self, peer: str, sid: str, outcome: str) -> None:
         try:
-            session = self._session(peer, sid)
+            self._session(peer, sid)  # only the owning peer may close it
         except Refused:
             return  # finished sessions are already recorded
         with self._lock:
