@@ -57,7 +57,7 @@ def start_node(home: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
 
 def federation_pki(out: Path) -> dict[str, Path]:
     """The federation's CA, and one certificate per lab naming it (mutual TLS)."""
-    console.rule("[bold]1b. the federation CA issues each lab a certificate")
+    console.rule("[bold]2. the federation CA issues each lab a certificate")
     ca = out / "federation-ca"
     psi(out, "pki", "init-ca", "--ca-dir", str(ca), "--name", "demo federation CA")
     issued = {}
@@ -95,7 +95,7 @@ def _raw_call_refused(tls: Path, real_ca: Path, port: int) -> bool:
 
 def security_checks(out: Path, nodes: Path, ports: dict[str, int]) -> bool:
     """Outsiders and revoked members are refused; a member without a policy grant gets counts only."""
-    console.rule("[bold]4b. who gets in: certificates and policy")
+    console.rule("[bold]9. who gets in: certificates and policy")
     ok = True
 
     def expect(what: str, proc: subprocess.CompletedProcess[str], needle: str) -> None:
@@ -166,7 +166,7 @@ def main() -> int:
 
     tls = federation_pki(out)
 
-    console.rule("[bold]2. three node homes, data imported locally")
+    console.rule("[bold]3. three node homes, data imported locally")
     for lab in LABS:
         home = nodes / lab
         psi(home, "init", lab, "--listen", "127.0.0.1:0", "--tls-from", str(tls[lab]))
@@ -178,7 +178,7 @@ def main() -> int:
         listing = json.loads(psi(home, "data", "list", "--format", "json").stdout)
         console.print(f"{lab}: " + ", ".join(f"{d['dataset']} {d['actors']} actors / {d['identifiers']} identifiers" for d in listing))
 
-    console.rule("[bold]3. three nodes serving on 127.0.0.1")
+    console.rule("[bold]4. three nodes serving on 127.0.0.1")
     procs: dict[str, subprocess.Popen[str]] = {}
     ports: dict[str, int] = {}
     aggregates_ok = False
@@ -191,7 +191,7 @@ def main() -> int:
                 if peer != lab:
                     psi(nodes / lab, "peers", "add", peer, f"127.0.0.1:{ports[peer]}")
 
-        console.rule("[bold]4. the joint job, run by every lab on its own node")
+        console.rule("[bold]5. the joint job, run by every lab on its own node")
         jobfile = out / "campaign-job.toml"
         jobfile.write_text(
             "[job]\n"
@@ -212,7 +212,7 @@ def main() -> int:
         next_day = run_next_day(args, out, nodes, jobfile)
         refusals_ok = security_checks(out, nodes, ports)
     finally:
-        console.rule("[bold]5. shutting the nodes down (SIGTERM)")
+        console.rule("[bold]10. shutting the nodes down (SIGTERM)")
         for lab, proc in procs.items():
             proc.send_signal(signal.SIGTERM)
         for lab, proc in procs.items():
@@ -240,7 +240,7 @@ def keep_transcripts(home: Path) -> None:
 
 def audit_verdicts(nodes: Path, data: Path) -> int:
     """Each lab's compliance check, as its officer would run it: verify, scan, report."""
-    console.rule("[bold]7. compliance: audit verify and audit scan on every lab")
+    console.rule("[bold]13. compliance: audit verify and audit scan on every lab")
     scans = {
         lab: subprocess.Popen(
             [sys.executable, "-m", "psi_share.cli.main", "--home", str(nodes / lab), "audit", "scan",
@@ -286,7 +286,7 @@ def aggregates(nodes: Path, out: Path, data: Path, truth: dict, results: dict) -
     """Intersection-sum between every pair of labs (a job file per lab), then
     two federation totals initiated by the first lab, each beside the truth."""
     usage = truth["usage"]
-    console.rule("[bold]4b. intersection-sum: API requests of the shared actors, at each peer")
+    console.rule("[bold]6. intersection-sum: API requests of the shared actors, at each peer")
     jobfile = out / "traffic-job.toml"
     jobfile.write_text(
         "[job]\n"
@@ -314,7 +314,7 @@ def aggregates(nodes: Path, out: Path, data: Path, truth: dict, results: dict) -
         console.print(f"{lab}: intersection-sum job {run['status']} in {time.monotonic() - t:.1f}s")
     console.print(table)
 
-    console.rule("[bold]4c. federation totals (Paillier secure sum, k >= 3), initiated by " + LABS[0])
+    console.rule("[bold]7. federation totals (Paillier secure sum, k >= 3), initiated by " + LABS[0])
     figures = {
         # each lab's own count of flagged actors some peer matched (from its PSI job run)
         "matched-flagged-actors": {lab: len(results[lab]["attribution"]) for lab in LABS},
@@ -363,7 +363,7 @@ def local_flagged_requests(lab_data: Path) -> int:
 
 
 def report(results: dict, truth: dict, seconds: float) -> int:
-    console.rule("[bold]6. what each lab learned, against the ground truth")
+    console.rule("[bold]11. what each lab learned, against the ground truth")
     table = Table()
     for col in ("lab", "peer", "shared (learned)", "shared (truth)", "precision", "recall"):
         table.add_column(col, justify="right" if col not in ("lab", "peer") else "left")
@@ -396,7 +396,7 @@ def run_next_day(args: argparse.Namespace, out: Path, nodes: Path, jobfile: Path
     """Day 1: new campaign accounts are flagged at every lab; each lab re-imports
     its flagged set and runs the same job again. Returns (run results, each
     run's diff against the previous ok run, the day-1 truth)."""
-    console.rule("[bold]4b. a day later: new campaign accounts, the same job again")
+    console.rule("[bold]8. a day later: new campaign accounts, the same job again")
     day1 = out / "data-day1"
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen_demo_data.py"), "--out", str(day1), "--seed", str(args.seed),
@@ -428,7 +428,7 @@ def report_next_day(results: dict, diffs: dict, truth: dict) -> int:
     when it is in new_since_previous_day.shared_with[peer]; it is *newly*
     shared when it was shared with no peer the day before.
     """
-    console.rule("[bold]6b. what changed since the previous run, against the ground truth")
+    console.rule("[bold]12. what changed since the previous run, against the ground truth")
     table = Table()
     for col in ("lab", "newly shared", "truth", "peers changed", "truth", "no longer shared", "truth"):
         table.add_column(col, justify="left" if col == "lab" else "right")

@@ -281,3 +281,17 @@ def test_policy_min_result_withholds_the_sum_in_both_directions(federation, tmp_
     with pytest.raises(PeerRefused, match="fewer than 3"):
         a.intersection_sum("lab-b", dataset="usage", peer_dataset="flagged", kind="email", value_holder="requester")
     assert [r for r in (a.store.sum_result(s.id) for s in a.store.sessions()) if r] == []
+
+
+def test_a_point_off_the_curve_is_refused_inside_the_worker_processes_too():
+    # Sets of the points the parties blind are not pre-checked in the main
+    # process: lifting each x in the workers refuses an off-curve one.
+    engine = ec.EcEngine(workers=2)
+    try:
+        good = [ec.hash_to_x(str(i).encode()).to_bytes(32, "big") for i in range(2 * ec.MIN_PARALLEL + 8)]
+        bad_x = next(x for x in range(1, 100) if not ec._is_x_on_curve(x)).to_bytes(32, "big")
+        assert len(engine.blind(ec.new_scalar(_rng(3)), good)) == len(good)
+        with pytest.raises(RemoteProtocolError, match="not on P-256"):
+            engine.blind(ec.new_scalar(_rng(4)), good[:-1] + [bad_x])
+    finally:
+        engine.close()

@@ -92,15 +92,22 @@ def check_x(value: bytes) -> None:
         raise RemoteProtocolError("a received point is not on P-256")
 
 
-def split_points(blob: bytes, count: int | None = None) -> list[bytes]:
-    """Cut concatenated 32-byte x values apart, checking every one is on the curve."""
+def split_points(blob: bytes, count: int | None = None, *, check: bool = True) -> list[bytes]:
+    """Cut concatenated 32-byte x values apart, checking every one is on the curve.
+
+    ``check=False`` is only for points that go straight into :func:`blind_x_blob`
+    (or :meth:`EcEngine.blind`): lifting each x there refuses a point that is
+    not on the curve with the same RemoteProtocolError, in the worker processes,
+    so the single-threaded check here would only be done twice.
+    """
     if len(blob) % X_BYTES:
         raise RemoteProtocolError(f"point list of {len(blob)} bytes is not a multiple of {X_BYTES}")
     points = [blob[i : i + X_BYTES] for i in range(0, len(blob), X_BYTES)]
     if count is not None and len(points) != count:
         raise RemoteProtocolError(f"expected {count} points, got {len(points)}")
-    for p in points:
-        check_x(p)
+    if check:
+        for p in points:
+            check_x(p)
     return points
 
 

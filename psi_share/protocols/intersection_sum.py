@@ -280,7 +280,7 @@ class Matcher:
         mine = ec.split_points(m.points, len(self._own.points))
         if len(set(mine)) != len(mine):
             raise RemoteProtocolError("double-blinded set repeats a point")
-        paired = ec.split_points(m.paired_points)
+        paired = ec.split_points(m.paired_points, check=False)  # checked as they are blinded below
         if len(paired) > self._max_peer:
             raise RemoteProtocolError(f"value holder sent {len(paired)} items; the limit is {self._max_peer}")
         if len(set(paired)) != len(paired):
@@ -372,7 +372,7 @@ class ValueHolderParty:
         _only(m, {"points"})
         if len(m.points) > self._max_peer * ec.X_BYTES:
             raise RemoteProtocolError(f"matcher sent more than the limit of {self._max_peer} items")
-        theirs = ec.split_points(m.points)
+        theirs = ec.split_points(m.points, check=False)  # checked as they are blinded below
         if len(set(theirs)) != len(theirs):
             raise RemoteProtocolError("matcher's set repeats a point")
         self._peer_size = len(theirs)
