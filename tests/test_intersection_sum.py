@@ -295,3 +295,33 @@ def test_a_point_off_the_curve_is_refused_inside_the_worker_processes_too():
             engine.blind(ec.new_scalar(_rng(4)), good[:-1] + [bad_x])
     finally:
         engine.close()
+
+
+def test_a_scheduled_intersection_sum_job_runs_from_the_scheduler(federation, sum_pair, tmp_path):
+    # Aggregate job files take [job.schedule] like PSI job files: the
+    # scheduler runs them on time, once per slot, under the job's lock.
+    from psi_share.node.jobs import load_job
+    from psi_share.node.scheduler import JobScheduler
+
+    a, b = sum_pair
+    job_file = tmp_path / "traffic.toml"
+    job_file.write_text(
+        '[job]\nprotocol = "intersection-sum"\nname = "traffic"\nparticipants = ["lab-a", "lab-b"]\n'
+        'dataset = "flagged"\npeer_dataset = "usage"\nkind = "email"\n'
+        '[job.schedule]\ncron = "0 10 * * *"\ntimezone = "Europe/Berlin"\n'
+    )
+    spec = load_job(job_file)
+    assert spec.schedule is not None and spec.protocol == "intersection-sum"
+    now = [1_893_488_400.0]  # 2030-01-01 09:00 UTC = 10:00 Berlin: the first slot is tomorrow
+    a.clock = lambda: now[0]
+    scheduler = JobScheduler(a, [spec], clock=lambda: now[0])
+    assert scheduler.run_pending() == []
+    now[0] += 86_400 + 5
+    [run] = scheduler.run_pending()
+    assert run.status == "ok" and run.triggered_by == "schedule" and run.protocol == "intersection-sum"
+    assert (run.peers[0].count, run.peers[0].total) == (2, 1235)
+    stored = a.store.job_run(run.run_id)
+    assert stored.status == "ok" and stored.scheduled_for == 1_893_488_400.0 + 86_400
+    assert scheduler.run_pending() == []  # not twice for one slot
+    with a.job_lock("traffic"):  # a run holding the lock (say from cron) is never overlapped
+        assert scheduler.run_pending() == []

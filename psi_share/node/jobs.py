@@ -34,8 +34,9 @@ _KEYS = {"name", "participants", "dataset", "peer_dataset", "kinds", "mode", "tr
 _KEYS |= {"schedule"}  # periodic jobs: the [job.schedule] table
 # Keys of Paillier-aggregate jobs (protocol = "intersection-sum" / "federation-total").
 _AGGREGATE_KEYS = {
-    "intersection-sum": {"name", "participants", "dataset", "peer_dataset", "kind", "value_holder", "key_bits", "protocol", "transcripts"},
-    "federation-total": {"name", "participants", "metric", "min_contributors", "protocol", "transcripts"},
+    "intersection-sum": {"name", "participants", "dataset", "peer_dataset", "kind", "value_holder", "key_bits", "protocol",
+                         "transcripts", "schedule"},
+    "federation-total": {"name", "participants", "metric", "min_contributors", "protocol", "transcripts", "schedule"},
 }
 
 
@@ -209,6 +210,7 @@ def _load_aggregate_job(path: Path, job: dict) -> JobSpec:
     transcripts = job.get("transcripts", False)
     if not isinstance(transcripts, bool):
         raise ConfigError(f"{path}: [job] transcripts must be true or false")
+    schedule = parse_schedule(job["schedule"], str(path)) if "schedule" in job else None
     if protocol == "federation-total":
         minimum = job.get("min_contributors", MIN_CONTRIBUTORS)
         if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < MIN_CONTRIBUTORS:
@@ -218,7 +220,7 @@ def _load_aggregate_job(path: Path, job: dict) -> JobSpec:
         return JobSpec(
             name=name("name"), participants=tuple(participants), dataset="", peer_dataset="", kinds=(),
             source=str(path), protocol=protocol, metric=name("metric"), min_contributors=minimum,
-            transcripts=transcripts,
+            transcripts=transcripts, schedule=schedule,
         )
     kind = job["kind"]
     if not isinstance(kind, str) or kind not in KINDS:
@@ -233,5 +235,5 @@ def _load_aggregate_job(path: Path, job: dict) -> JobSpec:
     return JobSpec(
         name=name("name"), participants=tuple(participants), dataset=dataset,
         peer_dataset=name("peer_dataset", dataset), kinds=(kind,), source=str(path), protocol=protocol,
-        value_holder=holder, key_bits=key_bits, transcripts=transcripts,
+        value_holder=holder, key_bits=key_bits, transcripts=transcripts, schedule=schedule,
     )

@@ -276,7 +276,9 @@ class Node:
         shutdown) ends the backoff waits early.
         """
         if job.protocol != "psi":
-            return self._run_aggregate_job(job, on_peer)
+            return self._run_aggregate_job(
+                job, on_peer, triggered_by=triggered_by, scheduled_for=scheduled_for, lock=lock,
+            )
         if self.config.name not in job.participants:
             raise PsiShareError(f"job {job.name!r} does not list this node ({self.config.name}) as a participant")
         peers = job.peers_for(self.config.name)
@@ -417,25 +419,41 @@ class Node:
         # The pool fills in idle time only: never while a session is open here.
         self.keyring.is_idle = lambda: self.responder.sums.open_count() == 0  # type: ignore[attr-defined]
 
-    def _run_aggregate_job(self, job: JobSpec, on_peer: Callable[[PeerResult], None] | None) -> JobRunResult:
+    def _run_aggregate_job(
+        self,
+        job: JobSpec,
+        on_peer: Callable[[PeerResult], None] | None,
+        *,
+        triggered_by: str = "manual",
+        scheduled_for: float | None = None,
+        lock: JobLock | None = None,
+    ) -> JobRunResult:
         """An intersection-sum job (one session per other participant) or a
-        federation-total job (this node initiates one total)."""
+        federation-total job (this node initiates one total). Locked, recorded
+        and schedulable exactly like a PSI job."""
         if self.config.name not in job.participants:
             raise PsiShareError(f"job {job.name!r} does not list this node ({self.config.name}) as a participant")
         peers = job.peers_for(self.config.name)
         for p in peers:
             self.store.peer(p)
-        with self.job_lock(job.name):  # never two runs of one job at once, as for PSI jobs
-            self.store.mark_interrupted_runs(job.name, now=self.clock())
-            run_id = new_run_id(self.random_bytes)
-            self.store.start_job_run(run_id, job.name, job.parameters(), now=self.clock())
+        if lock is None:  # never two runs of one job at once, as for PSI jobs
+            with self.job_lock(job.name) as held:
+                return self._run_aggregate_job(
+                    job, on_peer, triggered_by=triggered_by, scheduled_for=scheduled_for, lock=held,
+                )
+        self.store.mark_interrupted_runs(job.name, now=self.clock())
+        run_id = new_run_id(self.random_bytes)
+        self.store.start_job_run(
+            run_id, job.name, job.parameters(), now=self.clock(), triggered_by=triggered_by, scheduled_for=scheduled_for,
+        )
+        if job.transcripts and self.audit is not None:
+            self.audit.keep_transcripts_for(run_id)
+        try:
+            result = self._run_aggregate_job_steps(job, run_id, peers, on_peer)
+            return dataclasses.replace(result, triggered_by=triggered_by)
+        finally:
             if job.transcripts and self.audit is not None:
-                self.audit.keep_transcripts_for(run_id)
-            try:
-                return self._run_aggregate_job_steps(job, run_id, peers, on_peer)
-            finally:
-                if job.transcripts and self.audit is not None:
-                    self.audit.stop_transcripts_for(run_id)
+                self.audit.stop_transcripts_for(run_id)
 
     def _run_aggregate_job_steps(
         self, job: JobSpec, run_id: str, peers: tuple[str, ...], on_peer: Callable[[PeerResult], None] | None
