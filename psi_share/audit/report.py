@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..timefmt import utc_text
 from .log import VerifyResult
 
 # What protects the content of each step we send (PSI and node info).
@@ -43,7 +44,7 @@ def _day(ns: int) -> str:
 
 
 def _when(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return utc_text(ns / 1e9)
 
 
 @dataclass

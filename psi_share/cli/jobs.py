@@ -12,7 +12,6 @@ than importing it, so that ``python -m psi_share.cli.main`` (where main is
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from ..node.exports import collect, render
 from ..node.history import RunDiff, diff_runs, is_reveal, peer_outcomes, previous_diff, summary_line
 from ..node.jobs import JobRunResult, load_job
 from ..node.retry import JobEvent
+from ..timefmt import utc_text
 from .output import emit, err_console, format_option
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_FAILED, EXIT_BUSY = 0, 1, 3, 4, 5
@@ -36,7 +36,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Same as --fo
 
 
 def _when(ts: float | None) -> str:
-    return "" if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return "" if ts is None else utc_text(ts)
 
 
 # -- job run ------------------------------------------------------------------

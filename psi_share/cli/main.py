@@ -8,7 +8,6 @@ the same job is in progress (see cli/jobs.py).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import signal
 import sys
@@ -25,6 +24,7 @@ from ..node.home import init_home
 from ..node.node import Node
 from ..pki import load_certificate
 from ..protocols.psi import Mode
+from ..timefmt import utc_text
 from ..store import ImportMode
 from .jobs import register as register_job_commands
 from .jobs import run_job_command
@@ -35,7 +35,7 @@ DEFAULT_HOME = str(Path("~/.psi-share").expanduser())
 
 
 def _when(ts: float | None) -> str:
-    return "" if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return "" if ts is None else utc_text(ts)
 
 
 def _kinds(value: str) -> list[str]:

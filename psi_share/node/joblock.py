@@ -15,7 +15,6 @@ network file system shared by two hosts is not supported.)
 
 from __future__ import annotations
 
-import datetime as dt
 import fcntl
 import json
 import os
@@ -23,6 +22,7 @@ import socket
 from pathlib import Path
 
 from ..errors import JobBusy
+from ..timefmt import utc_text
 
 LOCKS_DIR = "locks"
 
@@ -54,7 +54,7 @@ class JobLock:
         except BaseException:
             os.close(fd)
             raise
-        since = dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        since = utc_text(now)
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, info, 0)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, JobBusy, PsiShareError
+from ..timefmt import utc_text
 from .jobs import JobRunResult, JobSpec, load_job
 from .schedule import Due, plan
 
@@ -132,7 +133,7 @@ class JobScheduler:
             if trigger == "catch-up":
                 log.warning(
                     "job %s: %d scheduled run(s) were missed since %s; running it once now",
-                    job.name, due.missed, _iso(due.at),
+                    job.name, due.missed, utc_text(due.at),
                 )
             try:
                 result = self.node.run_job(
@@ -143,7 +144,7 @@ class JobScheduler:
                 # dataset that is gone or a participant that is no known peer.
                 # Nothing was recorded; say it once, and try again at the next slot.
                 retry_at = job.schedule.next_after(self.clock())  # type: ignore[union-attr]
-                log.error("scheduled job %s could not run: %s (trying again at %s)", job.name, exc, _iso(retry_at))
+                log.error("scheduled job %s could not run: %s (trying again at %s)", job.name, exc, utc_text(retry_at))
                 self._busy_until[job.name] = retry_at
                 return None
         if self.on_result:
@@ -160,7 +161,7 @@ class JobScheduler:
     def start(self) -> None:
         for job in self.jobs:
             p = self.plan(job)
-            log.info("scheduled job %s: %s, next run %s", job.name, job.schedule.describe(), _iso(p.due.at))  # type: ignore[union-attr]
+            log.info("scheduled job %s: %s, next run %s", job.name, job.schedule.describe(), utc_text(p.due.at))  # type: ignore[union-attr]
         self._thread = threading.Thread(target=self._loop, name="psi-scheduler", daemon=True)
         self._thread.start()
 
@@ -182,8 +183,3 @@ class JobScheduler:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-
-def _iso(ts: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
