@@ -233,6 +233,21 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             self._abort(context, exc, peer, "psi", "setup", request.session_id)
         return self._send_chunks(peer, request.session_id, "setup", data, parameters)
 
+    def _read_stream(
+        self, first: pb.Chunk, rest: Iterator[pb.Chunk], peer: str, protocol: str, step: str, limit: int
+    ) -> bytes:
+        """Reassemble a request stream whose first chunk was already read,
+        recording every chunk as received before it is used."""
+        sid = first.session_id
+
+        def noted(chunks: Iterator[pb.Chunk]) -> Iterator[pb.Chunk]:
+            for chunk in chunks:
+                self._egress.received(chunk, peer=peer, protocol=protocol, step=step, session_id=sid)
+                yield chunk
+
+        _, data = from_chunks(noted(itertools.chain([first], rest)), max_bytes=limit, session_id=sid)
+        return data
+
     def PsiProcess(self, request_iterator: Iterator[pb.Chunk], context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
         peer, sid = "", ""
         try:
@@ -243,14 +258,8 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             self._check_version(first.protocol_version)
             sid = first.session_id
             limit = self._responder.request_limit(peer, sid)
-
-            def noted(chunks: Iterator[pb.Chunk]) -> Iterator[pb.Chunk]:
-                for chunk in chunks:
-                    self._egress.received(chunk, peer=peer, protocol="psi", step="request-chunk", session_id=sid)
-                    yield chunk
-
             try:
-                _, data = from_chunks(noted(itertools.chain([first], request_iterator)), max_bytes=limit, session_id=sid)
+                data = self._read_stream(first, request_iterator, peer, "psi", "request-chunk", limit)
             except Exception as exc:
                 # A bad or broken stream ends the session: nothing half-received is kept.
                 self._responder.abort(peer, sid, exc)
@@ -331,13 +340,7 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             self._check_version(first.protocol_version)
             sums = self._responder.sums
             limit = sums.request_limit(peer, sid)
-
-            def noted(chunks: Iterator[pb.Chunk]) -> Iterator[pb.Chunk]:
-                for chunk in chunks:
-                    self._egress.received(chunk, peer=peer, protocol="intersection-sum", step="message-chunk", session_id=sid)
-                    yield chunk
-
-            _, data = from_chunks(noted(itertools.chain([first], request_iterator)), max_bytes=limit, session_id=sid)
+            data = self._read_stream(first, request_iterator, peer, "intersection-sum", "message-chunk", limit)
             reply = sums.exchange(peer, sid, data)
             if reply.disclosed is not None:
                 self._egress.disclosed(peer=peer, protocol="intersection-sum", session_id=sid, result=reply.disclosed)
