@@ -325,3 +325,30 @@ def test_a_scheduled_intersection_sum_job_runs_from_the_scheduler(federation, su
     assert scheduler.run_pending() == []  # not twice for one slot
     with a.job_lock("traffic"):  # a run holding the lock (say from cron) is never overlapped
         assert scheduler.run_pending() == []
+
+
+def test_abandoned_sum_sessions_expire_without_further_calls(federation, tmp_path):
+    # The serving node's reaper sweeps intersection-sum sessions too, so an
+    # abandoned one frees its memory (and the pool may fill again) even when
+    # no other call arrives.
+    import time
+
+    from psi_share.identifiers import KINDS
+    from psi_share.protocols.intersection_sum import SumOpen, ValueHolder
+
+    a = federation.node("lab-a")
+    b = federation.node("lab-b", sessions__ttl_seconds=2, exposure__datasets='["usage"]')  # reaped every 0.5 s
+    b.import_file("usage", write_amount_csv(tmp_path / "bu.csv", B_USAGE), None)
+    federation.serve("lab-b")
+    federation.connect_all()
+    clock = [b.clock()]
+    b.responder.sums._clock = lambda: clock[0]
+    with a.peer_client("lab-b") as client:
+        opened = client.sum_open(SumOpen("usage", "email", KINDS["email"].version, 2, ValueHolder.RESPONDER, 2048))
+    assert b.responder.sums.open_count() == 1
+    clock[0] += b.config.sessions.ttl_seconds + 1
+    deadline = time.monotonic() + 10
+    while b.responder.sums.open_count() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b.responder.sums.open_count() == 0
+    assert b.store.session(opened.session_id).status == "expired"

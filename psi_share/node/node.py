@@ -67,6 +67,7 @@ class RunningServer:
         while not self._stopping.wait(every):
             try:
                 self._responder.expire()
+                self._responder.sums.expire()  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 - the reaper must outlive a bad moment
                 log.exception("expiring abandoned sessions failed")
 

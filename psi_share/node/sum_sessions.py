@@ -149,6 +149,14 @@ class SumResponder:
             log.info("intersection-sum session %s with %s expired", sid, session.peer)
             self._store.finish_session(sid, "expired", now=now, error="abandoned by requester")
 
+    def expire(self) -> None:
+        """Drop sessions past their time to live (called by the serving node's
+        reaper, as for PSI sessions: an abandoned session frees its memory and
+        no longer keeps the randomness pool from filling)."""
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+
     def request_limit(self, peer: str, sid: str) -> int:
         """Largest message this session may receive in one exchange."""
         s = self._session(peer, sid)
