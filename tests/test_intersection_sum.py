@@ -352,3 +352,25 @@ def test_abandoned_sum_sessions_expire_without_further_calls(federation, tmp_pat
         time.sleep(0.05)
     assert b.responder.sums.open_count() == 0
     assert b.store.session(opened.session_id).status == "expired"
+
+
+def test_a_broken_sum_stream_fails_its_session_at_once(federation, sum_pair):
+    # As for PSI: a stream that announces more than the session may receive
+    # ends the session as failed, nothing half-received kept.
+    import grpc
+
+    from psi_share.identifiers import KINDS
+    from psi_share.protocols.intersection_sum import SumOpen, ValueHolder
+    from psi_share.v1 import node_pb2_grpc as pb_grpc
+
+    a, b = sum_pair
+    with a.peer_client("lab-b") as client:
+        opened = client.sum_open(SumOpen("usage", "email", KINDS["email"].version, 2, ValueHolder.RESPONDER, 2048))
+    oversized = pb.Chunk(protocol_version=1, session_id=opened.session_id, index=0, last=False,
+                         total_bytes=10**7, data=b"\x00" * 64)
+    with federation.channel("lab-a", "lab-b") as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            list(pb_grpc.PsiShareNodeStub(channel).SumExchange(iter([oversized])))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert b.responder.sums.open_count() == 0
+    assert b.store.session(opened.session_id).status == "failed"

@@ -149,6 +149,13 @@ class SumResponder:
             log.info("intersection-sum session %s with %s expired", sid, session.peer)
             self._store.finish_session(sid, "expired", now=now, error="abandoned by requester")
 
+    def abort(self, peer: str, sid: str, exc: Exception) -> None:
+        """End ``sid`` as failed after a broken or hostile stream (if it is ``peer``'s)."""
+        with self._lock:
+            session = self._sessions.get(sid)
+        if session is not None and session.peer == peer:
+            self._fail(session, exc)
+
     def expire(self) -> None:
         """Drop sessions past their time to live (called by the serving node's
         reaper, as for PSI sessions: an abandoned session frees its memory and

@@ -234,10 +234,18 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         return self._send_chunks(peer, request.session_id, "setup", data, parameters)
 
     def _read_stream(
-        self, first: pb.Chunk, rest: Iterator[pb.Chunk], peer: str, protocol: str, step: str, limit: int
+        self,
+        first: pb.Chunk,
+        rest: Iterator[pb.Chunk],
+        peer: str,
+        protocol: str,
+        step: str,
+        limit: int,
+        abort: Callable[[str, str, Exception], None],
     ) -> bytes:
         """Reassemble a request stream whose first chunk was already read,
-        recording every chunk as received before it is used."""
+        recording every chunk as received before it is used. A bad or broken
+        stream ends its session through ``abort``: nothing half-received is kept."""
         sid = first.session_id
 
         def noted(chunks: Iterator[pb.Chunk]) -> Iterator[pb.Chunk]:
@@ -245,7 +253,11 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
                 self._egress.received(chunk, peer=peer, protocol=protocol, step=step, session_id=sid)
                 yield chunk
 
-        _, data = from_chunks(noted(itertools.chain([first], rest)), max_bytes=limit, session_id=sid)
+        try:
+            _, data = from_chunks(noted(itertools.chain([first], rest)), max_bytes=limit, session_id=sid)
+        except Exception as exc:
+            abort(peer, sid, exc)
+            raise
         return data
 
     def PsiProcess(self, request_iterator: Iterator[pb.Chunk], context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
@@ -258,12 +270,7 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             self._check_version(first.protocol_version)
             sid = first.session_id
             limit = self._responder.request_limit(peer, sid)
-            try:
-                data = self._read_stream(first, request_iterator, peer, "psi", "request-chunk", limit)
-            except Exception as exc:
-                # A bad or broken stream ends the session: nothing half-received is kept.
-                self._responder.abort(peer, sid, exc)
-                raise
+            data = self._read_stream(first, request_iterator, peer, "psi", "request-chunk", limit, self._responder.abort)
             reply = self._responder.psi_process(peer, sid, data)
             parameters = self._parameters(peer, sid)
         except Exception as exc:  # noqa: BLE001
@@ -340,7 +347,7 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             self._check_version(first.protocol_version)
             sums = self._responder.sums
             limit = sums.request_limit(peer, sid)
-            data = self._read_stream(first, request_iterator, peer, "intersection-sum", "message-chunk", limit)
+            data = self._read_stream(first, request_iterator, peer, "intersection-sum", "message-chunk", limit, sums.abort)
             reply = sums.exchange(peer, sid, data)
             if reply.disclosed is not None:
                 self._egress.disclosed(peer=peer, protocol="intersection-sum", session_id=sid, result=reply.disclosed)
