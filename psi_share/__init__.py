@@ -11,7 +11,7 @@ The public API (what the CLI itself uses)::
 
 from .errors import PsiShareError
 from .node.home import NodeHome, init_home
-from .node.jobs import JobRunResult, JobSpec, load_job
+from .jobs.spec import JobRunResult, JobSpec, load_job
 from .node.node import Node, RunningServer
 from .protocols.psi import Mode
 from .store import ImportMode

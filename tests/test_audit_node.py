@@ -19,7 +19,7 @@ from psi_share.audit.messages import check_message
 from psi_share.audit.scan import ALGORITHMS, BASES, ENCODINGS, _FORMS_PER_BASE, load_sources, make_form, scan_audit
 from psi_share.errors import PeerRefused
 from psi_share.identifiers import DEFAULT_CONTEXT
-from psi_share.node.jobs import load_job
+from psi_share.jobs.spec import load_job
 from psi_share.v1 import node_pb2 as pb
 
 A_ROWS = [

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import stix2
 
-from psi_share.node.exports import PsiShareIdentifier  # registers x-psi-share-identifier with stix2
-from psi_share.node.joblock import JobLock
+from psi_share.jobs.exports import PsiShareIdentifier  # registers x-psi-share-identifier with stix2
+from psi_share.jobs.lock import JobLock
 from test_cli import (  # noqa: F401  (labs and start_server are fixtures)
     EXPECTED_MATCHES,
     Labs,

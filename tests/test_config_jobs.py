@@ -22,7 +22,7 @@ from psi_share.node.config import (
 )
 from psi_share.node.home import init_home
 from psi_share.node.itemsets import build_item_set
-from psi_share.node.jobs import load_job
+from psi_share.jobs.spec import load_job
 from psi_share.protocols.psi import DEFAULT_FALSE_POSITIVE_RATE, Mode
 from psi_share.store.db import IdentifierRow
 

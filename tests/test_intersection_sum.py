@@ -247,7 +247,7 @@ def test_hostile_message_over_grpc_fails_the_session(sum_pair):
 
 
 def test_intersection_sum_job_records_each_peer_and_retries_an_unreachable_one(federation, sum_pair, tmp_path):
-    from psi_share.node.jobs import load_job
+    from psi_share.jobs.spec import load_job
 
     a, b = sum_pair
     federation.node("lab-c")  # known to lab-a, never serving: unreachable
@@ -300,8 +300,8 @@ def test_a_point_off_the_curve_is_refused_inside_the_worker_processes_too():
 def test_a_scheduled_intersection_sum_job_runs_from_the_scheduler(federation, sum_pair, tmp_path):
     # Aggregate job files take [job.schedule] like PSI job files: the
     # scheduler runs them on time, once per slot, under the job's lock.
-    from psi_share.node.jobs import load_job
-    from psi_share.node.scheduler import JobScheduler
+    from psi_share.jobs.spec import load_job
+    from psi_share.jobs.scheduler import JobScheduler
 
     a, b = sum_pair
     job_file = tmp_path / "traffic.toml"

@@ -18,13 +18,13 @@ import stix2
 
 from psi_share import ImportMode, Node
 from psi_share.errors import JobBusy, PsiShareError
-from psi_share.node.exports import EXTENSION_ID, PsiShareIdentifier, collect, to_csv, to_json, to_stix
-from psi_share.node.history import diff_runs, previous_diff, summary_line
-from psi_share.node.jobs import JobSpec
-from psi_share.node.joblock import JobLock, lock_path
-from psi_share.node.retry import JobEvent
-from psi_share.node.schedule import Schedule
-from psi_share.node.scheduler import JobScheduler, find_scheduled_jobs
+from psi_share.jobs.exports import EXTENSION_ID, PsiShareIdentifier, collect, to_csv, to_json, to_stix
+from psi_share.jobs.history import diff_runs, previous_diff, summary_line
+from psi_share.jobs.spec import JobSpec
+from psi_share.jobs.lock import JobLock, lock_path
+from psi_share.jobs.retry import JobEvent
+from psi_share.jobs.schedule import Schedule
+from psi_share.jobs.scheduler import JobScheduler, find_scheduled_jobs
 from psi_share.protocols.psi import Mode
 
 FAST_RETRY = {"jobs__peer_attempts": 3, "jobs__backoff_initial_seconds": 0.01, "jobs__backoff_max_seconds": 0.02}
@@ -174,7 +174,7 @@ def test_diff_of_a_partial_run_does_not_report_the_down_peer_as_change(trio) -> 
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from psi_share.node.joblock import JobLock
+    from psi_share.jobs.lock import JobLock
     lock = JobLock.acquire(Path(sys.argv[1]), "weekly", now=time.time())
     print("locked", flush=True)
     time.sleep(120)
@@ -399,7 +399,7 @@ def test_scheduler_logs_a_job_that_cannot_start_once_per_slot(federation, csv_fi
 def test_store_from_before_job_history_is_migrated(tmp_path: Path) -> None:
     import sqlite3
 
-    from psi_share.node.history import peer_outcomes
+    from psi_share.jobs.history import peer_outcomes
     from psi_share.store import Store
     from psi_share.store.db import _SCHEMA
 

@@ -305,7 +305,7 @@ register_message_check("psi", "setup-chunk", _psi_setup, wants_params=True)
 
 
 # Modules that register message checks for their protocols when imported.
-_PROTOCOL_CHECK_MODULES: tuple[str, ...] = ("psi_share.protocols.aggregate_checks",)
+_PROTOCOL_CHECK_MODULES: tuple[str, ...] = ("psi_share.node.audit_checks",)
 
 
 def load_protocol_checks() -> None:

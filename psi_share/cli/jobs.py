@@ -21,11 +21,11 @@ from pathlib import Path
 import click
 
 from ..errors import JobBusy, PsiShareError
-from ..node.exports import FORMATS as EXPORT_FORMATS
-from ..node.exports import collect, render
-from ..node.history import RunDiff, diff_runs, is_reveal, peer_outcomes, previous_diff, summary_line
-from ..node.jobs import JobRunResult, load_job
-from ..node.retry import JobEvent
+from ..jobs.exports import FORMATS as EXPORT_FORMATS
+from ..jobs.exports import collect, render
+from ..jobs.history import RunDiff, diff_runs, is_reveal, peer_outcomes, previous_diff, summary_line
+from ..jobs.retry import JobEvent
+from ..jobs.spec import JobRunResult, load_job
 from ..timefmt import utc_text
 from .output import emit, err_console, format_option
 
@@ -189,7 +189,7 @@ def _attribution(n, run) -> dict:  # type: ignore[no-untyped-def]
 @click.pass_obj
 def job_schedule(c, fmt: str, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     """Show the scheduled jobs 'serve' runs ([jobs] scheduled), their last and next runs."""
-    from ..node.scheduler import JobScheduler, find_scheduled_jobs
+    from ..jobs.scheduler import JobScheduler, find_scheduled_jobs
 
     fmt = "json" if as_json else fmt
     with c.node() as n:

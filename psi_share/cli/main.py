@@ -354,7 +354,7 @@ def serve(c: Ctx, listen: str | None) -> None:
 
 def _log_scheduled_run(n: Node):  # type: ignore[no-untyped-def]
     """One summary line per scheduled run, in serve's log."""
-    from ..node.history import previous_diff, summary_line
+    from ..jobs.history import previous_diff, summary_line
 
     def log_result(result) -> None:  # type: ignore[no-untyped-def]
         run = n.store.job_run(result.run_id)
@@ -486,7 +486,7 @@ def job_run(c: Ctx, jobfile: Path, fmt: str, as_json: bool) -> None:
     failed (none succeeded), 5 another run of this job is in progress. For
     cron: '0 3 * * 1 psi-share --home HOME job run JOBFILE --json'.
     """
-    from ..node.jobs import load_job
+    from ..jobs.spec import load_job
     from .aggregates import run_aggregate_job_command
 
     spec = load_job(jobfile)

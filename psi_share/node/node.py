@@ -36,14 +36,14 @@ from ..transport.egress import Egress
 from ..transport.server import CertificateAuthenticator, ClaimedNameAuthenticator, create_server
 from .config import NodeConfig
 from .home import NodeHome
-from .jobs import JobRunResult, JobSpec, PeerResult
-from .joblock import JobLock
-from .retry import JobEvent, RetryPolicy, run_with_retries
-from .requester import MatchOutcome, MatchRequest, new_run_id, run_match
-from .responder import Responder
+from ..jobs.lock import JobLock
+from ..jobs.retry import JobEvent, RetryPolicy, run_with_retries
+from ..jobs.spec import JobRunResult, JobSpec, PeerResult
+from .psi.requester import MatchOutcome, MatchRequest, new_run_id, run_match
+from .psi.responder import Responder
 
 if TYPE_CHECKING:
-    from .scheduler import JobScheduler
+    from ..jobs.scheduler import JobScheduler
 
 log = logging.getLogger("psi_share.node")
 
@@ -349,7 +349,7 @@ class Node:
 
     def start_scheduler(self, *, on_result: Callable[[JobRunResult], None] | None = None) -> JobScheduler | None:
         """Start running the scheduled job files of ``[jobs] scheduled``; None when there are none."""
-        from .scheduler import JobScheduler, find_scheduled_jobs
+        from ..jobs.scheduler import JobScheduler, find_scheduled_jobs
 
         jobs = find_scheduled_jobs(self.home.path, self.config.jobs.scheduled)
         if not jobs:
@@ -394,9 +394,9 @@ class Node:
         """The EC worker processes, the Paillier keyring and pool, prepared
         blinded sets, and the responders of both aggregate protocols."""
         from ..crypto.ec import EcEngine
-        from .aggregates import PaillierKeyring, PreparedSums
         from .federation import FederationService
-        from .sum_sessions import SumResponder
+        from .sums.keyring import PaillierKeyring, PreparedSums
+        from .sums.responder import SumResponder
 
         self.ec_engine = EcEngine(self.config.matching.workers)
         self.keyring = PaillierKeyring(
@@ -525,8 +525,8 @@ class Node:
         job_run_id: str | None = None,
     ):  # type: ignore[no-untyped-def]
         """Intersection-sum with ``peer`` on one identifier kind; returns a SumOutcome."""
-        from .sum_requester import SumRequest, run_intersection_sum
-        from .sum_sessions import value_holder_of
+        from .sums.requester import SumRequest, run_intersection_sum
+        from .sums.responder import value_holder_of
 
         self.store.dataset(dataset)
         request = SumRequest(

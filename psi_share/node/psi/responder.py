@@ -26,11 +26,11 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
-from ..crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_private_key
-from ..errors import NotFound, Refused
-from ..identifiers import canonical_versions
-from ..protocols import PROTOCOL_VERSION, PROTOCOLS
-from ..protocols.psi import (
+from ...crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_private_key
+from ...errors import NotFound, Refused
+from ...identifiers import canonical_versions
+from ...protocols import PROTOCOL_VERSION, PROTOCOLS
+from ...protocols.psi import (
     PreparedSetup,
     PsiOpen,
     PsiOpened,
@@ -38,10 +38,10 @@ from ..protocols.psi import (
     ResponderState,
     prepare_setup,
 )
-from ..store import SessionRecord, Store
-from .config import NodeConfig
-from .itemsets import build_item_set
-from .policy import AccessRequest, Policy
+from ...store import SessionRecord, Store
+from ..config import NodeConfig
+from ..itemsets import build_item_set
+from ..policy import AccessRequest, Policy
 
 log = logging.getLogger("psi_share.responder")
 

@@ -12,7 +12,7 @@ slots runs the job ONCE when it comes back, then follows the schedule from
 that run on. A job that has never run waits for its first slot after the
 scheduler started.
 
-Every run takes the job's lock first (see ``joblock.py``): when an external
+Every run takes the job's lock first (see ``lock.py``): when an external
 ``psi-share job run`` of the same job is in progress, the scheduler skips
 and looks again later instead of overlapping. The clock and the wait are
 parameters, so tests drive the scheduler without sleeping.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, JobBusy, PsiShareError
 from ..timefmt import utc_text
-from .jobs import JobRunResult, JobSpec, load_job
+from .spec import JobRunResult, JobSpec, load_job
 from .schedule import Due, plan
 
 log = logging.getLogger("psi_share.scheduler")

@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..crypto import ec
-from ..crypto.paillier import PublicKey
-from ..errors import LocalProtocolError, OutOfOrder, Refused
-from ..protocols.intersection_sum import (
+from ...crypto import ec
+from ...crypto.paillier import PublicKey
+from ...errors import LocalProtocolError, OutOfOrder, Refused
+from ...protocols.intersection_sum import (
     Matcher,
     SumOpen,
     SumOpened,
@@ -28,10 +28,10 @@ from ..protocols.intersection_sum import (
     parse,
     step_of,
 )
-from ..store import SessionRecord, Store, SumResultRecord
-from .aggregates import PaillierKeyring, PreparedItems, PreparedSums
-from .config import NodeConfig
-from .policy import AccessRequest, Policy
+from ...store import SessionRecord, Store, SumResultRecord
+from ..config import NodeConfig
+from ..policy import AccessRequest, Policy
+from .keyring import PaillierKeyring, PreparedItems, PreparedSums
 
 log = logging.getLogger("psi_share.sum_responder")
 
