@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2
 
 from psi_share import Node, load_job
 from psi_share.errors import PeerUnavailable, PsiShareError
-from psi_share.transport.egress import WireEvent
+from psi_share.events import WireEvent
 from psi_share.transport.server import SERVICE_NAME
 
 RESPONDER_EMAILS = [f"shared{i}@example.org" for i in range(60)]

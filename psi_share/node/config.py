@@ -351,7 +351,7 @@ def _check_shape(data: dict[str, Any], where: str) -> None:
 
 
 def _check_values(cfg: NodeConfig, where: str) -> None:
-    from ..store.db import NAME_PATTERN
+    from ..names import NAME_PATTERN
 
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{where}: {key} {why}")

@@ -128,7 +128,7 @@ def init_home(
     home = NodeHome(path)
     if home.config_path.exists() and not force:
         raise ConfigError(f"{path} already holds a node ({CONFIG_FILE} exists); use --force to overwrite its config")
-    from ..store.db import NAME_PATTERN
+    from ..names import NAME_PATTERN
 
     if not NAME_PATTERN.match(name):
         raise ConfigError(f"invalid node name {name!r}: use lowercase letters, digits, '-' or '_', starting with a letter")

@@ -11,7 +11,6 @@ file.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NotFound, StoreError
-
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+from ..names import NAME_PATTERN
 
 _SCHEMA = """
 CREATE TABLE datasets (
