@@ -19,6 +19,7 @@ from psi_share.audit.messages import check_message
 from psi_share.audit.scan import ALGORITHMS, BASES, ENCODINGS, _FORMS_PER_BASE, load_sources, make_form, scan_audit
 from psi_share.errors import PeerRefused
 from psi_share.identifiers import DEFAULT_CONTEXT
+from psi_share.jobs.runner import run_job
 from psi_share.jobs.spec import load_job
 from psi_share.v1 import node_pb2 as pb
 
@@ -109,7 +110,7 @@ def test_job_run_with_transcripts_scans_clean_against_the_raw_data(federation, c
         '[job]\nname = "weekly"\nparticipants = ["lab-a", "lab-b"]\ndataset = "flagged"\n'
         f"kinds = {json.dumps(KINDS)}\ntranscripts = true\n"
     )
-    assert a.run_job(load_job(job)).status == "ok"
+    assert run_job(a, load_job(job)).status == "ok"
     with a.peer_client("lab-b") as client:
         client.node_info()  # outside the job: logged, but no transcript
     entries = load_entries(a.home.audit_path)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from psi_share.crypto import ec
 from psi_share.crypto.paillier import MAX_VALUE, PrivateKey, PublicKey, encode_ciphertexts
 from psi_share.errors import OutOfOrder, PeerRefused, RemoteProtocolError
+from psi_share.jobs.runner import job_lock, run_job
 from psi_share.protocols.intersection_sum import (
     Matcher,
     ValueHolderParty,
@@ -257,7 +258,7 @@ def test_intersection_sum_job_records_each_peer_and_retries_an_unreachable_one(f
                    'dataset = "flagged"\npeer_dataset = "usage"\nkind = "email"\n')
     a.config = type(a.config)(**{**a.config.__dict__, "jobs": type(a.config.jobs)(
         peer_attempts=2, backoff_initial_seconds=0.01, backoff_max_seconds=0.01)})
-    result = a.run_job(load_job(job))
+    result = run_job(a, load_job(job))
     assert result.status == "partial"
     by_peer = {r.peer: r for r in result.peers}
     assert (by_peer["lab-b"].count, by_peer["lab-b"].total) == (2, 1235)
@@ -323,7 +324,7 @@ def test_a_scheduled_intersection_sum_job_runs_from_the_scheduler(federation, su
     stored = a.store.job_run(run.run_id)
     assert stored.status == "ok" and stored.scheduled_for == 1_893_488_400.0 + 86_400
     assert scheduler.run_pending() == []  # not twice for one slot
-    with a.job_lock("traffic"):  # a run holding the lock (say from cron) is never overlapped
+    with job_lock(a, "traffic"):  # a run holding the lock (say from cron) is never overlapped
         assert scheduler.run_pending() == []
 
 

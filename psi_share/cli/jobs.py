@@ -23,8 +23,9 @@ import click
 from ..errors import JobBusy, PsiShareError
 from ..jobs.exports import FORMATS as EXPORT_FORMATS
 from ..jobs.exports import collect, render
-from ..jobs.history import RunDiff, diff_runs, is_reveal, peer_outcomes, previous_diff, summary_line
+from ..jobs.history import RunDiff, diff_runs, is_reveal, peer_outcomes, previous_diff, run_attribution, summary_line
 from ..jobs.retry import JobEvent
+from ..jobs.runner import run_job
 from ..jobs.spec import JobRunResult, load_job
 from ..timefmt import utc_text
 from .output import emit, err_console, format_option
@@ -79,7 +80,7 @@ def run_job_command(c, jobfile: Path, fmt: str) -> None:  # type: ignore[no-unty
                     progress.advance(task)
 
             try:
-                result = n.run_job(spec, on_event=on_event)
+                result = run_job(n, spec, on_event=on_event)
             except JobBusy as exc:
                 click.secho("busy: ", fg="yellow", bold=True, err=True, nl=False)
                 click.echo(str(exc), err=True)
@@ -180,7 +181,7 @@ def job_history(c, job_name: str, limit: int, fmt: str, as_json: bool) -> None: 
 
 
 def _attribution(n, run) -> dict:  # type: ignore[no-untyped-def]
-    return n.attribution(run.id)
+    return run_attribution(n.store, run.id)
 
 
 @click.command("schedule")

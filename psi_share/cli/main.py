@@ -20,6 +20,8 @@ from rich.logging import RichHandler
 from .. import __version__
 from ..errors import PsiShareError
 from ..identifiers import KINDS
+from ..jobs.history import run_attribution
+from ..jobs.scheduler import start_scheduler
 from ..node.home import init_home
 from ..node.node import Node
 from ..pki import load_certificate
@@ -339,7 +341,7 @@ def serve(c: Ctx, listen: str | None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         try:
-            scheduler = n.start_scheduler(on_result=_log_scheduled_run(n))
+            scheduler = start_scheduler(n, on_result=_log_scheduled_run(n))
         except PsiShareError:
             running.stop(grace=1)
             raise
@@ -459,7 +461,7 @@ def results_run(c: Ctx, run_id: str, min_peers: int, fmt: str) -> None:
     """Per actor, the peers that matched it in job run RUN_ID."""
     with c.node() as n:
         run = n.store.job_run(run_id)
-        attribution = n.attribution(run.id)
+        attribution = run_attribution(n.store, run.id)
         rows = [{"actor_id": a, "peers": list(p), "peer_count": len(p)} for a, p in attribution.items() if len(p) >= min_peers]
         emit(rows, ("actor_id", "peer_count", "peers"), fmt, f"job {run.job_name} run {run.id}: {run.status}")
 
