@@ -10,7 +10,20 @@ from __future__ import annotations
 
 import re
 
+from .errors import StoreError
+
 #: A lowercase letter, then up to 62 lowercase letters, digits, ``_`` or ``-``.
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
-__all__ = ["NAME_PATTERN"]
+
+def check_name(what: str, name: str) -> str:
+    """``name`` if it follows the rule, else a StoreError naming ``what`` it names."""
+    if not NAME_PATTERN.match(name):
+        raise StoreError(
+            f"invalid {what} name {name!r}: use lowercase letters, digits, '-' or '_', "
+            "starting with a letter (at most 63 characters)"
+        )
+    return name
+
+
+__all__ = ["NAME_PATTERN", "check_name"]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from ..errors import PsiShareError
 from ..node.node import Node
 from ..node.psi.requester import new_run_id
-from ..store.db import JobRunPeerRecord
+from ..store import JobRunPeerRecord
 from .history import run_attribution
 from .lock import JobLock
 from .retry import JobEvent, RetryPolicy, run_with_retries

@@ -1,16 +1,8 @@
 """The node's SQLite store: datasets, peers, match sessions, results, job runs."""
 
-from .db import (
-    DatasetInfo,
-    FederationRunRecord,
-    IdentifierRow,
-    JobRunRecord,
-    MatchRecord,
-    PeerRecord,
-    SessionRecord,
-    Store,
-    SumResultRecord,
-)
+from .aggregates import FederationRunRecord, SumResultRecord
+from .db import DatasetInfo, IdentifierRow, MatchRecord, PeerRecord, SessionRecord, Store
+from .job_runs import JobRunPeerRecord, JobRunRecord
 from .importer import ImportMode, ImportSummary, parse_data_file
 
 __all__ = [
@@ -19,6 +11,7 @@ __all__ = [
     "IdentifierRow",
     "ImportMode",
     "ImportSummary",
+    "JobRunPeerRecord",
     "JobRunRecord",
     "MatchRecord",
     "PeerRecord",
