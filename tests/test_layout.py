@@ -108,6 +108,7 @@ def test_imports_point_down_and_rooms_stay_small() -> None:
         ("node/bad.py", "def f():\n    from psi_share.jobs import runner\n", "a layer above it"),
         ("store/bad.py", "x = 1\n" * 601, "601 lines"),
     ],
+    ids=["protocols-import-store", "audit-imports-transport", "node-imports-jobs-in-a-function", "long-module"],
 )
 def test_the_layout_check_catches(tmp_path: Path, module: str, source: str, problem: str) -> None:
     root = tmp_path / "psi_share"
