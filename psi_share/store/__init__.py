@@ -11,19 +11,23 @@ from .db import (
     Store,
     SumResultRecord,
 )
-from .importer import ImportMode, ImportSummary, parse_data_file
+from .importer import ImportMode, ImportSummary, import_data_file, parse_data_file
+from .rejects import ImportRejected, Reason
 
 __all__ = [
     "DatasetInfo",
     "FederationRunRecord",
     "IdentifierRow",
     "ImportMode",
+    "ImportRejected",
     "ImportSummary",
     "JobRunRecord",
     "MatchRecord",
     "PeerRecord",
+    "Reason",
     "SessionRecord",
     "Store",
     "SumResultRecord",
+    "import_data_file",
     "parse_data_file",
 ]
