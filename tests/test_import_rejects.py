@@ -12,29 +12,19 @@ import csv
 import io
 import re
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dirty_files import FORMATS, MARK, Truth, dirty_file
-from psi_share import ImportMode, Node, PsiShareError, init_home
+from psi_share import ImportMode, Node, PsiShareError
 from psi_share.errors import ImportFileError, NotFound
 from psi_share.store import ImportRejected
 from psi_share.store import rejects as rejects_module
 from psi_share.store.rejects import LISTED, REJECTS_HEADER
+from test_store_import import node  # noqa: F401  (a fixture)
 
 ALL_KINDS = ["email", "phone", "ipv4", "ipv6", "ip_prefix", "payment_fingerprint", "device_id", "account_handle"]
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    home = init_home(tmp_path / "home", "lab-a", "127.0.0.1:0")
-    n = Node.open(home.path, clock=lambda: 1_700_000_000.0)
-    try:
-        yield n
-    finally:
-        n.close()
 
 
 def stored(node: Node, dataset: str = "flagged") -> set[tuple[str, str, str]]:

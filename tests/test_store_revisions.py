@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,18 +12,10 @@ import pytest
 from psi_share.identifiers import canonicalize
 from psi_share.store import Store
 from psi_share.store.db import _MIGRATIONS, IdentifierRow
+from test_store_import import store  # noqa: F401  (a fixture)
 
 Key = tuple[str, str, str]  # actor, kind, canonical
 Model = dict[Key, tuple[int, str, int | None]]  # -> version, raw, amount
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "store.sqlite3")
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _stored(store: Store, dataset: str) -> Model:
