@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import enum
 import os
+import secrets
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,11 +155,12 @@ class RejectsFile:
     def __init__(self, target: Path, source: Path) -> None:
         self.target = target
         self._check_target(source)
-        self._tmp = target.with_name(f".{target.name}.{os.getpid()}.psi-share-tmp")
+        # Beside the target (a rename never crosses file systems), unique per import.
+        self._tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.psi-share-tmp")
         self._backup: Path | None = None
         self._published = False
         try:
-            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except OSError as exc:
             raise PsiShareError(f"cannot write the rejects file {target}: {exc.strerror}") from None
         self._stream = open(fd, "w", encoding="utf-8", newline="")
@@ -196,7 +198,7 @@ class RejectsFile:
         os.fsync(self._stream.fileno())
         self._stream.close()
         if self.target.exists():
-            self._backup = self.target.with_name(f".{self.target.name}.{os.getpid()}.psi-share-old")
+            self._backup = self._tmp.with_suffix(".psi-share-old")
             os.replace(self.target, self._backup)
         os.replace(self._tmp, self.target)
         self._published = True
