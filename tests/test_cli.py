@@ -46,7 +46,7 @@ HELP = {
     ("node",): "Inspect this node.",
     ("node", "info"): "Show this node's name, settings, datasets and peers.",
     ("data",): "Import and list the lab's datasets (they never leave the node).",
-    ("data", "import"): "Import FILE (CSV or JSON Lines) into DATASET, all or nothing.",
+    ("data", "import"): "Import FILE (CSV, TSV or JSON Lines) into DATASET, all or nothing.",
     ("data", "list"): "List datasets with actor and identifier counts per kind.",
     ("data", "delete"): "Delete DATASET and its identifiers (match history is kept).",
     ("peers",): "Manage the peer labs this node talks to.",

@@ -196,30 +196,47 @@ def data() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--replace", is_flag=True, help="Replace the dataset's contents.")
 @click.option("--append", is_flag=True, help="Add to the dataset's contents.")
+@click.option(
+    "--rejects", "rejects", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+    help="Import the valid rows; write each refused row's file, line, kind and reason (never its value) "
+         "to FILE (CSV). An existing FILE is overwritten only if it is a rejects file.",
+)
 @format_option
 @pass_ctx
-def data_import(c: Ctx, dataset: str, file: Path, replace: bool, append: bool, fmt: str) -> None:
-    """Import FILE (CSV or JSON Lines) into DATASET, all or nothing.
+def data_import(c: Ctx, dataset: str, file: Path, replace: bool, append: bool, rejects: Path | None,
+                fmt: str) -> None:
+    """Import FILE (CSV, TSV or JSON Lines) into DATASET, all or nothing.
 
     \b
-    CSV: header 'actor_id,kind,value', one identifier per row.
+    CSV: header 'actor_id,kind,value', one identifier per row (TSV: the same, tab-separated).
     JSONL: {"actor_id": "a-1", "identifiers": [{"kind": "email", "value": "..."}]} per line.
 
-    Every value is canonicalized on import; a bad row stops the import with
-    its file and line and nothing is written. When DATASET already holds
-    actors, say --replace or --append.
+    Every value is canonicalized on import. A refused row (file, line and
+    reason, never the value) stops the import and nothing is written; every
+    refused row is listed. With --rejects FILE the valid rows are imported and
+    the refused ones listed in FILE (exit 0; the summary counts them by
+    reason). When DATASET already holds actors, say --replace or --append.
+    Importing what the dataset already holds changes nothing, not even its
+    revision.
     """
     if replace and append:
         raise click.UsageError("--replace and --append contradict each other; give one")
     mode = ImportMode.REPLACE if replace else ImportMode.APPEND if append else None
     with c.node() as n:
-        s = n.import_file(dataset, file, mode)
+        s = n.import_file(dataset, file, mode, rejects=rejects)
         emit_object(
-            {"dataset": s.dataset, "file": s.path, "rows": s.rows, "actors": s.actors,
+            {"dataset": s.dataset, "file": s.path, "rows": s.rows, "rejected": s.rejected,
+             "rejected_by_reason": s.rejected_by_reason, "rejects_file": s.rejects_file, "actors": s.actors,
              "identifiers": s.identifiers, "duplicates_collapsed": s.duplicates,
-             "actors_added": s.actors_added, "identifiers_added": s.identifiers_added},
+             "actors_added": s.actors_added, "identifiers_added": s.identifiers_added,
+             "actors_removed": s.actors_removed, "identifiers_removed": s.identifiers_removed,
+             "revision": s.revision, "changed": s.changed},
             fmt, title="import",
         )
+    if s.rejected:
+        # stderr, so that --format json/csv on stdout stays clean.
+        click.echo(f"{s.rejected} of {s.rows} rows refused and not imported; file, line and reason of each "
+                   f"are in {s.rejects_file}", err=True)
 
 
 @data.command("list")

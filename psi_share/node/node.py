@@ -30,7 +30,7 @@ import grpc
 from ..crypto.openmined import OpenMinedEngine
 from ..errors import NotFound, PsiShareError
 from ..protocols.psi import Mode
-from ..store import ImportMode, ImportSummary, Store, parse_data_file
+from ..store import ImportMode, ImportSummary, Store, import_data_file
 from ..store.db import interrupt_responder_sessions
 from ..transport.client import PeerClient
 from ..transport.egress import Egress
@@ -171,29 +171,21 @@ class Node:
 
     # -- data --------------------------------------------------------------
 
-    def import_file(self, dataset: str, path: Path, mode: ImportMode | None) -> ImportSummary:
-        """Import a CSV/JSONL file all-or-nothing.
+    def import_file(
+        self, dataset: str, path: Path, mode: ImportMode | None, *, rejects: Path | None = None
+    ) -> ImportSummary:
+        """Import a CSV/TSV/JSONL file: all or nothing, or with ``rejects``
+        the valid rows, the refused ones listed in that file (store/importer.py).
 
         ``mode`` must be given when the dataset already holds actors; None
         then raises rather than guessing between replacing and appending.
         """
-        rows, count = parse_data_file(path, self.config.canonicalization)
-        try:
-            existing = self.store.dataset(dataset).actors
-        except NotFound:
-            existing = 0
-        if existing and mode is None:
-            raise PsiShareError(
-                f"dataset {dataset!r} already holds {existing} actors: say --replace or --append"
-            )
-        added_a, added_i = self.store.write_dataset(
-            dataset, rows, replace=(mode or ImportMode.REPLACE) is ImportMode.REPLACE, now=self.clock()
+        summary = import_data_file(
+            self.store, dataset, path, ctx=self.config.canonicalization, mode=mode, now=self.clock(), rejects=rejects
         )
-        log.info("imported %s into dataset %s: %d rows, %d identifiers added", path.name, dataset, count, added_i)
-        return ImportSummary(
-            dataset=dataset, path=str(path), rows=count, actors=len({r.actor_id for r in rows}),
-            identifiers=len(rows), duplicates=count - len(rows), actors_added=added_a, identifiers_added=added_i,
-        )
+        log.info("imported %s into dataset %s: %d rows, %d refused, %d identifiers added",
+                 path.name, dataset, summary.rows, summary.rejected, summary.identifiers_added)
+        return summary
 
     # -- peers -------------------------------------------------------------
 

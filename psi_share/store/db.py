@@ -13,15 +13,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import NotFound, StoreError
+from ..errors import InvalidIdentifier, NotFound, StoreError
 from ..names import NAME_PATTERN, check_name  # noqa: F401  (NAME_PATTERN: still importable from here)
 # The record types of the two halves stay importable from here.
 from .aggregates import AggregateRecords, FederationRunRecord, SumResultRecord  # noqa: F401
+from .datasets import DatasetWrite, device_ids_v2, write_rows
 from .job_runs import JobRunPeerRecord, JobRunRecord, JobRunRecords  # noqa: F401
 
 _SCHEMA = """
@@ -110,8 +111,9 @@ CREATE TABLE job_run_peers (
 """
 
 #: Schema steps, applied in order from the store's ``user_version`` up. A
-#: change to the schema appends a step; released steps are never edited.
-_MIGRATIONS: tuple[tuple[int, str], ...] = (
+#: change to the schema appends a step; released steps are never edited. A
+#: step is SQL, or a function run in the step's transaction.
+_MIGRATIONS: tuple[tuple[int, str | Callable[[sqlite3.Connection], None]], ...] = (
     (1, _SCHEMA),
     (2, _JOB_HISTORY_SCHEMA),
     # Per-peer query budgets (policy): what each peer used per UTC day, so
@@ -165,6 +167,7 @@ CREATE TABLE federation_runs (
     PRIMARY KEY (id, role)
 );
 """),
+    (5, device_ids_v2),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -269,8 +272,13 @@ class Store(JobRunRecords, AggregateRecords):
                     # executescript commits first; the step and its version
                     # bump then land in one transaction of their own.
                     try:
-                        self._db.executescript(f"BEGIN IMMEDIATE;{script}PRAGMA user_version={step};COMMIT;")
-                    except sqlite3.Error as exc:
+                        if callable(script):
+                            with self.transaction() as db:
+                                script(db)
+                                db.execute(f"PRAGMA user_version={step}")
+                        else:
+                            self._db.executescript(f"BEGIN IMMEDIATE;{script}PRAGMA user_version={step};COMMIT;")
+                    except (sqlite3.Error, InvalidIdentifier) as exc:
                         if self._db.in_transaction:
                             self._db.execute("ROLLBACK")
                         raise StoreError(f"store {self.path}: schema step {step} failed: {exc}") from exc
@@ -299,41 +307,19 @@ class Store(JobRunRecords, AggregateRecords):
     # -- datasets --------------------------------------------------------
 
     def write_dataset(
-        self, name: str, rows: Iterable[IdentifierRow], *, replace: bool, now: float
-    ) -> tuple[int, int]:
-        """Replace or extend a dataset in one transaction.
-
-        Returns (actors added, identifiers added). Identifiers already present
-        for the same actor (same kind and canonical form) are skipped.
-        """
+        self, name: str, rows: Iterable[IdentifierRow], *, replace: bool, now: float,
+        before_commit: Callable[[], None] | None = None,
+    ) -> DatasetWrite:
+        """Replace or extend a dataset in one transaction (see
+        :func:`~psi_share.store.datasets.write_rows`); ``before_commit`` runs
+        in it, last: if it raises, nothing is written."""
         check_name("dataset", name)
+        rows = list(rows)
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO datasets(name, revision, updated_at) VALUES (?, 0, ?) "
-                "ON CONFLICT(name) DO NOTHING",
-                (name, now),
-            )
-            if replace:
-                db.execute("DELETE FROM identifiers WHERE dataset = ?", (name,))
-                db.execute("DELETE FROM actors WHERE dataset = ?", (name,))
-            before_a = db.execute("SELECT COUNT(*) FROM actors WHERE dataset=?", (name,)).fetchone()[0]
-            before_i = db.execute("SELECT COUNT(*) FROM identifiers WHERE dataset=?", (name,)).fetchone()[0]
-            rows = list(rows)
-            db.executemany(
-                "INSERT OR IGNORE INTO actors(dataset, actor_id) VALUES (?, ?)",
-                ((name, r.actor_id) for r in rows),
-            )
-            db.executemany(
-                "INSERT OR IGNORE INTO identifiers(dataset, actor_id, kind, version, canonical, raw, amount) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                ((name, r.actor_id, r.kind, r.version, r.canonical, r.raw, r.amount) for r in rows),
-            )
-            after_a = db.execute("SELECT COUNT(*) FROM actors WHERE dataset=?", (name,)).fetchone()[0]
-            after_i = db.execute("SELECT COUNT(*) FROM identifiers WHERE dataset=?", (name,)).fetchone()[0]
-            db.execute(
-                "UPDATE datasets SET revision = revision + 1, updated_at = ? WHERE name = ?", (now, name)
-            )
-        return after_a - before_a, after_i - before_i
+            written = write_rows(db, name, rows, replace=replace, now=now)
+            if before_commit is not None:
+                before_commit()
+        return written
 
     def delete_dataset(self, name: str) -> None:
         with self.transaction() as db:
