@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from psi_share import Node
-from psi_share.audit.log import LOG_FILE, load_entries, verify_log
+from psi_share.audit.log import LOG_FILE, load_entries
 from psi_share.audit.messages import check_message
 from psi_share.audit.scan import ALGORITHMS, BASES, ENCODINGS, _FORMS_PER_BASE, load_sources, make_form, scan_audit
+from psi_share.audit.verify import verify_log
 from psi_share.errors import PeerRefused
 from psi_share.identifiers import DEFAULT_CONTEXT
 from psi_share.node.jobs import load_job

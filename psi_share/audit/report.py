@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..timefmt import utc_text
-from .log import VerifyResult
+from .verify import VerifyResult
 
 # What protects the content of each step we send (PSI and node info).
 PROTECTION = {
