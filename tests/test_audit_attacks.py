@@ -174,3 +174,23 @@ def test_a_cut_back_that_leaves_checkpoint_json_alone_fails(victim: Path) -> Non
 def test_a_deleted_checkpoint_copy_fails(victim: Path) -> None:
     where = attacker.delete_checkpoint_copy(victim / "audit")
     _failed_at(_cli(victim, "audit", "verify"), where, "is missing")
+
+
+def test_a_swapped_signing_key_cannot_sign_the_log(victim: Path, real_log: RealLog) -> None:
+    """Replacing only keys/audit.key: the node refuses to open its log with it (so the new key
+    never signs a checkpoint), 'audit key' warns instead of offering it for pinning, and
+    verify names the key the log claims."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    swapped = Ed25519PrivateKey.generate()
+    (victim / "keys" / "audit.key").write_bytes(swapped.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    before = (victim / "audit" / "log.jsonl").read_bytes()
+    opened = _cli(victim, "node", "info")
+    assert opened.returncode != 0 and "a log is signed by one key only" in opened.stderr, opened.stdout + opened.stderr
+    assert (victim / "audit" / "log.jsonl").read_bytes() == before
+    printed = _cli(victim, "audit", "key")
+    assert printed.returncode == 1 and not printed.stdout
+    assert f"but the audit log was started with key {real_log.pinned_key}" in printed.stderr
+    _failed_at(_cli(victim, "audit", "verify"), "line 1 (seq 0)", f"the log claims audit key {real_log.pinned_key}")
+    assert _cli(victim, "audit", "verify", "--key", real_log.pinned_key).returncode == 0  # the log itself is intact

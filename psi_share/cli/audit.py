@@ -140,13 +140,13 @@ def audit_key(ctx: click.Context) -> None:
     """
     home = NodeHome(ctx.find_root().obj.home)
     key = public_key_hex(_node_key(home))
-    click.echo(key)
     if (home.audit_path / "log.jsonl").exists():
         claimed = genesis_key(home.audit_path)
-        if claimed != key:
-            click.echo(f"warning: the audit log was started with key {claimed or '(unreadable)'}, not this one: "
-                       "do not pin either before finding out why", err=True)
+        if claimed != key:  # nothing on stdout: a script must not pin either key
+            click.echo(f"keys/audit.key holds key {key}, but the audit log was started with key "
+                       f"{claimed or '(unreadable)'}: do not pin either before finding out why", err=True)
             sys.exit(EXIT_FAILED)
+    click.echo(key)
 
 
 @audit.command("head")
