@@ -94,6 +94,7 @@ class NodeHome:
     def load_tls(self, config: NodeConfig):  # type: ignore[no-untyped-def]
         """This node's checked TLS material (:class:`psi_share.pki.NodeTls`);
         ConfigError naming the file and the fix when anything is wrong."""
+        from ..crl import CRL_IN_FORCE
         from ..pki import load_node_tls
 
         t = config.tls
@@ -105,7 +106,8 @@ class NodeHome:
                 "(plaintext only with --insecure, never in production)"
             )
         return load_node_tls(
-            name=config.name, ca=self.tls_file(t.ca), cert=cert, key=self.tls_file(t.key), crl=self.tls_file(t.crl)
+            name=config.name, ca=self.tls_file(t.ca), cert=cert, key=self.tls_file(t.key), crl=self.tls_file(t.crl),
+            crl_in_force=self.tls_path / CRL_IN_FORCE,  # CRL numbers only go up, across restarts too
         )
 
     def identity_fingerprint(self) -> str:
