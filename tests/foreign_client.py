@@ -49,8 +49,11 @@ def messages() -> SimpleNamespace:
     for f in files.file:
         pool.Add(f)
     names = ("NodeInfoRequest", "NodeInfoResponse", "KindVersion", "PsiOpenRequest", "PsiOpenResponse",
-             "PsiSetupRequest", "Chunk", "PsiCloseRequest", "PsiCloseResponse")
-    return SimpleNamespace(**{n: GetMessageClass(pool.FindMessageTypeByName(f"psi_share.v1.{n}")) for n in names})
+             "PsiSetupRequest", "Chunk", "PsiCloseRequest", "PsiCloseResponse", "SumOpenRequest", "SumOpenResponse",
+             "SumMessage")
+    found = {n: GetMessageClass(pool.FindMessageTypeByName(f"psi_share.v1.{n}")) for n in names}
+    holders = pool.FindEnumTypeByName("psi_share.v1.ValueHolder").values_by_name
+    return SimpleNamespace(**found, VALUE_HOLDER={k: v.number for k, v in holders.items()})
 
 
 def item(kind: str, version: int, canonical: str) -> str:
@@ -141,6 +144,18 @@ class ForeignClient:
         request = self.m.PsiCloseRequest(protocol_version=VERSION, session_id=session_id, outcome=outcome)
         self._unary("PsiClose", request, self.m.PsiCloseResponse)
 
+    def sum_open(self, dataset: str, kind: str, version: int, set_size: int, holder: str, key_bits: int):  # type: ignore[no-untyped-def]
+        request = self.m.SumOpenRequest(
+            protocol_version=VERSION, dataset=dataset, kind=self.m.KindVersion(kind=kind, version=version),
+            set_size=set_size, value_holder=self.m.VALUE_HOLDER[holder], key_bits=key_bits,
+        )
+        return self._unary("SumOpen", request, self.m.SumOpenResponse)
+
+    def sum_exchange(self, session_id: str, message):  # type: ignore[no-untyped-def]
+        """One SumExchange: our SumMessage in chunks, the responder's next one back."""
+        replies = self._stream("SumExchange", to_chunks(session_id, message.SerializeToString()), "stream")
+        return self.m.SumMessage.FromString(from_chunks(replies, session_id))
+
 
 def intersect(reveal: bool, key: bytes, setup_bytes: bytes, response_bytes: bytes) -> list[int] | int:
     """OpenMined's client computes the result from the setup and the response."""
@@ -210,3 +225,61 @@ def main(plan: dict) -> None:  # type: ignore[type-arg]
 
 if __name__ == "__main__":
     main(json.loads(sys.argv[1]))
+
+
+# -- intersection-sum from PROTOCOL.md section 7 ---------------------------------
+
+P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
+P256_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+HASH_DOMAIN = b"psi-share/intersection-sum/v1/P-256/SHA-256/try-and-increment\x00"
+
+
+def hash_to_x(item_text: str) -> bytes:
+    """H(item)'s x coordinate, 32 bytes, exactly as PROTOCOL.md words it."""
+    import hashlib
+
+    for counter in range(256):
+        digest = hashlib.sha256(HASH_DOMAIN + counter.to_bytes(4, "big") + item_text.encode()).digest()
+        x = int.from_bytes(digest, "big")
+        rhs = (x**3 - 3 * x + P256_B) % P256_P
+        if x < P256_P and (rhs == 0 or pow(rhs, (P256_P - 1) // 2, P256_P) == 1):
+            return digest
+    raise AssertionError("no point")
+
+
+def blind(scalar: int, x: bytes) -> bytes:
+    """x(k * P) for either point P with x coordinate ``x``: ECDH does exactly that."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x02" + x)
+    return ec.derive_private_key(scalar, ec.SECP256R1()).exchange(ec.ECDH(), point)
+
+
+def sum_as_matcher(client: ForeignClient, dataset: str, kind: str, version: int, items: list[str],
+                   key_bits: int = 2048) -> tuple[int, int, str]:
+    """The requester as matcher, the responder holding the values: (count, sum, session)."""
+    import secrets
+
+    m = client.m
+    k1 = secrets.randbelow(2**255) + 1
+    mine = [blind(k1, hash_to_x(i)) for i in items]
+    secrets.SystemRandom().shuffle(mine)
+    sid = client.sum_open(dataset, kind, version, len(items), "VALUE_HOLDER_RESPONDER", key_bits).session_id
+    reply = client.sum_exchange(sid, m.SumMessage(protocol_version=VERSION, step="blinded-set", points=b"".join(mine)))
+    assert reply.step == "double-blinded" and reply.public_key[0] == 1
+    n = int.from_bytes(reply.public_key[1:], "big")
+    n2, width = n * n, 2 * key_bits // 8
+    split = lambda blob, size: [blob[i : i + size] for i in range(0, len(blob), size)]  # noqa: E731
+    double = set(split(reply.points, 32))
+    theirs = [blind(k1, x) for x in split(reply.paired_points, 32)]
+    ciphertexts = [int.from_bytes(c, "big") for c in split(reply.ciphertexts, width)]
+    product, count = 1, 0
+    for point, c in zip(theirs, ciphertexts):
+        if point in double:
+            product, count = product * c % n2, count + 1
+    r = secrets.randbelow(n - 2) + 2
+    encrypted = product * pow(r, n, n2) % n2
+    reply = client.sum_exchange(sid, m.SumMessage(protocol_version=VERSION, step="encrypted-sum", count=count,
+                                                  ciphertexts=encrypted.to_bytes(width, "big")))
+    assert reply.step == "sum" and reply.count == count
+    return count, int.from_bytes(reply.sum, "big"), sid

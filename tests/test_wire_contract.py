@@ -9,7 +9,9 @@ contract states that a client writer had to find in the source is checked
 against the node: the set size is exact, the request size bound is the
 stated formula, reveal_intersection must match the open, chunks carry the
 session, what NOT_FOUND after a refused request means, what PsiClose records.
-Reflection answers under v1 and v1alpha.
+The same client runs intersection-sum as matcher from section 7 alone (hash
+to curve, x-only blinding, Paillier product), checked against the plaintext
+count and sum. Reflection answers under v1 and v1alpha.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import grpc
 import private_set_intersection.python as openmined
 import pytest
-from foreign_client import ForeignClient, item, request_limit, run_session, to_chunks
+from foreign_client import ForeignClient, item, request_limit, run_session, sum_as_matcher, to_chunks
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -25,6 +27,7 @@ from conftest import Federation, write_csv
 
 EMAILS = [f"u{i}@example.org" for i in range(0, 6000, 2)]  # canonical already: lowercase, not gmail
 DEVICES = [f"dev-{i:06d}" for i in range(0, 3000, 3)]
+USAGE = {f"u{i}@example.org": i * 7919 % 100_003 for i in range(0, 900, 3)}  # lab-b's amounts
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +39,12 @@ def nodes(tmp_path_factory):  # type: ignore[no-untyped-def]
     fed = Federation(root)
     data = write_csv(root / "flagged.csv", [(f"e{i}", "email", v) for i, v in enumerate(EMAILS)]
                      + [(f"d{i}", "device_id", v) for i, v in enumerate(DEVICES)])
-    fed.node("lab-b", matching__false_positive_rate="1e-15")
+    fed.node("lab-b", matching__false_positive_rate="1e-15", exposure__datasets='["flagged", "usage"]',
+             paillier__pool_size=0)
     fed.node("lab-g", matching__max_set_size=65536, matching__false_positive_rate="1e-6")
+    (root / "usage.csv").write_text("actor_id,kind,value,amount\n" + "".join(
+        f"x{i},email,{v},{amount}\n" for i, (v, amount) in enumerate(USAGE.items())))
+    fed.nodes["lab-b"].import_file("usage", root / "usage.csv", None)
     for name in ("lab-b", "lab-g"):
         fed.nodes[name].import_file("flagged", data, None)
         fed.serve(name)
@@ -90,6 +97,19 @@ def test_foreign_client_matches_exactly(nodes, node, values, reveal, chunk_bytes
     assert setup_kind == ("raw" if node == "lab-b" else "gcs")
     record = fed.nodes[node].store.session(sid)
     assert record.status == "done" and record.requester_set_size == len(items)
+
+
+@pytest.mark.parametrize("values", [
+    [], ["u3@example.org"], ["u4@example.org"], [f"u{i}@example.org" for i in range(0, 1200, 2)],
+])
+def test_foreign_intersection_sum_as_matcher(nodes, values: list[str]) -> None:
+    """Section 7 alone: hash to curve, x-only blinding, Paillier product and re-randomization."""
+    fed, clients = nodes
+    count, total, sid = sum_as_matcher(clients["lab-b"], "usage", "email", 1, [item("email", 1, v) for v in values])
+    shared = [v for v in values if v in USAGE]
+    assert (count, total) == (len(shared), sum(USAGE[v] for v in shared))
+    result = fed.nodes["lab-b"].store.sum_result(sid)
+    assert (result.intersection_size, result.total) == (count, total)
 
 
 @pytest.fixture
