@@ -29,7 +29,7 @@ from ..node.node import Node
 from ..pki import load_certificate
 from ..protocols.psi import Mode
 from ..timefmt import utc_text
-from ..transport.server import ListenError
+from ..transport.listen import ListenError
 from ..store import ImportMode
 from .jobs import register as register_job_commands
 from .jobs import run_job_command

@@ -13,11 +13,9 @@ peer).
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import functools
 import itertools
 import logging
-import socket
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ..errors import ConfigError, OutOfOrder, Refused, RemoteProtocolError, VersionMismatch
+from ..errors import OutOfOrder, Refused, RemoteProtocolError, VersionMismatch
 from ..protocols import PROTOCOL_VERSION
 from ..protocols.intersection_sum import SumOpen, ValueHolder
 from ..protocols.psi import Mode, PsiOpen
@@ -36,6 +34,7 @@ from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
 from .chunks import from_chunks, to_chunks
 from .egress import Egress
+from .listen import ListenError, why_not_listening
 from .liveness import Liveness, SilenceLimit
 from .reflection import enable_reflection
 
@@ -522,35 +521,6 @@ def add_node_servicer(servicer: pb_grpc.PsiShareNodeServicer, server: grpc.Serve
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
-class ListenError(ConfigError):
-    """``serve`` cannot bind its address: the port is taken, or the host is not this machine's."""
-
-
-def _why_not_listening(address: str) -> str:
-    """Why a bind failed, found by trying it with a plain socket (gRPC's
-    own error says only "Failed to bind"). Never SO_REUSEPORT: a port that
-    another process holds is in use, whatever that process set."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"
-    try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (OSError, ValueError) as exc:
-        return f"the address cannot be resolved ({exc})"
-    for family, kind, proto, _, sockaddr in infos:
-        with socket.socket(family, kind, proto) as probe:
-            try:
-                probe.bind(sockaddr)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return "the port is already in use (another psi-share node or another program listens there)"
-                if exc.errno == errno.EADDRNOTAVAIL:
-                    return "the host is not an address of this machine"
-                if exc.errno == errno.EACCES:
-                    return "permission denied (ports below 1024 need privileges)"
-                return exc.strerror or str(exc)
-    return "gRPC could not bind it"
-
-
 def create_server(
     responder,  # type: ignore[no-untyped-def]
     egress: Egress,
@@ -592,7 +562,7 @@ def create_server(
             )
             port = server.add_secure_port(address, credentials)
     except RuntimeError:  # grpc raises RuntimeError when it cannot bind
-        raise ListenError(f"cannot listen on {address}: {_why_not_listening(address)}") from None
+        raise ListenError(f"cannot listen on {address}: {why_not_listening(address)}") from None
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer
