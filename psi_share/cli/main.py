@@ -3,7 +3,9 @@
 Exit codes: 0 success; 1 an error (message on stderr); 2 bad usage;
 3 a job run that completed only partially (some peers failed); 4 a job run
 that failed (no peer succeeded); 5 a job run refused because another run of
-the same job is in progress (see cli/jobs.py).
+the same job is in progress (see cli/jobs.py); 6 ``serve`` cannot listen on
+its address (the port is in use, e.g. by another node, or the host is not
+this machine's).
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from ..node.node import Node
 from ..pki import load_certificate
 from ..protocols.psi import Mode
 from ..timefmt import utc_text
+from ..transport.listen import ListenError
 from ..store import ImportMode
 from .jobs import register as register_job_commands
 from .jobs import run_job_command
 from .output import emit, emit_object, err_console, format_option
 
-EXIT_ERROR, EXIT_PARTIAL = 1, 3
+EXIT_ERROR, EXIT_PARTIAL, EXIT_CANNOT_LISTEN = 1, 3, 6
 DEFAULT_HOME = str(Path("~/.psi-share").expanduser())
 
 
@@ -83,10 +86,15 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except PsiShareError as exc:
-            # Plain text, never rich markup: messages hold paths and [sections].
-            click.secho("error: ", fg="red", bold=True, err=True, nl=False)
-            click.echo(str(exc), err=True)
-            sys.exit(EXIT_ERROR)
+            _exit_with(exc, EXIT_ERROR)
+
+
+def _exit_with(exc: Exception, code: int) -> None:
+    """One clear line on stderr, then exit ``code``."""
+    # Plain text, never rich markup: messages hold paths and [sections].
+    click.secho("error: ", fg="red", bold=True, err=True, nl=False)
+    click.echo(str(exc), err=True)
+    sys.exit(code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -351,9 +359,14 @@ def serve(c: Ctx, listen: str | None) -> None:
     not wait for them. Health (grpc.health.v1) and server reflection are on.
     Job files of [jobs] scheduled that carry a [job.schedule] run on their
     schedule in this process (a job missed while down runs once at start).
+    The port is never shared: when it is in use (another node listens there)
+    serve exits with code 6 and says so.
     """
     with c.node() as n:
-        running = n.serve(listen)
+        try:
+            running = n.serve(listen)
+        except ListenError as exc:
+            _exit_with(exc, EXIT_CANNOT_LISTEN)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

@@ -194,7 +194,7 @@ class Node:
         self._warn_insecure(f"calling peer {peer}")
         return PeerClient(
             peer, record.address, local_name=self.config.name, egress=self.egress, timeout=timeout,
-            tls=self.tls, insecure=self.insecure,
+            tls=self.tls, insecure=self.insecure, liveness=self.config.transport,
         )
 
     # -- matching ----------------------------------------------------------
@@ -231,7 +231,8 @@ class Node:
             if tls.crl is not None and tls.crl.stale(dt.datetime.now(dt.timezone.utc)):
                 log.warning("the revocation list %s is past its next update (%s): ask the federation CA for a "
                             "fresh one; revocations made since are not known here", tls.crl.path, tls.crl.next_update)
-        server, port, health = create_server(self.responder, self.egress, auth, address or self.config.listen, tls=tls)
+        server, port, health = create_server(self.responder, self.egress, auth, address or self.config.listen, tls=tls,
+                                             liveness=self.config.transport)
         interrupted = interrupt_responder_sessions(self.store, now=self.clock())
         if interrupted:
             log.warning("%d session(s) were still open when this node last stopped; recorded as interrupted", interrupted)

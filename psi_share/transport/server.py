@@ -25,9 +25,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from ..errors import ConfigError, OutOfOrder, Refused, RemoteProtocolError, VersionMismatch
+from ..errors import OutOfOrder, Refused, RemoteProtocolError, VersionMismatch
 from ..protocols import PROTOCOL_VERSION
 from ..protocols.intersection_sum import SumOpen, ValueHolder
 from ..protocols.psi import Mode, PsiOpen
@@ -35,6 +34,9 @@ from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
 from .chunks import from_chunks, to_chunks
 from .egress import Egress
+from .listen import ListenError, why_not_listening
+from .liveness import Liveness, SilenceLimit
+from .reflection import enable_reflection
 
 log = logging.getLogger("psi_share.server")
 
@@ -423,7 +425,8 @@ class StandardServicesEgress(grpc.ServerInterceptor):
     Our own service records its messages itself and is not touched here.
     """
 
-    PROTOCOLS = {"/grpc.health.v1.Health/": "grpc-health", "/grpc.reflection.v1alpha.ServerReflection/": "grpc-reflection"}
+    PROTOCOLS = {"/grpc.health.v1.Health/": "grpc-health", "/grpc.reflection.v1alpha.ServerReflection/": "grpc-reflection",
+                 "/grpc.reflection.v1.ServerReflection/": "grpc-reflection"}
 
     def __init__(self, egress: Egress) -> None:
         self._egress = egress
@@ -526,28 +529,30 @@ def create_server(
     *,
     max_workers: int = 16,
     tls=None,  # type: ignore[no-untyped-def]  # psi_share.pki.NodeTls; None = plaintext
+    liveness: Liveness = Liveness(),
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Build (not start) a server bound to ``address``; returns it and its port.
 
     With ``tls`` the port requires a client certificate from the federation
     CA (mutual TLS); without it the port is plaintext (``--insecure`` only).
-    Binding ``127.0.0.1:0`` picks a free port, as tests do.
+    Binding ``127.0.0.1:0`` picks a free port, as tests do. The port is
+    never shared (no SO_REUSEPORT): a port in use raises :class:`ListenError`.
+    ``liveness`` sets keepalive and how long a peer may stay silent
+    (protos/PROTOCOL.md, "Timeouts and keepalive").
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="psi-grpc"),
-        interceptors=[StandardServicesEgress(egress)],
+        interceptors=[StandardServicesEgress(egress), SilenceLimit(liveness.peer_silence_seconds, SERVICE_NAME)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            *liveness.server_options(),
         ],
     )
     add_node_servicer(NodeServicer(responder, egress, authenticator), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
+    enable_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
     try:
         if tls is None:
             port = server.add_insecure_port(address)
@@ -556,8 +561,8 @@ def create_server(
                 [(tls.key_pem, tls.cert_pem)], root_certificates=tls.ca_pem, require_client_auth=True
             )
             port = server.add_secure_port(address, credentials)
-    except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
-        raise ConfigError(f"cannot listen on {address}: {exc} (port in use or host not local?)") from None
+    except RuntimeError:  # grpc raises RuntimeError when it cannot bind
+        raise ListenError(f"cannot listen on {address}: {why_not_listening(address)}") from None
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer
