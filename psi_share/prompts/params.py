@@ -80,7 +80,7 @@ RECOMMENDED: Mapping[float, tuple[int, int]] = {
     0.8: (9, 13),
     0.9: (5, 25),
 }
-DEFAULT_THRESHOLD = 0.6
+DEFAULT_THRESHOLD = 0.5
 
 
 def banding_rows(deltas: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)) -> list[dict[str, float | int]]:

@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CAMPAIGN_TEMPLATES", "SyntheticFederation", "SyntheticPrompt", "generate", "write_files"]
+__all__ = ["CAMPAIGN_TEMPLATES", "Score", "SyntheticFederation", "SyntheticPrompt", "generate", "score_matches", "write_files"]
 
 CAMPAIGN_TEMPLATES = (
     "You are a world-class {topic} expert. Solve the following problem and think step by step, writing out every intermediate step of your reasoning before you give the final answer. Problem {n}: {q} End your reply with a line of the form FINAL ANSWER followed by the answer.",
@@ -173,6 +173,41 @@ class SyntheticFederation:
         return "\n".join(lines + self.stoplist) + "\n"
 
 
+@dataclass(frozen=True)
+class Score:
+    """Precision and recall of what one lab learned about one peer, against the truth."""
+
+    template_precision: float
+    template_recall: float
+    actor_precision: float
+    actor_recall: float
+    benign_links: int  # matched prompts made from a benign template (must be 0)
+    templates: tuple[int, int, int]  # true positives, false positives, false negatives
+    actors: tuple[int, int, int]
+
+
+def _ratio(hits: int, total: int) -> float:
+    return hits / total if total else 1.0
+
+
+def score_matches(fed: SyntheticFederation, lab: str, peer: str, matched_lines: set[int]) -> Score:
+    """Score the prompts of ``lab`` found at ``peer``, given as 1-based lines of ``lab``'s prompt file.
+
+    A matched line stands for its prompt's template and actor: the lab
+    learns which of its own items matched, hence which of its prompts
+    (their representatives) and actors.
+    """
+    matched = [fed.prompts[lab][line - 1] for line in matched_lines]
+    benign = sum(p.benign for p in matched)
+    templates = {p.template for p in matched if not p.benign}
+    actors = {p.actor_id for p in matched}
+    true_templates, true_actors = fed.shared_templates(lab, peer), fed.linked_actors(lab, peer)
+    t = (len(templates & true_templates), len(templates - true_templates), len(true_templates - templates))
+    a = (len(actors & true_actors), len(actors - true_actors), len(true_actors - actors))
+    return Score(_ratio(t[0], t[0] + t[1]), _ratio(t[0], t[0] + t[2]),
+                 _ratio(a[0], a[0] + a[1]), _ratio(a[0], a[0] + a[2]), benign, t, a)
+
+
 class _Filler:
     """Fresh variables for every call."""
 
@@ -218,11 +253,10 @@ class _Filler:
 
 
 def _paraphrase(template: str, rng: random.Random) -> str:
-    """One lab's variant of a template: one or two phrases reworded (their first occurrence)."""
+    """One lab's variant of a template: one phrase reworded (its first occurrence)."""
     present = [pair for pair in PARAPHRASES if re.search(rf"\b{pair[0]}\b", template, re.IGNORECASE)]
-    for old, new in rng.sample(present, min(len(present), rng.choice((1, 1, 2)))):
-        template = re.sub(rf"\b{old}\b", new, template, count=1, flags=re.IGNORECASE)
-    return template
+    old, new = rng.choice(present)
+    return re.sub(rf"\b{old}\b", new, template, count=1, flags=re.IGNORECASE)
 
 
 def _near_miss(template: str, keep: float, filler: _Filler) -> str:
@@ -249,7 +283,7 @@ def generate(
     near_miss_actors: int = 10,
     local_actors: int = 15,
     benign_sample_users: int = 1000,
-    near_miss_keep: float = 0.6,
+    near_miss_keep: float = 0.45,
 ) -> SyntheticFederation:
     """A synthetic federation; sizes are per lab, everything decided by ``seed``."""
     rng = random.Random(seed)
@@ -257,6 +291,7 @@ def generate(
     fed = SyntheticFederation(tuple(labs), near_miss_keep=near_miss_keep)
     presence = {t: set(rng.sample(labs, min(len(labs), rng.choice((1, 2, 2, 3, 3, 3)))))
                 for t in range(len(CAMPAIGN_TEMPLATES))}
+    near_sources = rng.sample(range(len(CAMPAIGN_TEMPLATES)), len(CAMPAIGN_TEMPLATES))
     clock = [1_780_000_000]
 
     def emit(lab: str, actor: str, template_id: str, template: str, out: list[SyntheticPrompt]) -> None:
@@ -279,7 +314,10 @@ def generate(
                     emit(lab, actor, f"campaign-{t:02d}", variants[t], out)
             for _ in range(rng.randint(0, 2)):
                 benign(lab, actor, out)
-        sources = rng.sample(range(len(CAMPAIGN_TEMPLATES)), 5)
+        # Each lab's near-misses start from campaign templates no other lab's
+        # near-misses start from: two near-misses sharing a kept prefix would
+        # be similar to each other, yet different templates by construction.
+        sources = [near_sources[(5 * lab_no + i) % len(near_sources)] for i in range(5)]
         near = {f"near-miss-{lab}-{i}": _near_miss(CAMPAIGN_TEMPLATES[t], near_miss_keep, filler) for i, t in enumerate(sources)}
         for a in range(near_miss_actors):
             for template_id in rng.sample(sorted(near), rng.randint(1, 3)):
