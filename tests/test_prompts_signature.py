@@ -193,7 +193,7 @@ def test_recommended_banding_is_the_stated_optimum() -> None:
 
 def test_params_from_config() -> None:
     seed = "ab" * 32
-    assert (PromptParams.from_config(seed).bands, PromptParams.from_config(seed).rows) == (18, 7)
+    assert (PromptParams.from_config(seed).bands, PromptParams.from_config(seed).rows) == (25, 5)
     params = PromptParams.from_config(seed, threshold=0.8)
     assert (params.bands, params.rows, params.num_perm) == (9, 13, 117)
     assert PromptParams.from_config(seed.upper(), bands=4, rows=4).seed == bytes.fromhex(seed)

@@ -52,7 +52,6 @@ lab's own operators.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,7 +59,7 @@ from pathlib import Path
 
 from ..errors import ImportFileError
 from .normalise import normalise, shingles
-from .records import MAX_PROMPT_BYTES, PromptRecord
+from .records import MAX_PROMPT_BYTES, PromptRecord, read_lines
 
 __all__ = ["DEFAULT_CONTAINMENT", "LOCAL_BENIGN", "STOPLIST_HEADER", "ExclusionIndex", "Stoplist", "load_stoplist"]
 
@@ -84,17 +83,10 @@ class Stoplist:
 def load_stoplist(path: Path | str) -> Stoplist:
     """Parse a stoplist file; :class:`ImportFileError` ``FILE:LINE`` on the first bad line."""
     name = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ImportFileError(name, 0, f"cannot read stoplist: {exc.strerror}") from None
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ImportFileError(name, raw[: exc.start].count(b"\n") + 1, "stoplist is not valid UTF-8") from None
+    lines, digest = read_lines(path)
     entries: list[tuple[int, str]] = []
     header_seen = False
-    for number, line in enumerate(content.split("\n"), start=1):
+    for number, line in lines:
         text = line.strip()
         if not text:
             continue
@@ -110,7 +102,7 @@ def load_stoplist(path: Path | str) -> Stoplist:
         entries.append((number, text))
     if not header_seen:
         raise ImportFileError(name, 1, f"a stoplist starts with the line '{STOPLIST_HEADER}'")
-    return Stoplist(name, hashlib.sha256(raw).hexdigest(), tuple(entries))
+    return Stoplist(name, digest, tuple(entries))
 
 
 class ExclusionIndex:

@@ -37,13 +37,14 @@ Normalisation, version 1, in this order
                    ``2024-05-01``, ``12:30``)
    long quotation  at least 20 characters (counted after the masks         ``<quote>``
                    above) between ``"…"``, ``“…”``, ``„…“``, ``«…»``,
-                   ``「…」``, ``『…』`` or single backticks; repeated
-                   until none is left, so a quotation around a masked
-                   one is masked too
+                   ``「…」``, ``『…』`` or single backticks
    ==============  ======================================================  ============
 
    Short quotations (under 20 characters) stay: ``translate "hello"`` keeps
    the word, because short quoted words are usually part of the template.
+   The masks are applied again until nothing changes: masking one part
+   can complete another (a quotation around a masked one, ``4www.x`` once
+   the number is masked).
 5. **Whitespace collapsed**: every run of whitespace becomes one space;
    leading and trailing whitespace is removed.
 
@@ -116,6 +117,7 @@ _MASKS = (
     (_EMAIL_RE, " <email> "),
     (_UUID_RE, " <uuid> "),
     (_NUMBER_RE, "<num>"),
+    (_QUOTE_RE, " <quote> "),
 )
 
 
@@ -134,12 +136,15 @@ def normalise(text: str) -> str:
         if folded == value:
             break
         value = folded
-    for pattern, placeholder in _MASKS:
-        value = pattern.sub(placeholder, value)
-    # Each round removes at least one quotation, so this ends; a quotation
-    # around a masked one only becomes short enough to see after that.
+    # A mask can open a match for another (a number masked before "www."
+    # leaves "<num>www." where "www." now starts a URL; a quotation around a
+    # masked one becomes short enough), so the masks run until nothing
+    # changes. Every change removes characters a mask needs (digits, "@",
+    # "://", quote marks, fences), so this ends, in two rounds in practice.
     while True:
-        masked = _QUOTE_RE.sub(" <quote> ", value)
+        masked = value
+        for pattern, placeholder in _MASKS:
+            masked = pattern.sub(placeholder, masked)
         if masked == value:
             break
         value = masked

@@ -24,6 +24,7 @@ field names (short identifiers); anything else is only counted.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from ..errors import ImportFileError
 
-__all__ = ["MAX_ACTOR_ID", "MAX_PROMPT_BYTES", "PromptRecord", "read_prompts_jsonl"]
+__all__ = ["MAX_ACTOR_ID", "MAX_PROMPT_BYTES", "PromptRecord", "read_lines", "read_prompts_jsonl"]
 
 MAX_PROMPT_BYTES = 32 * 1024
 MAX_ACTOR_ID = 128
@@ -58,23 +59,33 @@ def read_prompts_jsonl(path: Path | str) -> list[PromptRecord]:
     name = str(path)
     if path.suffix.lower() not in (".jsonl", ".ndjson"):
         raise ImportFileError(name, 0, "prompt files are JSON Lines: use a .jsonl or .ndjson file")
+    records = []
+    for number, line in read_lines(path)[0]:
+        if line.strip():
+            records.append(_record(name, number, line))
+    if not records:
+        raise ImportFileError(name, 1, "file holds no prompts")
+    return records
+
+
+def read_lines(path: Path | str) -> tuple[list[tuple[int, str]], str]:
+    """``(line number, text)`` of every line of a UTF-8 file (a leading BOM
+    allowed), and the SHA-256 (hex) of the file's bytes.
+
+    The whole file is decoded first, so a bad byte is named by its own line.
+    Lines are split on "\\n" only: JSON may carry U+2028 and other separators
+    raw inside strings, and ``str.splitlines()`` would cut a record there.
+    """
+    name = str(path)
     try:
-        raw = path.read_bytes()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ImportFileError(name, 0, f"cannot read file: {exc.strerror}") from None
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ImportFileError(name, raw[: exc.start].count(b"\n") + 1, "file is not valid UTF-8") from None
-    records = []
-    # Split on "\n" only: JSON may carry U+2028 and other separators raw
-    # inside strings, and str.splitlines() would cut a record there.
-    for number, line in enumerate(content.split("\n"), start=1):
-        if line.strip():
-            records.append(_record(name, number, line))
-    if not records:
-        raise ImportFileError(name, 1, "file holds no prompts")
-    return records
+    return list(enumerate(content.split("\n"), start=1)), hashlib.sha256(raw).hexdigest()
 
 
 def _record(name: str, line: int, text: str) -> PromptRecord:

@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CAMPAIGN_TEMPLATES", "Score", "SyntheticFederation", "SyntheticPrompt", "generate", "score_matches", "write_files"]
+__all__ = ["CAMPAIGN_TEMPLATES", "Score", "bulk_texts", "SyntheticFederation", "SyntheticPrompt", "generate", "score_matches", "write_files"]
 
 CAMPAIGN_TEMPLATES = (
     "You are a world-class {topic} expert. Solve the following problem and think step by step, writing out every intermediate step of your reasoning before you give the final answer. Problem {n}: {q} End your reply with a line of the form FINAL ANSWER followed by the answer.",
@@ -340,6 +340,14 @@ def generate(
         fed.benign_sample[lab] = sample
     fed.stoplist = [_Filler(random.Random(seed + i)).fill(BENIGN_TEMPLATES[i]).replace("\n", " ") for i in STOPLISTED]
     return fed
+
+
+def bulk_texts(count: int, seed: int = 1) -> list[str]:
+    """``count`` prompt texts for benchmarks: campaign and benign templates with fresh fillings."""
+    rng = random.Random(seed)
+    filler = _Filler(rng)
+    templates = CAMPAIGN_TEMPLATES + BENIGN_TEMPLATES
+    return [filler.fill(rng.choice(templates)) for _ in range(count)]
 
 
 def write_files(fed: SyntheticFederation, out: Path) -> dict[str, Path]:
