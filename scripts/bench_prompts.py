@@ -6,7 +6,7 @@ templates with fresh fillings, ``psi_share.prompts.synthetic.bulk_texts``):
 
 * normalise + shingle + MinHash + band for N prompts (default 100,000) on
   one process, and with ``--workers K`` on K processes as well;
-* preparation (per-actor LSH deduplication) of those prompts, and how many
+* preparation (per-actor LSH deduplication; 5 prompts per actor) of those prompts, and how many
   distinct band items two such labs would put into a PSI session;
 * the plaintext intersection of two labs' band item sets (a lower bound
   that any private matching adds its cryptography to).
@@ -96,15 +96,15 @@ def main() -> None:
 
     prepared = {}
     for name, texts in (("lab-a", lab_a), ("lab-b", lab_b)):
-        records = [PromptRecord(i + 1, f"actor-{i % (n // 20 or 1)}", t) for i, t in enumerate(texts)]
+        records = [PromptRecord(i + 1, f"actor-{i % (n // 5 or 1)}", t) for i, t in enumerate(texts)]
         started = time.perf_counter()
-        prepared[name] = prepare_prompts(records, engine, max_items_per_actor=10 * params.bands)
+        prepared[name] = prepare_prompts(records, engine)
         elapsed = time.perf_counter() - started
         report = prepared[name].report
         print(f"{name}: prepared {n} prompts of {report.actors} actors in {elapsed:.1f} s: "
               f"{report.clusters} clusters kept, {report.distinct_items} distinct band items")
-    started = time.perf_counter()
     a_items, b_items = set(prepared["lab-a"].actors_by_item()), set(prepared["lab-b"].actors_by_item())
+    started = time.perf_counter()
     common = a_items & b_items
     print(f"plaintext intersection of {len(a_items)} x {len(b_items)} band items: {len(common)} in common, "
           f"{time.perf_counter() - started:.2f} s (no cryptography: a lower bound)")

@@ -343,11 +343,12 @@ def generate(
 
 
 def bulk_texts(count: int, seed: int = 1) -> list[str]:
-    """``count`` prompt texts for benchmarks: campaign and benign templates with fresh fillings."""
+    """``count`` mostly distinct prompt texts for benchmarks: a campaign or benign
+    template with fresh fillings, followed by one generated sentence."""
     rng = random.Random(seed)
     filler = _Filler(rng)
     templates = CAMPAIGN_TEMPLATES + BENIGN_TEMPLATES
-    return [filler.fill(rng.choice(templates)) for _ in range(count)]
+    return [f"{filler.fill(rng.choice(templates))} {filler.sentence()}." for _ in range(count)]
 
 
 def write_files(fed: SyntheticFederation, out: Path) -> dict[str, Path]:
