@@ -226,6 +226,7 @@ def test_dedup_and_cap_per_actor(engine: SignatureEngine) -> None:
     items = prepared.items_by_actor()
     assert len(items["noisy"]) == 180 and len(items["quiet"]) == 18
     assert report.items == 198 == report.distinct_items
+    assert quiet[0].canonicals == tuple(item.removeprefix("psi-share/1/prompt/v1/") for item in quiet[0].items)
     with pytest.raises(ValueError, match="at least the number of bands"):
         prepare_prompts(records, engine, max_items_per_actor=17)
 

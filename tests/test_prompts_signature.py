@@ -223,6 +223,7 @@ def test_seed_never_shows() -> None:
 def test_agreeing_params_pass() -> None:
     ours = PromptParams(SEED, 18, 7).describe()
     check_agreement(ours, dict(ours), us="lab-a", peer="lab-b")
+    check_agreement(ours, {k: str(v) for k, v in ours.items()}, us="lab-a", peer="lab-b")  # as text on a wire
 
 
 @pytest.mark.parametrize(

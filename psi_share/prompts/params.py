@@ -160,8 +160,8 @@ class PromptParams:
         """
         if not isinstance(seed_hex, str) or not _SEED_RE.fullmatch(seed_hex.strip().lower()):
             # The value is not echoed: it is the federation's key material.
-            raise ConfigError(f"{where} seed must be {2 * SEED_BYTES} hexadecimal digits "
-                              "(the federation seed; 'psi-share prompts new-seed' makes one)")
+            raise ConfigError(f"{where} seed must be {2 * SEED_BYTES} hexadecimal digits: the federation seed, "
+                              "drawn once for the whole federation, e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
         if (bands is None) != (rows is None):
             raise ConfigError(f"{where} give both bands and rows, or neither")
         if bands is not None and threshold is not None:
@@ -223,14 +223,15 @@ def check_agreement(ours: Mapping[str, object], theirs: Mapping[str, object], *,
     """Raise :class:`VersionMismatch` naming every parameter where ``theirs`` differs from ``ours``.
 
     ``ours`` and ``theirs`` are :meth:`PromptParams.describe` dictionaries
-    (``theirs`` as the peer sent it: any field may be missing or of the
-    wrong type, and such a field is named as differing, never echoed
-    beyond its ``repr`` truncated to 24 characters).
+    (``theirs`` as the peer sent it, values as numbers or as text: any
+    field may be missing or wrong, and such a field is named as differing,
+    never echoed beyond its ``repr`` truncated to 24 characters).
     """
     differences = []
     for key, label in _FIELD_NAMES.items():
         mine, other = ours.get(key), theirs.get(key)
-        if mine != other:
+        # Compared as text: a wire format may carry every value as a string.
+        if other is None or str(mine) != str(other):
             shown = "missing" if other is None else repr(other)[:24]
             differences.append(f"{label}: {mine!r} at {us}, {shown} at {peer}")
     unknown = sorted(set(theirs) - set(_FIELD_NAMES))

@@ -32,6 +32,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..identifiers import parse_item
 from .exclusions import ExclusionIndex
 from .records import PromptRecord
 from .signature import SignatureEngine
@@ -50,6 +51,11 @@ class Cluster:
     prompts: int = 1
     first_seen: dt.datetime | None = None
     last_seen: dt.datetime | None = None
+
+    @property
+    def canonicals(self) -> tuple[str, ...]:
+        """The canonical texts ``b<i>/<hex>`` of the items (what an identifier row stores)."""
+        return tuple(parse_item(item)[2] for item in self.items)
 
     def add(self, seen_at: dt.datetime | None) -> None:
         self.prompts += 1
