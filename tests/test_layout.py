@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("psi_share.store",),
     (
         "psi_share.crypto", "psi_share.identifiers", "psi_share.errors", "psi_share.names", "psi_share.events",
-        "psi_share.timefmt", "psi_share.pki", "psi_share.crl", "psi_share.v1",
+        "psi_share.timefmt", "psi_share.pki", "psi_share.crl", "psi_share.v1", "psi_share.prompts",
     ),
 )
 MAX_LINES = 600
