@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+import pytest
+
 from psi_share.crypto.openmined import OpenMinedEngine, new_private_key
 from psi_share.protocols.psi import (
     DEFAULT_FALSE_POSITIVE_RATE,
@@ -147,3 +149,13 @@ def run_psi_pair(
         fpr=fpr, max_set_size=max_set_size, seed=seed,
     )
     return outcome
+
+
+# The value holder's key proof (crypto/modulus_proof.py) makes its double-blinded
+# message about 35 KB longer; the node's per-session request limit
+# (node/sum_sessions.py request_limit, which this branch may not edit) must add
+# modulus_proof.proof_length(key_bits) before a *requester* holding the values
+# can send it. Strict: once the node is wired, these pass and the marker must go.
+NEEDS_KEY_PROOF_ALLOWANCE = pytest.mark.xfail(
+    strict=True, reason="node request_limit lacks modulus_proof.proof_length(key_bits) (lead wires it)"
+)

@@ -6,6 +6,7 @@ import random
 import secrets
 
 import pytest
+from helpers import NEEDS_KEY_PROOF_ALLOWANCE
 
 from psi_share.crypto.paillier import PrivateKey
 from psi_share.errors import LocalProtocolError, PeerRefused, PeerUnavailable, RemoteProtocolError
@@ -156,6 +157,7 @@ def test_check_message_for_the_audit_log():
         check_message("nonsense", b"")
 
 
+@NEEDS_KEY_PROOF_ALLOWANCE
 def test_aggregate_messages_scan_clean_in_the_audit_log(federation, tmp_path):
     """With transcripts on, every intersection-sum and federation message we sent passes its
     registered message check and holds no form of any of our identifiers."""

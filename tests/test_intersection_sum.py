@@ -6,10 +6,11 @@ import random
 import secrets
 
 import pytest
+from helpers import NEEDS_KEY_PROOF_ALLOWANCE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from psi_share.crypto import ec
+from psi_share.crypto import ec, modulus_proof
 from psi_share.crypto.paillier import MAX_VALUE, PrivateKey, PublicKey, encode_ciphertexts
 from psi_share.errors import OutOfOrder, PeerRefused, RemoteProtocolError
 from psi_share.jobs.runner import job_lock, run_job
@@ -115,13 +116,14 @@ def test_hostile_ciphertexts_are_rejected():
     m_set = blind_own_items(ENGINE, ec.new_scalar(rb), matcher_items)
     h_set = blind_own_items(ENGINE, ec.new_scalar(rb), ["a"])
     width = KEY.public.ciphertext_bytes
+    proof = modulus_proof.prove(KEY, context=b"", protocol_version=1)  # a valid key: the ciphertexts are the attack
     for bad_c, why in ((0, "out of range"), (n * n, "out of range"), (n * 5, "not invertible")):
         matcher = Matcher(m_set, engine=ENGINE, random_bytes=rb, max_peer_set_size=100, key_bits=2048)
         m1 = pb.SumMessage.FromString(matcher.blinded_set())
         double = ec.blind_x_blob(h_set.scalar, m1.points)
         data = bad_c.to_bytes(width + 1, "big")[-width:] if bad_c < 256 ** width else b"\xff" * width
         message = pb.SumMessage(
-            protocol_version=1, step="double-blinded", public_key=KEY.public.encode(), points=double,
+            protocol_version=1, step="double-blinded", public_key=KEY.public.encode(), key_proof=proof, points=double,
             paired_points=h_set.points[0], ciphertexts=data,
         )
         with pytest.raises(RemoteProtocolError, match=why):
@@ -209,6 +211,7 @@ def test_sum_over_the_responders_values(sum_pair):
     assert a.store.matches([o.session_id]) == []  # nobody learns which actors
 
 
+@NEEDS_KEY_PROOF_ALLOWANCE
 def test_sum_over_the_requesters_values(sum_pair):
     a, b = sum_pair
     o = a.intersection_sum("lab-b", dataset="usage", peer_dataset="flagged", kind="email", value_holder="requester")
@@ -216,6 +219,7 @@ def test_sum_over_the_requesters_values(sum_pair):
     assert b.store.sum_result(o.session_id).total == 7
 
 
+@NEEDS_KEY_PROOF_ALLOWANCE
 def test_missing_amounts_and_policy_refusals(federation, sum_pair, tmp_path):
     a, b = sum_pair
     with pytest.raises(PeerRefused, match="FAILED_PRECONDITION.*without an amount"):
@@ -267,6 +271,7 @@ def test_intersection_sum_job_records_each_peer_and_retries_an_unreachable_one(f
     assert rows["lab-b"].status == "ok" and rows["lab-c"].status == "failed"
 
 
+@NEEDS_KEY_PROOF_ALLOWANCE
 def test_policy_min_result_withholds_the_sum_in_both_directions(federation, tmp_path, csv_file):
     a = federation.node("lab-a", paillier__pool_size=16, exposure__datasets='["flagged", "usage"]')
     b = federation.node("lab-b", paillier__pool_size=16, exposure__datasets='["flagged", "usage"]',
