@@ -233,6 +233,13 @@ def test_crafted_moduli_fail_with_the_cheaters_best_proof(name):
             _verify(n, forged_proof(n, factors))
 
 
+def test_even_small_and_square_moduli_are_refused_before_the_proof_is_read():
+    p = KEY.p
+    for n in (p * p, KEY.public.n + 1, 2**63 + 1):
+        with pytest.raises(RemoteProtocolError, match="even, too small or a square"):
+            _verify(n, b"\x01")
+
+
 def test_the_cheaters_prover_does_pass_for_an_honest_modulus():
     """Control: the forger is a real prover, so its failures above are the moduli's."""
     _verify(KEY.public.n, forged_proof(KEY.public.n, {KEY.p: 1, KEY.q: 1}))

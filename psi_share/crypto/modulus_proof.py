@@ -90,6 +90,10 @@ assert ROOT_ROUNDS * math.log2(ALPHA) >= SOUNDNESS_BITS and BLUM_ROUNDS >= SOUND
 _DOMAIN = b"psi-share/paillier-modulus-proof"
 _PRIMORIAL = gmpy2.primorial(ALPHA - 1)  # the product of all primes below ALPHA
 _MAX_CONTEXT = 4096
+# Each draw is accepted with probability > 1/2 (N has its top bit set, units
+# are almost all of Z_N), and half the units have Jacobi symbol -1 unless N
+# is a square: running out of tries means a hostile N, never bad luck.
+_MAX_TRIES = 256
 
 
 def proof_length(key_bits: int) -> int:
@@ -153,22 +157,20 @@ class _Statement:
 
     def element(self, label: bytes, i: int) -> int:
         """Uniform in Z*_N, by rejection sampling."""
-        j = 0
-        while True:
+        for j in range(_MAX_TRIES):
             h = self._xof.copy()
             h.update(label + i.to_bytes(4, "big") + j.to_bytes(4, "big"))
             v = int.from_bytes(h.digest(self._k), "big") & self._mask
             if 0 < v < self.n and gmpy2.gcd(v, self.n) == 1:
                 return v
-            j += 1
+        raise RemoteProtocolError("Paillier modulus proof: no challenge element could be drawn for this modulus")
 
     def w(self) -> int:
-        i = 0
-        while True:
+        for i in range(_MAX_TRIES):
             v = self.element(b"w", i)
             if gmpy2.jacobi(v, self.n) == -1:
                 return v
-            i += 1
+        raise RemoteProtocolError("Paillier modulus has no element of Jacobi symbol -1 (it is a square)")
 
 
 def _crt(xp: int, xq: int, p: int, q: int, q_inv_p: int) -> int:
@@ -215,8 +217,8 @@ def verify(key: PublicKey, proof: bytes, *, context: bytes, protocol_version: in
     factors, primality) come before the roots.
     """
     n = key.n
-    if n < 2**64 or n % 2 == 0:
-        raise RemoteProtocolError("Paillier modulus is even or too small")
+    if n < 2**64 or n % 2 == 0 or gmpy2.is_square(n):
+        raise RemoteProtocolError("Paillier modulus is even, too small or a square")
     parsed = ModulusProof.decode(key, proof)
     if gmpy2.gcd(n, _PRIMORIAL) != 1:
         raise RemoteProtocolError(f"Paillier modulus has a prime factor below {ALPHA}")
