@@ -153,7 +153,7 @@ def run_psi_pair(
 
 # The value holder's key proof (crypto/modulus_proof.py) makes its double-blinded
 # message about 35 KB longer; the node's per-session request limit
-# (node/sum_sessions.py request_limit, which this branch may not edit) must add
+# (node/sums/responder.py request_limit, which this branch may not edit) must add
 # modulus_proof.proof_length(key_bits) before a *requester* holding the values
 # can send it. Strict: once the node is wired, these pass and the marker must go.
 NEEDS_KEY_PROOF_ALLOWANCE = pytest.mark.xfail(
