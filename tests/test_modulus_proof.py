@@ -69,7 +69,7 @@ def test_a_proof_is_deterministic_and_bound_to_key_session_and_version():
     with pytest.raises(RemoteProtocolError, match="N-th root 0 is wrong"):
         _verify(KEY.public.n, proof, version=2)
     other = PrivateKey.generate(2048, secrets.token_bytes)
-    with pytest.raises(RemoteProtocolError, match="root 0 is (wrong|not in)"):  # a proof for another key
+    with pytest.raises(RemoteProtocolError, match=r"root \d+ is (wrong|not in)"):  # a proof for another key
         _verify(other.public.n, proof)  # (its roots may even exceed the other modulus)
 
 
