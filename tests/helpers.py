@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+import pytest
+
 from psi_share.crypto.openmined import OpenMinedEngine, new_private_key
 from psi_share.protocols.psi import (
     DEFAULT_FALSE_POSITIVE_RATE,
@@ -147,3 +149,4 @@ def run_psi_pair(
         fpr=fpr, max_set_size=max_set_size, seed=seed,
     )
     return outcome
+
