@@ -308,21 +308,34 @@ def test_health_reflection_and_unauthenticated_callers_are_logged_too(pair, fede
 
     a, b = pair
     # Mutual TLS: only federation members connect at all; lab-c holds a valid
-    # certificate but is not a peer of lab-b, so its NodeInfo is refused.
+    # certificate but is not a peer of lab-b, so the call gate refuses every
+    # call it makes, health and reflection included (issue 13), each refusal
+    # on record; a member's health and reflection calls are recorded under its name.
     federation.node("lab-c")
     with federation.channel("lab-c", "lab-b") as channel:
+        for call in (
+            lambda: health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="")),
+            lambda: next(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]))),
+            lambda: pb_grpc.PsiShareNodeStub(channel).NodeInfo(pb.NodeInfoRequest(protocol_version=1),
+                                                              metadata=((NODE_HEADER, "mallory"),)),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with federation.channel("lab-a", "lab-b") as channel:
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
         next(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
-        with pytest.raises(grpc.RpcError):
-            pb_grpc.PsiShareNodeStub(channel).NodeInfo(pb.NodeInfoRequest(protocol_version=1), metadata=((NODE_HEADER, "mallory"),))
     sent = [e for e in load_entries(b.home.audit_path) if e["type"] == "sent"]
     assert [(e["protocol"], e["step"], e["peer"]) for e in sent] == [
-        ("grpc-health", "Check", "unauthenticated:-"),
-        ("grpc-reflection", "ServerReflectionInfo", "unauthenticated:-"),
-        ("node", "info-status", "unauthenticated:lab-c"),  # its certificate's name, not the claimed one
+        ("grpc-health", "Check-gate-status", "unauthenticated:lab-c"),  # its certificate's name
+        ("grpc-reflection", "ServerReflectionInfo-gate-status", "unauthenticated:lab-c"),
+        ("node", "NodeInfo-gate-status", "unauthenticated:lab-c"),  # not the name it claimed
+        ("grpc-health", "Check", "lab-a"),
+        ("grpc-reflection", "ServerReflectionInfo", "lab-a"),
     ]
     b_home = b.home.path
     b.close()
     result = scan_audit(b_home / "audit", [], DEFAULT_CONTEXT)
-    assert result.messages_checked == 3 and not result.invalid  # each parses as its type
+    assert result.messages_checked == 5 and not result.invalid  # each parses as its type

@@ -15,7 +15,7 @@ from ..protocols.intersection_sum import SumOpen, SumOpened, ValueHolder
 from ..protocols.psi import PsiOpen, PsiOpened
 from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
-from .chunks import from_chunks, to_chunks
+from .chunks import MIN_CHUNK_BYTES, from_chunks, to_chunks
 from .egress import Egress
 from .server import MAX_MESSAGE_BYTES, NODE_HEADER
 
@@ -232,7 +232,7 @@ class PeerClient:
                 self._egress.received(chunk, peer=self.peer, protocol=protocol, step=step, session_id=session_id)
                 yield chunk
 
-        sid, data = from_chunks(noted(), max_bytes=self._max_reply, session_id=session_id)
+        sid, data = from_chunks(noted(), max_bytes=self._max_reply, session_id=session_id, min_chunk_bytes=MIN_CHUNK_BYTES)
         if sid != session_id:
             raise RemoteProtocolError("peer answered for another session")
         return data

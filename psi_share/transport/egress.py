@@ -124,15 +124,23 @@ class Egress:
         protocol: str,
         step: str,
         session_id: str = "",
+        repeats: int = 0,
     ) -> None:
         """Record an error status (code and message text) about to be sent to ``peer``.
 
         A refusal's text is bytes on the wire too. ``payload`` is
-        ``"<CODE>: <details>"`` in UTF-8, exactly what the peer reads.
+        ``"<CODE>: <details>"`` in UTF-8, exactly what the peer reads; the
+        text is also in the entry's parameters (``text``), so that the audit
+        scan reads it even when transcripts are off. ``repeats`` > 0 records
+        that the same status, already on record, was sent that many more
+        times (the call gate counts floods of identical refusals).
         """
+        parameters: dict[str, object] = {"status": code, "text": details}
+        if repeats:
+            parameters["repeats"] = repeats
         self._emit(
             "sent", f"{code}: {details}".encode(), peer=peer, protocol=protocol, step=f"{step}-status",
-            session_id=session_id, items=0, job_id="", parameters={"status": code},
+            session_id=session_id, items=0, job_id="", parameters=parameters,
         )
 
     def disclosed(
