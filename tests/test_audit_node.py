@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -17,7 +18,8 @@ from psi_share import Node
 from psi_share.audit.log import LOG_FILE, load_entries, verify_log
 from psi_share.audit.messages import check_message
 from psi_share.audit.scan import ALGORITHMS, BASES, ENCODINGS, _FORMS_PER_BASE, load_sources, make_form, scan_audit
-from psi_share.errors import PeerRefused
+from psi_share.errors import LocalProtocolError, PeerRefused
+from psi_share.events import WireEvent
 from psi_share.identifiers import DEFAULT_CONTEXT
 from psi_share.jobs.runner import run_job
 from psi_share.jobs.spec import load_job
@@ -287,7 +289,13 @@ def test_cli_scan_reports_a_planted_identifier_and_exits_non_zero(federation, cs
     a = federation.node("lab-a", audit__transcripts="true")
     raw = csv_file("raw.csv", A_ROWS)
     leak = pb.PsiCloseRequest(protocol_version=1, session_id="ab" * 16, outcome="nobody@example.org")
-    a.egress.send(leak, peer="lab-b", protocol="psi", step="close", session_id="ab" * 16)
+    # The egress refuses to send free text that breaks its field's rule (issue 13) ...
+    with pytest.raises(LocalProtocolError, match="field outcome must be lowercase letters"):
+        a.egress.send(leak, peer="lab-b", protocol="psi", step="close", session_id="ab" * 16)
+    # ... so the leak is planted as software without that check would have logged it.
+    payload = leak.SerializeToString()
+    a.audit.record(WireEvent(direction="sent", peer="lab-b", protocol="psi", step="close", session_id="ab" * 16,
+                             byte_length=len(payload), sha256=hashlib.sha256(payload).hexdigest(), payload=payload))
     home = a.home.path
     a.close()
     result = _cli(home, "audit", "scan", "--against", raw)

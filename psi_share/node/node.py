@@ -28,7 +28,8 @@ from pathlib import Path
 import grpc
 
 from ..crypto.openmined import OpenMinedEngine
-from ..errors import NotFound, PsiShareError
+from ..errors import LocalProtocolError, NotFound, PsiShareError
+from ..names import NAME_PATTERN
 from ..protocols.psi import Mode
 from ..store import ImportMode, ImportSummary, Store, parse_data_file
 from ..store.db import interrupt_responder_sessions
@@ -239,6 +240,7 @@ class Node:
         job_run_id: str | None = None,
     ) -> MatchOutcome:
         self.store.dataset(dataset)  # NotFound before we contact anyone
+        _check_peer_dataset(peer_dataset or dataset)
         with self.peer_client(peer) as client:
             return run_match(
                 MatchRequest(peer, dataset, peer_dataset or dataset, tuple(kinds), mode, job_run_id),
@@ -355,6 +357,7 @@ class Node:
         from .sums.responder import value_holder_of
 
         self.store.dataset(dataset)
+        _check_peer_dataset(peer_dataset or dataset)
         request = SumRequest(
             peer, dataset, peer_dataset or dataset, kind, value_holder_of(value_holder),
             key_bits or self.config.paillier.key_bits, job_run_id,
@@ -372,3 +375,15 @@ class Node:
         return self.federation.run_total(metric, participants, min_contributors=min_contributors, job_run_id=job_run_id)
 
 
+
+
+def _check_peer_dataset(name: str) -> None:
+    """A peer dataset name leaves the node: refuse anything but a name, before any contact.
+
+    The message never repeats the value (it may be an identifier typed by mistake).
+    """
+    if not NAME_PATTERN.match(name):
+        raise LocalProtocolError(
+            "--peer-dataset (peer_dataset) is not a dataset name: use lowercase letters, digits, '-' or '_', "
+            "starting with a letter (at most 63 characters); nothing was sent"
+        )

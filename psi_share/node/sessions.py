@@ -12,12 +12,13 @@ whether an id it names is open for it.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from ..errors import Refused
-from ..store import Store
+from ..errors import Refused, RemoteProtocolError
+from ..store import SessionRecord, Store
 
 
 class OpenSession(Protocol):
@@ -133,3 +134,19 @@ class SessionTable(Generic[S]):
             sessions, self._sessions = self._sessions, {}
         for sid in sessions:
             self._store.finish_session(sid, "aborted", now=now, error="node shut down")
+
+
+def start_requester_session(store: Store, record: SessionRecord) -> None:
+    """Record a session we requested, under the id the responder gave it.
+
+    The id is the peer's choice: a peer that hands out an id this node has
+    already recorded (its own earlier session, or one of ours as responder)
+    gets a RemoteProtocolError naming it, never a crash or a record overwritten.
+    """
+    try:
+        store.start_session(record)
+    except sqlite3.IntegrityError:
+        raise RemoteProtocolError(
+            f"peer {record.peer} opened a session under an id this node has already recorded (a reused "
+            "session id); the session is refused and nothing is stored"
+        ) from None
