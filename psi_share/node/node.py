@@ -83,6 +83,8 @@ class RunningServer:
     def stop(self, grace: float = 5.0) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls get
         ``grace`` seconds to finish; sessions still open are recorded aborted."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         self._health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
