@@ -130,7 +130,7 @@ class NodeMetrics:
         host, _, port = address.rpartition(":")
         httpd, thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=self.registry)
         endpoint = MetricsEndpoint(httpd, thread)
-        log.info("metrics on http://%s:%d/metrics", host, endpoint.port)
+        log.info("metrics endpoint on port %d (http://%s:%d/metrics)", endpoint.port, host, endpoint.port)
         return endpoint
 
 
