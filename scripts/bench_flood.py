@@ -64,6 +64,25 @@ def setup(workdir: Path, n: int) -> tuple[Path, Path, Path]:
     return homes["lab-a"], homes["lab-b"], homes["lab-c"]
 
 
+def await_log(path: Path, pattern: str, server: subprocess.Popen) -> re.Match:  # type: ignore[type-arg]
+    """The first match of ``pattern`` in the responder's log, once it is there."""
+    while not (found := re.search(pattern, path.read_text())):
+        if server.poll() is not None:
+            raise SystemExit(f"responder exited:\n{path.read_text()}")
+        time.sleep(0.1)
+    return found
+
+
+def start_serve(home: Path, log_path: Path) -> tuple[subprocess.Popen, int]:  # type: ignore[type-arg]
+    """lab-b's serve process, once its filter is prepared; and its port."""
+    with log_path.open("w") as log:
+        server = subprocess.Popen(cli(home, "--log-level", "INFO", "serve", "--listen", "127.0.0.1:0"), stderr=log,
+                                  stdout=subprocess.DEVNULL)
+    port = int(await_log(log_path, r"listening on port (\d+)", server).group(1))
+    await_log(log_path, r"prepared PSI filter", server)
+    return server, port
+
+
 def match(home: Path) -> float:
     out = json.loads(run(cli(home, "match", "lab-b", "--kinds", KIND, "--format", "json")))
     return float(out["seconds"])
@@ -129,20 +148,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="psi-flood-") as tmp:
         workdir = Path(tmp)
         a, b, c = setup(workdir, args.size)
-        log = (workdir / "serve.log").open("w+")
-        server = subprocess.Popen(cli(b, "--log-level", "INFO", "serve", "--listen", "127.0.0.1:0"), stderr=log,
-                                  stdout=subprocess.DEVNULL)
+        server, port = start_serve(b, workdir / "serve.log")
         try:
-            port = None
-            while True:
-                text = (workdir / "serve.log").read_text()
-                if port is None and (m := re.search(r"listening on port (\d+)", text)):
-                    port = int(m.group(1))
-                if "prepared PSI filter" in text:
-                    break
-                if server.poll() is not None:
-                    raise SystemExit(f"responder exited:\n{text}")
-                time.sleep(0.1)
             run(cli(c, "peers", "add", "lab-b", f"127.0.0.1:{port}"))
             idle = match(c)
             print(f"lab-c's match on an idle node: {idle:.2f}s", flush=True)

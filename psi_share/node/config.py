@@ -38,8 +38,8 @@ class ExposureConfig:
 class SessionsConfig:
     ttl_seconds: int = 900
     max_open: int = 256  # open sessions of all peers together, per protocol
-    max_open_per_peer: int = 16  # one peer's abandoned sessions exhaust only its own quota
     setup_lifetime_seconds: int = 86_400
+    max_open_per_peer: int = 16  # one peer's abandoned sessions exhaust only its own quota
 
 
 @dataclass(frozen=True)
