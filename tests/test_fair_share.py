@@ -192,6 +192,10 @@ def test_a_flood_of_refusals_is_one_entry_and_a_count(trio, federation) -> None:
         attacker = Attacker(channel)
         try:
             [held] = attacker.idle_streams(1)
+            gate = federation.servers["lab-b"].gate
+            deadline = time.monotonic() + 10
+            while gate.calls.active().get("lab-a") != 1 and time.monotonic() < deadline:
+                time.sleep(0.02)  # until the node has admitted it (a loaded machine takes a while)
             codes = set()
             for _ in range(60):
                 with pytest.raises(grpc.RpcError) as err:
