@@ -129,6 +129,17 @@ def test_a_peer_dataset_that_is_not_a_name_is_refused_before_any_contact(pair, b
         a.egress.send(pb.PsiOpenRequest(protocol_version=1, dataset=bad), peer="lab-b", protocol="psi", step="open")
 
 
+def test_the_cli_refuses_a_customer_email_as_peer_dataset_and_sends_nothing(pair, tmp_path) -> None:
+    from cli_helpers import cli
+
+    a, b = pair
+    before = len(load_entries(b.home.audit_path))
+    result = cli(tmp_path, "match", "lab-b", "--kinds", "email", "--peer-dataset", EMAIL, home=a.home.path)
+    assert result.returncode == 1 and "is not a dataset name" in result.stderr and "nothing was sent" in result.stderr
+    assert EMAIL not in result.stdout + result.stderr
+    assert len(load_entries(b.home.audit_path)) == before  # lab-b heard nothing
+
+
 def test_text_that_left_is_on_record_and_scanned_without_transcripts(pair, csv_file) -> None:
     a, b = pair
     assert not a.config.audit.transcripts
