@@ -104,7 +104,7 @@ def test_k_threshold_refusal(federation):
 
 def test_missing_figure_is_refused(federation):
     nodes = _ring(federation, ["lab-a", "lab-b", "lab-c"], {"lab-a": 1, "lab-b": 2})
-    with pytest.raises(PeerRefused, match="no figure for metric"):
+    with pytest.raises(PeerRefused, match="no figure for the metric this run names"):
         nodes["lab-a"].federation_total("campaign", ["lab-a", "lab-b", "lab-c"])
 
 

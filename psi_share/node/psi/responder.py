@@ -100,7 +100,8 @@ class Responder:
         self._setups: dict[tuple[str, int, tuple[str, ...]], list[_SetupEntry]] = {}
         # The clock is read through this responder, so that winding its clock winds the table's.
         self._sessions: SessionTable[_Session] = SessionTable(
-            name="PSI", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open, log=log,
+            name="PSI", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open,
+            max_open_per_peer=config.sessions.max_open_per_peer, log=log,
         )
         self.policy = Policy(config, store, clock)
 
@@ -242,6 +243,9 @@ class Responder:
 
     def open_sessions(self) -> int:
         return self._sessions.count()
+
+    def open_by_peer(self) -> dict[str, int]:
+        return self._sessions.count_by_peer()
 
     def abort(self, peer: str, sid: str, exc: Exception) -> None:
         """End ``sid`` as failed after a broken or hostile stream (if it is ``peer``'s)."""

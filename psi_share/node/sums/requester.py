@@ -30,6 +30,7 @@ from ...protocols.intersection_sum import (
 from ...store import SessionRecord, Store, SumResultRecord
 from ...transport.client import PeerClient
 from ..psi.requester import Laps
+from ..sessions import start_requester_session
 from .keyring import PaillierKeyring, PreparedSums
 
 log = logging.getLogger("psi_share.sum_requester")
@@ -103,23 +104,22 @@ def run_intersection_sum(
     else:
         party = Matcher(items.blinded, engine=engine, random_bytes=random_bytes,
                         max_peer_set_size=max_set_size, key_bits=request.key_bits, context=context)
-    store.start_session(
-        SessionRecord(
+    try:
+        start_requester_session(store, SessionRecord(
             id=sid, role="requester", protocol="intersection-sum", peer=request.peer, local_dataset=request.dataset,
             peer_dataset=request.peer_dataset, kinds={request.kind: KINDS[request.kind].version},
             mode=f"values:{request.value_holder.value}", job_run_id=request.job_run_id, status="running",
             started_at=clock(), finished_at=None, requester_set_size=n, matched_count=None,
             false_positive_rate=None, error="",
-        )
-    )
+        ))
+    except PsiShareError:
+        _close_quietly(client, sid)
+        raise
     try:
         result = _drive(party, client, sid, request.value_holder, lap, n)
     except BaseException as exc:
         store.finish_session(sid, "failed", now=clock(), error=str(exc)[:500])
-        try:
-            client.sum_close(sid, "failed")
-        except PsiShareError as close_exc:
-            log.warning("could not close session %s at %s: %s", sid, client.peer, close_exc)
+        _close_quietly(client, sid)
         raise
     store.finish_sum_session(
         sid,
@@ -168,3 +168,10 @@ def _drive(party, client: PeerClient, sid: str, holder: ValueHolder, lap, n: int
     client.sum_exchange(sid, sum_message, steps[2][0], disclosed={"intersection_size": result.intersection_size, "sum": result.sum})
     lap("sum")
     return result
+
+
+def _close_quietly(client: PeerClient, sid: str) -> None:
+    try:
+        client.sum_close(sid, "failed")
+    except PsiShareError as exc:
+        log.warning("could not close session %s at %s: %s", sid, client.peer, exc)

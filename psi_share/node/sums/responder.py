@@ -84,17 +84,18 @@ class SumResponder:
         # The clock is read through this responder, so that winding its clock winds the table's.
         self._sessions: SessionTable[_SumSession] = SessionTable(
             name="intersection-sum", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open,
+            max_open_per_peer=config.sessions.max_open_per_peer,
             log=log, not_found="intersection-sum session",
         )
 
     def open(self, peer: str, open_: SumOpen) -> SumOpened:
-        grant = self._policy.check(
-            peer,
-            AccessRequest(
-                protocol="intersection-sum", dataset=open_.dataset, kinds={open_.kind: open_.kind_version},
-                set_size=open_.set_size, reveal=False, value_holder=open_.value_holder.value,
-            ),
+        access = AccessRequest(
+            protocol="intersection-sum", dataset=open_.dataset, kinds={open_.kind: open_.kind_version},
+            set_size=open_.set_size, reveal=False, value_holder=open_.value_holder.value,
         )
+        # Charged only once the session is sure to open (below, under the table's lock):
+        # an open refused for [sessions] max_open costs the peer nothing.
+        grant = self._policy.check(peer, access, charge=False)
         prepared = self._prepared.get(open_.dataset, open_.kind).result()
         limit = self.config.matching.max_set_size
         sid = uuid.UUID(bytes=self._random(16), version=4).hex
@@ -121,7 +122,7 @@ class SumResponder:
         now = self._clock()
         self._sessions.add(_SumSession(
             sid, peer, open_, prepared, party, now + self.config.sessions.ttl_seconds, key, grant.min_result,
-        ), now)
+        ), now, admit=lambda: self._policy.charge(peer, access))
         self._store.start_session(
             SessionRecord(
                 id=sid, role="responder", protocol="intersection-sum", peer=peer, local_dataset=open_.dataset,
@@ -161,6 +162,9 @@ class SumResponder:
 
     def open_count(self) -> int:
         return self._sessions.count()
+
+    def open_by_peer(self) -> dict[str, int]:
+        return self._sessions.count_by_peer()
 
     def exchange(self, peer: str, sid: str, payload: bytes) -> ExchangeReply:
         session = self._session(peer, sid)
