@@ -130,6 +130,17 @@ def test_integer_false_positive_rate_is_not_a_type_error() -> None:
         ({"node": {"name": ""}}, "[node] name"),
         (cfg(node={"listen": "localhost"}), "[node] listen"),
         (cfg(node={"log_level": "verbose"}), "[node] log_level"),
+        # [privacy]
+        (cfg(privacy={"enabled": "no"}), "[privacy] enabled must be of type bool"),
+        (cfg(privacy={"sum_clip_bound": 1.5}), "[privacy] sum_clip_bound must be of type int"),
+        (cfg(privacy={"sum_clip_bound": 0}), "[privacy] sum_clip_bound"),
+        (cfg(privacy={"sum_clip_bound": 2**64}), "[privacy] sum_clip_bound"),
+        (cfg(privacy={"epsilon_per_release": 0}), "[privacy] epsilon_per_release"),
+        (cfg(privacy={"epsilon_per_release": math.nan}), "[privacy] epsilon_per_release"),
+        (cfg(privacy={"epsilon_per_release": 2.0, "daily_epsilon_budget": 1.0}), "[privacy] daily_epsilon_budget"),
+        (cfg(privacy={"daily_epsilon_budget": math.inf}), "[privacy] daily_epsilon_budget"),
+        (cfg(privacy={"epsilon_per_release": 1e-12, "sum_clip_bound": 2**50}), "[privacy] sum_clip_bound / epsilon"),
+        (cfg(privacy={"clip": 5}), "unknown key [privacy] clip"),
     ],
 )
 def test_bad_config_names_the_key(data: dict[str, Any], key: str) -> None:
@@ -157,8 +168,9 @@ def test_rendered_config_parses_back_to_the_defaults(tmp_path: Path, name: str, 
     data = tomllib.loads(path.read_text())
     assert set(data) == {
         "node", "identifiers", "matching", "exposure", "sessions", "audit", "jobs", "tls", "policy",
-        "paillier", "intersection_sum", "federation", "transport",
+        "paillier", "intersection_sum", "federation", "transport", "privacy",
     }
+    assert set(data["privacy"]) == {"enabled", "epsilon_per_release", "daily_epsilon_budget", "sum_clip_bound"}
     assert set(data["transport"]) == {"peer_silence_seconds", "keepalive_seconds"}
     assert set(data["tls"]) == {"ca", "cert", "key", "crl"}  # insecure is never written, only set by hand
     assert set(data["audit"]) == {"enabled", "transcripts", "transcript_max_bytes", "checkpoint_every"}

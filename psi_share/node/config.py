@@ -17,6 +17,8 @@ from ..identifiers import KINDS, CanonicalizationContext
 from ..protocols.psi import DEFAULT_FALSE_POSITIVE_RATE
 from ..transport.liveness import Liveness
 from .policy_config import PolicyConfig, parse_policy, render_policy
+from .privacy_config import SCHEMA as PRIVACY_SCHEMA
+from .privacy_config import PrivacyConfig, parse_privacy, render_privacy
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class NodeConfig:
     paillier: PaillierConfig = field(default_factory=PaillierConfig)
     intersection_sum: IntersectionSumConfig = field(default_factory=IntersectionSumConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # noise and epsilon budgets (issue 11)
     transport: Liveness = field(default_factory=Liveness)  # keepalive, silence limit (protos/PROTOCOL.md)
 
     @property
@@ -146,7 +149,7 @@ reveal = {str(e.reveal).lower()}              # false: peers learn only counts
 ttl_seconds = {s.ttl_seconds}               # an abandoned session is dropped after this
 max_open = {s.max_open}                   # concurrent sessions this node serves
 setup_lifetime_seconds = {s.setup_lifetime_seconds}  # prepared filters (and their keys) are rotated after this
-{_render_transport()}{_render_audit()}{_render_jobs()}{render_aggregates_config()}{_render_tls()}{render_policy()}"""
+{_render_transport()}{_render_audit()}{_render_jobs()}{render_aggregates_config()}{render_privacy()}{_render_tls()}{render_policy()}"""
 
 
 def _render_transport() -> str:
@@ -236,6 +239,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "paillier": {"key_bits": int, "pool_size": int, "key_lifetime_seconds": int},
     "intersection_sum": {"value_holders": list},
     "federation": {"min_contributors": int},
+    "privacy": PRIVACY_SCHEMA,  # type: ignore[dict-item]
     "transport": {"peer_silence_seconds": float, "keepalive_seconds": float},
 }
 
@@ -284,6 +288,7 @@ def parse_config(data: dict[str, Any], where: str) -> NodeConfig:
         ),
         tls=_parse_tls(data.get("tls", {})),
         policy=parse_policy(data.get("policy", {}), where),
+        privacy=parse_privacy(data.get("privacy", {}), where),
         **_parse_aggregates(data),
     )
     cfg = _with_audit(cfg, data.get("audit", {}))
