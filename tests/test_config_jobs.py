@@ -24,7 +24,7 @@ from psi_share.node.home import init_home
 from psi_share.node.server_config import SCHEMA as SERVER_SCHEMA
 from psi_share.node.server_config import ServerConfig
 from psi_share.transport.limits import CallLimits
-from psi_share.node.itemsets import build_item_set
+from psi_share.node.psi.itemsets import build_item_set
 from psi_share.jobs.spec import load_job
 from psi_share.protocols.psi import DEFAULT_FALSE_POSITIVE_RATE, Mode
 from psi_share.store.db import IdentifierRow
@@ -147,6 +147,17 @@ def test_integer_false_positive_rate_is_not_a_type_error() -> None:
         ({"node": {"name": ""}}, "[node] name"),
         (cfg(node={"listen": "localhost"}), "[node] listen"),
         (cfg(node={"log_level": "verbose"}), "[node] log_level"),
+        # [privacy]
+        (cfg(privacy={"enabled": "no"}), "[privacy] enabled must be of type bool"),
+        (cfg(privacy={"sum_clip_bound": 1.5}), "[privacy] sum_clip_bound must be of type int"),
+        (cfg(privacy={"sum_clip_bound": 0}), "[privacy] sum_clip_bound"),
+        (cfg(privacy={"sum_clip_bound": 2**64}), "[privacy] sum_clip_bound"),
+        (cfg(privacy={"epsilon_per_release": 0}), "[privacy] epsilon_per_release"),
+        (cfg(privacy={"epsilon_per_release": math.nan}), "[privacy] epsilon_per_release"),
+        (cfg(privacy={"epsilon_per_release": 2.0, "daily_epsilon_budget": 1.0}), "[privacy] daily_epsilon_budget"),
+        (cfg(privacy={"daily_epsilon_budget": math.inf}), "[privacy] daily_epsilon_budget"),
+        (cfg(privacy={"epsilon_per_release": 1e-12, "sum_clip_bound": 2**50}), "[privacy] sum_clip_bound / epsilon"),
+        (cfg(privacy={"clip": 5}), "unknown key [privacy] clip"),
     ],
 )
 def test_bad_config_names_the_key(data: dict[str, Any], key: str) -> None:
@@ -174,8 +185,9 @@ def test_rendered_config_parses_back_to_the_defaults(tmp_path: Path, name: str, 
     data = tomllib.loads(path.read_text())
     assert set(data) == {
         "node", "identifiers", "matching", "exposure", "sessions", "audit", "jobs", "tls", "policy",
-        "paillier", "intersection_sum", "federation", "transport", "server",
+        "paillier", "intersection_sum", "federation", "transport", "server", "privacy",
     }
+    assert set(data["privacy"]) == {"enabled", "epsilon_per_release", "daily_epsilon_budget", "sum_clip_bound"}
     assert set(data["transport"]) == {"peer_silence_seconds", "keepalive_seconds"}
     assert set(data["server"]) == set(SERVER_SCHEMA)
     assert set(data["tls"]) == {"ca", "cert", "key", "crl"}  # insecure is never written, only set by hand

@@ -19,6 +19,8 @@ from ..transport.liveness import Liveness
 from .policy_config import PolicyConfig, parse_policy, render_policy
 from .server_config import SCHEMA as SERVER_SCHEMA
 from .server_config import ServerConfig, parse_server, render_server
+from .privacy_config import SCHEMA as PRIVACY_SCHEMA
+from .privacy_config import PrivacyConfig, parse_privacy, render_privacy
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class NodeConfig:
     paillier: PaillierConfig = field(default_factory=PaillierConfig)
     intersection_sum: IntersectionSumConfig = field(default_factory=IntersectionSumConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # noise and epsilon budgets (issue 11)
     transport: Liveness = field(default_factory=Liveness)  # keepalive, silence limit (protos/PROTOCOL.md)
     server: ServerConfig = field(default_factory=ServerConfig)  # fair share, health listener, metrics
 
@@ -151,7 +154,7 @@ ttl_seconds = {s.ttl_seconds}               # an abandoned session is dropped af
 max_open = {s.max_open}                  # open sessions this node serves (per protocol, all peers)
 max_open_per_peer = {s.max_open_per_peer}          # open sessions one peer may hold
 setup_lifetime_seconds = {s.setup_lifetime_seconds}  # prepared filters (and their keys) are rotated after this
-{_render_transport()}{render_server()}{_render_audit()}{_render_jobs()}{render_aggregates_config()}{_render_tls()}{render_policy()}"""
+{_render_transport()}{render_server()}{_render_audit()}{_render_jobs()}{render_aggregates_config()}{render_privacy()}{_render_tls()}{render_policy()}"""
 
 
 def _render_transport() -> str:
@@ -242,6 +245,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "paillier": {"key_bits": int, "pool_size": int, "key_lifetime_seconds": int},
     "intersection_sum": {"value_holders": list},
     "federation": {"min_contributors": int},
+    "privacy": PRIVACY_SCHEMA,  # type: ignore[dict-item]
     "transport": {"peer_silence_seconds": float, "keepalive_seconds": float},
 }
 
@@ -292,6 +296,7 @@ def parse_config(data: dict[str, Any], where: str) -> NodeConfig:
         tls=_parse_tls(data.get("tls", {})),
         server=parse_server(data.get("server", {}), where),
         policy=parse_policy(data.get("policy", {}), where),
+        privacy=parse_privacy(data.get("privacy", {}), where),
         **_parse_aggregates(data),
     )
     cfg = _with_audit(cfg, data.get("audit", {}))

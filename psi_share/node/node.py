@@ -30,6 +30,7 @@ import grpc
 from ..crypto.openmined import OpenMinedEngine
 from ..errors import LocalProtocolError, NotFound, PsiShareError
 from ..names import NAME_PATTERN
+from ..privacy import NoiseSampler
 from ..protocols.psi import Mode
 from ..store import ImportMode, ImportSummary, Store, import_data_file
 from ..store.db import interrupt_responder_sessions
@@ -120,6 +121,8 @@ class Node:
         self.clock = clock
         self.random_bytes = random_bytes
         self.egress = egress or Egress()
+        # Noise for released figures ([privacy]); None: OpenDP's exact samplers. Tests inject their own.
+        self.noise_sampler: NoiseSampler | None = None
         workers = config.matching.workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="psi-blind")
         self._setup_executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="psi-setup")
@@ -316,6 +319,7 @@ class Node:
         self.responder.sums = SumResponder(  # type: ignore[attr-defined]
             config=self.config, store=self.store, policy=self.responder.policy, prepared=self.prepared_sums,
             keyring=self.keyring, engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,
+            sampler=lambda: self.noise_sampler,
         )
         self.federation = FederationService(
             config=self.config, store=self.store, policy=self.responder.policy,
@@ -361,6 +365,7 @@ class Node:
                 request, store=self.store, client=client, prepared=self.prepared_sums, keyring=self.keyring,
                 engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,
                 max_set_size=self.config.matching.max_set_size, own_name=self.config.name,
+                privacy=self.config.privacy, sampler=self.noise_sampler,
             )
 
     def federation_total(self, metric: str, participants: Sequence[str], *, min_contributors: int | None = None,

@@ -20,7 +20,7 @@ from ...identifiers import KINDS, canonical_versions
 from ...protocols.psi import Mode, PsiRequester, below_minimum
 from ...store import SessionRecord, Store
 from ...transport.client import PeerClient
-from ..itemsets import build_item_set
+from .itemsets import build_item_set
 from ..sessions import start_requester_session
 
 log = logging.getLogger("psi_share.requester")

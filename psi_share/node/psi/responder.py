@@ -40,7 +40,7 @@ from ...protocols.psi import (
 )
 from ...store import SessionRecord, Store
 from ..config import NodeConfig
-from ..itemsets import build_item_set
+from .itemsets import build_item_set
 from ..policy import AccessRequest, Policy
 from ..sessions import SessionTable
 

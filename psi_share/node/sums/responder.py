@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ...crypto import ec, modulus_proof
 from ...crypto.paillier import PublicKey
 from ...errors import LocalProtocolError, OutOfOrder, Refused
+from ...privacy import NoiseSampler
 from ...protocols.intersection_sum import (
     Matcher,
     SumOpen,
@@ -33,6 +34,7 @@ from ...store import SessionRecord, Store, SumResultRecord
 from ..config import NodeConfig
 from ..policy import AccessRequest, Policy
 from ..sessions import SessionTable
+from .dp import charge_sum, disclosure, sum_noise
 from .keyring import PaillierKeyring, PreparedItems, PreparedSums
 
 log = logging.getLogger("psi_share.sum_responder")
@@ -72,8 +74,10 @@ class SumResponder:
         engine: ec.EcEngine,
         clock: Callable[[], float],
         random_bytes: Callable[[int], bytes],
+        sampler: Callable[[], NoiseSampler | None] = lambda: None,
     ) -> None:
         self.config = config
+        self._sampler = sampler  # read per session: tests inject noise through Node.noise_sampler
         self._store = store
         self._policy = policy
         self._prepared = prepared
@@ -114,7 +118,7 @@ class SumResponder:
             party = ValueHolderParty(
                 prepared.blinded, values, key=private, encrypt=lambda v: self._keyring.encrypt(private, v),
                 engine=self._engine, random_bytes=self._random, max_peer_set_size=open_.set_size,
-                context=context,
+                context=context, noise=sum_noise(self.config.privacy, self._sampler()),
             )
             key = private.public
             # Encrypt our values while the requester blinds its set (exchange waits for it).
@@ -186,9 +190,11 @@ class SumResponder:
                 return ExchangeReply(reply, "double-blinded", own, {"set_size": own})
             if step == "encrypted-sum":
                 self._withhold_below_minimum(s, parse(payload, "encrypted-sum").count)
+                # The peer's budget pays before anything is decrypted (RESOURCE_EXHAUSTED when spent).
+                charge_sum(self._store, self.config.privacy, s.peer, self._clock)
                 reply, result = party.on_encrypted_sum(payload)
                 self._finish(s, result)
-                return ExchangeReply(reply, "sum", 0, {"intersection_size": result.intersection_size, "sum": result.sum})
+                return ExchangeReply(reply, "sum", 0, disclosure(result))
         else:
             if step == "start":
                 return ExchangeReply(party.blinded_set(), "blinded-set", own, {"set_size": own})
