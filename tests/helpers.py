@@ -72,14 +72,17 @@ def make_psi_pair(
     max_set_size: int | None = None,
     seed: int = 0,
     session_id: str = "session-1",
+    isolate: bool = False,
 ) -> PsiPair:
     """Prepare the responder's filter and open a session, up to ``PsiOpened``.
 
     The PsiOpened is built but *not* yet given to the requester
-    (``pair.requester.on_opened(pair.opened)`` is the next step).
+    (``pair.requester.on_opened(pair.opened)`` is the next step). OpenMined
+    reads the filter on the calling thread unless ``isolate`` (the node's
+    way, in worker processes: tests/test_psi_filters_hostile.py covers it).
     """
     random_bytes = deterministic_random_bytes(seed)
-    engine = OpenMinedEngine(executor, workers)
+    engine = OpenMinedEngine(executor, workers, isolate=isolate)
     responder_key = new_private_key(random_bytes)
     requester_key = new_private_key(random_bytes)
     limit = max_set_size if max_set_size is not None else max(1, len(requester_items))
@@ -100,6 +103,7 @@ def make_psi_pair(
         false_positive_rate=prepared.false_positive_rate,
         max_set_size=prepared.max_set_size,
         session_ttl_seconds=900,
+        responder_set_size=prepared.item_count,
     )
     return PsiPair(requester, responder, prepared, opened, engine)
 
