@@ -33,6 +33,7 @@ from ..errors import RemoteProtocolError
 _PRELOAD = ["private_set_intersection.python", "psi_share.crypto.openmined"]
 _lock = threading.Lock()
 _context: Any = None
+_starter: threading.Thread | None = None
 
 
 def _forkserver() -> Any:
@@ -48,6 +49,25 @@ def _forkserver() -> Any:
 def warm_up() -> None:
     """Start the fork server now (serve start) rather than on the first call."""
     run_isolated(_ready, [()], what="warm-up")
+
+
+def start_in_background() -> None:
+    """Start the fork server on a background thread (once), so that its
+    imports overlap the work before the first isolated call (a requester
+    blinding its set) instead of delaying it."""
+    global _starter
+    with _lock:
+        if _starter is not None:
+            return
+        _starter = threading.Thread(target=_start, name="psi-forkserver-start", daemon=True)
+    _starter.start()
+
+
+def _start() -> None:
+    from multiprocessing import forkserver
+
+    _forkserver()
+    forkserver.ensure_running()
 
 
 def _ready() -> bool:

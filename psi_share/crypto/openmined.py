@@ -25,7 +25,7 @@ from private_set_intersection.python import Request, Response, ServerSetup
 from ..errors import LocalProtocolError, RemoteProtocolError
 from . import split_spans
 from .filters import build_setup
-from .isolation import run_isolated
+from .isolation import run_isolated, start_in_background
 
 OPENMINED_PSI_VERSION: str = openmined.__version__
 
@@ -83,6 +83,8 @@ class OpenMinedEngine:
 
     def blind(self, key: bytes, items: Sequence[str], reveal: bool) -> Request:
         """H(x)^k for every item, in order: the requester's request."""
+        if self._isolate:
+            start_in_background()  # ready by the time the peer's filter arrives
 
         def work(a: int, b: int) -> list[bytes]:
             client = openmined.client.CreateFromKey(key, reveal)
