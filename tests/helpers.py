@@ -17,7 +17,10 @@ deterministic randomness, so runs are reproducible.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -151,3 +154,12 @@ def run_psi_pair(
         fpr=fpr, max_set_size=max_set_size, seed=seed,
     )
     return outcome
+
+
+def run_python(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter from the repository root (the
+    tests folder importable), asserting that the process survived."""
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"the process died with {proc.returncode}: {proc.stderr[-800:]}"
+    return proc

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from private_set_intersection.python import ServerSetup
 
-from helpers import PsiPair, make_psi_pair
+from helpers import PsiPair, make_psi_pair, run_python
 from psi_share.crypto.filters import bloom_setup, gcs_setup, raw_setup
 from psi_share.crypto.openmined_params import bloom_shape, gcs_hash_range
 from psi_share.errors import RemoteProtocolError
@@ -230,9 +230,7 @@ _REQUESTER_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("seed", range(5))
 def test_issue_11_forged_gcs_is_refused_in_a_real_process_that_survives(seed: int) -> None:
     """Issue 11: this filter killed `match` with SIGSEGV in 4 of 5 runs."""
-    proc = subprocess.run([sys.executable, "-c", _REQUESTER_SCRIPT, str(seed)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"requester died with {proc.returncode}: {proc.stderr[-500:]}"
+    proc = run_python(_REQUESTER_SCRIPT, str(seed))
     assert "REFUSED: peer's GCS filter has hash range 9223372036854775807" in proc.stdout
 
 
@@ -268,8 +266,6 @@ def test_a_crash_in_openmined_fails_the_session_not_the_requesting_process() -> 
     inline = subprocess.run([sys.executable, "-c", _ISOLATION_SCRIPT, "inline"], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert inline.returncode == -11, "the forged filter must really crash OpenMined when it is not isolated"
-    proc = subprocess.run([sys.executable, "-c", _ISOLATION_SCRIPT, "isolated"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"requester died with {proc.returncode}: {proc.stderr[-500:]}"
+    proc = run_python(_ISOLATION_SCRIPT, "isolated")
     assert "CONTAINED: peer's filter crashed OpenMined in an isolated worker process" in proc.stdout
     assert "ALIVE" in proc.stdout and "HONEST [1]" in proc.stdout

@@ -15,15 +15,13 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from private_set_intersection.python import ServerSetup
 
+from helpers import run_python
 from psi_share import Mode
 from psi_share.crypto import filters
 from psi_share.crypto.filter_check import SetupTerms, check_server_setup
@@ -32,8 +30,6 @@ from psi_share.errors import LocalProtocolError, PeerRefused, RemoteProtocolErro
 from psi_share.protocols import PROTOCOL_VERSION
 from psi_share.v1 import node_pb2 as pb
 from psi_share.v1 import node_pb2_grpc as pb_grpc
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def emails(prefix: str, n: int) -> list[tuple[str, str, str]]:
@@ -44,6 +40,16 @@ def expected_actors(ours: list[tuple[str, str, str]], theirs: list[tuple[str, st
     """Plain Python sets: our actors whose (already canonical) email they hold."""
     held = {value for _, _, value in theirs}
     return {actor for actor, _, value in ours if value in held}
+
+
+def two_nodes(federation, csv_file, a_rows, b_rows):  # type: ignore[no-untyped-def]
+    """lab-a (requester) and lab-b (responder, serving) with these email rows."""
+    b, a = federation.node("lab-b"), federation.node("lab-a")
+    b.import_file("flagged", csv_file("b.csv", b_rows), None)
+    a.import_file("flagged", csv_file("a.csv", a_rows), None)
+    federation.serve("lab-b")
+    federation.connect_all()
+    return a, b
 
 
 def _open(stub, set_size: int) -> pb.PsiOpenResponse:  # type: ignore[no-untyped-def]
@@ -105,11 +111,7 @@ def test_a_filter_that_fails_its_own_check_is_never_served(federation, csv_file,
 
     monkeypatch.setattr(filters, "gcs_setup", broken)
     a_rows, b_rows = emails("m", 30), emails("m", 600)
-    b, a = federation.node("lab-b"), federation.node("lab-a")
-    b.import_file("flagged", csv_file("b.csv", b_rows), None)
-    a.import_file("flagged", csv_file("a.csv", a_rows), None)
-    federation.serve("lab-b")
-    federation.connect_all()
+    a, b = two_nodes(federation, csv_file, a_rows, b_rows)
     outcome = a.match("lab-b", kinds=["email"])
     assert {m.actor_id for m in a.store.matches([outcome.session_id])} == expected_actors(a_rows, b_rows)
     assert b.store.session(outcome.session_id).status == "done"
@@ -121,11 +123,7 @@ def test_a_responder_that_cannot_build_a_filter_fails_the_session_on_both_sides(
     def no_filter(*args: object, **kwargs: object) -> None:
         raise LocalProtocolError("no server setup passed its own check")
 
-    b, a = federation.node("lab-b"), federation.node("lab-a")
-    b.import_file("flagged", csv_file("b.csv", emails("m", 50)), None)
-    a.import_file("flagged", csv_file("a.csv", emails("m", 10)), None)
-    federation.serve("lab-b")
-    federation.connect_all()
+    a, b = two_nodes(federation, csv_file, emails("m", 10), emails("m", 50))
     monkeypatch.setattr(responder_module, "filter_for", no_filter)
     with pytest.raises(PeerRefused):
         a.match("lab-b", kinds=["email"])
@@ -185,11 +183,7 @@ def rogue(node, forge: Callable[[SetupTerms], ServerSetup]) -> None:  # type: ig
 @pytest.mark.parametrize("forge, why", FORGERIES, ids=[f[0].__name__ for f in FORGERIES])
 def test_a_cheating_responder_is_refused_and_both_sides_record_the_failure(federation, csv_file, forge, why) -> None:
     a_rows, b_rows = emails("m", 40), emails("m", 300)
-    b, a = federation.node("lab-b"), federation.node("lab-a")
-    b.import_file("flagged", csv_file("b.csv", b_rows), None)
-    a.import_file("flagged", csv_file("a.csv", a_rows), None)
-    federation.serve("lab-b")
-    federation.connect_all()
+    a, b = two_nodes(federation, csv_file, a_rows, b_rows)
     rogue(b, forge)
     with pytest.raises(RemoteProtocolError, match="peer's") as err:
         a.match("lab-b", kinds=["email"])
@@ -240,8 +234,6 @@ _ROGUE_SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("seed", range(2))
 def test_issue_11_forged_gcs_over_grpc_leaves_the_requesting_process_alive(seed: int) -> None:
-    proc = subprocess.run([sys.executable, "-c", _ROGUE_SCRIPT, str(seed)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"requester died with {proc.returncode}: {proc.stderr[-800:]}"
+    proc = run_python(_ROGUE_SCRIPT, str(seed), timeout=600)
     assert "REFUSED: peer's GCS filter has hash range 9223372036854775807" in proc.stdout
     assert "STATUS: failed failed" in proc.stdout

@@ -28,6 +28,7 @@ wrong; nothing in a message is derived from an identifier.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gmpy2
@@ -91,10 +92,13 @@ def check_server_setup(setup: ServerSetup, terms: SetupTerms, *, own_points: boo
     raise RemoteProtocolError("peer's ServerSetup holds no filter")
 
 
-def _check_gcs(gcs, terms: SetupTerms) -> CheckedSetup:  # type: ignore[no-untyped-def]
-    def refuse(what: str) -> RemoteProtocolError:
-        return RemoteProtocolError(f"peer's GCS filter {what} (announced {terms.describe()})")
+def _refuser(name: str, terms: SetupTerms) -> Callable[[str], RemoteProtocolError]:
+    """Errors naming the peer's filter, what is wrong, and what was announced."""
+    return lambda what: RemoteProtocolError(f"peer's {name} {what} (announced {terms.describe()})")
 
+
+def _check_gcs(gcs, terms: SetupTerms) -> CheckedSetup:  # type: ignore[no-untyped-def]
+    refuse = _refuser("GCS filter", terms)
     fpr, queries, items = terms.false_positive_rate, terms.queries, terms.items
     if not gcs_buildable(fpr, queries, items):
         raise refuse("is one OpenMined cannot build for these sizes (its hash range or divisor breaks down)")
@@ -135,9 +139,7 @@ def _collision_slack(items: int, hash_range: int) -> int:
 
 
 def _check_bloom(bloom, terms: SetupTerms) -> CheckedSetup:  # type: ignore[no-untyped-def]
-    def refuse(what: str) -> RemoteProtocolError:
-        return RemoteProtocolError(f"peer's Bloom filter {what} (announced {terms.describe()})")
-
+    refuse = _refuser("Bloom filter", terms)
     fpr, queries, items = terms.false_positive_rate, terms.queries, terms.items
     if not bloom_buildable(fpr, queries, items):
         raise refuse("is one OpenMined cannot build for these sizes")
@@ -164,9 +166,7 @@ def bloom_max_bits_set(items: int, hashes: int, num_bits: int) -> int:
 
 
 def _check_raw(elements: list[bytes], terms: SetupTerms, own_points: bool) -> CheckedSetup:
-    def refuse(what: str) -> RemoteProtocolError:
-        return RemoteProtocolError(f"peer's raw setup {what} (announced {terms.items} items)")
-
+    refuse = _refuser("raw setup", terms)
     if len(elements) != terms.items:
         raise refuse(f"holds {len(elements)} elements")
     for index, point in enumerate(elements):
