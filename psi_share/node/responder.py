@@ -150,7 +150,15 @@ class Responder:
         kinds = tuple(sorted(kinds if kinds is not None else self.config.exposed_kinds()))
         entry = self._setup_entry(dataset, kinds)
         queries = size_class(queries or self.config.matching.max_set_size, self.config.matching.max_set_size)
-        entry.future.add_done_callback(lambda f: f.exception() is None and self._filter(entry, dataset, queries))
+
+        def build_filter(blinding: Future[BlindedSet]) -> None:
+            try:
+                if blinding.exception() is None:
+                    self._filter(entry, dataset, queries)
+            except Exception:  # noqa: BLE001  (a session asking for it will fail with the reason)
+                log.exception("could not prepare a PSI filter over dataset %s", dataset)
+
+        entry.future.add_done_callback(build_filter)
         return entry.future
 
     def prepare_exposed(self) -> list[Future[BlindedSet]]:
@@ -181,7 +189,8 @@ class Responder:
         now = self._clock()
         with self._lock:
             # Drop filters of older revisions, past their lifetime or failed.
-            for k in [k for k, e in self._setups.items() if k[0] == dataset and (k != cache_key or not e.usable(now, lifetime))]:
+            stale = [k for k, e in self._setups.items() if k[0] == dataset and (k != cache_key or not e.usable(now, lifetime))]
+            for k in stale:
                 del self._setups[k]
             entry = self._setups.get(cache_key)  # another thread may have won the race
             if entry is None:
