@@ -2,16 +2,18 @@
 
 The public API (what the CLI itself uses)::
 
-    Node            a node: open a home, import data, match, run jobs, serve
+    Node            a node: open a home, import data, match one peer, serve
     init_home       create a node home (config, keys, store)
     load_job        read a TOML job file
+    run_job         run this node's side of a job (every other participant)
     Mode            "reveal" (which items match) or "count" (only how many)
     ImportMode      "replace" or "append" a dataset on import
 """
 
 from .errors import PsiShareError
+from .jobs.runner import run_job
+from .jobs.spec import JobRunResult, JobSpec, load_job
 from .node.home import NodeHome, init_home
-from .node.jobs import JobRunResult, JobSpec, load_job
 from .node.node import Node, RunningServer
 from .protocols.psi import Mode
 from .store import ImportMode
@@ -30,4 +32,5 @@ __all__ = [
     "__version__",
     "init_home",
     "load_job",
+    "run_job",
 ]

@@ -9,6 +9,7 @@
     ├── StoreError             the SQLite store refused an operation
     │   └── NotFound           a dataset, peer, session or run does not exist
     ├── JobBusy                another run of the same job holds its lock
+    ├── PkiError               a CA directory, certificate, key or revocation list is wrong
     └── ProtocolError          a protocol step went wrong
         ├── Refused              this node refuses a peer (carries a gRPC code)
         ├── PeerUnavailable      a peer cannot be reached
@@ -129,6 +130,10 @@ class PeerUnavailable(ProtocolError):
         super().__init__(f"peer {peer} is unavailable: {details}")
         self.peer = peer
         self.details = details
+
+
+class PkiError(PsiShareError):
+    """A CA directory, certificate, key or revocation list is missing or wrong."""
 
 
 class JobBusy(PsiShareError):

@@ -71,21 +71,51 @@ Kinds, version 1
     An opaque token from the payment processor, 6-128 characters of
     ``A-Z a-z 0-9 _ - : .``. Case is preserved: processors' fingerprints are
     case-sensitive, so folding case could merge different cards.
-``device_id``
-    Lowercased. A UUID (hyphenated or 32 hex digits, optionally in braces or
-    with a ``urn:uuid:`` prefix) becomes the lowercase hyphenated form;
-    anything else must be 4-128 characters of ``a-z 0-9 _ - : .``.
-``account_handle``
-    NFKC-normalized, one leading ``@`` removed, casefolded; must then be 1-64
-    characters of ``a-z 0-9 _ . -``.
+``device_id`` (version 2)
+    An opaque token: 4-256 printable ASCII characters (``!`` to ``~``,
+    0x21-0x7E; no spaces, nothing outside ASCII), so base64 (``+ / =``) and
+    base64url tokens are accepted. Case is preserved, because base64 is
+    case-sensitive and folding it could merge two devices, except in the two
+    forms whose case means nothing:
+
+    * a UUID (hyphenated or 32 hex digits, optionally in braces or with a
+      ``urn:uuid:`` prefix, any case) becomes the lowercase hyphenated form;
+    * hexadecimal text (only ``0-9 a-f A-F`` and the separators ``:`` and
+      ``-``: an Android ID, an APNs token, a MAC address) is lowercased.
+
+    A base64 token made only of hex characters is folded too; for tokens of
+    realistic length (16+ characters) that is vanishingly rare, and two such
+    tokens would also have to differ only in case to be merged.
+    Version 1 lowercased every device id and accepted only ``a-z 0-9 _ - :
+    .`` (4-128 characters). UUIDs, hex ids and ids written in lowercase keep
+    their canonical text under version 2; an id with an uppercase letter
+    outside ``A-F`` keeps that letter now, which is why the version changed.
+    A store made before version 2 is upgraded when it is opened (its raw
+    values are kept, so they are canonicalized again).
+``account_handle`` (version 1)
+    NFKC-normalized, one leading ``@`` removed, casefolded (handles are
+    case-insensitive on the platforms they come from); must then be 1-64
+    printable ASCII characters (``!`` to ``~``: ``+``, ``@`` inside a
+    fediverse-style ``user@instance`` and the like are fine, spaces and
+    non-ASCII letters are not) and must not start with another ``@``.
+    Earlier releases accepted only ``a-z 0-9 _ . -``; those handles keep
+    their canonical text, so the version stays 1 (see Versions).
 
 Versions
 --------
-Every kind carries a canonicalization version (all 1 today). Any change to a
-kind's rules, however small, must bump that kind's version: otherwise two
-nodes would compute different items for the same identifier and silently miss
-matches. Both sides must agree on the versions (:func:`canonical_versions`)
-before matching.
+Every kind carries a canonicalization version (``device_id`` is at 2, every
+other kind at 1). A change to a kind's rules that gives *any* value the old
+rules accepted a different canonical form must bump that kind's version:
+otherwise two nodes would compute different items for the same identifier
+and silently miss matches. Accepting values the old rules refused, without
+changing the form of any value they accepted, needs no bump: a node on the
+old rules cannot import such a value, which loses that match but can never
+produce a wrong one. Both sides must agree on the versions
+(:func:`canonical_versions`) before matching.
+
+Test vectors for every kind (inputs, canonical forms, items and refusals) are
+in ``protos/vectors/canonicalization.json``, next to the wire contract, for
+anyone implementing it; ``tests/test_canonicalization_vectors.py`` runs them.
 """
 
 from __future__ import annotations
@@ -440,15 +470,19 @@ def _canonical_ip_prefix(raw: str, ctx: CanonicalizationContext) -> str:
 # --------------------------------------------------------------------------
 
 _PAYMENT_RE = re.compile(r"[A-Za-z0-9_\-:.]{6,128}")
-_DEVICE_RE = re.compile(r"[a-z0-9_\-:.]{4,128}")
-_HANDLE_RE = re.compile(r"[a-z0-9_.\-]{1,64}")
-# Matched after lowercasing. uuid.UUID() itself is too lenient to define a
+# Printable ASCII without the space: what opaque tokens (base64 included) use.
+_OPAQUE_RE = re.compile(r"[!-~]+")
+_HEX_TEXT_RE = re.compile(r"[0-9A-Fa-f:\-]+")
+DEVICE_ID_LENGTH = (4, 256)
+HANDLE_LENGTH = (1, 64)
+# Matched case-insensitively. uuid.UUID() itself is too lenient to define a
 # canonical form (it accepts hyphens anywhere, and int() accepts underscores),
 # so only the usual textual forms are recognized.
 _UUID_RE = re.compile(
     r"(?:urn:uuid:)?(?P<open>\{)?"
     r"(?P<hex>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})"
-    r"(?(open)\})"
+    r"(?(open)\})",
+    re.IGNORECASE,
 )
 
 
@@ -462,18 +496,22 @@ def _canonical_payment_fingerprint(raw: str, ctx: CanonicalizationContext) -> st
 
 
 def _canonical_device_id(raw: str, ctx: CanonicalizationContext) -> str:
-    value = _prepare("device_id", raw).lower()
+    value = _prepare("device_id", raw)
     uuid_match = _UUID_RE.fullmatch(value)
     if uuid_match is not None:
-        digits = uuid_match.group("hex").replace("-", "")
+        digits = uuid_match.group("hex").replace("-", "").lower()
         return "-".join(
             (digits[:8], digits[8:12], digits[12:16], digits[16:20], digits[20:])
         )
-    if not _DEVICE_RE.fullmatch(value):
+    low, high = DEVICE_ID_LENGTH
+    if not _OPAQUE_RE.fullmatch(value):
         raise InvalidIdentifier(
-            "device_id", "must be a UUID or 4-128 characters of a-z 0-9 _ - : ."
+            "device_id", "only printable ASCII characters (no spaces) are allowed"
         )
-    return value
+    if not low <= len(value) <= high:
+        raise InvalidIdentifier("device_id", f"must be {low}-{high} characters long")
+    # Hex text has no meaningful case; anything else may be base64, which does.
+    return value.lower() if _HEX_TEXT_RE.fullmatch(value) else value
 
 
 def _canonical_account_handle(raw: str, ctx: CanonicalizationContext) -> str:
@@ -481,10 +519,14 @@ def _canonical_account_handle(raw: str, ctx: CanonicalizationContext) -> str:
     value = unicodedata.normalize("NFKC", _prepare("account_handle", raw))
     if value.startswith("@"):
         value = value[1:]
+    if value.startswith("@"):
+        raise InvalidIdentifier("account_handle", "more than one leading '@'")
     value = value.casefold()
-    if not _HANDLE_RE.fullmatch(value):
+    low, high = HANDLE_LENGTH
+    if not low <= len(value) <= high or not _OPAQUE_RE.fullmatch(value):
         raise InvalidIdentifier(
-            "account_handle", "must be 1-64 characters of a-z 0-9 _ . - after folding"
+            "account_handle",
+            f"must be {low}-{high} printable ASCII characters (no spaces) after folding",
         )
     return value
 
@@ -504,10 +546,10 @@ for _spec in (
              "IPv4 or IPv6 network in CIDR notation, host bits cleared"),
     KindSpec("payment_fingerprint", 1, _canonical_payment_fingerprint,
              "payment processor's card fingerprint, case-sensitive"),
-    KindSpec("device_id", 1, _canonical_device_id,
-             "device identifier, lowercased; UUIDs in hyphenated form"),
+    KindSpec("device_id", 2, _canonical_device_id,
+             "opaque device token, case-sensitive; UUIDs and hex text lowercased"),
     KindSpec("account_handle", 1, _canonical_account_handle,
-             "account handle without leading '@', NFKC-casefolded"),
+             "account handle without leading '@', NFKC-casefolded, printable ASCII"),
 ):
     register_kind(_spec)
 del _spec

@@ -5,10 +5,13 @@ Who holds what
 * The **federation CA** (one directory, kept by whoever the labs' forum
   chooses): ``ca.key`` (mode 0600, never leaves that directory), ``ca.crt``
   (public, every node trusts it), ``crl.pem`` (the signed revocation list
-  every node loads) and ``issued/`` (a copy of every certificate issued, so
-  that ``revoke NAME`` knows the serial numbers).
+  every node loads, numbered 1, 2, 3, ... as it is re-signed) and
+  ``issued/`` (a copy of every certificate issued, so that ``revoke NAME``
+  knows the serial numbers).
 * A **node** holds, in ``HOME/tls/``: ``ca.crt``, ``crl.pem``, its own
-  ``node.crt`` and ``node.key`` (0600).
+  ``node.crt`` and ``node.key`` (0600), and ``crl-in-force.pem``: the CRL it
+  enforces, which only a CRL with a number at least as high replaces
+  (:mod:`psi_share.crl`).
 
 A node certificate names the lab in its subject common name *and* as a DNS
 subject alternative name (so that a client can insist that the server it
@@ -38,7 +41,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .errors import ConfigError, PsiShareError
+from .crl import RevocationList, crl_number, load_crl
+from .errors import ConfigError, PkiError
 
 NODE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
@@ -48,10 +52,6 @@ NODE_KEY, NODE_CERT = "node.key", "node.crt"
 DEFAULT_CA_DAYS = 3650
 DEFAULT_NODE_DAYS = 365
 DEFAULT_CRL_DAYS = 30
-
-
-class PkiError(PsiShareError):
-    """A CA directory, certificate, key or revocation list is missing or wrong."""
 
 
 def _now() -> dt.datetime:
@@ -422,11 +422,15 @@ def _cn(cert: x509.Certificate) -> str:
 def _write_crl(ca: FederationCA, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
                entries: Sequence[tuple[int, dt.datetime]], days: int, now: Callable[[], dt.datetime]) -> None:
     start = now()
+    # Every CRL gets the next number (RFC 5280 5.2.3): nodes refuse to go back
+    # to a lower one, so an old CRL cannot re-admit what a newer one revoked.
+    number = (crl_number(load_crl(ca.crl_path, ca_cert)) or 0) + 1 if ca.crl_path.exists() else 1
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
         .last_update(start - dt.timedelta(minutes=5))
         .next_update(start + dt.timedelta(days=days))
+        .add_extension(x509.CRLNumber(number), critical=False)
     )
     for serial, when in entries:
         builder = builder.add_revoked_certificate(
@@ -436,58 +440,7 @@ def _write_crl(ca: FederationCA, ca_cert: x509.Certificate, ca_key: ec.EllipticC
     _write_public(ca.crl_path, crl.public_bytes(serialization.Encoding.PEM))
 
 
-def load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList:
-    """Load a CRL and check that the federation CA signed it."""
-    try:
-        crl = x509.load_pem_x509_crl(path.read_bytes())
-    except FileNotFoundError:
-        raise PkiError(f"{path}: no such revocation list") from None
-    except ValueError as exc:
-        raise PkiError(f"{path}: not a PEM revocation list: {exc}") from None
-    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
-        raise PkiError(f"{path}: revocation list is not signed by the federation CA")
-    return crl
-
-
-# -- what a node loads -------------------------------------------------------
-
-
-class RevocationList:
-    """The CRL a node enforces; re-read whenever the file changes on disk,
-    so that a new CRL dropped in place takes effect without a restart."""
-
-    def __init__(self, path: Path, ca_cert: x509.Certificate) -> None:
-        self.path = path
-        self._ca = ca_cert
-        self._stamp: tuple[int, int] | None = None
-        self._revoked: frozenset[int] = frozenset()
-        self.next_update: dt.datetime | None = None
-        self.reload()
-
-    def reload(self) -> None:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            raise PkiError(f"{self.path}: no such revocation list") from None
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
-            return
-        crl = load_crl(self.path, self._ca)
-        self._revoked = frozenset(r.serial_number for r in crl)
-        self.next_update = crl.next_update_utc
-        self._stamp = stamp
-
-    def is_revoked(self, serial: int) -> bool:
-        try:
-            self.reload()
-        except PkiError:
-            # A CRL that became unreadable or unsigned must not open the door:
-            # keep enforcing the last good one (the caller logs the problem).
-            pass
-        return serial in self._revoked
-
-    def stale(self, now: dt.datetime) -> bool:
-        return self.next_update is not None and now > self.next_update
+# -- what a node loads (its revocation list: psi_share/crl.py) ------------------
 
 
 @dataclass(frozen=True)
@@ -508,10 +461,12 @@ class NodeTls:
         return f"NodeTls(name={self.name!r}, cert={self.cert_path})"
 
 
-def load_node_tls(*, name: str, ca: Path, cert: Path, key: Path, crl: Path,
+def load_node_tls(*, name: str, ca: Path, cert: Path, key: Path, crl: Path, crl_in_force: Path | None = None,
                   now: Callable[[], dt.datetime] = _now) -> NodeTls:
     """Load and check a node's certificate, key, CA and CRL.
 
+    ``crl_in_force`` is where the node keeps the CRL it enforces, so that a
+    restart never goes back to a lower CRL number (see :mod:`psi_share.crl`).
     Raises ConfigError naming the file when anything is missing, expired,
     revoked, not issued by the CA, for another node, or not matching the key.
     """
@@ -535,7 +490,7 @@ def load_node_tls(*, name: str, ca: Path, cert: Path, key: Path, crl: Path,
             raise PkiError(f"{cert}: certificate expired on {node_cert.not_valid_after_utc:%Y-%m-%d}; ask the CA for a new one")
         if t < node_cert.not_valid_before_utc:
             raise PkiError(f"{cert}: certificate is not valid before {node_cert.not_valid_before_utc:%Y-%m-%d %H:%M}Z")
-        revocations = RevocationList(crl, ca_cert)
+        revocations = RevocationList(crl, ca_cert, in_force=crl_in_force)
         if revocations.is_revoked(node_cert.serial_number):
             raise PkiError(f"{cert}: this certificate is revoked in {crl}")
     except PkiError as exc:

@@ -1,12 +1,17 @@
-"""Shared fixtures: real nodes in temporary homes, served on 127.0.0.1 port 0."""
+"""Shared fixtures: real nodes in temporary homes, served on 127.0.0.1 port 0;
+for the CLI tests, two labs' homes (``labs``) and ``psi-share serve`` processes
+(``start_server``)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from cli_helpers import LAB_A_ROWS, LAB_B_ROWS, Labs, Server, base_env, cli, issue_cert, ok, ok_json, write_csv
 
 from psi_share import Node, RunningServer, init_home
 from psi_share.pki import init_ca, issue_node
@@ -118,16 +123,63 @@ def _override(text: str, config: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
-    import csv
-
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["actor_id", "kind", "value"])
-        w.writerows(rows)
-    return path
-
-
 @pytest.fixture
 def csv_file(tmp_path: Path) -> Callable[[str, list[tuple[str, str, str]]], Path]:
     return lambda name, rows: write_csv(tmp_path / name, rows)
+
+
+# -- the CLI tests' fixtures ----------------------------------------------------
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+    servers: list[Server] = []
+    handles = []
+
+    def start(home: Path, listen: str = "127.0.0.1:0") -> Server:
+        log = tmp_path / f"serve-{home.name}-{len(servers)}.log"
+        fh = log.open("wb")
+        handles.append(fh)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "psi_share.cli.main", "--home", str(home), "serve", "--listen", listen],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=fh,
+            env=base_env(tmp_path), cwd=tmp_path,
+        )
+        server = Server(proc, log)
+        servers.append(server)
+        server.wait_listening()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.kill()
+        for fh in handles:
+            fh.close()
+
+
+@pytest.fixture
+def labs(tmp_path: Path) -> Labs:
+    """lab-a and lab-b initialised, data imported, peers added both ways (lab-b's
+    address on lab-a is a placeholder until lab-b serves)."""
+    a, b = tmp_path / "lab-a", tmp_path / "lab-b"
+    for name, home in (("lab-a", a), ("lab-b", b)):
+        out = ok(cli(tmp_path, "init", name, "--listen", "127.0.0.1:0", "--tls-from", issue_cert(tmp_path, name),
+                     home=home)).stdout
+        assert f"created node {name!r}" in out and "identity key fingerprint:" in out
+        assert (home / "config.toml").is_file() and (home / "store.sqlite3").is_file()
+    summary = ok_json(cli(tmp_path, "data", "import", "flagged", write_csv(tmp_path / "a.csv", LAB_A_ROWS),
+                          "--format", "json", home=a))
+    assert summary["rows"] == 10 and summary["actors"] == 8
+    assert summary["identifiers"] == 9 and summary["duplicates_collapsed"] == 1
+    summary = ok_json(cli(tmp_path, "data", "import", "flagged", write_csv(tmp_path / "b.csv", LAB_B_ROWS),
+                          "--format", "json", home=b))
+    assert summary["actors"] == 9 and summary["identifiers"] == 9
+    # Policy: by default a peer gets counts only; these two labs let each other see matches.
+    for home, peer in ((a, "lab-b"), (b, "lab-a")):
+        with (home / "config.toml").open("a") as fh:
+            fh.write(f"\n[policy.peers.{peer}]\nreveal = true\n")
+    assert "peer lab-b at 127.0.0.1:1" in ok(cli(tmp_path, "peers", "add", "lab-b", "127.0.0.1:1", home=a)).stdout
+    ok(cli(tmp_path, "peers", "add", "lab-a", "127.0.0.1:1", "--note", "lab a", home=b))
+    return Labs(a, b)

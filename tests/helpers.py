@@ -1,7 +1,7 @@
 """In-memory PSI runs for tests: a requester and a responder joined without sockets.
 
-The steps are exactly the ones the node takes (``node/requester.py`` on one
-side, ``node/responder.py`` on the other), in the same order:
+The steps are exactly the ones the node takes (``node/psi/requester.py`` on one
+side, ``node/psi/responder.py`` on the other), in the same order:
 
     responder: prepare_setup(key_b, items)          (before any request)
     requester: PsiRequester(items, key_a).open  -> responder: PsiResponderSession(open)

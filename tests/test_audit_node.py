@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 
 from psi_share import Node
-from psi_share.audit.log import LOG_FILE, load_entries, verify_log
+from psi_share.audit.log import LOG_FILE, load_entries
 from psi_share.audit.messages import check_message
 from psi_share.audit.scan import ALGORITHMS, BASES, ENCODINGS, _FORMS_PER_BASE, load_sources, make_form, scan_audit
+from psi_share.audit.verify import verify_log
 from psi_share.errors import PeerRefused
 from psi_share.identifiers import DEFAULT_CONTEXT
-from psi_share.node.jobs import load_job
+from psi_share.jobs.runner import run_job
+from psi_share.jobs.spec import load_job
 from psi_share.v1 import node_pb2 as pb
 
 A_ROWS = [
@@ -109,7 +111,7 @@ def test_job_run_with_transcripts_scans_clean_against_the_raw_data(federation, c
         '[job]\nname = "weekly"\nparticipants = ["lab-a", "lab-b"]\ndataset = "flagged"\n'
         f"kinds = {json.dumps(KINDS)}\ntranscripts = true\n"
     )
-    assert a.run_job(load_job(job)).status == "ok"
+    assert run_job(a, load_job(job)).status == "ok"
     with a.peer_client("lab-b") as client:
         client.node_info()  # outside the job: logged, but no transcript
     entries = load_entries(a.home.audit_path)
@@ -219,6 +221,24 @@ def test_a_crash_between_logging_and_sending_leaves_a_consistent_log(pair) -> No
         with again.peer_client("lab-b") as client:
             client.node_info()
     assert verify_log(home / "audit", a.home.audit_key().public_key()).ok
+
+
+def test_a_serving_node_signs_what_it_logged_without_being_stopped(pair) -> None:  # type: ignore[no-untyped-def]
+    """The responder's log is under a signature a few seconds after a session, while it
+    still serves: the compliance officer's verify passes (exit 0) on a live node."""
+    import time
+
+    from psi_share.audit.log import DEFAULT_CHECKPOINT_SECONDS
+
+    a, b = pair
+    a.match("lab-b", kinds=["email"])
+    deadline = time.monotonic() + DEFAULT_CHECKPOINT_SECONDS + 60  # generous on a loaded machine
+    while not _verify(b).signed and time.monotonic() < deadline:
+        time.sleep(0.1)
+    result = _verify(b)
+    assert result.signed, (result.problems, result.uncovered)
+    assert load_entries(b.home.audit_path)[-1]["type"] == "checkpoint"
+    assert any(e["type"] == "disclosure" for e in load_entries(b.home.audit_path))
 
 
 def test_older_homes_get_an_audit_key_and_log(federation) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from test_cli import Labs, cli, failed_cleanly, issue_cert, labs, ok, ok_json, serve_b, start_server  # noqa: F401
+from cli_helpers import Labs, cli, failed_cleanly, issue_cert, ok, ok_json, serve_b
 
 # lab-b's usage: amounts per identifier row. lab-a's flagged emails match b1 (jsmith@gmail.com,
 # twice via b1 and b9's rows -> one item worth 100 + 5) and b8 (mixed.case@example.org, 40).

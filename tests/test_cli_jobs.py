@@ -11,23 +11,21 @@ from pathlib import Path
 
 import pytest
 import stix2
-
-from psi_share.node.exports import PsiShareIdentifier  # registers x-psi-share-identifier with stix2
-from psi_share.node.joblock import JobLock
-from test_cli import (  # noqa: F401  (labs and start_server are fixtures)
+from cli_helpers import (
     EXPECTED_MATCHES,
     Labs,
     cli,
     csv_rows,
     failed_cleanly,
     flat,
-    labs,
     ok,
     ok_json,
     serve_b,
-    start_server,
     write_job,
 )
+
+from psi_share.jobs.exports import PsiShareIdentifier  # registers x-psi-share-identifier with stix2
+from psi_share.jobs.lock import JobLock
 
 HELP = {
     ("job", "history"): "List the runs of JOB (newest last): status, timings, trigger, per-peer outcome.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from test_cli import cli, failed_cleanly, flat, ok, ok_json
+from cli_helpers import cli, failed_cleanly, flat, ok, ok_json
 
 
 def test_pki_commands_end_to_end(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from psi_share.node.config import (
 )
 from psi_share.node.home import init_home
 from psi_share.node.itemsets import build_item_set
-from psi_share.node.jobs import load_job
+from psi_share.jobs.spec import load_job
 from psi_share.protocols.psi import DEFAULT_FALSE_POSITIVE_RATE, Mode
 from psi_share.store.db import IdentifierRow
 
@@ -157,8 +157,9 @@ def test_rendered_config_parses_back_to_the_defaults(tmp_path: Path, name: str, 
     data = tomllib.loads(path.read_text())
     assert set(data) == {
         "node", "identifiers", "matching", "exposure", "sessions", "audit", "jobs", "tls", "policy",
-        "paillier", "intersection_sum", "federation",
+        "paillier", "intersection_sum", "federation", "transport",
     }
+    assert set(data["transport"]) == {"peer_silence_seconds", "keepalive_seconds"}
     assert set(data["tls"]) == {"ca", "cert", "key", "crl"}  # insecure is never written, only set by hand
     assert set(data["audit"]) == {"enabled", "transcripts", "transcript_max_bytes", "checkpoint_every"}
     assert set(data["jobs"]) == {"scheduled", "peer_attempts", "backoff_initial_seconds", "backoff_max_seconds"}

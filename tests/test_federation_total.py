@@ -195,10 +195,10 @@ def test_aggregate_messages_scan_clean_in_the_audit_log(federation, tmp_path):
 
 
 def test_audit_checks_are_registered_for_every_aggregate_step():
-    from psi_share.audit.messages import check_message, load_protocol_checks
+    import psi_share.node.audit_checks  # noqa: F401  (registers; psi_share imports it already)
+    from psi_share.audit.messages import check_message
     from psi_share.v1 import node_pb2 as pb
 
-    load_protocol_checks()
     from psi_share.crypto import ec
 
     off_curve = next(x for x in range(1, 100) if not ec._is_x_on_curve(x)).to_bytes(32, "big")

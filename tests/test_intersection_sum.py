@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from psi_share.crypto import ec
 from psi_share.crypto.paillier import MAX_VALUE, PrivateKey, PublicKey, encode_ciphertexts
 from psi_share.errors import OutOfOrder, PeerRefused, RemoteProtocolError
+from psi_share.jobs.runner import job_lock, run_job
 from psi_share.protocols.intersection_sum import (
     Matcher,
     ValueHolderParty,
@@ -247,7 +248,7 @@ def test_hostile_message_over_grpc_fails_the_session(sum_pair):
 
 
 def test_intersection_sum_job_records_each_peer_and_retries_an_unreachable_one(federation, sum_pair, tmp_path):
-    from psi_share.node.jobs import load_job
+    from psi_share.jobs.spec import load_job
 
     a, b = sum_pair
     federation.node("lab-c")  # known to lab-a, never serving: unreachable
@@ -257,7 +258,7 @@ def test_intersection_sum_job_records_each_peer_and_retries_an_unreachable_one(f
                    'dataset = "flagged"\npeer_dataset = "usage"\nkind = "email"\n')
     a.config = type(a.config)(**{**a.config.__dict__, "jobs": type(a.config.jobs)(
         peer_attempts=2, backoff_initial_seconds=0.01, backoff_max_seconds=0.01)})
-    result = a.run_job(load_job(job))
+    result = run_job(a, load_job(job))
     assert result.status == "partial"
     by_peer = {r.peer: r for r in result.peers}
     assert (by_peer["lab-b"].count, by_peer["lab-b"].total) == (2, 1235)
@@ -300,8 +301,8 @@ def test_a_point_off_the_curve_is_refused_inside_the_worker_processes_too():
 def test_a_scheduled_intersection_sum_job_runs_from_the_scheduler(federation, sum_pair, tmp_path):
     # Aggregate job files take [job.schedule] like PSI job files: the
     # scheduler runs them on time, once per slot, under the job's lock.
-    from psi_share.node.jobs import load_job
-    from psi_share.node.scheduler import JobScheduler
+    from psi_share.jobs.spec import load_job
+    from psi_share.jobs.scheduler import JobScheduler
 
     a, b = sum_pair
     job_file = tmp_path / "traffic.toml"
@@ -323,7 +324,7 @@ def test_a_scheduled_intersection_sum_job_runs_from_the_scheduler(federation, su
     stored = a.store.job_run(run.run_id)
     assert stored.status == "ok" and stored.scheduled_for == 1_893_488_400.0 + 86_400
     assert scheduler.run_pending() == []  # not twice for one slot
-    with a.job_lock("traffic"):  # a run holding the lock (say from cron) is never overlapped
+    with job_lock(a, "traffic"):  # a run holding the lock (say from cron) is never overlapped
         assert scheduler.run_pending() == []
 
 

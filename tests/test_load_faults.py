@@ -30,7 +30,8 @@ from grpc_health.v1 import health_pb2
 
 from psi_share import Node, load_job
 from psi_share.errors import PeerUnavailable, PsiShareError
-from psi_share.transport.egress import WireEvent
+from psi_share.events import WireEvent
+from psi_share.jobs.runner import run_job
 from psi_share.transport.server import SERVICE_NAME
 
 RESPONDER_EMAILS = [f"shared{i}@example.org" for i in range(60)]
@@ -179,7 +180,7 @@ def test_responder_killed_mid_job_fails_cleanly_and_rerun_succeeds(federation, t
     a.egress.add_recorder(_KillAt("request-chunk", server.kill9))  # dies as our blinded set is about to go out
     job = load_job(_job(tmp_path))
 
-    result = a.run_job(job)
+    result = run_job(a, job)
     assert result.status == "failed" and result.attribution == {}
     [peer] = result.peers
     assert peer.status == "failed" and "lab-r" in peer.error and "unavailable" in peer.error
@@ -190,7 +191,7 @@ def test_responder_killed_mid_job_fails_cleanly_and_rerun_succeeds(federation, t
 
     again = processes(home, tmp_path / "r.log")  # back, on a new port
     a.store.add_peer("lab-r", f"127.0.0.1:{again.port}", now=0, replace=True)
-    rerun = a.run_job(job)
+    rerun = run_job(a, job)
     assert rerun.status == "ok" and set(rerun.attribution) == {f"a{i}" for i in range(9)}
     again.proc.send_signal(signal.SIGTERM)
     assert again.proc.wait(timeout=30) == 0

@@ -132,7 +132,7 @@ def test_3072_bit_keys_work_end_to_end():
 
 
 def test_keyring_rotates_after_its_lifetime_and_never_reuses_pooled_randomness(tmp_path):
-    from psi_share.node.aggregates import PaillierKeyring
+    from psi_share.node.sums.keyring import PaillierKeyring
     from psi_share.node.config import NodeConfig, PaillierConfig
 
     now = [1000.0]

@@ -18,13 +18,14 @@ import stix2
 
 from psi_share import ImportMode, Node
 from psi_share.errors import JobBusy, PsiShareError
-from psi_share.node.exports import EXTENSION_ID, PsiShareIdentifier, collect, to_csv, to_json, to_stix
-from psi_share.node.history import diff_runs, previous_diff, summary_line
-from psi_share.node.jobs import JobSpec
-from psi_share.node.joblock import JobLock, lock_path
-from psi_share.node.retry import JobEvent
-from psi_share.node.schedule import Schedule
-from psi_share.node.scheduler import JobScheduler, find_scheduled_jobs
+from psi_share.jobs.exports import EXTENSION_ID, PsiShareIdentifier, collect, to_csv, to_json, to_stix
+from psi_share.jobs.history import diff_runs, previous_diff, summary_line
+from psi_share.jobs.runner import job_lock, run_job
+from psi_share.jobs.spec import JobSpec
+from psi_share.jobs.lock import JobLock, lock_path
+from psi_share.jobs.retry import JobEvent
+from psi_share.jobs.schedule import Schedule
+from psi_share.jobs.scheduler import JobScheduler, find_scheduled_jobs
 from psi_share.protocols.psi import Mode
 
 FAST_RETRY = {"jobs__peer_attempts": 3, "jobs__backoff_initial_seconds": 0.01, "jobs__backoff_max_seconds": 0.02}
@@ -61,7 +62,7 @@ def trio(federation, csv_file):  # type: ignore[no-untyped-def]
 
 def test_history_and_diff_against_a_hand_computed_case(trio, csv_file) -> None:  # type: ignore[no-untyped-def]
     a, b, c = trio
-    first = a.run_job(job())
+    first = run_job(a, job())
     assert first.status == "ok"
     # Run 1 by hand: b has x1, x2; c has x2, x3.
     assert first.attribution == {"a1": ("lab-b",), "a2": ("lab-b", "lab-c"), "a3": ("lab-c",)}
@@ -69,7 +70,7 @@ def test_history_and_diff_against_a_hand_computed_case(trio, csv_file) -> None: 
     # Between the runs b replaces x2 by x4, and c adds x1 and drops x2.
     b.import_file("flagged", csv_file("b2.csv", [("b1", "email", "x1@example.org"), ("b4", "email", "x4@example.org")]), ImportMode.REPLACE)
     c.import_file("flagged", csv_file("c2.csv", [("c1", "email", "x1@example.org"), ("c2", "email", "x3@example.org")]), ImportMode.REPLACE)
-    second = a.run_job(job())
+    second = run_job(a, job())
     assert second.attribution == {"a1": ("lab-b", "lab-c"), "a3": ("lab-c",), "a4": ("lab-b",)}
 
     run1, run2 = a.store.job_run(first.run_id), a.store.job_run(second.run_id)
@@ -94,8 +95,8 @@ def test_history_and_diff_against_a_hand_computed_case(trio, csv_file) -> None: 
 
 def test_count_only_runs_diff_counts_not_actors(trio) -> None:  # type: ignore[no-untyped-def]
     a, _, _ = trio
-    r1 = a.run_job(job("counts", mode=Mode.COUNT))
-    r2 = a.run_job(job("counts", mode=Mode.COUNT))
+    r1 = run_job(a, job("counts", mode=Mode.COUNT))
+    r2 = run_job(a, job("counts", mode=Mode.COUNT))
     d = diff_runs(a.store, a.store.job_run(r1.run_id), a.store.job_run(r2.run_id))
     assert d.count_only and d.counts == {"lab-b": (2, 2), "lab-c": (2, 2)} and d.empty
     assert "no actors" in summary_line(r2, d)
@@ -116,7 +117,7 @@ def test_unreachable_peer_is_retried_then_failed_and_run_is_partial(federation, 
     federation.connect_all()
     events: list[JobEvent] = []
     finished: list[tuple[str, str]] = []
-    result = a.run_job(job(), on_event=events.append, on_peer=lambda r: finished.append((r.peer, r.status)))
+    result = run_job(a, job(), on_event=events.append, on_peer=lambda r: finished.append((r.peer, r.status)))
 
     assert result.status == "partial"
     assert finished == [("lab-b", "ok"), ("lab-c", "failed")]  # each peer once, when it is done
@@ -149,23 +150,23 @@ def test_peer_back_during_backoff_is_matched(federation, csv_file) -> None:  # t
             server = federation.serve("lab-b")
             a.store.add_peer("lab-b", f"127.0.0.1:{server.port}", now=a.clock(), replace=True)
 
-    result = a.run_job(job(participants=("lab-a", "lab-b")), on_event=bring_b_up)
+    result = run_job(a, job(participants=("lab-a", "lab-b")), on_event=bring_b_up)
     assert result.status == "ok" and result.peers[0].attempts == 2
     assert result.attribution == {"a3": ("lab-b",)}
 
 
 def test_diff_of_a_partial_run_does_not_report_the_down_peer_as_change(trio) -> None:  # type: ignore[no-untyped-def]
     a, _, _ = trio
-    first = a.run_job(job())
+    first = run_job(a, job())
     a.store.add_peer("lab-c", "127.0.0.1:1", now=a.clock(), replace=True)  # lab-c goes away
-    second = a.run_job(job())
+    second = run_job(a, job())
     assert second.status == "partial"
     d = previous_diff(a.store, a.store.job_run(second.run_id))
     assert d is not None and d.base.id == first.run_id
     assert d.compared_peers == ("lab-b",) and "lab-c" in d.excluded_peers and "failed in run" in d.excluded_peers["lab-c"]
     assert d.empty  # a3 (matched only by lab-c) is not "no longer shared"
     # A later run compares with the last *ok* run, not the partial one.
-    third = a.run_job(job())
+    third = run_job(a, job())
     assert previous_diff(a.store, a.store.job_run(third.run_id)).base.id == first.run_id
 
 
@@ -174,7 +175,7 @@ def test_diff_of_a_partial_run_does_not_report_the_down_peer_as_change(trio) -> 
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from psi_share.node.joblock import JobLock
+    from psi_share.jobs.lock import JobLock
     lock = JobLock.acquire(Path(sys.argv[1]), "weekly", now=time.time())
     print("locked", flush=True)
     time.sleep(120)
@@ -208,14 +209,14 @@ def test_lock_excludes_and_survives_a_holder_killed_by_sigkill(tmp_path: Path) -
 
 def test_run_job_refuses_to_overlap_and_cleans_up_after_a_crashed_run(trio) -> None:  # type: ignore[no-untyped-def]
     a, _, _ = trio
-    with a.job_lock("weekly"):
+    with job_lock(a, "weekly"):
         with pytest.raises(JobBusy):
-            a.run_job(job())
+            run_job(a, job())
     assert a.store.job_runs("weekly") == []  # nothing was started
     # A run whose process died stays 'running' in the store; the next run
     # (holding the lock, so that run cannot be alive) marks it interrupted.
     a.store.start_job_run("deadbeef" * 4, "weekly", {"mode": "reveal"}, now=a.clock() - 100)
-    a.run_job(job())
+    run_job(a, job())
     statuses = {r.id: r.status for r in a.store.job_runs("weekly")}
     assert statuses.pop("deadbeef" * 4) == "interrupted" and list(statuses.values()) == ["ok"]
 
@@ -266,7 +267,7 @@ def test_scheduler_runs_on_time_and_once_after_downtime(federation, csv_file) ->
     # When a run of the job holds the lock (an external cron run), the
     # scheduler does not overlap; it looks again later.
     clock.now = 1_893_837_600.0 + 1
-    with a.job_lock("weekly"):
+    with job_lock(a, "weekly"):
         assert restarted.run_pending() == []
     assert restarted.run_pending() == []  # backing off for 30 s
     clock.now += 31
@@ -302,7 +303,7 @@ def test_scheduler_stop_cancels_backoff(federation, csv_file) -> None:  # type: 
         if e.kind == "waiting":
             cancel.set()  # SIGTERM arrives during the 30 s backoff
 
-    result = a.run_job(job(participants=("lab-a", "lab-b")), on_event=on_event, cancel=cancel)
+    result = run_job(a, job(participants=("lab-a", "lab-b")), on_event=on_event, cancel=cancel)
     assert result.status == "failed" and "shutting down" in result.peers[0].error
 
 
@@ -317,10 +318,10 @@ def test_exports_and_stix_bundle_parse_back(trio, csv_file) -> None:  # type: ig
     kinds = ("email", "phone", "ip_prefix", "account_handle")
     spec = JobSpec(name="weekly", participants=("lab-a", "lab-b", "lab-c"), dataset="flagged",
                    peer_dataset="flagged", kinds=kinds)
-    first = a.run_job(spec)
+    first = run_job(a, spec)
     c.import_file("flagged", csv_file("c2.csv", [("c1", "email", "x1@example.org"), ("c2", "email", "x3@example.org")]),
                   ImportMode.REPLACE)
-    second = a.run_job(spec)
+    second = run_job(a, spec)
     run = a.store.job_run(second.run_id)
     export = collect(a.store, "lab-a", run)
     by_actor = {x.actor_id: x for x in export.actors}
@@ -374,7 +375,7 @@ def test_exports_and_stix_bundle_parse_back(trio, csv_file) -> None:  # type: ig
 
 def test_stix_bundle_of_standard_kinds_parses_strictly(trio) -> None:  # type: ignore[no-untyped-def]
     a, _, _ = trio
-    result = a.run_job(job())  # email only: no extension object needed
+    result = run_job(a, job())  # email only: no extension object needed
     bundle = stix2.parse(to_stix(collect(a.store, "lab-a", a.store.job_run(result.run_id))), allow_custom=False)
     assert sorted(o.count for o in bundle.objects if o.type == "sighting") == [1, 1, 2]
     assert not [o for o in bundle.objects if o.type == "extension-definition"]
@@ -399,7 +400,7 @@ def test_scheduler_logs_a_job_that_cannot_start_once_per_slot(federation, csv_fi
 def test_store_from_before_job_history_is_migrated(tmp_path: Path) -> None:
     import sqlite3
 
-    from psi_share.node.history import peer_outcomes
+    from psi_share.jobs.history import peer_outcomes
     from psi_share.store import Store
     from psi_share.store.db import _SCHEMA
 

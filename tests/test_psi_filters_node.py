@@ -118,7 +118,7 @@ def test_a_filter_that_fails_its_own_check_is_never_served(federation, csv_file,
 
 
 def test_a_responder_that_cannot_build_a_filter_fails_the_session_on_both_sides(federation, csv_file, monkeypatch) -> None:
-    from psi_share.node import responder as responder_module
+    from psi_share.node.psi import responder as responder_module
 
     def no_filter(*args: object, **kwargs: object) -> None:
         raise LocalProtocolError("no server setup passed its own check")

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from psi_share.errors import ConfigError
-from psi_share.node.jobs import load_job
-from psi_share.node.schedule import Schedule, parse_schedule, plan
+from psi_share.jobs.spec import load_job
+from psi_share.jobs.schedule import Schedule, parse_schedule, plan
 
 UTC = dt.timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -54,8 +54,10 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 
 def import_rows(store: Store, dataset: str, path: Path, *, replace: bool = True) -> tuple[int, int]:
+    """(actors added, identifiers added)."""
     rows, _ = parse_data_file(path, CTX)
-    return store.write_dataset(dataset, rows, replace=replace, now=1.0)
+    written = store.write_dataset(dataset, rows, replace=replace, now=1.0)
+    return written.actors_added, written.identifiers_added
 
 
 # -- good files --------------------------------------------------------------------
@@ -81,7 +83,7 @@ def test_good_csv_is_stored_in_canonical_form(tmp_path: Path, store: Store) -> N
         ("a-1", "email"): ("alicesmith@gmail.com", " Alice.Smith+promo@GMail.com ", 1),
         ("a-1", "phone"): ("+14155550123", "(415) 555-0123", 1),
         ("a-2", "ip_prefix"): ("203.0.113.0/24", "203.0.113.57/24", 1),
-        ("a-2", "device_id"): ("6fa459ea-ee8a-3ca4-894e-db77e160355e", "{6FA459EA-EE8A-3CA4-894E-DB77E160355E}", 1),
+        ("a-2", "device_id"): ("6fa459ea-ee8a-3ca4-894e-db77e160355e", "{6FA459EA-EE8A-3CA4-894E-DB77E160355E}", 2),
         ("a-3", "ipv6"): ("2001:db8::1", "2001:DB8:0:0:0:0:0:1", 1),
         ("a-3", "account_handle"): ("bob_x", "@Bob_X", 1),
         ("a-3", "payment_fingerprint"): ("fp_ABC123", "fp_ABC123", 1),
@@ -122,7 +124,7 @@ def test_good_jsonl(tmp_path: Path, store: Store) -> None:
         ("a-1", "ipv4", "192.0.2.1"),
         ("a-2", "email", "ab@gmail.com"),
     ]
-    assert store.write_dataset("flagged", rows, replace=True, now=1.0) == (2, 3)
+    assert store.write_dataset("flagged", rows, replace=True, now=1.0)[:2] == (2, 3)
     ndjson = write(tmp_path / "f.ndjson", path.read_text())
     assert parse_data_file(ndjson, CTX) == (rows, count)
 
@@ -183,7 +185,7 @@ def test_malformed_csv(tmp_path: Path, name: str, content: str, line: int, reaso
     err = info.value
     message = str(err)
     assert (err.path, err.line) == (str(path), line), message
-    assert message.startswith(f"{path}:{line}: ")
+    assert f"{path}:{line}: " in message
     assert f"{name}.csv" in message
     assert reason in message
     assert SECRET not in message
@@ -329,7 +331,7 @@ def test_a_failed_write_rolls_back(tmp_path: Path, store: Store) -> None:
         store.write_dataset("flagged", rows(), replace=True, now=2.0)
     assert _snapshot(store, "flagged") == before
     # and the connection is usable again afterwards
-    assert store.write_dataset("flagged", [IdentifierRow("z-1", "email", 1, "z@example.com", "z")], replace=False, now=3.0) == (1, 1)
+    assert store.write_dataset("flagged", [IdentifierRow("z-1", "email", 1, "z@example.com", "z")], replace=False, now=3.0)[:2] == (1, 1)
 
 
 def test_invalid_dataset_name_is_refused(store: Store) -> None:
@@ -367,12 +369,16 @@ def test_replace_append_and_revisions(tmp_path: Path, node: Node) -> None:
     info3 = node.store.dataset("flagged")
     assert (info3.revision, info3.actors, info3.identifiers) == (3, 2, 3)
     assert node.store.actor_ids("flagged") == ["a-2", "a-3"]
-    assert (s3.actors_added, s3.identifiers_added) == (2, 3)  # counted against the emptied dataset
+    # counted against what the dataset held: a-1 and its email went, nothing came
+    assert (s3.actors_added, s3.identifiers_added, s3.actors_removed, s3.identifiers_removed) == (0, 0, 1, 1)
+    assert (s3.revision, s3.changed) == (3, True)
 
-    # an unchanged re-append still bumps the revision (a new filter key on the responder side)
-    node.import_file("flagged", second, ImportMode.APPEND)
-    assert node.store.dataset("flagged").revision == 4
-    assert node.store.dataset("flagged").identifiers == 3
+    # An unchanged re-append or re-replace is a no-op: the revision (which
+    # keys the responder's prepared filter) stays, and so does updated_at.
+    for mode in (ImportMode.APPEND, ImportMode.REPLACE):
+        s4 = node.import_file("flagged", second, mode)
+        assert (s4.revision, s4.changed, s4.actors_added, s4.identifiers_added) == (3, False, 0, 0)
+        assert node.store.dataset("flagged") == info3
 
 
 def test_datasets_are_separate(tmp_path: Path, node: Node) -> None:
@@ -493,14 +499,15 @@ def test_bad_amounts_name_file_and_line(tmp_path: Path, value: str, reason: str)
                                                 header=AMOUNT_HEADER))
     with pytest.raises(ImportFileError) as info:
         parse_data_file(path, CTX)
-    assert str(info.value).startswith(f"{path}:3: ") and reason in str(info.value)
+    assert f"{path}:3: " in str(info.value) and reason in str(info.value)
+    assert info.value.line == 3
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, "7", True, 2**63])
 def test_bad_jsonl_amounts(tmp_path: Path, value: object) -> None:
     path = write(tmp_path / "bad.jsonl", jsonl_text(
         {"actor_id": "a-1", "identifiers": [{"kind": "email", "value": "a@example.com", "amount": value}]}))
-    with pytest.raises(ImportFileError, match=r"bad.jsonl:1: amount must be a JSON integer"):
+    with pytest.raises(ImportFileError, match=r"bad.jsonl:1: identifiers\[0\]: amount must be a JSON integer"):
         parse_data_file(path, CTX)
 
 

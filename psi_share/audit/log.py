@@ -1,4 +1,4 @@
-"""The audit log: append-only, hash-chained, with signed checkpoints.
+"""The audit log: append-only, hash-chained, signed at least every 1000 entries.
 
 Layout (``HOME/audit/``, apart from the SQLite store)::
 
@@ -18,26 +18,38 @@ separators ``,`` and ``:`` without spaces, non-ASCII escaped as ``\\uXXXX``.
 (64 zeros for entry 0). Editing, deleting, inserting or reordering an entry
 breaks ``seq``, ``prev`` or ``hash`` at that entry.
 
+Signatures, and the bound on what is unsigned
+---------------------------------------------
 A checkpoint entry (``type = "checkpoint"``) carries ``count`` (= its own
 ``seq``: the number of entries before it), ``head`` (= its ``prev``), the
 audit public key and an Ed25519 signature over::
 
     psi-share audit checkpoint v1\\nnode=<node>\\ncount=<count>\\nhead=<head>\\n
 
-Someone who rewrites the log and recomputes every hash cannot forge the
-signature, so every entry up to the last checkpoint is protected by it.
-Entries *after* the last checkpoint are protected only by the chain: they can
-be cut off or rewritten by someone with write access to the folder. Copying
-``psi-share audit head`` (count and head hash) somewhere the node's operators
-cannot edit -- a ticket, a mail to compliance, a peer -- closes that gap:
-``audit verify --expect-head COUNT:HASH`` then proves the log still holds
-exactly that prefix. ``checkpoint.json`` catches truncation below the last
-checkpoint, as long as it is not itself replaced by an older copy.
+so it signs every entry before it. The writer keeps this promise, which
+:mod:`.verify` enforces: **no run of consecutive non-checkpoint entries is
+longer than** :data:`MAX_UNSIGNED` (1000) -- not before the first
+checkpoint, not between two, not after the last. It signs a checkpoint
+right after the genesis entry, after ``checkpoint_every`` (<= 1000) entries,
+``checkpoint_seconds`` after the first entry not yet signed (so a running
+node leaves nothing unsigned for long) and when it closes (end of every CLI
+command, ``serve`` shutdown). A crash can leave at most 1000 unsigned
+entries; the next process that appends signs them with its next checkpoint.
+Someone without the key cannot produce a log that passes: rebuilding the
+chain drops or breaks every checkpoint after the first change, and then an
+unsigned run either exceeds the bound (verify fails) or is the log's tail
+(verify flags it). What a key cannot prove: a log cut back to one of its
+own checkpoints (with ``checkpoint.json`` replaced by that checkpoint's
+copy) looks like the log as it was then; ``psi-share audit head`` exported
+somewhere the operators cannot edit (``audit verify --expect-head``) or a
+witness catches that.
 
-Appends are serialized by a thread lock and an ``flock`` on the log (the CLI
-and ``serve`` may append from two processes) and are ``fsync``-ed before
-:meth:`AuditLog.append` returns, so a message is on disk in the log before
-its bytes can reach the wire.
+The log is bound to one key: its genesis entry names it, and a node refuses
+to append with another key (a swapped ``keys/audit.key`` cannot sign this
+log). Appends are serialized by a thread lock and an ``flock`` on the log
+(the CLI and ``serve`` may append from two processes) and are ``fsync``-ed
+before :meth:`AuditLog.append` returns, so a message is on disk in the log
+before its bytes can reach the wire.
 """
 
 from __future__ import annotations
@@ -45,16 +57,16 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -67,8 +79,13 @@ TRANSCRIPTS_DIR = "transcripts"
 GENESIS_PREV = "0" * 64
 FORMAT_VERSION = 1
 ENTRY_TYPES = frozenset({"genesis", "sent", "received", "disclosure", "checkpoint", "prune", "recovered"})
+MAX_UNSIGNED = 1000  # the format's bound on a run of entries without a checkpoint (README "Audit log format")
+DEFAULT_CHECKPOINT_SECONDS = 2.0  # a running node signs what it appended within this long
 _SEGMENT_PREFIX = "seg-"
 _TAIL_READ = 1 << 16
+_CHECKPOINT_MARK = b'"type":"checkpoint"'
+
+log = logging.getLogger(__name__)
 
 
 class AuditError(PsiShareError):
@@ -121,15 +138,18 @@ class _Tail:
     seq: int  # seq the next entry gets
     head: str  # hash of the last entry
     size: int  # byte size of log.jsonl after the last entry
-    since_checkpoint: int
+    since_checkpoint: int  # entries after the last checkpoint (counted up to MAX_UNSIGNED + 1)
 
 
 class AuditLog:
     """One node's audit log, open for appending.
 
-    ``checkpoint_every`` entries (and at :meth:`close`) a signed checkpoint
-    is appended. ``transcript_max_bytes`` bounds the transcript segments
-    kept; older segments are pruned and the pruning is itself an entry.
+    Signs a checkpoint right after the genesis entry, after every
+    ``checkpoint_every`` entries (at most :data:`MAX_UNSIGNED`),
+    ``checkpoint_seconds`` after the first unsigned entry (``None``: never
+    on a timer) and at :meth:`close`. ``transcript_max_bytes`` bounds the
+    transcript segments kept; older segments are pruned and the pruning is
+    itself an entry.
     """
 
     def __init__(
@@ -138,31 +158,48 @@ class AuditLog:
         *,
         node: str,
         key: Ed25519PrivateKey,
-        checkpoint_every: int = 1000,
+        checkpoint_every: int = MAX_UNSIGNED,
+        checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
         transcript_max_bytes: int = 1 << 30,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        if not 1 <= checkpoint_every <= MAX_UNSIGNED:
+            raise AuditError(f"[audit] checkpoint_every must be between 1 and {MAX_UNSIGNED} "
+                             f"(the bound the log format promises a verifier), not {checkpoint_every}")
         self.directory = directory
         self.node = node
         self._key = key
         self.public_key_hex = public_key_hex(key.public_key())
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
         self.transcript_max_bytes = transcript_max_bytes
         self._segment_bytes = max(1 << 16, min(64 << 20, transcript_max_bytes // 4))
         self._clock_ns = clock_ns
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)  # wakes the timed signer
+        self._due: float | None = None  # monotonic time the timed signer signs at
+        self._signer: threading.Thread | None = None
+        self._tail_cache: _Tail | None = None
         directory.mkdir(parents=True, exist_ok=True)
         (directory / TRANSCRIPTS_DIR).mkdir(exist_ok=True)
-        self._write_public_key()
         self.path = directory / LOG_FILE
         created = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         if created:
             _fsync_dir(directory)  # the new file's name must survive a crash as well as its bytes
         self._closed = False
-        with self._locked():
-            if self._tail.seq == 0:
-                self._append_locked({"type": "genesis", "node": node, "format": FORMAT_VERSION, "key": self.public_key_hex})
+        try:
+            with self._locked():
+                if self._tail.seq == 0:
+                    self._append_locked({"type": "genesis", "node": node, "format": FORMAT_VERSION, "key": self.public_key_hex})
+                    self._checkpoint_locked()  # the genesis entry (and the key it names) is signed at once
+                else:
+                    self._check_key_locked()
+        except BaseException:
+            self._closed = True
+            os.close(self._fd)
+            raise
+        self._write_public_key()
 
     # -- public API -------------------------------------------------------
 
@@ -174,10 +211,7 @@ class AuditLog:
             body = dict(plain(fields))
             if transcript is not None:
                 body["transcript"] = self._write_transcript(transcript)
-            entry = self._append_locked({"type": entry_type, **body})
-            if self.checkpoint_every and self._tail.since_checkpoint >= self.checkpoint_every:
-                self._checkpoint_locked()
-            return entry
+            return self._append_locked({"type": entry_type, **body})
 
     def checkpoint(self) -> dict[str, Any] | None:
         """Append a signed checkpoint unless the last entry already is one."""
@@ -194,10 +228,16 @@ class AuditLog:
     def close(self) -> None:
         if self._closed:
             return
-        self.checkpoint()
-        with self._lock:
-            self._closed = True
-            os.close(self._fd)
+        try:
+            self.checkpoint()
+        finally:
+            with self._lock:
+                self._closed = True
+                self._wake.notify_all()
+                os.close(self._fd)
+            signer = self._signer
+            if signer is not None and signer is not threading.current_thread():
+                signer.join(timeout=5)
 
     # -- internals --------------------------------------------------------
 
@@ -228,56 +268,94 @@ class AuditLog:
     def _read_tail(self) -> _Tail:
         """The last entry, re-read when another process appended since."""
         size = os.fstat(self._fd).st_size
-        cached: _Tail | None = getattr(self, "_tail_cache", None)
+        cached = self._tail_cache
         if cached is not None and cached.size == size:
             return cached
         if size == 0:
             tail = _Tail(0, GENESIS_PREV, 0, 0)
+        elif os.pread(self._fd, 1, size - 1) != b"\n":
+            tail = self._recover_torn(size)
         else:
-            start = max(0, size - _TAIL_READ)
-            data = os.pread(self._fd, size - start, start)
-            if not data.endswith(b"\n"):
-                tail = self._recover_torn(data, start, size)
-            else:
-                lines = data[:-1].split(b"\n")
-                if start > 0:
-                    lines = lines[1:]
-                if not lines:
-                    raise AuditError(f"{self.path}: last entry is longer than {_TAIL_READ} bytes")
-                try:
-                    last = json.loads(lines[-1])
-                    tail = _Tail(last["seq"] + 1, last["hash"], size, self._since_checkpoint(lines))
-                except (ValueError, KeyError, TypeError):
-                    raise AuditError(
-                        f"{self.path}: the last entry is unreadable; run 'psi-share audit verify' "
-                        "(nothing is appended to a damaged log)"
-                    ) from None
+            last, since = self._scan_back(size)
+            try:
+                entry = json.loads(last)
+                tail = _Tail(entry["seq"] + 1, entry["hash"], size, since)
+            except (ValueError, KeyError, TypeError):
+                raise AuditError(
+                    f"{self.path}: the last entry is unreadable; run 'psi-share audit verify' "
+                    "(nothing is appended to a damaged log)"
+                ) from None
         self._tail_cache = tail
         return tail
 
-    @staticmethod
-    def _since_checkpoint(lines: list[bytes]) -> int:
-        for n, line in enumerate(reversed(lines)):
-            if b'"type":"checkpoint"' in line:
-                return n
-        return len(lines)
+    def _scan_back(self, size: int) -> tuple[bytes, int]:
+        """The last line, and how many entries follow the last checkpoint.
 
-    def _recover_torn(self, data: bytes, start: int, size: int) -> _Tail:
+        Reads backwards from the end until it meets a checkpoint or has
+        counted more than MAX_UNSIGNED entries: the count must be exact, as
+        it decides when the next checkpoint is due (a crashed process's
+        unsigned entries count too).
+        """
+        last: bytes | None = None
+        since, pos, carry = 0, size - 1, b""  # the final newline is not a line
+        while True:
+            start = max(0, pos - _TAIL_READ)
+            parts = (os.pread(self._fd, pos - start, start) + carry).split(b"\n")
+            carry = parts.pop(0) if start > 0 else b""  # maybe the end of a line that began earlier
+            for line in reversed(parts):
+                last = line if last is None else last
+                if _CHECKPOINT_MARK in line and _is_checkpoint(line):
+                    return last, since
+                since += 1
+                if since > MAX_UNSIGNED:
+                    return last, since
+            if start == 0:
+                if last is None:
+                    raise AuditError(f"{self.path}: no entry found")
+                return last, since
+            pos = start
+
+    def _recover_torn(self, size: int) -> _Tail:
         """A crash mid-write left a partial last line: cut it and say so."""
-        cut = data.rfind(b"\n")
-        torn = data[cut + 1:]
-        keep = start + cut + 1
+        keep = size
+        while keep > 0:
+            start = max(0, keep - _TAIL_READ)
+            cut = os.pread(self._fd, keep - start, start).rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            keep = start
+        torn = os.pread(self._fd, size - keep, keep)
         os.ftruncate(self._fd, keep)
         os.fsync(self._fd)
         self._tail_cache = None
-        tail = self._read_tail()
-        self._tail = tail
+        self._tail = self._read_tail()
+        if keep == 0:
+            return self._tail  # the genesis entry itself was torn: the log starts again
         self._append_locked({
             "type": "recovered", "torn_bytes": len(torn), "torn_sha256": hashlib.sha256(torn).hexdigest(),
         })
         return self._tail
 
+    def _check_key_locked(self) -> None:
+        """Refuse to sign this log with any key but the one its genesis entry names."""
+        first = os.pread(self._fd, _TAIL_READ, 0).split(b"\n", 1)[0]
+        try:
+            claimed = json.loads(first).get("key")
+        except (ValueError, AttributeError):
+            raise AuditError(f"{self.path}: the genesis entry is unreadable; run 'psi-share audit verify'") from None
+        if claimed != self.public_key_hex:
+            raise AuditError(
+                f"{self.path} was started with audit key {claimed}, but the signing key given (keys/audit.key) is "
+                f"{self.public_key_hex}: a log is signed by one key only. Restore the original keys/audit.key; "
+                f"to start over with a new key, move {self.directory} aside (and give the compliance officer the new "
+                "public key from 'psi-share audit key')"
+            )
+
     def _append_locked(self, body: dict[str, Any]) -> dict[str, Any]:
+        checkpoint = body["type"] == "checkpoint"
+        if not checkpoint and self._tail.since_checkpoint >= self.checkpoint_every:
+            self._checkpoint_locked()  # a run left by a crashed process is signed before it grows
         tail = self._tail
         entry = {"seq": tail.seq, "prev": tail.head, "time_ns": self._clock_ns(), **body}
         entry["hash"] = entry_hash(entry)
@@ -286,8 +364,14 @@ class AuditLog:
         if written != len(line):
             raise AuditError(f"{self.path}: short write ({written} of {len(line)} bytes)")
         os.fsync(self._fd)
-        since = 0 if body["type"] == "checkpoint" else tail.since_checkpoint + 1
+        since = 0 if checkpoint else tail.since_checkpoint + 1
         self._tail = self._tail_cache = _Tail(tail.seq + 1, entry["hash"], tail.size + len(line), since)
+        if checkpoint:
+            self._due = None
+        elif since >= self.checkpoint_every:
+            self._checkpoint_locked()  # never more than checkpoint_every unsigned entries on disk
+        elif body["type"] != "genesis":  # (a checkpoint follows the genesis entry at once)
+            self._sign_soon()
         return entry
 
     def _checkpoint_locked(self) -> dict[str, Any]:
@@ -297,16 +381,43 @@ class AuditLog:
             "type": "checkpoint", "node": self.node, "count": count, "head": head,
             "key": self.public_key_hex, "sig": signature.hex(),
         })
-        tmp = self.directory / (CHECKPOINT_FILE + ".tmp")
+        tmp = self.directory / f"{CHECKPOINT_FILE}.{os.getpid()}.tmp"
         tmp.write_bytes(canonical_json(entry) + b"\n")
         os.replace(tmp, self.directory / CHECKPOINT_FILE)
         return entry
+
+    def _sign_soon(self) -> None:
+        """Have the timed signer checkpoint ``checkpoint_seconds`` from now (lock held)."""
+        if self.checkpoint_seconds is None or self._due is not None:
+            return
+        self._due = time.monotonic() + self.checkpoint_seconds
+        if self._signer is None:
+            self._signer = threading.Thread(target=self._sign_when_due, name="audit-checkpoint", daemon=True)
+            self._signer.start()
+        else:
+            self._wake.notify()
+
+    def _sign_when_due(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and (self._due is None or self._due > time.monotonic()):
+                    self._wake.wait(None if self._due is None else self._due - time.monotonic())
+                if self._closed:
+                    return
+                self._due = None
+            try:
+                self.checkpoint()
+            except (AuditError, OSError) as exc:
+                if self._closed:
+                    return
+                # The next append schedules another try; close() signs in any case.
+                log.error("audit: the timed checkpoint failed: %s", exc)
 
     def _write_public_key(self) -> None:
         path = self.directory / PUBLIC_KEY_FILE
         text = self.public_key_hex + "\n"
         if not path.exists() or path.read_text() != text:
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(text)
             os.replace(tmp, path)
 
@@ -368,7 +479,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-# -- reading and verifying ----------------------------------------------------
+def _is_checkpoint(line: bytes) -> bool:
+    try:
+        return json.loads(line).get("type") == "checkpoint"
+    except (ValueError, AttributeError):
+        return False
+
+
+# -- reading (the verifier is in .verify) ------------------------------------------
 
 
 def read_entries(directory: Path) -> Iterator[tuple[int, bytes]]:
@@ -392,154 +510,7 @@ def load_entries(directory: Path) -> list[dict[str, Any]]:
     return out
 
 
-@dataclass
-class VerifyResult:
-    entries: int = 0
-    checkpoints: int = 0
-    last_checkpoint_count: int = -1
-    head: str = GENESIS_PREV
-    problems: list[str] = field(default_factory=list)
-    first_bad: str = ""  # "line N (seq S)" of the first entry that fails
-    uncovered: int = 0  # entries after the last checkpoint
-    transcripts_checked: int = 0
-    transcripts_pruned: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def verify_log(
-    directory: Path,
-    public_key: Ed25519PublicKey,
-    *,
-    node: str | None = None,
-    expect_head: tuple[int, str] | None = None,
-    check_transcripts: bool = True,
-) -> VerifyResult:
-    """Check chain, signatures, checkpoint file and transcripts.
-
-    Stops the chain check at the first bad entry (everything after it would
-    only repeat the damage) and names it in ``first_bad``.
-    """
-    result = VerifyResult()
-    trusted = public_key_hex(public_key)
-    prev = GENESIS_PREV
-    hashes: list[str] = []
-    transcripts: list[tuple[int, dict[str, Any], str, int]] = []
-    pruned: set[str] = set()
-
-    def bad(where: str, why: str) -> None:
-        if not result.first_bad:
-            result.first_bad = where
-        result.problems.append(f"{where}: {why}")
-
-    for number, raw in read_entries(directory):
-        where = f"line {number} (seq {number - 1})"
-        if not raw.endswith(b"\n"):
-            bad(where, "entry is cut off (the log was truncated mid-entry)")
-            break
-        try:
-            entry = json.loads(raw)
-            if not isinstance(entry, dict):
-                raise ValueError
-        except ValueError:
-            bad(where, "not a JSON entry")
-            break
-        seq = entry.get("seq")
-        if seq != number - 1:
-            bad(where, f"seq is {seq!r}, expected {number - 1} (an entry was deleted, inserted or moved)")
-            break
-        if entry.get("prev") != prev:
-            bad(where, "prev does not match the previous entry's hash (an entry before it was deleted, inserted or moved)")
-            break
-        if entry.get("hash") != entry_hash(entry):
-            bad(where, "hash does not match the entry's content (the entry was edited)")
-            break
-        kind = entry.get("type")
-        if kind not in ENTRY_TYPES:
-            bad(where, f"unknown entry type {kind!r}")
-            break
-        if seq == 0 and kind != "genesis":
-            bad(where, "the first entry is not the genesis entry")
-            break
-        if kind == "genesis" and node is not None and entry.get("node") != node:
-            bad(where, f"log belongs to node {entry.get('node')!r}, not {node!r}")
-            break
-        if kind == "checkpoint":
-            why = _check_checkpoint(entry, trusted)
-            if why:
-                bad(where, why)
-                break
-            result.checkpoints += 1
-            result.last_checkpoint_count = seq
-        if kind == "prune":
-            pruned.update(entry.get("segments", []))
-        if "transcript" in entry:
-            t = entry["transcript"]
-            transcripts.append((number, t, entry.get("sha256", ""), int(entry.get("bytes", 0))))
-        prev = entry["hash"]
-        hashes.append(prev)
-        result.entries += 1
-    result.head = prev
-    if result.last_checkpoint_count >= 0:
-        result.uncovered = result.entries - result.last_checkpoint_count - 1
-    else:
-        result.uncovered = result.entries
-    _check_checkpoint_file(directory, hashes, result, bad)
-    if expect_head is not None:
-        count, head = expect_head
-        if result.entries < count:
-            bad("log", f"holds {result.entries} entries, fewer than the {count} of the exported head (truncated)")
-        elif hashes[count - 1] != head if count else head != GENESIS_PREV:
-            bad(f"line {count} (seq {count - 1})", "hash differs from the exported head (the log was rewritten)")
-    if check_transcripts and not result.first_bad:
-        for number, t, sha, length in transcripts:
-            segment = directory / TRANSCRIPTS_DIR / str(t.get("segment", ""))
-            if t.get("segment") in pruned:
-                result.transcripts_pruned += 1
-                continue
-            data = _read_segment(segment, int(t.get("offset", 0)), length)
-            if data is None or hashlib.sha256(data).hexdigest() != sha:
-                bad(f"line {number} (seq {number - 1})", f"transcript bytes in {segment.name} are missing or differ from the logged SHA-256")
-            else:
-                result.transcripts_checked += 1
-    return result
-
-
-def _check_checkpoint(entry: Mapping[str, Any], trusted: str) -> str:
-    if entry.get("count") != entry.get("seq") or entry.get("head") != entry.get("prev"):
-        return "checkpoint's count/head do not state its own position"
-    if entry.get("key") != trusted:
-        return "checkpoint is signed with another key than the audit key being trusted"
-    try:
-        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(entry["key"]))
-        key.verify(bytes.fromhex(entry["sig"]), checkpoint_message(str(entry["node"]), entry["count"], entry["head"]))
-    except (InvalidSignature, ValueError, KeyError, TypeError):
-        return "checkpoint signature does not verify (an entry at or before it was changed)"
-    return ""
-
-
-def _check_checkpoint_file(directory: Path, hashes: list[str], result: VerifyResult, bad) -> None:  # type: ignore[no-untyped-def]
-    path = directory / CHECKPOINT_FILE
-    if not path.exists():
-        return
-    try:
-        saved = json.loads(path.read_bytes())
-        seq = int(saved["seq"])
-        saved_hash = saved["hash"]
-    except (ValueError, KeyError, TypeError):
-        bad(CHECKPOINT_FILE, "unreadable")
-        return
-    if seq >= len(hashes):
-        if not result.first_bad:
-            bad("log", f"ends after {len(hashes)} entries but {CHECKPOINT_FILE} states a signed checkpoint at seq {seq} (entries were cut off)")
-        return
-    if hashes[seq] != saved_hash:
-        bad(f"line {seq + 1} (seq {seq})", f"differs from the signed checkpoint saved in {CHECKPOINT_FILE}")
-
-
-def _read_segment(path: Path, offset: int, length: int) -> bytes | None:
+def read_segment(path: Path, offset: int, length: int) -> bytes | None:
     try:
         with path.open("rb") as fh:
             fh.seek(offset)
@@ -555,6 +526,6 @@ def iter_transcripts(directory: Path, entries: list[dict[str, Any]]) -> Iterator
         t = entry.get("transcript")
         if not t:
             continue
-        data = _read_segment(directory / TRANSCRIPTS_DIR / str(t.get("segment", "")), int(t.get("offset", 0)), int(entry.get("bytes", 0)))
+        data = read_segment(directory / TRANSCRIPTS_DIR / str(t.get("segment", "")), int(t.get("offset", 0)), int(entry.get("bytes", 0)))
         if data is not None:
             yield entry, data

@@ -34,7 +34,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from private_set_intersection.python import Request, Response, ServerSetup
 
 from ..identifiers import KINDS
-from ..store.db import NAME_PATTERN
+from ..names import NAME_PATTERN
 from ..v1 import node_pb2 as pb
 
 POINT_BYTES = 33
@@ -289,9 +289,9 @@ def _standard_services() -> None:
 
 
 _standard_services()
-# Protocols living in other modules register their own checks where they are
-# defined (e.g. the Paillier protocols' check_message functions); that module
-# must be imported before a scan runs -- add it to _PROTOCOL_CHECK_MODULES.
+# The checks of the other protocols register themselves from the layer above
+# (psi_share.node.audit_checks, imported with the node package, which
+# psi_share itself imports): the audit never imports upward.
 register_message_check("node", "info-request", _node_info_request)
 register_message_check("node", "info", _node_info)
 register_message_check("psi", "open", _psi_open, wants_params=True)
@@ -303,13 +303,3 @@ register_message_check("psi", "request-chunk", _psi_request, wants_params=True)
 register_message_check("psi", "response-chunk", _psi_response, wants_params=True)
 register_message_check("psi", "setup-chunk", _psi_setup, wants_params=True)
 
-
-# Modules that register message checks for their protocols when imported.
-_PROTOCOL_CHECK_MODULES: tuple[str, ...] = ("psi_share.protocols.aggregate_checks",)
-
-
-def load_protocol_checks() -> None:
-    import importlib
-
-    for name in _PROTOCOL_CHECK_MODULES:
-        importlib.import_module(name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 
-from ..transport.egress import Disclosure, WireEvent
+from ..events import Disclosure, WireEvent
 from .log import AuditLog
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..timefmt import utc_text
-from .log import VerifyResult
+from .verify import VerifyResult
 
 # What protects the content of each step we send (PSI and node info).
 PROTECTION = {
@@ -115,6 +115,8 @@ def build_report(node: str, entries: Iterable[Mapping[str, Any]], verified: Veri
     if verified.ok:
         verdict = (f"intact: {verified.entries} entries, {verified.checkpoints} signed checkpoints, "
                    f"head {verified.entries}:{verified.head}, {verified.uncovered} entries after the last checkpoint")
+        if not verified.signed:  # the same flag as 'audit verify' (exit 3): only the chain protects these
+            verdict += f" (UNSIGNED TAIL from {verified.first_unsigned}: not yet under a signature)"
     else:
         verdict = f"FAILED: first bad entry at {verified.first_bad}: {verified.problems[0]}"
     return AuditReport(

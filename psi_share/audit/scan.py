@@ -39,7 +39,7 @@ import numpy as np
 from ..identifiers import CanonicalizationContext, domain_separated_item
 from ..store.importer import parse_data_file
 from .log import iter_transcripts, load_entries
-from .messages import check_chunk_envelope, check_message, load_protocol_checks
+from .messages import check_chunk_envelope, check_message
 
 ANCHOR = 8
 PIECE = 1 << 20
@@ -260,7 +260,6 @@ class _Unit:
 
 
 def scan_audit(directory: Path, data_files: Sequence[Path], ctx: CanonicalizationContext) -> ScanResult:
-    load_protocol_checks()
     result = ScanResult()
     index = NeedleIndex(load_sources(data_files, ctx))
     result.identifiers, result.needles, result.skipped_short = len(index.sources), len(index), index.skipped_short

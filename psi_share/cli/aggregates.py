@@ -113,10 +113,11 @@ def run_aggregate_job_command(c, spec, fmt: str) -> None:  # type: ignore[no-unt
     """``job run`` for an intersection-sum or federation-total job file (exit codes as for PSI jobs)."""
     import sys
 
+    from ..jobs.runner import run_job
     from .jobs import RUN_EXIT
 
     with c.node() as n:
-        result = n.run_job(spec)
+        result = run_job(n, spec)
         emit_aggregate_job(result, fmt)
     sys.exit(RUN_EXIT[result.status])
 

@@ -21,11 +21,12 @@ from pathlib import Path
 import click
 
 from ..errors import JobBusy, PsiShareError
-from ..node.exports import FORMATS as EXPORT_FORMATS
-from ..node.exports import collect, render
-from ..node.history import RunDiff, diff_runs, is_reveal, peer_outcomes, previous_diff, summary_line
-from ..node.jobs import JobRunResult, load_job
-from ..node.retry import JobEvent
+from ..jobs.exports import FORMATS as EXPORT_FORMATS
+from ..jobs.exports import collect, render
+from ..jobs.history import RunDiff, diff_runs, is_reveal, peer_outcomes, previous_diff, run_attribution, summary_line
+from ..jobs.retry import JobEvent
+from ..jobs.runner import run_job
+from ..jobs.spec import JobRunResult, load_job
 from ..timefmt import utc_text
 from .output import emit, err_console, format_option
 
@@ -79,7 +80,7 @@ def run_job_command(c, jobfile: Path, fmt: str) -> None:  # type: ignore[no-unty
                     progress.advance(task)
 
             try:
-                result = n.run_job(spec, on_event=on_event)
+                result = run_job(n, spec, on_event=on_event)
             except JobBusy as exc:
                 click.secho("busy: ", fg="yellow", bold=True, err=True, nl=False)
                 click.echo(str(exc), err=True)
@@ -180,7 +181,7 @@ def job_history(c, job_name: str, limit: int, fmt: str, as_json: bool) -> None: 
 
 
 def _attribution(n, run) -> dict:  # type: ignore[no-untyped-def]
-    return n.attribution(run.id)
+    return run_attribution(n.store, run.id)
 
 
 @click.command("schedule")
@@ -189,7 +190,7 @@ def _attribution(n, run) -> dict:  # type: ignore[no-untyped-def]
 @click.pass_obj
 def job_schedule(c, fmt: str, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     """Show the scheduled jobs 'serve' runs ([jobs] scheduled), their last and next runs."""
-    from ..node.scheduler import JobScheduler, find_scheduled_jobs
+    from ..jobs.scheduler import JobScheduler, find_scheduled_jobs
 
     fmt = "json" if as_json else fmt
     with c.node() as n:

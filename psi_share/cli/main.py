@@ -3,7 +3,9 @@
 Exit codes: 0 success; 1 an error (message on stderr); 2 bad usage;
 3 a job run that completed only partially (some peers failed); 4 a job run
 that failed (no peer succeeded); 5 a job run refused because another run of
-the same job is in progress (see cli/jobs.py).
+the same job is in progress (see cli/jobs.py); 6 ``serve`` cannot listen on
+its address (the port is in use, e.g. by another node, or the host is not
+this machine's).
 """
 
 from __future__ import annotations
@@ -20,17 +22,20 @@ from rich.logging import RichHandler
 from .. import __version__
 from ..errors import PsiShareError
 from ..identifiers import KINDS
+from ..jobs.history import run_attribution
+from ..jobs.scheduler import start_scheduler
 from ..node.home import init_home
 from ..node.node import Node
 from ..pki import load_certificate
 from ..protocols.psi import Mode
 from ..timefmt import utc_text
+from ..transport.listen import ListenError
 from ..store import ImportMode
 from .jobs import register as register_job_commands
 from .jobs import run_job_command
 from .output import emit, emit_object, err_console, format_option
 
-EXIT_ERROR, EXIT_PARTIAL = 1, 3
+EXIT_ERROR, EXIT_PARTIAL, EXIT_CANNOT_LISTEN = 1, 3, 6
 DEFAULT_HOME = str(Path("~/.psi-share").expanduser())
 
 
@@ -81,10 +86,15 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except PsiShareError as exc:
-            # Plain text, never rich markup: messages hold paths and [sections].
-            click.secho("error: ", fg="red", bold=True, err=True, nl=False)
-            click.echo(str(exc), err=True)
-            sys.exit(EXIT_ERROR)
+            _exit_with(exc, EXIT_ERROR)
+
+
+def _exit_with(exc: Exception, code: int) -> None:
+    """One clear line on stderr, then exit ``code``."""
+    # Plain text, never rich markup: messages hold paths and [sections].
+    click.secho("error: ", fg="red", bold=True, err=True, nl=False)
+    click.echo(str(exc), err=True)
+    sys.exit(code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -194,30 +204,47 @@ def data() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--replace", is_flag=True, help="Replace the dataset's contents.")
 @click.option("--append", is_flag=True, help="Add to the dataset's contents.")
+@click.option(
+    "--rejects", "rejects", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+    help="Import the valid rows; write each refused row's file, line, kind and reason (never its value) "
+         "to FILE (CSV). An existing FILE is overwritten only if it is a rejects file.",
+)
 @format_option
 @pass_ctx
-def data_import(c: Ctx, dataset: str, file: Path, replace: bool, append: bool, fmt: str) -> None:
-    """Import FILE (CSV or JSON Lines) into DATASET, all or nothing.
+def data_import(c: Ctx, dataset: str, file: Path, replace: bool, append: bool, rejects: Path | None,
+                fmt: str) -> None:
+    """Import FILE (CSV, TSV or JSON Lines) into DATASET, all or nothing.
 
     \b
-    CSV: header 'actor_id,kind,value', one identifier per row.
+    CSV: header 'actor_id,kind,value', one identifier per row (TSV: the same, tab-separated).
     JSONL: {"actor_id": "a-1", "identifiers": [{"kind": "email", "value": "..."}]} per line.
 
-    Every value is canonicalized on import; a bad row stops the import with
-    its file and line and nothing is written. When DATASET already holds
-    actors, say --replace or --append.
+    Every value is canonicalized on import. A refused row (file, line and
+    reason, never the value) stops the import and nothing is written; every
+    refused row is listed. With --rejects FILE the valid rows are imported and
+    the refused ones listed in FILE (exit 0; the summary counts them by
+    reason). When DATASET already holds actors, say --replace or --append.
+    Importing what the dataset already holds changes nothing, not even its
+    revision.
     """
     if replace and append:
         raise click.UsageError("--replace and --append contradict each other; give one")
     mode = ImportMode.REPLACE if replace else ImportMode.APPEND if append else None
     with c.node() as n:
-        s = n.import_file(dataset, file, mode)
+        s = n.import_file(dataset, file, mode, rejects=rejects)
         emit_object(
-            {"dataset": s.dataset, "file": s.path, "rows": s.rows, "actors": s.actors,
+            {"dataset": s.dataset, "file": s.path, "rows": s.rows, "rejected": s.rejected,
+             "rejected_by_reason": s.rejected_by_reason, "rejects_file": s.rejects_file, "actors": s.actors,
              "identifiers": s.identifiers, "duplicates_collapsed": s.duplicates,
-             "actors_added": s.actors_added, "identifiers_added": s.identifiers_added},
+             "actors_added": s.actors_added, "identifiers_added": s.identifiers_added,
+             "actors_removed": s.actors_removed, "identifiers_removed": s.identifiers_removed,
+             "revision": s.revision, "changed": s.changed},
             fmt, title="import",
         )
+    if s.rejected:
+        # stderr, so that --format json/csv on stdout stays clean.
+        click.echo(f"{s.rejected} of {s.rows} rows refused and not imported; file, line and reason of each "
+                   f"are in {s.rejects_file}", err=True)
 
 
 @data.command("list")
@@ -332,14 +359,19 @@ def serve(c: Ctx, listen: str | None) -> None:
     not wait for them. Health (grpc.health.v1) and server reflection are on.
     Job files of [jobs] scheduled that carry a [job.schedule] run on their
     schedule in this process (a job missed while down runs once at start).
+    The port is never shared: when it is in use (another node listens there)
+    serve exits with code 6 and says so.
     """
     with c.node() as n:
-        running = n.serve(listen)
+        try:
+            running = n.serve(listen)
+        except ListenError as exc:
+            _exit_with(exc, EXIT_CANNOT_LISTEN)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         try:
-            scheduler = n.start_scheduler(on_result=_log_scheduled_run(n))
+            scheduler = start_scheduler(n, on_result=_log_scheduled_run(n))
         except PsiShareError:
             running.stop(grace=1)
             raise
@@ -354,7 +386,7 @@ def serve(c: Ctx, listen: str | None) -> None:
 
 def _log_scheduled_run(n: Node):  # type: ignore[no-untyped-def]
     """One summary line per scheduled run, in serve's log."""
-    from ..node.history import previous_diff, summary_line
+    from ..jobs.history import previous_diff, summary_line
 
     def log_result(result) -> None:  # type: ignore[no-untyped-def]
         run = n.store.job_run(result.run_id)
@@ -459,7 +491,7 @@ def results_run(c: Ctx, run_id: str, min_peers: int, fmt: str) -> None:
     """Per actor, the peers that matched it in job run RUN_ID."""
     with c.node() as n:
         run = n.store.job_run(run_id)
-        attribution = n.attribution(run.id)
+        attribution = run_attribution(n.store, run.id)
         rows = [{"actor_id": a, "peers": list(p), "peer_count": len(p)} for a, p in attribution.items() if len(p) >= min_peers]
         emit(rows, ("actor_id", "peer_count", "peers"), fmt, f"job {run.job_name} run {run.id}: {run.status}")
 
@@ -486,7 +518,7 @@ def job_run(c: Ctx, jobfile: Path, fmt: str, as_json: bool) -> None:
     failed (none succeeded), 5 another run of this job is in progress. For
     cron: '0 3 * * 1 psi-share --home HOME job run JOBFILE --json'.
     """
-    from ..node.jobs import load_job
+    from ..jobs.spec import load_job
     from .aggregates import run_aggregate_job_command
 
     spec = load_job(jobfile)

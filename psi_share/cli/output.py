@@ -1,4 +1,11 @@
-"""Rendering rows as a rich table, CSV or JSON (one place for all commands)."""
+"""Rendering rows as a rich table, CSV or JSON (one place for all commands).
+
+A table never cuts a value: on a terminal a long value wraps inside its
+column (``overflow="fold"``, never an ellipsis); anywhere else (a pipe, a
+file, a CI log) there is no width to respect, so the table is printed as
+wide as its content. Cells are plain text, never rich markup, so a
+``[section]`` in a value is printed as it is.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 FORMATS = ("table", "csv", "json")
 format_option = click.option(
@@ -20,6 +28,9 @@ format_option = click.option(
 
 console = Console()
 err_console = Console(stderr=True)
+# Rich falls back to 80 columns when stdout is not a terminal and shrinks
+# tables to fit; this is the width a table may take there instead.
+_UNBOUNDED_WIDTH = 1_000_000
 
 
 def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, title: str | None = None) -> None:
@@ -32,12 +43,12 @@ def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, title
         for r in rows:
             writer.writerow({c: _flat(r.get(c)) for c in columns})
         return
-    table = Table(title=title, show_lines=False)
+    table = Table(title=Text(title) if title else None, show_lines=False)
     for c in columns:
-        table.add_column(c.replace("_", " "))
+        table.add_column(c.replace("_", " "), overflow="fold")
     for r in rows:
-        table.add_row(*(_flat(r.get(c)) for c in columns))
-    console.print(table)
+        table.add_row(*(Text(_flat(r.get(c))) for c in columns))
+    (console if console.is_terminal else Console(width=_UNBOUNDED_WIDTH)).print(table)
 
 
 def emit_object(obj: dict[str, Any], fmt: str, title: str | None = None) -> None:

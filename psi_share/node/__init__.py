@@ -1,1 +1,8 @@
-"""Node wiring: config, home, responder, requester, jobs."""
+"""The node: config, home, policy, the Node API, and a wing per capability
+(psi/, sums/, federation.py) holding both sides of its protocol.
+
+Importing the node registers the aggregate protocols' audit message checks
+(:mod:`.audit_checks`) with :mod:`psi_share.audit.messages`, from above.
+"""
+
+from . import audit_checks  # noqa: F401  (registers itself)

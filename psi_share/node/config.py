@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..identifiers import KINDS, CanonicalizationContext
 from ..protocols.psi import DEFAULT_FALSE_POSITIVE_RATE
+from ..transport.liveness import Liveness
 from .policy_config import PolicyConfig, parse_policy, render_policy
 
 
@@ -106,6 +107,7 @@ class NodeConfig:
     paillier: PaillierConfig = field(default_factory=PaillierConfig)
     intersection_sum: IntersectionSumConfig = field(default_factory=IntersectionSumConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    transport: Liveness = field(default_factory=Liveness)  # keepalive, silence limit (protos/PROTOCOL.md)
 
     @property
     def canonicalization(self) -> CanonicalizationContext:
@@ -144,7 +146,19 @@ reveal = {str(e.reveal).lower()}              # false: peers learn only counts
 ttl_seconds = {s.ttl_seconds}               # an abandoned session is dropped after this
 max_open = {s.max_open}                   # concurrent sessions this node serves
 setup_lifetime_seconds = {s.setup_lifetime_seconds}  # prepared filters (and their keys) are rotated after this
-{_render_audit()}{_render_jobs()}{render_aggregates_config()}{_render_tls()}{render_policy()}"""
+{_render_transport()}{_render_audit()}{_render_jobs()}{render_aggregates_config()}{_render_tls()}{render_policy()}"""
+
+
+def _render_transport() -> str:
+    t = Liveness()
+    return f"""
+[transport]
+# How long a peer may stay silent in a call (send and acknowledge nothing)
+# before this node cuts it, and how often quiet connections are pinged.
+# See protos/PROTOCOL.md, "Timeouts and keepalive".
+peer_silence_seconds = {t.peer_silence_seconds:g}
+keepalive_seconds = {t.keepalive_seconds:g}
+"""
 
 
 def _render_audit() -> str:
@@ -222,6 +236,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "paillier": {"key_bits": int, "pool_size": int, "key_lifetime_seconds": int},
     "intersection_sum": {"value_holders": list},
     "federation": {"min_contributors": int},
+    "transport": {"peer_silence_seconds": float, "keepalive_seconds": float},
 }
 
 
@@ -273,6 +288,7 @@ def parse_config(data: dict[str, Any], where: str) -> NodeConfig:
     )
     cfg = _with_audit(cfg, data.get("audit", {}))
     cfg = _with_jobs(cfg, data.get("jobs", {}))
+    cfg = _with_transport(cfg, data.get("transport", {}), where)
     _check_values(cfg, where)
     _check_audit(cfg.audit, where)
     _check_jobs(cfg.jobs, where)
@@ -289,6 +305,20 @@ def _with_audit(cfg: NodeConfig, a: dict[str, Any]) -> NodeConfig:
         transcript_max_bytes=a.get("transcript_max_bytes", AuditConfig.transcript_max_bytes),
         checkpoint_every=a.get("checkpoint_every", AuditConfig.checkpoint_every),
     ))
+
+
+def _with_transport(cfg: NodeConfig, t: dict[str, Any], where: str) -> NodeConfig:
+    from dataclasses import replace
+
+    d = Liveness()
+    live = Liveness(
+        peer_silence_seconds=float(t.get("peer_silence_seconds", d.peer_silence_seconds)),
+        keepalive_seconds=float(t.get("keepalive_seconds", d.keepalive_seconds)),
+    )
+    for key in ("peer_silence_seconds", "keepalive_seconds"):
+        if not 1 <= getattr(live, key) <= 86_400:
+            raise ConfigError(f"{where}: [transport] {key} must be between 1 and 86400")
+    return replace(cfg, transport=live)
 
 
 def _check_audit(a: AuditConfig, where: str) -> None:
@@ -351,7 +381,7 @@ def _check_shape(data: dict[str, Any], where: str) -> None:
 
 
 def _check_values(cfg: NodeConfig, where: str) -> None:
-    from ..store.db import NAME_PATTERN
+    from ..names import NAME_PATTERN
 
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{where}: {key} {why}")

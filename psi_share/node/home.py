@@ -94,6 +94,7 @@ class NodeHome:
     def load_tls(self, config: NodeConfig):  # type: ignore[no-untyped-def]
         """This node's checked TLS material (:class:`psi_share.pki.NodeTls`);
         ConfigError naming the file and the fix when anything is wrong."""
+        from ..crl import CRL_IN_FORCE
         from ..pki import load_node_tls
 
         t = config.tls
@@ -105,7 +106,8 @@ class NodeHome:
                 "(plaintext only with --insecure, never in production)"
             )
         return load_node_tls(
-            name=config.name, ca=self.tls_file(t.ca), cert=cert, key=self.tls_file(t.key), crl=self.tls_file(t.crl)
+            name=config.name, ca=self.tls_file(t.ca), cert=cert, key=self.tls_file(t.key), crl=self.tls_file(t.crl),
+            crl_in_force=self.tls_path / CRL_IN_FORCE,  # CRL numbers only go up, across restarts too
         )
 
     def identity_fingerprint(self) -> str:
@@ -128,7 +130,7 @@ def init_home(
     home = NodeHome(path)
     if home.config_path.exists() and not force:
         raise ConfigError(f"{path} already holds a node ({CONFIG_FILE} exists); use --force to overwrite its config")
-    from ..store.db import NAME_PATTERN
+    from ..names import NAME_PATTERN
 
     if not NAME_PATTERN.match(name):
         raise ConfigError(f"invalid node name {name!r}: use lowercase letters, digits, '-' or '_', starting with a letter")

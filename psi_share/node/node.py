@@ -8,12 +8,14 @@ import it the same way::
         node.import_file("flagged", Path("flagged.csv"), ImportMode.REPLACE)
         outcome = node.match("lab-b", dataset="flagged", kinds=["email", "phone"])
 
-Clocks and randomness are parameters (defaults: wall clock, ``secrets``).
+A node runs one-peer operations (match, intersection-sum, one federation
+total) and serves peers; jobs (several peers, schedules, history) are a
+client of this API in :mod:`psi_share.jobs`. Clocks and randomness are
+parameters (defaults: wall clock, ``secrets``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import secrets
@@ -22,28 +24,21 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 
 from ..crypto.openmined import OpenMinedEngine
 from ..errors import NotFound, PsiShareError
 from ..protocols.psi import Mode
-from ..store import ImportMode, ImportSummary, Store, parse_data_file
-from ..store.db import JobRunPeerRecord, interrupt_responder_sessions
+from ..store import ImportMode, ImportSummary, Store, import_data_file
+from ..store.db import interrupt_responder_sessions
 from ..transport.client import PeerClient
 from ..transport.egress import Egress
 from ..transport.server import CertificateAuthenticator, ClaimedNameAuthenticator, create_server
 from .config import NodeConfig
 from .home import NodeHome
-from .jobs import JobRunResult, JobSpec, PeerResult
-from .joblock import JobLock
-from .retry import JobEvent, RetryPolicy, run_with_retries
-from .requester import MatchOutcome, MatchRequest, new_run_id, run_match
-from .responder import Responder
-
-if TYPE_CHECKING:
-    from .scheduler import JobScheduler
+from .psi.requester import MatchOutcome, MatchRequest, run_match
+from .psi.responder import Responder
 
 log = logging.getLogger("psi_share.node")
 
@@ -83,31 +78,6 @@ class RunningServer:
 
     def wait(self) -> None:
         self.server.wait_for_termination()
-
-
-@dataclasses.dataclass(frozen=True)
-class _SumAsMatch:
-    """An intersection-sum outcome in the shape run_with_retries records."""
-
-    session_id: str
-    count: int
-    matched_actors: None = None
-
-
-def _with_on_peer(
-    on_event: Callable[[JobEvent], None] | None, on_peer: Callable[[PeerResult], None] | None
-) -> Callable[[JobEvent], None] | None:
-    """Call ``on_peer`` as each peer finishes (after its retries), besides ``on_event``."""
-    if on_peer is None:
-        return on_event
-
-    def both(event: JobEvent) -> None:
-        if on_event is not None:
-            on_event(event)
-        if event.kind == "done" and event.result is not None:
-            on_peer(event.result)
-
-    return both
 
 
 class Node:
@@ -201,29 +171,21 @@ class Node:
 
     # -- data --------------------------------------------------------------
 
-    def import_file(self, dataset: str, path: Path, mode: ImportMode | None) -> ImportSummary:
-        """Import a CSV/JSONL file all-or-nothing.
+    def import_file(
+        self, dataset: str, path: Path, mode: ImportMode | None, *, rejects: Path | None = None
+    ) -> ImportSummary:
+        """Import a CSV/TSV/JSONL file: all or nothing, or with ``rejects``
+        the valid rows, the refused ones listed in that file (store/importer.py).
 
         ``mode`` must be given when the dataset already holds actors; None
         then raises rather than guessing between replacing and appending.
         """
-        rows, count = parse_data_file(path, self.config.canonicalization)
-        try:
-            existing = self.store.dataset(dataset).actors
-        except NotFound:
-            existing = 0
-        if existing and mode is None:
-            raise PsiShareError(
-                f"dataset {dataset!r} already holds {existing} actors: say --replace or --append"
-            )
-        added_a, added_i = self.store.write_dataset(
-            dataset, rows, replace=(mode or ImportMode.REPLACE) is ImportMode.REPLACE, now=self.clock()
+        summary = import_data_file(
+            self.store, dataset, path, ctx=self.config.canonicalization, mode=mode, now=self.clock(), rejects=rejects
         )
-        log.info("imported %s into dataset %s: %d rows, %d identifiers added", path.name, dataset, count, added_i)
-        return ImportSummary(
-            dataset=dataset, path=str(path), rows=count, actors=len({r.actor_id for r in rows}),
-            identifiers=len(rows), duplicates=count - len(rows), actors_added=added_a, identifiers_added=added_i,
-        )
+        log.info("imported %s into dataset %s: %d rows, %d refused, %d identifiers added",
+                 path.name, dataset, summary.rows, summary.rejected, summary.identifiers_added)
+        return summary
 
     # -- peers -------------------------------------------------------------
 
@@ -232,7 +194,7 @@ class Node:
         self._warn_insecure(f"calling peer {peer}")
         return PeerClient(
             peer, record.address, local_name=self.config.name, egress=self.egress, timeout=timeout,
-            tls=self.tls, insecure=self.insecure,
+            tls=self.tls, insecure=self.insecure, liveness=self.config.transport,
         )
 
     # -- matching ----------------------------------------------------------
@@ -255,109 +217,6 @@ class Node:
                 random_bytes=self.random_bytes, max_set_size=self.config.matching.max_set_size,
             )
 
-    def run_job(
-        self,
-        job: JobSpec,
-        on_peer: Callable[[PeerResult], None] | None = None,
-        *,
-        triggered_by: str = "manual",
-        scheduled_for: float | None = None,
-        on_event: Callable[[JobEvent], None] | None = None,
-        cancel: threading.Event | None = None,
-        lock: JobLock | None = None,
-    ) -> JobRunResult:
-        """Run this node's side of ``job``: match against every other participant.
-
-        Holds the job's lock for the whole run (taken here unless the caller
-        passes one it holds): a second run of the same job raises
-        :class:`~psi_share.errors.JobBusy` instead of overlapping. A peer that
-        cannot be reached is retried with backoff (``[jobs]`` settings) and
-        then recorded as failed with its reason; the run is then "partial"
-        (or "failed" when no peer succeeded), never "ok". ``cancel`` (set on
-        shutdown) ends the backoff waits early.
-        """
-        if job.protocol != "psi":
-            return self._run_aggregate_job(
-                job, on_peer, triggered_by=triggered_by, scheduled_for=scheduled_for, lock=lock,
-            )
-        if self.config.name not in job.participants:
-            raise PsiShareError(f"job {job.name!r} does not list this node ({self.config.name}) as a participant")
-        peers = job.peers_for(self.config.name)
-        for p in peers:
-            self.store.peer(p)  # every participant must be a known peer before anything starts
-        self.store.dataset(job.dataset)
-        if lock is None:
-            with self.job_lock(job.name) as held:
-                return self.run_job(
-                    job, on_peer, triggered_by=triggered_by, scheduled_for=scheduled_for,
-                    on_event=on_event, cancel=cancel, lock=held,
-                )
-        self.store.mark_interrupted_runs(job.name, now=self.clock())
-        run_id = new_run_id(self.random_bytes)
-        started_at = self.clock()
-        self.store.start_job_run(
-            run_id, job.name, job.parameters(), now=started_at, triggered_by=triggered_by, scheduled_for=scheduled_for,
-        )
-        if job.transcripts and self.audit is not None:
-            self.audit.keep_transcripts_for(run_id)  # (a run id is never reused)
-        try:
-            by_peer = run_with_retries(
-                peers,
-                lambda peer: self.match(
-                    peer, dataset=job.dataset, peer_dataset=job.peer_dataset, kinds=job.kinds,
-                    mode=job.mode, job_run_id=run_id,
-                ),
-                policy=RetryPolicy.from_config(self.config.jobs),
-                on_event=_with_on_peer(on_event, on_peer), cancel=cancel,
-            )
-        finally:
-            if self.audit is not None:
-                self.audit.stop_transcripts_for(run_id)
-        results: list[PeerResult] = []
-        for peer in peers:
-            result = by_peer[peer]
-            if result.status != "ok":
-                log.warning("job %s: match with %s failed: %s", job.name, peer, result.error)
-            self.store.record_job_run_peer(JobRunPeerRecord(
-                run_id, peer, result.status, result.attempts, result.session_id, result.count,
-                result.matched_actors, result.seconds, result.error,
-            ))
-            results.append(result)
-        failed = [r for r in results if r.status != "ok"]
-        status = "ok" if not failed else ("failed" if len(failed) == len(results) else "partial")
-        error = "; ".join(f"{r.peer}: {r.error}" for r in failed)
-        finished_at = self.clock()
-        self.store.finish_job_run(run_id, status, now=finished_at, error=error)
-        return JobRunResult(
-            run_id, job.name, status, tuple(results), self.attribution(run_id), mode=job.mode.value,
-            started_at=started_at, finished_at=finished_at, triggered_by=triggered_by,
-        )
-
-    def job_lock(self, job_name: str) -> JobLock:
-        """Take ``job_name``'s lock now (raises JobBusy when a run holds it)."""
-        return JobLock.acquire(self.home.path, job_name, now=self.clock())
-
-    def attribution(self, run_id: str) -> dict[str, tuple[str, ...]]:
-        """actor_id -> the peers that matched it in one job run."""
-        sessions = [s.id for s in self.store.sessions(job_run_id=run_id) if s.role == "requester" and s.status == "done"]
-        by_actor: dict[str, set[str]] = {}
-        for m in self.store.matches(sessions):
-            by_actor.setdefault(m.actor_id, set()).add(m.peer)
-        return {a: tuple(sorted(p)) for a, p in sorted(by_actor.items())}
-
-    # -- scheduled jobs (periodic jobs) -------------------------------------
-
-    def start_scheduler(self, *, on_result: Callable[[JobRunResult], None] | None = None) -> JobScheduler | None:
-        """Start running the scheduled job files of ``[jobs] scheduled``; None when there are none."""
-        from .scheduler import JobScheduler, find_scheduled_jobs
-
-        jobs = find_scheduled_jobs(self.home.path, self.config.jobs.scheduled)
-        if not jobs:
-            return None
-        scheduler = JobScheduler(self, jobs, on_result=on_result)
-        scheduler.start()
-        return scheduler
-
     # -- serving -----------------------------------------------------------
 
     def serve(self, address: str | None = None, *, prepare: bool = True) -> RunningServer:
@@ -372,7 +231,8 @@ class Node:
             if tls.crl is not None and tls.crl.stale(dt.datetime.now(dt.timezone.utc)):
                 log.warning("the revocation list %s is past its next update (%s): ask the federation CA for a "
                             "fresh one; revocations made since are not known here", tls.crl.path, tls.crl.next_update)
-        server, port, health = create_server(self.responder, self.egress, auth, address or self.config.listen, tls=tls)
+        server, port, health = create_server(self.responder, self.egress, auth, address or self.config.listen, tls=tls,
+                                             liveness=self.config.transport)
         interrupted = interrupt_responder_sessions(self.store, now=self.clock())
         if interrupted:
             log.warning("%d session(s) were still open when this node last stopped; recorded as interrupted", interrupted)
@@ -394,9 +254,9 @@ class Node:
         """The EC worker processes, the Paillier keyring and pool, prepared
         blinded sets, and the responders of both aggregate protocols."""
         from ..crypto.ec import EcEngine
-        from .aggregates import PaillierKeyring, PreparedSums
         from .federation import FederationService
-        from .sum_sessions import SumResponder
+        from .sums.keyring import PaillierKeyring, PreparedSums
+        from .sums.responder import SumResponder
 
         self.ec_engine = EcEngine(self.config.matching.workers)
         self.keyring = PaillierKeyring(
@@ -420,89 +280,6 @@ class Node:
         # The pool fills in idle time only: never while a session is open here.
         self.keyring.is_idle = lambda: self.responder.sums.open_count() == 0  # type: ignore[attr-defined]
 
-    def _run_aggregate_job(
-        self,
-        job: JobSpec,
-        on_peer: Callable[[PeerResult], None] | None,
-        *,
-        triggered_by: str = "manual",
-        scheduled_for: float | None = None,
-        lock: JobLock | None = None,
-    ) -> JobRunResult:
-        """An intersection-sum job (one session per other participant) or a
-        federation-total job (this node initiates one total). Locked, recorded
-        and schedulable exactly like a PSI job."""
-        if self.config.name not in job.participants:
-            raise PsiShareError(f"job {job.name!r} does not list this node ({self.config.name}) as a participant")
-        peers = job.peers_for(self.config.name)
-        for p in peers:
-            self.store.peer(p)
-        if lock is None:  # never two runs of one job at once, as for PSI jobs
-            with self.job_lock(job.name) as held:
-                return self._run_aggregate_job(
-                    job, on_peer, triggered_by=triggered_by, scheduled_for=scheduled_for, lock=held,
-                )
-        self.store.mark_interrupted_runs(job.name, now=self.clock())
-        run_id = new_run_id(self.random_bytes)
-        self.store.start_job_run(
-            run_id, job.name, job.parameters(), now=self.clock(), triggered_by=triggered_by, scheduled_for=scheduled_for,
-        )
-        if job.transcripts and self.audit is not None:
-            self.audit.keep_transcripts_for(run_id)
-        try:
-            result = self._run_aggregate_job_steps(job, run_id, peers, on_peer)
-            return dataclasses.replace(result, triggered_by=triggered_by)
-        finally:
-            if job.transcripts and self.audit is not None:
-                self.audit.stop_transcripts_for(run_id)
-
-    def _run_aggregate_job_steps(
-        self, job: JobSpec, run_id: str, peers: tuple[str, ...], on_peer: Callable[[PeerResult], None] | None
-    ) -> JobRunResult:
-        if job.protocol == "federation-total":
-            started = time.perf_counter()
-            try:
-                outcome = self.federation_total(job.metric, job.participants, min_contributors=job.min_contributors,
-                                                job_run_id=run_id)
-            except PsiShareError as exc:
-                self.store.finish_job_run(run_id, "failed", now=self.clock(), error=str(exc))
-                failed = PeerResult(",".join(peers), "failed", None, None, None, time.perf_counter() - started, str(exc))
-                return JobRunResult(run_id, job.name, "failed", (failed,), protocol=job.protocol)
-            self.store.finish_job_run(run_id, "ok", now=self.clock())
-            result = PeerResult(",".join(peers), "ok", outcome.run_id, outcome.contributors, None,
-                                time.perf_counter() - started, total=outcome.total)
-            return JobRunResult(run_id, job.name, "ok", (result,), protocol=job.protocol,
-                                federation_total=outcome.total, contributors=outcome.contributors)
-        self.store.dataset(job.dataset)
-        sums: dict[str, int] = {}
-
-        def one(peer: str):  # type: ignore[no-untyped-def]
-            o = self.intersection_sum(
-                peer, dataset=job.dataset, peer_dataset=job.peer_dataset, kind=job.kinds[0],
-                value_holder=job.value_holder, key_bits=job.key_bits or None, job_run_id=run_id,
-            )
-            sums[peer] = o.sum
-            # run_with_retries records what a match reports; the sum is added below.
-            return _SumAsMatch(o.session_id, o.intersection_size)
-
-        by_peer = run_with_retries(
-            peers, one, policy=RetryPolicy.from_config(self.config.jobs), on_event=_with_on_peer(None, on_peer),
-        )
-        results: list[PeerResult] = []
-        for peer in peers:
-            result = dataclasses.replace(by_peer[peer], total=sums.get(peer))
-            if result.status != "ok":
-                log.warning("job %s: intersection-sum with %s failed: %s", job.name, peer, result.error)
-            self.store.record_job_run_peer(JobRunPeerRecord(
-                run_id, peer, result.status, result.attempts, result.session_id, result.count, None,
-                result.seconds, result.error,
-            ))
-            results.append(result)
-        failed = [r for r in results if r.status != "ok"]
-        status = "ok" if not failed else ("failed" if len(failed) == len(results) else "partial")
-        self.store.finish_job_run(run_id, status, now=self.clock(), error="; ".join(f"{r.peer}: {r.error}" for r in failed))
-        return JobRunResult(run_id, job.name, status, tuple(results), protocol=job.protocol)
-
     def _close_aggregates(self) -> None:
         self.responder.sums.shutdown()  # type: ignore[attr-defined]
         self.keyring.close()
@@ -525,8 +302,8 @@ class Node:
         job_run_id: str | None = None,
     ):  # type: ignore[no-untyped-def]
         """Intersection-sum with ``peer`` on one identifier kind; returns a SumOutcome."""
-        from .sum_requester import SumRequest, run_intersection_sum
-        from .sum_sessions import value_holder_of
+        from .sums.requester import SumRequest, run_intersection_sum
+        from .sums.responder import value_holder_of
 
         self.store.dataset(dataset)
         request = SumRequest(

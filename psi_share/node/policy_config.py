@@ -62,7 +62,7 @@ class PolicyConfig:
 
 def _table(body: dict[str, Any], base: PeerPolicy, where: str, table: str) -> PeerPolicy:
     from ..protocols import PROTOCOLS
-    from ..store.db import NAME_PATTERN
+    from ..names import NAME_PATTERN
 
     values: dict[str, Any] = {}
     for key, value in body.items():
@@ -98,7 +98,7 @@ def _table(body: dict[str, Any], base: PeerPolicy, where: str, table: str) -> Pe
 
 def parse_policy(data: Any, where: str) -> PolicyConfig:
     from ..protocols import PROTOCOLS
-    from ..store.db import NAME_PATTERN
+    from ..names import NAME_PATTERN
 
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: [policy] must be a table")

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from ..crypto.paillier import MAX_VALUE, PrivateKey, PublicKey, check_value, decode_ciphertext
 from ..errors import LocalProtocolError, OutOfOrder, RemoteProtocolError
-from ..store.db import NAME_PATTERN
+from ..names import NAME_PATTERN
 from . import ProtocolSpec, register_protocol
 
 SPEC = register_protocol(

@@ -11,17 +11,19 @@ file.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import NotFound, StoreError
-
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+from ..errors import InvalidIdentifier, NotFound, StoreError
+from ..names import NAME_PATTERN, check_name  # noqa: F401  (NAME_PATTERN: still importable from here)
+# The record types of the two halves stay importable from here.
+from .aggregates import AggregateRecords, FederationRunRecord, SumResultRecord  # noqa: F401
+from .datasets import DatasetWrite, device_ids_v2, write_rows
+from .job_runs import JobRunPeerRecord, JobRunRecord, JobRunRecords  # noqa: F401
 
 _SCHEMA = """
 CREATE TABLE datasets (
@@ -109,8 +111,9 @@ CREATE TABLE job_run_peers (
 """
 
 #: Schema steps, applied in order from the store's ``user_version`` up. A
-#: change to the schema appends a step; released steps are never edited.
-_MIGRATIONS: tuple[tuple[int, str], ...] = (
+#: change to the schema appends a step; released steps are never edited. A
+#: step is SQL, or a function run in the step's transaction.
+_MIGRATIONS: tuple[tuple[int, str | Callable[[sqlite3.Connection], None]], ...] = (
     (1, _SCHEMA),
     (2, _JOB_HISTORY_SCHEMA),
     # Per-peer query budgets (policy): what each peer used per UTC day, so
@@ -164,6 +167,7 @@ CREATE TABLE federation_runs (
     PRIMARY KEY (id, role)
 );
 """),
+    (5, device_ids_v2),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -226,44 +230,7 @@ class MatchRecord:
     kind: str
 
 
-@dataclass(frozen=True)
-class JobRunRecord:
-    id: str
-    job_name: str
-    started_at: float
-    finished_at: float | None
-    status: str
-    parameters: dict
-    error: str
-    triggered_by: str = "manual"  # manual | schedule | catch-up
-    scheduled_for: float | None = None  # the schedule slot this run served
-
-
-@dataclass(frozen=True)
-class JobRunPeerRecord:
-    """One peer's outcome in one job run (attempts counts retries)."""
-
-    run_id: str
-    peer: str
-    status: str  # "ok" or "failed"
-    attempts: int
-    session_id: str | None
-    matched_items: int | None
-    matched_actors: int | None
-    seconds: float
-    error: str
-
-
-def check_name(what: str, name: str) -> str:
-    if not NAME_PATTERN.match(name):
-        raise StoreError(
-            f"invalid {what} name {name!r}: use lowercase letters, digits, '-' or '_', "
-            "starting with a letter (at most 63 characters)"
-        )
-    return name
-
-
-class Store:
+class Store(JobRunRecords, AggregateRecords):
     """One node's SQLite database. Safe to share between threads."""
 
     def __init__(self, path: Path | str) -> None:
@@ -305,8 +272,13 @@ class Store:
                     # executescript commits first; the step and its version
                     # bump then land in one transaction of their own.
                     try:
-                        self._db.executescript(f"BEGIN IMMEDIATE;{script}PRAGMA user_version={step};COMMIT;")
-                    except sqlite3.Error as exc:
+                        if callable(script):
+                            with self.transaction() as db:
+                                script(db)
+                                db.execute(f"PRAGMA user_version={step}")
+                        else:
+                            self._db.executescript(f"BEGIN IMMEDIATE;{script}PRAGMA user_version={step};COMMIT;")
+                    except (sqlite3.Error, InvalidIdentifier) as exc:
                         if self._db.in_transaction:
                             self._db.execute("ROLLBACK")
                         raise StoreError(f"store {self.path}: schema step {step} failed: {exc}") from exc
@@ -335,41 +307,19 @@ class Store:
     # -- datasets --------------------------------------------------------
 
     def write_dataset(
-        self, name: str, rows: Iterable[IdentifierRow], *, replace: bool, now: float
-    ) -> tuple[int, int]:
-        """Replace or extend a dataset in one transaction.
-
-        Returns (actors added, identifiers added). Identifiers already present
-        for the same actor (same kind and canonical form) are skipped.
-        """
+        self, name: str, rows: Iterable[IdentifierRow], *, replace: bool, now: float,
+        before_commit: Callable[[], None] | None = None,
+    ) -> DatasetWrite:
+        """Replace or extend a dataset in one transaction (see
+        :func:`~psi_share.store.datasets.write_rows`); ``before_commit`` runs
+        in it, last: if it raises, nothing is written."""
         check_name("dataset", name)
+        rows = list(rows)
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO datasets(name, revision, updated_at) VALUES (?, 0, ?) "
-                "ON CONFLICT(name) DO NOTHING",
-                (name, now),
-            )
-            if replace:
-                db.execute("DELETE FROM identifiers WHERE dataset = ?", (name,))
-                db.execute("DELETE FROM actors WHERE dataset = ?", (name,))
-            before_a = db.execute("SELECT COUNT(*) FROM actors WHERE dataset=?", (name,)).fetchone()[0]
-            before_i = db.execute("SELECT COUNT(*) FROM identifiers WHERE dataset=?", (name,)).fetchone()[0]
-            rows = list(rows)
-            db.executemany(
-                "INSERT OR IGNORE INTO actors(dataset, actor_id) VALUES (?, ?)",
-                ((name, r.actor_id) for r in rows),
-            )
-            db.executemany(
-                "INSERT OR IGNORE INTO identifiers(dataset, actor_id, kind, version, canonical, raw, amount) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                ((name, r.actor_id, r.kind, r.version, r.canonical, r.raw, r.amount) for r in rows),
-            )
-            after_a = db.execute("SELECT COUNT(*) FROM actors WHERE dataset=?", (name,)).fetchone()[0]
-            after_i = db.execute("SELECT COUNT(*) FROM identifiers WHERE dataset=?", (name,)).fetchone()[0]
-            db.execute(
-                "UPDATE datasets SET revision = revision + 1, updated_at = ? WHERE name = ?", (now, name)
-            )
-        return after_a - before_a, after_i - before_i
+            written = write_rows(db, name, rows, replace=replace, now=now)
+            if before_commit is not None:
+                before_commit()
+        return written
 
     def delete_dataset(self, name: str) -> None:
         with self.transaction() as db:
@@ -453,111 +403,6 @@ class Store:
             for r in self._query("SELECT * FROM peers ORDER BY name")
         ]
 
-    # -- job runs --------------------------------------------------------
-
-    def start_job_run(
-        self, run_id: str, job_name: str, parameters: dict, *, now: float,
-        triggered_by: str = "manual", scheduled_for: float | None = None,
-    ) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO job_runs(id, job_name, started_at, status, parameters, triggered_by, scheduled_for) "
-                "VALUES (?, ?, ?, 'running', ?, ?, ?)",
-                (run_id, job_name, now, json.dumps(parameters, sort_keys=True), triggered_by, scheduled_for),
-            )
-
-    def finish_job_run(self, run_id: str, status: str, *, now: float, error: str = "") -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE job_runs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
-                (status, now, error, run_id),
-            )
-
-    def job_run(self, run_id: str) -> JobRunRecord:
-        rows = self._query("SELECT * FROM job_runs WHERE id = ?", (run_id,))
-        if not rows:
-            raise NotFound(f"no job run {run_id!r}")
-        return _job_run(rows[0])
-
-    def job_runs(self, job_name: str | None = None) -> list[JobRunRecord]:
-        if job_name is None:
-            rows = self._query("SELECT * FROM job_runs ORDER BY started_at")
-        else:
-            rows = self._query("SELECT * FROM job_runs WHERE job_name = ? ORDER BY started_at", (job_name,))
-        return [_job_run(r) for r in rows]
-
-    # -- job run history (periodic jobs) ---------------------------------
-
-    def record_job_run_peer(self, record: JobRunPeerRecord) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO job_run_peers(run_id, peer, status, attempts, session_id, matched_items, "
-                "matched_actors, seconds, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.run_id, record.peer, record.status, record.attempts, record.session_id,
-                 record.matched_items, record.matched_actors, record.seconds, record.error),
-            )
-
-    def job_run_peers(self, run_id: str) -> list[JobRunPeerRecord]:
-        rows = self._query("SELECT * FROM job_run_peers WHERE run_id = ? ORDER BY peer", (run_id,))
-        return [
-            JobRunPeerRecord(r["run_id"], r["peer"], r["status"], r["attempts"], r["session_id"],
-                             r["matched_items"], r["matched_actors"], r["seconds"], r["error"])
-            for r in rows
-        ]
-
-    def find_job_run(self, run_id: str) -> JobRunRecord:
-        """A run by its id or a unique prefix of it."""
-        rows = self._query("SELECT * FROM job_runs WHERE id = ?", (run_id,))
-        if not rows and run_id:
-            rows = self._query("SELECT * FROM job_runs WHERE substr(id, 1, length(?)) = ?", (run_id, run_id))
-        if len(rows) != 1:
-            raise NotFound(f"no job run {run_id!r}" + (" (ambiguous prefix)" if rows else ""))
-        return _job_run(rows[0])
-
-    def mark_interrupted_runs(self, job_name: str, *, now: float) -> int:
-        """Runs of ``job_name`` still 'running' become 'interrupted'.
-
-        Only call this while holding the job's lock: no run of it can then be
-        alive, so a 'running' row is left over from a process that died.
-        """
-        with self.transaction() as db:
-            return db.execute(
-                "UPDATE job_runs SET status = 'interrupted', finished_at = ?, "
-                "error = 'the process running it stopped before it finished' "
-                "WHERE job_name = ? AND status = 'running'",
-                (now, job_name),
-            ).rowcount
-
-    def last_completed_job_run(self, job_name: str) -> JobRunRecord | None:
-        """The latest run of ``job_name`` that finished (ok, partial or failed)."""
-        rows = self._query(
-            "SELECT * FROM job_runs WHERE job_name = ? AND status IN ('ok', 'partial', 'failed') "
-            "ORDER BY started_at DESC LIMIT 1",
-            (job_name,),
-        )
-        return _job_run(rows[0]) if rows else None
-
-    def previous_ok_job_run(self, run: JobRunRecord) -> JobRunRecord | None:
-        """The latest fully successful run of the same job that started before ``run``."""
-        rows = self._query(
-            "SELECT * FROM job_runs WHERE job_name = ? AND status = 'ok' AND id != ? AND "
-            "(started_at < ? OR (started_at = ? AND id < ?)) ORDER BY started_at DESC, id DESC LIMIT 1",
-            (run.job_name, run.id, run.started_at, run.started_at, run.id),
-        )
-        return _job_run(rows[0]) if rows else None
-
-    def first_matched(self, job_name: str, *, until: float) -> dict[str, float]:
-        """actor_id -> start of the earliest run of ``job_name`` (up to ``until``)
-        in which some peer matched it (completed sessions only)."""
-        rows = self._query(
-            "SELECT m.actor_id, MIN(r.started_at) FROM matches m "
-            "JOIN sessions s ON s.id = m.session_id JOIN job_runs r ON r.id = s.job_run_id "
-            "WHERE r.job_name = ? AND r.started_at <= ? AND s.role = 'requester' AND s.status = 'done' "
-            "GROUP BY m.actor_id",
-            (job_name, until),
-        )
-        return {r[0]: r[1] for r in rows}
-
     # -- sessions and results --------------------------------------------
 
     def start_session(self, record: SessionRecord) -> None:
@@ -622,132 +467,6 @@ class Store:
         return [MatchRecord(r[0], r[1], r[2], r[3]) for r in rows]
 
 
-    # -- Paillier aggregates ------------------------------------------------
-
-    def record_sum_result(self, session_id: str, result: SumResultRecord) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO sum_results(session_id, kind, value_holder, key_bits, intersection_size, "
-                "total, own_set_size, peer_set_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (session_id, result.kind, result.value_holder, result.key_bits, result.intersection_size,
-                 str(result.total), result.own_set_size, result.peer_set_size),
-            )
-
-    def finish_sum_session(self, session_id: str, result: SumResultRecord, *, now: float) -> None:
-        """Store a finished intersection-sum session and its result together."""
-        with self.transaction():
-            self.record_sum_result(session_id, result)
-            self.finish_session(session_id, "done", now=now, matched_count=result.intersection_size)
-
-    def sum_result(self, session_id: str) -> SumResultRecord | None:
-        rows = self._query("SELECT * FROM sum_results WHERE session_id = ?", (session_id,))
-        if not rows:
-            return None
-        r = rows[0]
-        return SumResultRecord(
-            kind=r["kind"], value_holder=r["value_holder"], key_bits=r["key_bits"],
-            intersection_size=r["intersection_size"], total=int(r["total"]),
-            own_set_size=r["own_set_size"], peer_set_size=r["peer_set_size"],
-        )
-
-    def has_amounts(self) -> bool:
-        """Whether any dataset carries amounts (this node can hold values)."""
-        return bool(self._query("SELECT 1 FROM identifiers WHERE amount IS NOT NULL LIMIT 1"))
-
-    def amount_kinds(self, dataset: str) -> list[str]:
-        """Kinds of ``dataset`` with at least one amount."""
-        self.dataset(dataset)
-        rows = self._query(
-            "SELECT DISTINCT kind FROM identifiers WHERE dataset = ? AND amount IS NOT NULL ORDER BY kind", (dataset,)
-        )
-        return [r[0] for r in rows]
-
-    def set_figure(self, metric: str, value: int, *, now: float) -> None:
-        check_name("metric", metric)
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO federation_figures(metric, value, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(metric) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                (metric, str(value), now),
-            )
-
-    def figure(self, metric: str) -> int:
-        rows = self._query("SELECT value FROM federation_figures WHERE metric = ?", (metric,))
-        if not rows:
-            raise NotFound(f"no figure for metric {metric!r} on this node (set one with 'psi-share federation figure')")
-        return int(rows[0][0])
-
-    def figures(self) -> dict[str, int]:
-        return {r[0]: int(r[1]) for r in self._query("SELECT metric, value FROM federation_figures ORDER BY metric")}
-
-    def start_federation_run(self, record: FederationRunRecord) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO federation_runs(id, role, metric, initiator, participants, min_contributors, "
-                "job_run_id, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.id, record.role, record.metric, record.initiator, json.dumps(list(record.participants)),
-                 record.min_contributors, record.job_run_id, record.status, record.started_at),
-            )
-
-    def finish_federation_run(
-        self, run_id: str, role: str, status: str, *, now: float,
-        contributors: int | None = None, total: int | None = None, error: str = "",
-    ) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE federation_runs SET status = ?, finished_at = ?, contributors = ?, total = ?, error = ? "
-                "WHERE id = ? AND role = ?",
-                (status, now, contributors, None if total is None else str(total), error, run_id, role),
-            )
-
-    def federation_runs(self, limit: int = 50) -> list[FederationRunRecord]:
-        rows = self._query("SELECT * FROM federation_runs ORDER BY started_at DESC LIMIT ?", (limit,))
-        return [_federation_run(r) for r in rows]
-
-    def federation_run(self, run_id: str, role: str) -> FederationRunRecord:
-        rows = self._query("SELECT * FROM federation_runs WHERE id = ? AND role = ?", (run_id, role))
-        if not rows:
-            raise NotFound(f"no federation run {run_id!r} as {role}")
-        return _federation_run(rows[0])
-
-
-@dataclass(frozen=True)
-class SumResultRecord:
-    kind: str
-    value_holder: str  # "requester" or "responder"
-    key_bits: int
-    intersection_size: int
-    total: int
-    own_set_size: int
-    peer_set_size: int
-
-
-@dataclass(frozen=True)
-class FederationRunRecord:
-    id: str
-    role: str  # "initiator" or "contributor"
-    metric: str
-    initiator: str
-    participants: tuple[str, ...]
-    min_contributors: int
-    job_run_id: str | None
-    status: str
-    started_at: float
-    finished_at: float | None = None
-    contributors: int | None = None
-    total: int | None = None
-    error: str = ""
-
-
-def _federation_run(r: sqlite3.Row) -> FederationRunRecord:
-    return FederationRunRecord(
-        id=r["id"], role=r["role"], metric=r["metric"], initiator=r["initiator"],
-        participants=tuple(json.loads(r["participants"])), min_contributors=r["min_contributors"],
-        job_run_id=r["job_run_id"], status=r["status"], started_at=r["started_at"], finished_at=r["finished_at"],
-        contributors=r["contributors"], total=None if r["total"] is None else int(r["total"]), error=r["error"],
-    )
-
-
 # -- per-peer budgets (policy) -------------------------------------------------
 
 
@@ -801,12 +520,4 @@ def _session(r: sqlite3.Row) -> SessionRecord:
         mode=r["mode"], job_run_id=r["job_run_id"], status=r["status"], started_at=r["started_at"],
         finished_at=r["finished_at"], requester_set_size=r["requester_set_size"],
         matched_count=r["matched_count"], false_positive_rate=r["false_positive_rate"], error=r["error"],
-    )
-
-
-def _job_run(r: sqlite3.Row) -> JobRunRecord:
-    return JobRunRecord(
-        id=r["id"], job_name=r["job_name"], started_at=r["started_at"], finished_at=r["finished_at"],
-        status=r["status"], parameters=json.loads(r["parameters"]), error=r["error"],
-        triggered_by=r["triggered_by"], scheduled_for=r["scheduled_for"],
     )

@@ -17,6 +17,7 @@ from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
 from .chunks import from_chunks, to_chunks
 from .egress import Egress
+from .liveness import Liveness
 from .server import MAX_MESSAGE_BYTES, NODE_HEADER
 
 # CANCELLED: the peer is shutting down (or dropped the call); retrying later is the fix.
@@ -35,6 +36,10 @@ class PeerClient:
     ``ssl_target_name_override``); before the first call the server's
     certificate is also checked against our revocation list. Plaintext needs
     ``insecure=True``; neither is an error.
+
+    ``liveness`` sets keepalive and how long the peer may stay silent before
+    the connection is given up (protos/PROTOCOL.md, "Timeouts and keepalive");
+    ``timeout`` is the deadline of each long call (streams, federation hops).
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class PeerClient:
         max_reply_bytes: int = 1 << 31,
         tls=None,  # type: ignore[no-untyped-def]
         insecure: bool = False,
+        liveness: Liveness = Liveness(),
     ) -> None:
         self.peer = peer
         self.address = address
@@ -60,6 +66,7 @@ class PeerClient:
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            *liveness.client_options(),
         ]
         if tls is not None:
             self._metadata: tuple[tuple[str, str], ...] = ()

@@ -1,6 +1,8 @@
 """The gRPC face of a node: a thin servicer, server creation, health, reflection.
 
-Servicer methods only decode, call the :class:`Responder`, and encode. Errors
+Servicer methods only decode, call the :class:`Responder`, and encode; each
+is declared with :func:`_rpc`, which authenticates the caller, records the
+request, and turns every error into a status. Errors
 become status codes in one place (:func:`_status_of`): a refusal keeps the
 code the node chose; malformed or out-of-order input is INVALID_ARGUMENT or
 FAILED_PRECONDITION; a version disagreement is FAILED_PRECONDITION. Anything
@@ -11,19 +13,20 @@ peer).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import logging
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from ..errors import ConfigError, OutOfOrder, Refused, RemoteProtocolError, VersionMismatch
+from ..errors import OutOfOrder, Refused, RemoteProtocolError, VersionMismatch
 from ..protocols import PROTOCOL_VERSION
 from ..protocols.intersection_sum import SumOpen, ValueHolder
 from ..protocols.psi import Mode, PsiOpen
@@ -31,6 +34,9 @@ from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
 from .chunks import from_chunks, to_chunks
 from .egress import Egress
+from .listen import ListenError, why_not_listening
+from .liveness import Liveness, SilenceLimit
+from .reflection import enable_reflection
 
 log = logging.getLogger("psi_share.server")
 
@@ -134,6 +140,65 @@ def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error on the responding node; its operator can see the log"
 
 
+@dataclass
+class _Call:
+    """Who is calling and about which session, as far as known (for the error status)."""
+
+    peer: str = ""
+    session_id: str = ""
+
+
+_Answer = Callable[[], Any]
+
+
+def _rpc(
+    protocol: str,
+    error_step: str,
+    received: str | None = None,
+    *,
+    session: str | None = None,
+    job: bool = False,
+    version: str | None = None,
+) -> Callable[[Callable[..., _Answer]], Callable[..., Any]]:
+    """One way to serve an RPC: authenticate, record, call, map errors.
+
+    The decorated body gets ``(self, request, call)`` with ``call.peer``
+    authenticated, does its work and returns ``answer``: a function that
+    builds the reply and sends it through the egress. Any error up to there
+    becomes a status (recorded first, see :meth:`NodeServicer._abort`) for
+    ``protocol``/``error_step``; ``answer`` runs after that, so a reply that
+    cannot be recorded is never turned into a second message. For a unary
+    request, ``received`` names the step it is recorded under (with the
+    request's ``session`` field and, when ``job``, its ``job_id``), and
+    ``version`` says whether its protocol_version is checked ``"before"`` or
+    ``"after"`` it is recorded (None: the protocol core checks it).
+    """
+
+    def wrap(body: Callable[..., _Answer]) -> Callable[..., Any]:
+        @functools.wraps(body)
+        def method(self: NodeServicer, request: Any, context: grpc.ServicerContext) -> Any:
+            call = _Call(session_id=getattr(request, session) if session else "")
+            try:
+                call.peer = self._auth.authenticate(context)
+                if version == "before":
+                    self._check_version(request.protocol_version)
+                if received is not None:
+                    self._egress.received(
+                        request, peer=call.peer, protocol=protocol, step=received, session_id=call.session_id,
+                        job_id=request.job_id if job else "",
+                    )
+                if version == "after":
+                    self._check_version(request.protocol_version)
+                answer = body(self, request, call)
+            except Exception as exc:  # noqa: BLE001 - every error becomes a status
+                self._abort(context, exc, call.peer, protocol, error_step, call.session_id)
+            return answer()
+
+        return method
+
+    return wrap
+
+
 class NodeServicer(pb_grpc.PsiShareNodeServicer):
     def __init__(self, responder, egress: Egress, authenticator: PeerAuthenticator) -> None:  # type: ignore[no-untyped-def]
         self._responder = responder
@@ -158,15 +223,9 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         if version != PROTOCOL_VERSION:
             raise VersionMismatch(f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})")
 
-    def NodeInfo(self, request: pb.NodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfoResponse:
-        peer = ""
-        try:
-            peer = self._auth.authenticate(context)
-            self._egress.received(request, peer=peer, protocol="node", step="info-request")
-            self._check_version(request.protocol_version)
-            info = self._responder.node_info(peer)
-        except Exception as exc:  # noqa: BLE001 - every error becomes a status
-            self._abort(context, exc, peer, "node", "info")
+    @_rpc("node", "info", "info-request", version="after")
+    def NodeInfo(self, request: pb.NodeInfoRequest, call: _Call) -> _Answer:
+        info = self._responder.node_info(call.peer)
         reply = pb.NodeInfoResponse(
             protocol_version=PROTOCOL_VERSION,
             node_name=info.node_name,
@@ -176,29 +235,24 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             datasets=[pb.ExposedDataset(name=n, kinds=list(k)) for n, k in sorted(info.datasets.items())],
             protocols=list(info.protocols),
         )
-        return self._egress.send(reply, peer=peer, protocol="node", step="info")
+        return lambda: self._egress.send(reply, peer=call.peer, protocol="node", step="info")
 
-    def PsiOpen(self, request: pb.PsiOpenRequest, context: grpc.ServicerContext) -> pb.PsiOpenResponse:
-        peer = ""
-        try:
-            peer = self._auth.authenticate(context)
-            self._egress.received(request, peer=peer, protocol="psi", step="open", job_id=request.job_id)
-            kinds = {kv.kind: kv.version for kv in request.kinds}
-            if len(kinds) != len(request.kinds):
-                raise RemoteProtocolError("PsiOpen.kinds names a kind twice")
-            opened = self._responder.psi_open(
-                peer,
-                PsiOpen(
-                    dataset=request.dataset,
-                    kinds=kinds,
-                    set_size=request.set_size,
-                    mode=Mode.REVEAL if request.reveal_intersection else Mode.COUNT,
-                    job_id=request.job_id,
-                    protocol_version=request.protocol_version,
-                ),
-            )
-        except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc, peer, "psi", "opened")
+    @_rpc("psi", "opened", "open", job=True)
+    def PsiOpen(self, request: pb.PsiOpenRequest, call: _Call) -> _Answer:
+        kinds = {kv.kind: kv.version for kv in request.kinds}
+        if len(kinds) != len(request.kinds):
+            raise RemoteProtocolError("PsiOpen.kinds names a kind twice")
+        opened = self._responder.psi_open(
+            call.peer,
+            PsiOpen(
+                dataset=request.dataset,
+                kinds=kinds,
+                set_size=request.set_size,
+                mode=Mode.REVEAL if request.reveal_intersection else Mode.COUNT,
+                job_id=request.job_id,
+                protocol_version=request.protocol_version,
+            ),
+        )
         reply = pb.PsiOpenResponse(
             protocol_version=PROTOCOL_VERSION,
             session_id=opened.session_id,
@@ -209,30 +263,35 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             min_result=opened.min_result,
             responder_set_size=opened.responder_set_size,
         )
-        return self._egress.send(
-            reply, peer=peer, protocol="psi", step="opened", session_id=opened.session_id, job_id=request.job_id,
-            parameters=self._parameters(peer, opened.session_id)
+        return lambda: self._egress.send(
+            reply, peer=call.peer, protocol="psi", step="opened", session_id=opened.session_id, job_id=request.job_id,
+            parameters=self._parameters(call.peer, opened.session_id)
             or {"false_positive_rate": opened.false_positive_rate, "mode": "reveal" if request.reveal_intersection else "count"},
         )
 
-    def PsiSetup(self, request: pb.PsiSetupRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
-        peer = ""
-        try:
-            peer = self._auth.authenticate(context)
-            self._check_version(request.protocol_version)
-            self._egress.received(request, peer=peer, protocol="psi", step="setup-request", session_id=request.session_id)
-            data = self._responder.psi_setup(peer, request.session_id)
-            parameters = self._parameters(peer, request.session_id)
-            disclosure = getattr(self._responder, "setup_disclosure", None)
-            if disclosure:
-                # What the requester can learn from our filter, on record before it leaves.
-                self._egress.disclosed(
-                    peer=peer, protocol="psi", session_id=request.session_id,
-                    result=disclosure(peer, request.session_id),
-                )
-        except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc, peer, "psi", "setup", request.session_id)
-        return self._send_chunks(peer, request.session_id, "setup", data, parameters)
+    @_rpc("psi", "setup", "setup-request", session="session_id", version="before")
+    def PsiSetup(self, request: pb.PsiSetupRequest, call: _Call) -> _Answer:
+        data = self._responder.psi_setup(call.peer, request.session_id)
+        parameters = self._parameters(call.peer, request.session_id)
+        disclosure = getattr(self._responder, "setup_disclosure", None)
+        if disclosure:
+            # What the requester can learn from our filter, on record before it leaves.
+            self._egress.disclosed(
+                peer=call.peer, protocol="psi", session_id=request.session_id,
+                result=disclosure(call.peer, request.session_id),
+            )
+        return lambda: self._send_chunks(call.peer, request.session_id, "setup", data, parameters)
+
+    def _first_chunk(self, chunks: Iterator[pb.Chunk], rpc: str, call: _Call, *, sid_first: bool) -> pb.Chunk:
+        """The first chunk of a request stream, its version checked; names the session in ``call``."""
+        first = next(chunks, None)
+        if first is None:
+            raise RemoteProtocolError(f"{rpc} stream carried no chunk")
+        if sid_first:
+            call.session_id = first.session_id
+        self._check_version(first.protocol_version)
+        call.session_id = first.session_id
+        return first
 
     def _read_stream(
         self,
@@ -261,34 +320,21 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             raise
         return data
 
-    def PsiProcess(self, request_iterator: Iterator[pb.Chunk], context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
-        peer, sid = "", ""
-        try:
-            peer = self._auth.authenticate(context)
-            first = next(request_iterator, None)
-            if first is None:
-                raise RemoteProtocolError("PsiProcess stream carried no chunk")
-            self._check_version(first.protocol_version)
-            sid = first.session_id
-            limit = self._responder.request_limit(peer, sid)
-            data = self._read_stream(first, request_iterator, peer, "psi", "request-chunk", limit, self._responder.abort)
-            reply = self._responder.psi_process(peer, sid, data)
-            parameters = self._parameters(peer, sid)
-        except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc, peer, "psi", "response", sid)
-        return self._send_chunks(peer, sid, "response", reply, parameters)
+    @_rpc("psi", "response")
+    def PsiProcess(self, request_iterator: Iterator[pb.Chunk], call: _Call) -> _Answer:
+        first = self._first_chunk(request_iterator, "PsiProcess", call, sid_first=False)
+        peer, sid = call.peer, call.session_id
+        limit = self._responder.request_limit(peer, sid)
+        data = self._read_stream(first, request_iterator, peer, "psi", "request-chunk", limit, self._responder.abort)
+        reply = self._responder.psi_process(peer, sid, data)
+        parameters = self._parameters(peer, sid)
+        return lambda: self._send_chunks(peer, sid, "response", reply, parameters)
 
-    def PsiClose(self, request: pb.PsiCloseRequest, context: grpc.ServicerContext) -> pb.PsiCloseResponse:
-        peer = ""
-        try:
-            peer = self._auth.authenticate(context)
-            self._check_version(request.protocol_version)
-            self._egress.received(request, peer=peer, protocol="psi", step="close", session_id=request.session_id)
-            self._responder.psi_close(peer, request.session_id, request.outcome[:200])
-        except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc, peer, "psi", "closed", request.session_id)
+    @_rpc("psi", "closed", "close", session="session_id", version="before")
+    def PsiClose(self, request: pb.PsiCloseRequest, call: _Call) -> _Answer:
+        self._responder.psi_close(call.peer, request.session_id, request.outcome[:200])
         reply = pb.PsiCloseResponse(protocol_version=PROTOCOL_VERSION)
-        return self._egress.send(reply, peer=peer, protocol="psi", step="closed", session_id=request.session_id)
+        return lambda: self._egress.send(reply, peer=call.peer, protocol="psi", step="closed", session_id=request.session_id)
 
     def _send_chunks(
         self, peer: str, sid: str, step: str, data: bytes, parameters: dict[str, object]
@@ -310,93 +356,66 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
 
     # -- intersection-sum ----------------------------------------------------
 
-    def SumOpen(self, request: pb.SumOpenRequest, context: grpc.ServicerContext) -> pb.SumOpenResponse:
-        peer = ""
-        try:
-            peer = self._auth.authenticate(context)
-            self._egress.received(request, peer=peer, protocol="intersection-sum", step="open", job_id=request.job_id)
-            holders = {pb.VALUE_HOLDER_REQUESTER: ValueHolder.REQUESTER, pb.VALUE_HOLDER_RESPONDER: ValueHolder.RESPONDER}
-            if request.value_holder not in holders:
-                raise RemoteProtocolError("SumOpen does not say who holds the values")
-            if not request.HasField("kind"):
-                raise RemoteProtocolError("SumOpen names no identifier kind")
-            open_ = SumOpen(
-                dataset=request.dataset, kind=request.kind.kind, kind_version=request.kind.version,
-                set_size=request.set_size, value_holder=holders[request.value_holder], key_bits=request.key_bits,
-                job_id=request.job_id, protocol_version=request.protocol_version,
-            )
-            opened = self._responder.sums.open(peer, open_)
-        except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc, peer, "intersection-sum", "opened")
+    @_rpc("intersection-sum", "opened", "open", job=True)
+    def SumOpen(self, request: pb.SumOpenRequest, call: _Call) -> _Answer:
+        holders = {pb.VALUE_HOLDER_REQUESTER: ValueHolder.REQUESTER, pb.VALUE_HOLDER_RESPONDER: ValueHolder.RESPONDER}
+        if request.value_holder not in holders:
+            raise RemoteProtocolError("SumOpen does not say who holds the values")
+        if not request.HasField("kind"):
+            raise RemoteProtocolError("SumOpen names no identifier kind")
+        open_ = SumOpen(
+            dataset=request.dataset, kind=request.kind.kind, kind_version=request.kind.version,
+            set_size=request.set_size, value_holder=holders[request.value_holder], key_bits=request.key_bits,
+            job_id=request.job_id, protocol_version=request.protocol_version,
+        )
+        opened = self._responder.sums.open(call.peer, open_)
         reply = pb.SumOpenResponse(
             protocol_version=PROTOCOL_VERSION, session_id=opened.session_id, max_set_size=opened.max_set_size,
             session_ttl_seconds=opened.session_ttl_seconds,
         )
-        return self._egress.send(
-            reply, peer=peer, protocol="intersection-sum", step="opened", session_id=opened.session_id,
+        return lambda: self._egress.send(
+            reply, peer=call.peer, protocol="intersection-sum", step="opened", session_id=opened.session_id,
             parameters={"value_holder": open_.value_holder.value, "key_bits": open_.key_bits, "kind": open_.kind},
         )
 
-    def SumExchange(self, request_iterator: Iterator[pb.Chunk], context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
-        peer, sid = "", ""
-        try:
-            peer = self._auth.authenticate(context)
-            first = next(request_iterator, None)
-            if first is None:
-                raise RemoteProtocolError("SumExchange stream carried no chunk")
-            sid = first.session_id
-            self._check_version(first.protocol_version)
-            sums = self._responder.sums
-            limit = sums.request_limit(peer, sid)
-            data = self._read_stream(first, request_iterator, peer, "intersection-sum", "message-chunk", limit, sums.abort)
-            reply = sums.exchange(peer, sid, data)
-            if reply.disclosed is not None:
-                self._egress.disclosed(peer=peer, protocol="intersection-sum", session_id=sid, result=reply.disclosed)
-        except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc, peer, "intersection-sum", "reply", sid)
-        return self._send_aggregate_chunks(peer, sid, reply.step, reply.payload, reply.items)
+    @_rpc("intersection-sum", "reply")
+    def SumExchange(self, request_iterator: Iterator[pb.Chunk], call: _Call) -> _Answer:
+        first = self._first_chunk(request_iterator, "SumExchange", call, sid_first=True)
+        peer, sid = call.peer, call.session_id
+        sums = self._responder.sums
+        limit = sums.request_limit(peer, sid)
+        data = self._read_stream(first, request_iterator, peer, "intersection-sum", "message-chunk", limit, sums.abort)
+        reply = sums.exchange(peer, sid, data)
+        if reply.disclosed is not None:
+            self._egress.disclosed(peer=peer, protocol="intersection-sum", session_id=sid, result=reply.disclosed)
+        return lambda: self._send_aggregate_chunks(peer, sid, reply.step, reply.payload, reply.items)
 
-    def SumClose(self, request: pb.PsiCloseRequest, context: grpc.ServicerContext) -> pb.PsiCloseResponse:
-        peer = ""
-        try:
-            peer = self._auth.authenticate(context)
-            self._check_version(request.protocol_version)
-            self._egress.received(request, peer=peer, protocol="intersection-sum", step="close", session_id=request.session_id)
-            self._responder.sums.close(peer, request.session_id, request.outcome[:200])
-        except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc, peer, "intersection-sum", "closed", request.session_id)
+    @_rpc("intersection-sum", "closed", "close", session="session_id", version="before")
+    def SumClose(self, request: pb.PsiCloseRequest, call: _Call) -> _Answer:
+        self._responder.sums.close(call.peer, request.session_id, request.outcome[:200])
         reply = pb.PsiCloseResponse(protocol_version=PROTOCOL_VERSION)
-        return self._egress.send(reply, peer=peer, protocol="intersection-sum", step="closed", session_id=request.session_id)
+        return lambda: self._egress.send(
+            reply, peer=call.peer, protocol="intersection-sum", step="closed", session_id=request.session_id,
+        )
 
     # -- federation total --------------------------------------------------------
 
-    def FederationPass(self, request: pb.FederationPassRequest, context: grpc.ServicerContext) -> pb.FederationPassResponse:
-        peer = ""
-        try:
-            peer = self._auth.authenticate(context)
-            self._check_version(request.protocol_version)
-            self._egress.received(request, peer=peer, protocol="federation-total", step="pass", session_id=request.run_id,
-                                  job_id=request.job_id)
-            ciphertext, contributors = self._responder.federation.on_pass(peer, request)
-        except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc, peer, "federation-total", "passed", request.run_id)
+    @_rpc("federation-total", "passed", "pass", session="run_id", job=True, version="before")
+    def FederationPass(self, request: pb.FederationPassRequest, call: _Call) -> _Answer:
+        ciphertext, contributors = self._responder.federation.on_pass(call.peer, request)
         reply = pb.FederationPassResponse(protocol_version=PROTOCOL_VERSION, ciphertext=ciphertext, contributors=contributors)
-        return self._egress.send(reply, peer=peer, protocol="federation-total", step="passed", session_id=request.run_id,
-                                 items=1, parameters={"contributors": contributors})
+        return lambda: self._egress.send(
+            reply, peer=call.peer, protocol="federation-total", step="passed", session_id=request.run_id,
+            items=1, parameters={"contributors": contributors},
+        )
 
-    def FederationRelease(
-        self, request: pb.FederationReleaseRequest, context: grpc.ServicerContext
-    ) -> pb.FederationReleaseResponse:
-        peer = ""
-        try:
-            peer = self._auth.authenticate(context)
-            self._check_version(request.protocol_version)
-            self._egress.received(request, peer=peer, protocol="federation-total", step="release", session_id=request.run_id)
-            self._responder.federation.on_release(peer, request)
-        except Exception as exc:  # noqa: BLE001
-            self._abort(context, exc, peer, "federation-total", "released", request.run_id)
+    @_rpc("federation-total", "released", "release", session="run_id", version="before")
+    def FederationRelease(self, request: pb.FederationReleaseRequest, call: _Call) -> _Answer:
+        self._responder.federation.on_release(call.peer, request)
         reply = pb.FederationReleaseResponse(protocol_version=PROTOCOL_VERSION)
-        return self._egress.send(reply, peer=peer, protocol="federation-total", step="released", session_id=request.run_id)
+        return lambda: self._egress.send(
+            reply, peer=call.peer, protocol="federation-total", step="released", session_id=request.run_id,
+        )
 
 
 class StandardServicesEgress(grpc.ServerInterceptor):
@@ -407,7 +426,8 @@ class StandardServicesEgress(grpc.ServerInterceptor):
     Our own service records its messages itself and is not touched here.
     """
 
-    PROTOCOLS = {"/grpc.health.v1.Health/": "grpc-health", "/grpc.reflection.v1alpha.ServerReflection/": "grpc-reflection"}
+    PROTOCOLS = {"/grpc.health.v1.Health/": "grpc-health", "/grpc.reflection.v1alpha.ServerReflection/": "grpc-reflection",
+                 "/grpc.reflection.v1.ServerReflection/": "grpc-reflection"}
 
     def __init__(self, egress: Egress) -> None:
         self._egress = egress
@@ -510,28 +530,30 @@ def create_server(
     *,
     max_workers: int = 16,
     tls=None,  # type: ignore[no-untyped-def]  # psi_share.pki.NodeTls; None = plaintext
+    liveness: Liveness = Liveness(),
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Build (not start) a server bound to ``address``; returns it and its port.
 
     With ``tls`` the port requires a client certificate from the federation
     CA (mutual TLS); without it the port is plaintext (``--insecure`` only).
-    Binding ``127.0.0.1:0`` picks a free port, as tests do.
+    Binding ``127.0.0.1:0`` picks a free port, as tests do. The port is
+    never shared (no SO_REUSEPORT): a port in use raises :class:`ListenError`.
+    ``liveness`` sets keepalive and how long a peer may stay silent
+    (protos/PROTOCOL.md, "Timeouts and keepalive").
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="psi-grpc"),
-        interceptors=[StandardServicesEgress(egress)],
+        interceptors=[StandardServicesEgress(egress), SilenceLimit(liveness.peer_silence_seconds, SERVICE_NAME)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            *liveness.server_options(),
         ],
     )
     add_node_servicer(NodeServicer(responder, egress, authenticator), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
+    enable_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
     try:
         if tls is None:
             port = server.add_insecure_port(address)
@@ -540,8 +562,8 @@ def create_server(
                 [(tls.key_pem, tls.cert_pem)], root_certificates=tls.ca_pem, require_client_auth=True
             )
             port = server.add_secure_port(address, credentials)
-    except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
-        raise ConfigError(f"cannot listen on {address}: {exc} (port in use or host not local?)") from None
+    except RuntimeError:  # grpc raises RuntimeError when it cannot bind
+        raise ListenError(f"cannot listen on {address}: {why_not_listening(address)}") from None
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer

@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..crypto import ec
-from ..crypto.paillier import PublicKey
-from ..errors import LocalProtocolError, OutOfOrder, Refused
-from ..protocols.intersection_sum import (
+from ...crypto import ec
+from ...crypto.paillier import PublicKey
+from ...errors import LocalProtocolError, OutOfOrder, Refused
+from ...protocols.intersection_sum import (
     Matcher,
     SumOpen,
     SumOpened,
@@ -28,10 +28,11 @@ from ..protocols.intersection_sum import (
     parse,
     step_of,
 )
-from ..store import SessionRecord, Store, SumResultRecord
-from .aggregates import PaillierKeyring, PreparedItems, PreparedSums
-from .config import NodeConfig
-from .policy import AccessRequest, Policy
+from ...store import SessionRecord, Store, SumResultRecord
+from ..config import NodeConfig
+from ..policy import AccessRequest, Policy
+from ..sessions import SessionTable
+from .keyring import PaillierKeyring, PreparedItems, PreparedSums
 
 log = logging.getLogger("psi_share.sum_responder")
 
@@ -79,8 +80,11 @@ class SumResponder:
         self._engine = engine
         self._clock = clock
         self._random = random_bytes
-        self._lock = threading.Lock()
-        self._sessions: dict[str, _SumSession] = {}
+        # The clock is read through this responder, so that winding its clock winds the table's.
+        self._sessions: SessionTable[_SumSession] = SessionTable(
+            name="intersection-sum", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open,
+            log=log, not_found="intersection-sum session",
+        )
 
     def open(self, peer: str, open_: SumOpen) -> SumOpened:
         grant = self._policy.check(
@@ -110,13 +114,9 @@ class SumResponder:
             self._background(party.prepare_ciphertexts)
         now = self._clock()
         sid = uuid.UUID(bytes=self._random(16), version=4).hex
-        with self._lock:
-            self._expire(now)
-            if len(self._sessions) >= self.config.sessions.max_open:
-                raise Refused("RESOURCE_EXHAUSTED", "this node has too many open sessions; retry later")
-            self._sessions[sid] = _SumSession(
-                sid, peer, open_, prepared, party, now + self.config.sessions.ttl_seconds, key, grant.min_result,
-            )
+        self._sessions.add(_SumSession(
+            sid, peer, open_, prepared, party, now + self.config.sessions.ttl_seconds, key, grant.min_result,
+        ), now)
         self._store.start_session(
             SessionRecord(
                 id=sid, role="responder", protocol="intersection-sum", peer=peer, local_dataset=open_.dataset,
@@ -135,34 +135,17 @@ class SumResponder:
         self._prepared.submit(fn)
 
     def _session(self, peer: str, sid: str) -> _SumSession:
-        now = self._clock()
-        with self._lock:
-            self._expire(now)
-            session = self._sessions.get(sid)
-        if session is None or session.peer != peer:
-            raise Refused("NOT_FOUND", f"no open intersection-sum session {sid!r} (expired, closed or never opened)")
-        return session
-
-    def _expire(self, now: float) -> None:
-        for sid in [s for s, v in self._sessions.items() if v.expires <= now]:
-            session = self._sessions.pop(sid)
-            log.info("intersection-sum session %s with %s expired", sid, session.peer)
-            self._store.finish_session(sid, "expired", now=now, error="abandoned by requester")
+        return self._sessions.get(peer, sid)
 
     def abort(self, peer: str, sid: str, exc: Exception) -> None:
         """End ``sid`` as failed after a broken or hostile stream (if it is ``peer``'s)."""
-        with self._lock:
-            session = self._sessions.get(sid)
-        if session is not None and session.peer == peer:
-            self._fail(session, exc)
+        self._sessions.abort(peer, sid, exc)
 
     def expire(self) -> None:
         """Drop sessions past their time to live (called by the serving node's
         reaper, as for PSI sessions: an abandoned session frees its memory and
         no longer keeps the randomness pool from filling)."""
-        now = self._clock()
-        with self._lock:
-            self._expire(now)
+        self._sessions.expire()
 
     def request_limit(self, peer: str, sid: str) -> int:
         """Largest message this session may receive in one exchange."""
@@ -171,8 +154,7 @@ class SumResponder:
         return s.open.set_size * (ec.X_BYTES + ct) + len(s.prepared.blinded.points) * ec.X_BYTES + 8192
 
     def open_count(self) -> int:
-        with self._lock:
-            return len(self._sessions)
+        return self._sessions.count()
 
     def exchange(self, peer: str, sid: str, payload: bytes) -> ExchangeReply:
         session = self._session(peer, sid)
@@ -181,7 +163,7 @@ class SumResponder:
             try:
                 return self._advance(session, payload)
             except Exception as exc:
-                self._fail(session, exc)
+                self._sessions.fail(session, exc)
                 raise
 
     def _advance(self, s: _SumSession, payload: bytes) -> ExchangeReply:
@@ -225,8 +207,7 @@ class SumResponder:
             )
 
     def _finish(self, s: _SumSession, result: SumResult) -> None:
-        with self._lock:
-            self._sessions.pop(s.id, None)
+        self._sessions.pop(s.id)
         self._store.finish_sum_session(
             s.id,
             SumResultRecord(
@@ -243,22 +224,12 @@ class SumResponder:
             self._session(peer, sid)  # only the owning peer may close it
         except Refused:
             return  # finished sessions are already recorded
-        with self._lock:
-            self._sessions.pop(sid, None)
+        self._sessions.pop(sid)
         self._store.finish_session(sid, "closed", now=self._clock(), error=outcome or "closed early")
 
-    def _fail(self, session: _SumSession, exc: Exception) -> None:
-        with self._lock:
-            self._sessions.pop(session.id, None)
-        self._store.finish_session(session.id, "failed", now=self._clock(), error=str(exc)[:500])
-        log.warning("intersection-sum session %s with %s failed: %s", session.id, session.peer, exc)
-
     def shutdown(self) -> None:
-        now = self._clock()
-        with self._lock:
-            sessions, self._sessions = self._sessions, {}
-        for sid in sessions:
-            self._store.finish_session(sid, "aborted", now=now, error="node shut down")
+        """Record every open session as aborted (the node is shutting down)."""
+        self._sessions.close_all()
 
 
 def value_holder_of(name: str) -> ValueHolder:

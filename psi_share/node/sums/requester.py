@@ -14,10 +14,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..crypto import ec
-from ..errors import LocalProtocolError, PsiShareError
-from ..identifiers import KINDS
-from ..protocols.intersection_sum import (
+from ...crypto import ec
+from ...errors import LocalProtocolError, PsiShareError
+from ...identifiers import KINDS
+from ...protocols.intersection_sum import (
     EXCHANGES,
     Matcher,
     SumOpen,
@@ -26,10 +26,10 @@ from ..protocols.intersection_sum import (
     ValueHolderParty,
     control,
 )
-from ..store import SessionRecord, Store, SumResultRecord
-from ..transport.client import PeerClient
-from .aggregates import PaillierKeyring, PreparedSums
-from .requester import Laps
+from ...store import SessionRecord, Store, SumResultRecord
+from ...transport.client import PeerClient
+from ..psi.requester import Laps
+from .keyring import PaillierKeyring, PreparedSums
 
 log = logging.getLogger("psi_share.sum_requester")
 

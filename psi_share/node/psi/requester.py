@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..crypto.openmined import OpenMinedEngine, new_private_key
-from ..errors import LocalProtocolError, PsiShareError
-from ..identifiers import KINDS, canonical_versions
-from ..protocols.psi import Mode, PsiRequester, below_minimum
-from ..store import SessionRecord, Store
-from ..transport.client import PeerClient
-from .itemsets import build_item_set
+from ...crypto.openmined import OpenMinedEngine, new_private_key
+from ...errors import LocalProtocolError, PsiShareError
+from ...identifiers import KINDS, canonical_versions
+from ...protocols.psi import Mode, PsiRequester, below_minimum
+from ...store import SessionRecord, Store
+from ...transport.client import PeerClient
+from ..itemsets import build_item_set
 
 log = logging.getLogger("psi_share.requester")
 

@@ -12,7 +12,7 @@ slots runs the job ONCE when it comes back, then follows the schedule from
 that run on. A job that has never run waits for its first slot after the
 scheduler started.
 
-Every run takes the job's lock first (see ``joblock.py``): when an external
+Every run takes the job's lock first (see ``lock.py``): when an external
 ``psi-share job run`` of the same job is in progress, the scheduler skips
 and looks again later instead of overlapping. The clock and the wait are
 parameters, so tests drive the scheduler without sleeping.
@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, JobBusy, PsiShareError
+from ..node.node import Node
 from ..timefmt import utc_text
-from .jobs import JobRunResult, JobSpec, load_job
+from .runner import job_lock, run_job
+from .spec import JobRunResult, JobSpec, load_job
 from .schedule import Due, plan
 
 log = logging.getLogger("psi_share.scheduler")
@@ -117,7 +119,7 @@ class JobScheduler:
 
     def _run_if_still_due(self, job: JobSpec) -> JobRunResult | None:
         try:
-            lock = self.node.job_lock(job.name)
+            lock = job_lock(self.node, job.name)
         except JobBusy as exc:
             log.info("scheduled job %s is due but %s; looking again in %.0fs", job.name, exc, BUSY_RETRY_SECONDS)
             self._busy_until[job.name] = self.clock() + BUSY_RETRY_SECONDS
@@ -136,8 +138,8 @@ class JobScheduler:
                     job.name, due.missed, utc_text(due.at),
                 )
             try:
-                result = self.node.run_job(
-                    job, triggered_by=trigger, scheduled_for=due.at, cancel=self.stop_event, lock=lock,
+                result = run_job(
+                    self.node, job, triggered_by=trigger, scheduled_for=due.at, cancel=self.stop_event, lock=lock,
                 )
             except PsiShareError as exc:
                 # Not a peer failure (those are inside the result) but e.g. a
@@ -183,3 +185,12 @@ class JobScheduler:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+
+def start_scheduler(node: Node, *, on_result: Callable[[JobRunResult], None] | None = None) -> JobScheduler | None:
+    """Start running the scheduled job files of ``[jobs] scheduled``; None when there are none."""
+    jobs = find_scheduled_jobs(node.home.path, node.config.jobs.scheduled)
+    if not jobs:
+        return None
+    scheduler = JobScheduler(node, jobs, on_result=on_result)
+    scheduler.start()
+    return scheduler

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from ..audit.messages import parse_exact, register_message_check
 from ..crypto.paillier import KEY_BITS
 from ..identifiers import KINDS
-from ..store.db import NAME_PATTERN
+from ..names import NAME_PATTERN
+from ..protocols import federation_total, intersection_sum
 from ..v1 import node_pb2 as pb
-from . import federation_total, intersection_sum
 
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 

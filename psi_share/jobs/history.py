@@ -136,7 +136,7 @@ def _restrict(attribution: dict[str, tuple[str, ...]], peers: set[str]) -> dict[
 def summary_line(result, diff: RunDiff | None) -> str:  # type: ignore[no-untyped-def]
     """One line per run, for people and logs: status, peers, findings, change.
 
-    ``result`` is a :class:`~psi_share.node.jobs.JobRunResult`.
+    ``result`` is a :class:`~psi_share.jobs.spec.JobRunResult`.
     """
     ok = [p for p in result.peers if p.status == "ok"]
     text = f"job {result.job} run {result.run_id[:12]}: {result.status}"

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..identifiers import KINDS
+from ..names import NAME_PATTERN
+from ..node.config import read_toml
 from ..protocols.psi import Mode
-from ..store.db import NAME_PATTERN
-from .config import read_toml
 from .schedule import Schedule, parse_schedule
 
 _KEYS = {"name", "participants", "dataset", "peer_dataset", "kinds", "mode", "transcripts"}

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import PeerUnavailable, PsiShareError
-from .jobs import PeerResult
-from .requester import MatchOutcome
+from ..node.psi.requester import MatchOutcome
+from .spec import PeerResult
 
 
 @dataclass(frozen=True)

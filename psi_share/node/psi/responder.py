@@ -30,11 +30,11 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
-from ..crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_private_key
-from ..errors import NotFound, Refused
-from ..identifiers import canonical_versions
-from ..protocols import PROTOCOL_VERSION, PROTOCOLS
-from ..protocols.psi import (
+from ...crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_private_key
+from ...errors import NotFound
+from ...identifiers import canonical_versions
+from ...protocols import PROTOCOL_VERSION, PROTOCOLS
+from ...protocols.psi import (
     BlindedSet,
     PreparedSetup,
     PsiOpen,
@@ -45,10 +45,11 @@ from ..protocols.psi import (
     filter_for,
     size_class,
 )
-from ..store import SessionRecord, Store
-from .config import NodeConfig
-from .itemsets import build_item_set
-from .policy import AccessRequest, Policy
+from ...store import SessionRecord, Store
+from ..config import NodeConfig
+from ..itemsets import build_item_set
+from ..policy import AccessRequest, Policy
+from ..sessions import SessionTable
 
 log = logging.getLogger("psi_share.responder")
 
@@ -113,7 +114,10 @@ class Responder:
         self._random_bytes = random_bytes
         self._lock = threading.Lock()
         self._setups: dict[tuple[str, int, tuple[str, ...]], _SetupEntry] = {}
-        self._sessions: dict[str, _Session] = {}
+        # The clock is read through this responder, so that winding its clock winds the table's.
+        self._sessions: SessionTable[_Session] = SessionTable(
+            name="PSI", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open, log=log,
+        )
         self.policy = Policy(config, store, clock)
 
     # -- read-only information --------------------------------------------
@@ -240,12 +244,10 @@ class Responder:
         )
         now = self._clock()
         sid = uuid.UUID(bytes=self._random_bytes(16), version=4).hex
-        with self._lock:
-            self._expire(now)
-            if len(self._sessions) >= self.config.sessions.max_open:
-                raise Refused("RESOURCE_EXHAUSTED", "this node has too many open sessions; retry later")
-            self.policy.charge(peer, access)
-            self._sessions[sid] = _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds, queries=queries)
+        self._sessions.add(
+            _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds, queries=queries), now,
+            admit=lambda: self.policy.charge(peer, access),
+        )
         self._store.start_session(
             SessionRecord(
                 id=sid, role="responder", protocol="psi", peer=peer, local_dataset=open_.dataset,
@@ -268,39 +270,18 @@ class Responder:
         )
 
     def _session(self, peer: str, sid: str) -> _Session:
-        now = self._clock()
-        with self._lock:
-            self._expire(now)
-            session = self._sessions.get(sid)
-        if session is None or session.peer != peer:
-            # Another peer's session id looks exactly like an unknown one.
-            raise Refused("NOT_FOUND", f"no open session {sid!r} (expired, closed or never opened)")
-        return session
-
-    def _expire(self, now: float) -> None:
-        for sid in [s for s, v in self._sessions.items() if v.expires <= now]:
-            session = self._sessions.pop(sid)
-            log.info("PSI session %s with %s expired", sid, session.peer)
-            self._store.finish_session(sid, "expired", now=now, error="abandoned by requester")
+        return self._sessions.get(peer, sid)
 
     def expire(self) -> None:
-        """Drop sessions past their time to live (the serving node's reaper
-        calls this periodically, so abandoned sessions free their memory
-        even when no other call arrives)."""
-        now = self._clock()
-        with self._lock:
-            self._expire(now)
+        """Drop sessions past their time to live (the serving node's reaper)."""
+        self._sessions.expire()
 
     def open_sessions(self) -> int:
-        with self._lock:
-            return len(self._sessions)
+        return self._sessions.count()
 
     def abort(self, peer: str, sid: str, exc: Exception) -> None:
         """End ``sid`` as failed after a broken or hostile stream (if it is ``peer``'s)."""
-        with self._lock:
-            session = self._sessions.get(sid)
-        if session is not None and session.peer == peer:
-            self._fail(session, exc)
+        self._sessions.abort(peer, sid, exc)
 
     def request_limit(self, peer: str, sid: str) -> int:
         """Largest serialized request this session may receive."""
@@ -312,7 +293,7 @@ class Responder:
             try:
                 return session.core.process(data)
             except Exception as exc:
-                self._fail(session, exc)
+                self._sessions.fail(session, exc)
                 raise
 
     def psi_setup(self, peer: str, sid: str) -> bytes:
@@ -320,15 +301,14 @@ class Responder:
         try:
             prepared = self._filter(session.entry, session.core.open.dataset, session.queries)
         except Exception as exc:  # no filter to serve: the session failed here
-            self._fail(session, exc)
+            self._sessions.fail(session, exc)
             raise
         with session.lock:
             return session.core.setup(prepared)
 
     def psi_close(self, peer: str, sid: str, outcome: str) -> None:
         session = self._session(peer, sid)
-        with self._lock:
-            self._sessions.pop(sid, None)
+        self._sessions.pop(sid)
         with session.lock:
             done = session.core.state is ResponderState.PROCESSED
             session.core.close()
@@ -378,15 +358,6 @@ class Responder:
             "filter": prepared.kind,
         }
 
-    def _fail(self, session: _Session, exc: Exception) -> None:
-        with self._lock:
-            self._sessions.pop(session.id, None)
-        self._store.finish_session(session.id, "failed", now=self._clock(), error=str(exc)[:500])
-        log.warning("PSI session %s with %s failed: %s", session.id, session.peer, exc)
-
     def close(self) -> None:
-        now = self._clock()
-        with self._lock:
-            sessions, self._sessions = self._sessions, {}
-        for sid in sessions:
-            self._store.finish_session(sid, "aborted", now=now, error="node shut down")
+        """Record every open session as aborted (the node is shutting down)."""
+        self._sessions.close_all()

@@ -34,19 +34,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
-from ..crypto import ec
-from ..crypto.paillier import (
+from ...crypto import ec
+from ...crypto.paillier import (
     SHORT_EXPONENT_BITS,
     PrivateKey,
     RandomnessPool,
     worker_encrypt,
     worker_randomness,
 )
-from ..errors import LocalProtocolError, Refused
-from ..identifiers import domain_separated_item
-from ..protocols.intersection_sum import BlindedSet, blind_own_items
-from ..store import Store
-from .config import NodeConfig
+from ...errors import LocalProtocolError, Refused
+from ...identifiers import domain_separated_item
+from ...protocols.intersection_sum import BlindedSet, blind_own_items
+from ...store import Store
+from ..config import NodeConfig
 
 log = logging.getLogger("psi_share.aggregates")
 

@@ -1,0 +1,1 @@
+"""The PSI wing: both sides of a private set intersection (requester, responder)."""

@@ -1,0 +1,105 @@
+"""Plaintext evaluation of prompt matching on the synthetic campaign.
+
+What PSI over band items would give each lab is computed here in plain
+Python: lab A's band items that lab B also holds (a set intersection, the
+same result the PSI requester gets), mapped back to A's prompts and actors.
+It is scored against the generator's truth, which comes from construction
+(which template each prompt was made from), not from the matcher.
+
+Targets (issue 14): precision and recall of "template shared with peer" and
+of "actors linked by templates" at least 0.95 at the configured threshold,
+and no benign prompt links two actors.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from psi_share.prompts import (
+    DEFAULT_THRESHOLD,
+    ExclusionIndex,
+    PromptParams,
+    SignatureEngine,
+    load_stoplist,
+    normalise,
+    prepare_prompts,
+    read_prompts_jsonl,
+    shingles,
+)
+from psi_share.prompts.synthetic import Score, SyntheticFederation, generate, score_matches, write_files
+
+
+def run_federation(fed: SyntheticFederation, tmp_path: Path, params: PromptParams, *,
+                   exclusions: bool = True) -> dict[tuple[str, str], Score]:
+    """Write the federation's files, prepare each lab from them, intersect, score."""
+    files = write_files(fed, tmp_path)
+    engine = SignatureEngine(params)
+    stoplist = load_stoplist(files["stoplist.txt"])
+    prepared = {}
+    for lab in fed.labs:
+        index = ExclusionIndex(params.shingle_words)
+        if exclusions:
+            index.add_stoplist(stoplist)
+            index.add_frequent(read_prompts_jsonl(files[f"{lab}/benign-sample.jsonl"]), min_actors=5)
+        prepared[lab] = prepare_prompts(read_prompts_jsonl(files[f"{lab}/prompts.jsonl"]), engine, index)
+    scores = {}
+    for lab, peer in itertools.permutations(fed.labs, 2):
+        peer_items = set(prepared[peer].actors_by_item())
+        matched = {c.line for kept in prepared[lab].clusters.values() for c in kept if peer_items.intersection(c.items)}
+        scores[lab, peer] = score_matches(fed, lab, peer, matched)
+    return scores
+
+
+SEED_HEX = "5e" * 32
+
+
+@pytest.mark.parametrize("seed", [7, 9])
+def test_campaign_is_found_at_the_configured_threshold(tmp_path: Path, seed: int) -> None:
+    fed = generate(seed=seed)
+    params = PromptParams.from_config(SEED_HEX)
+    assert (params.bands, params.rows, DEFAULT_THRESHOLD) == (25, 5, 0.5)
+    scores = run_federation(fed, tmp_path, params)
+    for (lab, peer), score in scores.items():
+        assert score.templates[0] > 3 and score.actors[0] > 10, (lab, peer, score)  # non-trivial truth
+        assert score.template_precision >= 0.95 and score.template_recall >= 0.95, (lab, peer, score)
+        assert score.actor_precision >= 0.95 and score.actor_recall >= 0.95, (lab, peer, score)
+        assert score.benign_links == 0, (lab, peer, score)
+
+
+def test_four_labs(tmp_path: Path) -> None:
+    fed = generate(seed=11, labs=("lab-w", "lab-x", "lab-y", "lab-z"))
+    for (lab, peer), score in run_federation(fed, tmp_path, PromptParams.from_config(SEED_HEX)).items():
+        assert min(score.template_precision, score.template_recall) >= 0.95, (lab, peer, score)
+        assert min(score.actor_precision, score.actor_recall) >= 0.95, (lab, peer, score)
+        assert score.benign_links == 0
+
+
+def test_benign_prompts_would_link_actors_without_exclusions(tmp_path: Path) -> None:
+    """The exclusions are what keeps benign prompts from linking: without them they do."""
+    fed = generate(seed=7)
+    scores = run_federation(fed, tmp_path, PromptParams.from_config(SEED_HEX), exclusions=False)
+    assert all(score.benign_links > 0 for score in scores.values())
+    assert all(score.actor_precision < 0.95 for score in scores.values())
+
+
+def test_generator_properties() -> None:
+    """The generator is deterministic, its near-misses sit below the threshold, its campaign above."""
+    fed, again = generate(seed=7), generate(seed=7)
+    assert [p.text for p in fed.prompts["lab-b"]] == [p.text for p in again.prompts["lab-b"]]
+    assert len({p.template for lab in fed.labs for p in fed.prompts[lab] if p.template.startswith("campaign")}) == 20
+
+    def jaccard(a: str, b: str) -> float:
+        x, y = shingles(normalise(a), 3), shingles(normalise(b), 3)
+        return len(x & y) / len(x | y)
+
+    by_template: dict[tuple[str, str], list[str]] = {}
+    for lab in fed.labs:
+        for p in fed.prompts[lab]:
+            by_template.setdefault((lab, p.template), []).append(p.text)
+    near = [texts[0] for (lab, t), texts in by_template.items() if t.startswith("near-miss")]
+    campaign = [texts[0] for (lab, t), texts in by_template.items() if t.startswith("campaign")]
+    closest = max(jaccard(n, c) for n in near for c in campaign)
+    assert 0.2 < closest < DEFAULT_THRESHOLD
