@@ -3,8 +3,9 @@
 
 Prints microseconds per operation for: phe encryption (the baseline),
 full-exponent r^n, short-exponent h^a with CRT and fixed-base tables, an
-encryption with pooled randomness, hash-to-curve, one ECDH blinding, and
-ciphertext decoding with validation.
+encryption with pooled randomness, hash-to-curve, one ECDH blinding,
+ciphertext decoding with validation, and the value holder's modulus proof
+(key generation, proving, verifying; per key and session, not per item).
 
 Usage: python scripts/bench_crypto.py [--bits 2048] [--n 2000]
 """
@@ -17,7 +18,7 @@ import time
 
 from phe import paillier as phe
 
-from psi_share.crypto import ec
+from psi_share.crypto import ec, modulus_proof
 from psi_share.crypto.paillier import PrivateKey, decode_ciphertexts, encode_ciphertexts
 
 
@@ -57,6 +58,22 @@ def main() -> None:
         print(f"  {name:32s} {us:10.1f} us/op")
     print(f"  speed-up of h^a over phe encrypt: {rows[0][1] / (rows[2][1] + rows[3][1]):.0f}x; "
           f"pooled: {rows[0][1] / rows[3][1]:.0f}x")
+    bench_modulus_proof(args.bits)
+
+
+def bench_modulus_proof(bits: int, rounds: int = 5) -> None:
+    """Milliseconds per key generation, proof and verification (one each per session)."""
+    keygen = per_op(lambda: [PrivateKey.generate(bits, secrets.token_bytes) for _ in range(rounds)], rounds) / 1e3
+    key = PrivateKey.generate(bits, secrets.token_bytes)
+    contexts = [secrets.token_bytes(48) for _ in range(rounds)]
+    proofs: list[bytes] = []
+    prove_ms = per_op(lambda: proofs.extend(modulus_proof.prove(key, context=c, protocol_version=1) for c in contexts), rounds) / 1e3
+    verify_ms = per_op(lambda: [modulus_proof.verify(key.public, p, context=c, protocol_version=1)
+                                for p, c in zip(proofs, contexts)], rounds) / 1e3
+    print(f"modulus proof for a {bits}-bit key ({modulus_proof.ROOT_ROUNDS} N-th roots, "
+          f"{modulus_proof.BLUM_ROUNDS} fourth roots; {modulus_proof.proof_length(bits)} bytes), {rounds} runs each")
+    for name, ms in (("key generation (Blum primes)", keygen), ("prove", prove_ms), ("verify", verify_ms)):
+        print(f"  {name:32s} {ms:10.1f} ms")
 
 
 if __name__ == "__main__":

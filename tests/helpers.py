@@ -20,9 +20,11 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
 
 from psi_share.crypto.openmined import OpenMinedEngine, new_private_key
 from psi_share.protocols.psi import (

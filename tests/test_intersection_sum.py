@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from psi_share.crypto import ec
+from psi_share.crypto import ec, modulus_proof
 from psi_share.crypto.paillier import MAX_VALUE, PrivateKey, PublicKey, encode_ciphertexts
 from psi_share.errors import OutOfOrder, PeerRefused, RemoteProtocolError
 from psi_share.jobs.runner import job_lock, run_job
@@ -115,13 +115,14 @@ def test_hostile_ciphertexts_are_rejected():
     m_set = blind_own_items(ENGINE, ec.new_scalar(rb), matcher_items)
     h_set = blind_own_items(ENGINE, ec.new_scalar(rb), ["a"])
     width = KEY.public.ciphertext_bytes
+    proof = modulus_proof.prove(KEY, context=b"", protocol_version=1)  # a valid key: the ciphertexts are the attack
     for bad_c, why in ((0, "out of range"), (n * n, "out of range"), (n * 5, "not invertible")):
         matcher = Matcher(m_set, engine=ENGINE, random_bytes=rb, max_peer_set_size=100, key_bits=2048)
         m1 = pb.SumMessage.FromString(matcher.blinded_set())
         double = ec.blind_x_blob(h_set.scalar, m1.points)
         data = bad_c.to_bytes(width + 1, "big")[-width:] if bad_c < 256 ** width else b"\xff" * width
         message = pb.SumMessage(
-            protocol_version=1, step="double-blinded", public_key=KEY.public.encode(), points=double,
+            protocol_version=1, step="double-blinded", public_key=KEY.public.encode(), key_proof=proof, points=double,
             paired_points=h_set.points[0], ciphertexts=data,
         )
         with pytest.raises(RemoteProtocolError, match=why):

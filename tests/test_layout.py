@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("psi_share.transport",),
     ("psi_share.protocols",),
     ("psi_share.audit",),
-    ("psi_share.store",),
+    ("psi_share.store", "psi_share.privacy"),  # privacy: pure noise, and the ledger it keeps in the store
     (
         "psi_share.crypto", "psi_share.identifiers", "psi_share.errors", "psi_share.names", "psi_share.events",
         "psi_share.timefmt", "psi_share.pki", "psi_share.crl", "psi_share.v1", "psi_share.prompts",

@@ -2,9 +2,11 @@
 encryptor for the key owner, validation and the wire encoding.
 
 The scheme is Paillier with ``g = n + 1`` (as in ``phe``): ``Enc(m) =
-(1 + m*n) * r^n mod n^2``. Key generation and the reference encryption come
-from ``phe`` (python-paillier 1.5.0 with gmpy2); what is here makes the key
-owner fast and every received value safe to use.
+(1 + m*n) * r^n mod n^2``. Decryption and the reference encryption come
+from ``phe`` (python-paillier 1.5.0 with gmpy2); keys are generated here, from
+Blum primes, so that their owner can prove them well formed
+(:mod:`.modulus_proof`); what is here also makes the key owner fast and
+every received value safe to use.
 
 Speed (only the key owner may use these; they need p and q)
 -----------------------------------------------------------
@@ -188,6 +190,23 @@ def decode_ciphertext(key: PublicKey, data: bytes) -> int:
     return decode_ciphertexts(key, data, 1)[0]
 
 
+def _blum_prime(bits: int, random_bytes: Callable[[int], bytes]) -> int:
+    """A random prime of exactly ``bits`` bits with its top two bits set (so a
+    product of two has exactly 2*bits bits) and ``p = 3 mod 4``.
+
+    Like ``phe`` (and most libraries), the prime following a random start:
+    the bias towards primes after long gaps is negligible.
+    """
+    top = 3 << (bits - 2)
+    while True:
+        start = int.from_bytes(random_bytes(bits // 8), "big") | top
+        p = int(gmpy2.next_prime(start))
+        while p % 4 != 3:
+            p = int(gmpy2.next_prime(p))
+        if p.bit_length() == bits:
+            return p
+
+
 class _FixedBaseTable:
     """``base^e mod m`` for exponents of up to ``SHORT_EXPONENT_BITS`` bits."""
 
@@ -238,17 +257,26 @@ class PrivateKey:
 
     @classmethod
     def generate(cls, bits: int, random_bytes: Callable[[int], bytes]) -> PrivateKey:
-        """A fresh key pair. Primes come from ``phe`` (which draws from the OS);
-        the DJN base comes from ``random_bytes``."""
+        """A fresh key pair: two distinct Blum primes (3 mod 4) of bits/2 bits
+        each, and the DJN base, all drawn from ``random_bytes``.
+
+        Blum primes are what lets the key owner prove its modulus well formed
+        (:mod:`psi_share.crypto.modulus_proof`); they cost nothing in
+        security (safe primes, the classic RSA choice, are Blum primes too).
+        """
         if bits not in KEY_BITS:
             raise LocalProtocolError(f"Paillier key size must be one of {KEY_BITS}, not {bits}")
-        pub, priv = paillier.generate_paillier_keypair(n_length=bits)
-        public = PublicKey(pub.n)
+        p = _blum_prime(bits // 2, random_bytes)
+        q = p
+        while q == p:
+            q = _blum_prime(bits // 2, random_bytes)
+        n = p * q
+        public = PublicKey(n)
         x = 0
-        while x < 2 or math.gcd(x, pub.n) != 1:
-            x = int.from_bytes(random_bytes(public.byte_length + 8), "big") % pub.n
-        h = int(gmpy2.powmod(x, pub.n, public.n2))
-        return cls(public, priv.p, priv.q, h)
+        while x < 2 or math.gcd(x, n) != 1:
+            x = int.from_bytes(random_bytes(public.byte_length + 8), "big") % n
+        h = int(gmpy2.powmod(x, n, public.n2))
+        return cls(public, p, q, h)
 
     def tables(self) -> tuple[_FixedBaseTable, _FixedBaseTable]:
         with self._tables_lock:

@@ -314,7 +314,7 @@ class Node:
             return run_intersection_sum(
                 request, store=self.store, client=client, prepared=self.prepared_sums, keyring=self.keyring,
                 engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,
-                max_set_size=self.config.matching.max_set_size,
+                max_set_size=self.config.matching.max_set_size, own_name=self.config.name,
             )
 
     def federation_total(self, metric: str, participants: Sequence[str], *, min_contributors: int | None = None,

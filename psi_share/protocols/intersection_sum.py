@@ -17,6 +17,7 @@ every list shuffled by its sender)::
     matcher                                        value holder
       blinded-set:    {H(v)^k1}               ---->
                                               <----  double-blinded: pk,
+                                                     proof(pk well formed),
                                                      {H(v)^k1k2},
                                                      {(H(w)^k2, Enc(t_w))}
       computes (H(w)^k2)^k1, matches, multiplies the
@@ -37,6 +38,17 @@ Who learns what
   which set-size budgets in policy bound). The matcher only ever holds
   ciphertexts; the sum is re-randomized before the value holder decrypts,
   so the value holder cannot tell which ciphertexts were multiplied.
+
+The value holder's key
+-----------------------
+The matcher accepts the value holder's Paillier key only with a valid proof
+that its modulus is well formed (:mod:`psi_share.crypto.modulus_proof`: no
+prime factor below 65537, gcd(N, phi(N)) = 1, exactly two primes), bound to
+the key, the protocol version and the session (``proof_context``), and checks
+it before it touches a ciphertext. With a crafted modulus, re-randomizing the
+sum would not hide which ciphertexts went into it (issue 11: N = 1009 * q let
+a value holder read the match vector). The proof reveals nothing about the
+key's factors.
 
 Double counting: a session matches on exactly one identifier kind; a value
 belongs to an identifier row (see the store), and an item's value is the
@@ -62,7 +74,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from ..crypto import ec
+from ..crypto import ec, modulus_proof
 from ..crypto.paillier import (
     KEY_BITS,
     MAX_SUM_TERMS,
@@ -159,8 +171,10 @@ def check_message(step: str, payload: bytes, key: PublicKey | None = None) -> in
         _only(m, {"points"})
         return len(ec.split_points(m.points))
     if step == "double-blinded":
-        _only(m, {"public_key", "points", "paired_points", "ciphertexts"})
+        _only(m, {"public_key", "key_proof", "points", "paired_points", "ciphertexts"})
         pk = PublicKey.decode(m.public_key)
+        if m.key_proof:  # its session context is not in the message: parsed, not verified
+            modulus_proof.ModulusProof.decode(pk, m.key_proof)
         points = ec.split_points(m.points)
         paired = ec.split_points(m.paired_points)
         decode_ciphertexts(pk, m.ciphertexts, len(paired))
@@ -208,6 +222,13 @@ _HOLDER_STEPS = {
 }
 
 
+def proof_context(session_id: str, value_holder: str, matcher: str) -> bytes:
+    """What binds the value holder's key proof to one session: the session id
+    and both parties' node names, as both sides know them (length-prefixed)."""
+    parts = [session_id.encode(), value_holder.encode(), matcher.encode()]
+    return b"intersection-sum" + b"".join(len(x).to_bytes(2, "big") + x for x in parts)
+
+
 def shuffled(values: list, random_bytes: Callable[[int], bytes]) -> list:
     """A uniformly random permutation (Fisher-Yates keyed from ``random_bytes``)."""
     out = list(values)
@@ -233,7 +254,9 @@ def blind_own_items(engine: ec.EcEngine, scalar: int, items: Sequence[str]) -> B
 
 
 class Matcher:
-    """The party without values. ``own`` is its prepared blinded set."""
+    """The party without values. ``own`` is its prepared blinded set;
+    ``context`` is :func:`proof_context` of the session (the value holder's
+    key proof must be bound to the same bytes)."""
 
     def __init__(
         self,
@@ -243,8 +266,10 @@ class Matcher:
         random_bytes: Callable[[int], bytes],
         max_peer_set_size: int,
         key_bits: int,
+        context: bytes = b"",
     ) -> None:
         self._own = own
+        self._context = context
         self._engine = engine
         self._random = random_bytes
         self._max_peer = max_peer_set_size
@@ -273,10 +298,12 @@ class Matcher:
         """Match, sum the matching ciphertexts, re-randomize: the encrypted-sum message."""
         self._step("double-blinded")
         m = parse(payload, "double-blinded")
-        _only(m, {"public_key", "points", "paired_points", "ciphertexts"})
+        _only(m, {"public_key", "key_proof", "points", "paired_points", "ciphertexts"})
         pk = PublicKey.decode(m.public_key)
         if pk.bits != self._key_bits:
             raise RemoteProtocolError(f"value holder's key has {pk.bits} bits; the session agreed on {self._key_bits}")
+        # Nothing under the key is used before its modulus is proven well formed.
+        modulus_proof.verify(pk, m.key_proof, context=self._context, protocol_version=PROTOCOL_VERSION)
         mine = ec.split_points(m.points, len(self._own.points))
         if len(set(mine)) != len(mine):
             raise RemoteProtocolError("double-blinded set repeats a point")
@@ -316,7 +343,8 @@ class ValueHolderParty:
 
     ``values[i]`` is the value of the item whose prepared point is
     ``own.points[i]``; ``encrypt`` turns values into ciphertexts (the node
-    uses its randomness pool and worker processes).
+    uses its randomness pool and worker processes). ``context`` is
+    :func:`proof_context` of the session: the key proof is bound to it.
     """
 
     def __init__(
@@ -329,6 +357,7 @@ class ValueHolderParty:
         engine: ec.EcEngine,
         random_bytes: Callable[[int], bytes],
         max_peer_set_size: int,
+        context: bytes = b"",
     ) -> None:
         if len(values) != len(own.points):
             raise LocalProtocolError("one value per item")
@@ -346,16 +375,20 @@ class ValueHolderParty:
         self.state = HolderState.NEW
         self._peer_size = 0
         self._ciphertexts: tuple[list[int], list[int]] | None = None  # (order, Enc(values in that order))
+        self._context = context
+        self._key_proof: bytes | None = None
         self._prepare_lock = threading.Lock()
 
     def prepare_ciphertexts(self) -> None:
-        """Draw the shuffle and encrypt every value now.
+        """Draw the shuffle, encrypt every value and prove the key now.
 
         Needs nothing from the peer, so the node runs it as soon as the
         session opens, while the matcher is still blinding its set;
         :meth:`on_blinded_set` does it itself if nobody did.
         """
         with self._prepare_lock:
+            if self._key_proof is None:
+                self._key_proof = modulus_proof.prove(self._key, context=self._context, protocol_version=PROTOCOL_VERSION)
             if self._ciphertexts is None:
                 order = shuffled(list(range(len(self._values))), self._random)
                 self._ciphertexts = (order, self._encrypt([self._values[i] for i in order]))
@@ -378,14 +411,14 @@ class ValueHolderParty:
         self._peer_size = len(theirs)
         double = shuffled(self._engine.blind(self._own.scalar, theirs), self._random)
         self.prepare_ciphertexts()
-        assert self._ciphertexts is not None
+        assert self._ciphertexts is not None and self._key_proof is not None
         order, ciphertexts = self._ciphertexts
         self._ciphertexts = None  # used once
         pk = self._key.public
         return encode(
             pb.SumMessage(
                 protocol_version=PROTOCOL_VERSION, step="double-blinded", public_key=pk.encode(),
-                points=b"".join(double), paired_points=b"".join(self._own.points[i] for i in order),
+                key_proof=self._key_proof, points=b"".join(double), paired_points=b"".join(self._own.points[i] for i in order),
                 ciphertexts=encode_ciphertexts(pk, ciphertexts),
             )
         )

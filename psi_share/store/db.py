@@ -168,6 +168,19 @@ CREATE TABLE federation_runs (
 );
 """),
     (5, device_ids_v2),
+    # Differential privacy (issue 11): the epsilon each peer's releases were
+    # charged, per UTC day and protocol, in millionths (integers: sums stay
+    # exact), kept here so that a restart does not hand out a fresh budget.
+    (6, """
+CREATE TABLE dp_spent (
+    peer           TEXT NOT NULL,
+    day            TEXT NOT NULL,
+    protocol       TEXT NOT NULL,
+    micro_epsilon  INTEGER NOT NULL CHECK (micro_epsilon >= 0),
+    releases       INTEGER NOT NULL CHECK (releases >= 0),
+    PRIMARY KEY (peer, day, protocol)
+);
+"""),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 

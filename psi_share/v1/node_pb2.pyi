@@ -163,7 +163,7 @@ class SumOpenResponse(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., session_id: _Optional[str] = ..., max_set_size: _Optional[int] = ..., session_ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class SumMessage(_message.Message):
-    __slots__ = ("protocol_version", "step", "points", "paired_points", "ciphertexts", "public_key", "count", "sum")
+    __slots__ = ("protocol_version", "step", "points", "paired_points", "ciphertexts", "public_key", "count", "sum", "key_proof")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +172,7 @@ class SumMessage(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     SUM_FIELD_NUMBER: _ClassVar[int]
+    KEY_PROOF_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     step: str
     points: bytes
@@ -180,7 +181,8 @@ class SumMessage(_message.Message):
     public_key: bytes
     count: int
     sum: bytes
-    def __init__(self, protocol_version: _Optional[int] = ..., step: _Optional[str] = ..., points: _Optional[bytes] = ..., paired_points: _Optional[bytes] = ..., ciphertexts: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., count: _Optional[int] = ..., sum: _Optional[bytes] = ...) -> None: ...
+    key_proof: bytes
+    def __init__(self, protocol_version: _Optional[int] = ..., step: _Optional[str] = ..., points: _Optional[bytes] = ..., paired_points: _Optional[bytes] = ..., ciphertexts: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., count: _Optional[int] = ..., sum: _Optional[bytes] = ..., key_proof: _Optional[bytes] = ...) -> None: ...
 
 class FederationPassRequest(_message.Message):
     __slots__ = ("protocol_version", "run_id", "metric", "initiator", "public_key", "ciphertext", "contributors", "route", "min_contributors", "job_id")

@@ -25,6 +25,7 @@ from ...protocols.intersection_sum import (
     ValueHolder,
     ValueHolderParty,
     control,
+    proof_context,
 )
 from ...store import SessionRecord, Store, SumResultRecord
 from ...transport.client import PeerClient
@@ -70,6 +71,7 @@ def run_intersection_sum(
     clock: Callable[[], float],
     random_bytes: Callable[[int], bytes],
     max_set_size: int,
+    own_name: str,
 ) -> SumOutcome:
     if request.kind not in KINDS:
         raise LocalProtocolError(f"unknown identifier kind {request.kind!r} (known: {', '.join(sorted(KINDS))})")
@@ -82,16 +84,7 @@ def run_intersection_sum(
             f"dataset {request.dataset} has {n} {request.kind} items; [matching] max_set_size is {max_set_size}"
         )
     we_hold = request.value_holder is ValueHolder.REQUESTER
-    if we_hold:
-        values = items.require_values(request.dataset, request.kind)
-        private = keyring.key(request.key_bits)
-        party: Matcher | ValueHolderParty = ValueHolderParty(
-            items.blinded, values, key=private, encrypt=lambda v: keyring.encrypt(private, v), engine=engine,
-            random_bytes=random_bytes, max_peer_set_size=max_set_size,
-        )
-    else:
-        party = Matcher(items.blinded, engine=engine, random_bytes=random_bytes,
-                        max_peer_set_size=max_set_size, key_bits=request.key_bits)
+    values = items.require_values(request.dataset, request.kind) if we_hold else None
     open_ = SumOpen(
         dataset=request.peer_dataset, kind=request.kind, kind_version=KINDS[request.kind].version, set_size=n,
         value_holder=request.value_holder, key_bits=request.key_bits, job_id=request.job_run_id or "",
@@ -99,6 +92,17 @@ def run_intersection_sum(
     opened = client.sum_open(open_)
     lap("open")
     sid = opened.session_id
+    # The value holder's key proof is bound to this session and both names.
+    context = proof_context(sid, own_name if we_hold else request.peer, request.peer if we_hold else own_name)
+    if values is not None:
+        private = keyring.key(request.key_bits)
+        party: Matcher | ValueHolderParty = ValueHolderParty(
+            items.blinded, values, key=private, encrypt=lambda v: keyring.encrypt(private, v), engine=engine,
+            random_bytes=random_bytes, max_peer_set_size=max_set_size, context=context,
+        )
+    else:
+        party = Matcher(items.blinded, engine=engine, random_bytes=random_bytes,
+                        max_peer_set_size=max_set_size, key_bits=request.key_bits, context=context)
     store.start_session(
         SessionRecord(
             id=sid, role="requester", protocol="intersection-sum", peer=request.peer, local_dataset=request.dataset,

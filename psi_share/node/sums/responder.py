@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ...crypto import ec
+from ...crypto import ec, modulus_proof
 from ...crypto.paillier import PublicKey
 from ...errors import LocalProtocolError, OutOfOrder, Refused
 from ...protocols.intersection_sum import (
@@ -27,6 +27,7 @@ from ...protocols.intersection_sum import (
     control,
     parse,
     step_of,
+    proof_context,
 )
 from ...store import SessionRecord, Store, SumResultRecord
 from ..config import NodeConfig
@@ -96,10 +97,14 @@ class SumResponder:
         )
         prepared = self._prepared.get(open_.dataset, open_.kind).result()
         limit = self.config.matching.max_set_size
+        sid = uuid.UUID(bytes=self._random(16), version=4).hex
+        # The value holder's key proof is bound to this session and both names.
+        holder, matcher = (peer, self.config.name) if open_.responder_is_matcher else (self.config.name, peer)
+        context = proof_context(sid, holder, matcher)
         if open_.responder_is_matcher:
             party: Matcher | ValueHolderParty = Matcher(
                 prepared.blinded, engine=self._engine, random_bytes=self._random,
-                max_peer_set_size=open_.set_size, key_bits=open_.key_bits,
+                max_peer_set_size=open_.set_size, key_bits=open_.key_bits, context=context,
             )
             key = None
         else:
@@ -108,12 +113,12 @@ class SumResponder:
             party = ValueHolderParty(
                 prepared.blinded, values, key=private, encrypt=lambda v: self._keyring.encrypt(private, v),
                 engine=self._engine, random_bytes=self._random, max_peer_set_size=open_.set_size,
+                context=context,
             )
             key = private.public
             # Encrypt our values while the requester blinds its set (exchange waits for it).
             self._background(party.prepare_ciphertexts)
         now = self._clock()
-        sid = uuid.UUID(bytes=self._random(16), version=4).hex
         self._sessions.add(_SumSession(
             sid, peer, open_, prepared, party, now + self.config.sessions.ttl_seconds, key, grant.min_result,
         ), now)
@@ -151,7 +156,8 @@ class SumResponder:
         """Largest message this session may receive in one exchange."""
         s = self._session(peer, sid)
         ct = 2 * s.open.key_bits // 8
-        return s.open.set_size * (ec.X_BYTES + ct) + len(s.prepared.blinded.points) * ec.X_BYTES + 8192
+        proof = modulus_proof.proof_length(s.open.key_bits)  # the value holder's key proof rides along
+        return s.open.set_size * (ec.X_BYTES + ct) + len(s.prepared.blinded.points) * ec.X_BYTES + proof + 8192
 
     def open_count(self) -> int:
         return self._sessions.count()
