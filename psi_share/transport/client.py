@@ -202,6 +202,7 @@ class PeerClient:
             session_ttl_seconds=reply.session_ttl_seconds,
             protocol_version=reply.protocol_version,
             min_result=reply.min_result,
+            responder_set_size=reply.responder_set_size,
         )
 
     def psi_process(self, session_id: str, request: bytes, items: int) -> bytes:

@@ -267,6 +267,7 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             openmined_psi_version=opened.openmined_psi_version,
             session_ttl_seconds=opened.session_ttl_seconds,
             min_result=opened.min_result,
+            responder_set_size=opened.responder_set_size,
         )
         return lambda: self._egress.send(
             reply, peer=call.peer, protocol="psi", step="opened", session_id=opened.session_id, job_id=request.job_id,
