@@ -291,7 +291,7 @@ def aggregates(nodes: Path, out: Path, data: Path, truth: dict, results: dict) -
     two federation totals initiated by the first lab, each beside the truth."""
     usage = truth["usage"]
     console.rule("[bold]6. intersection-sum: API requests of the shared actors, at each peer")
-    console.print("differential privacy is off in this demo ([privacy] enabled = false) so that sums can be "
+    console.print("differential privacy is off in this demo (\\[privacy] enabled = false) so that sums can be "
                   "checked exactly; scripts/dp_demo.py shows noisy releases beside the truth")
     jobfile = out / "traffic-job.toml"
     jobfile.write_text(
