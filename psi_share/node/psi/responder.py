@@ -233,7 +233,7 @@ class Responder:
     def psi_open(self, peer: str, open_: PsiOpen) -> PsiOpened:
         access = AccessRequest(
             protocol="psi", dataset=open_.dataset, kinds=dict(open_.kinds),
-            set_size=open_.set_size, reveal=open_.mode.reveal,
+            set_size=open_.set_size, reveal=open_.mode.reveal, requester_counts=not open_.mode.reveal,
         )
         # Charged only once the session is sure to open (below, under the lock).
         grant = self.policy.check(peer, access, charge=False)
