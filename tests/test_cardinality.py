@@ -47,7 +47,7 @@ def engine():
     e.close()
 
 
-def responder(own: BlindedSet, engine: ec.EcEngine, set_size: int, *, min_result: int = 0, seed: int = 7,
+def responder(own: list[BlindedSet], engine: ec.EcEngine, set_size: int, *, min_result: int = 0, seed: int = 7,
               noise=None) -> tuple[CardinalityResponder, SessionSet]:
     session_set = make_session_set(own, engine=engine, random_bytes=deterministic_random_bytes(seed))
     party = CardinalityResponder(
@@ -58,7 +58,10 @@ def responder(own: BlindedSet, engine: ec.EcEngine, set_size: int, *, min_result
 
 
 def run_honest(req: list[str], resp: list[str], engine: ec.EcEngine, *, min_result: int = 0, noise=None):
-    a, b = prepared(engine, req, 1), prepared(engine, resp, 2)
+    # The responder's items come as two prepared sets under different scalars
+    # (as per-kind prepared sets do); the session-set puts them under one key.
+    a = prepared(engine, req, 1)
+    b = [prepared(engine, resp[: len(resp) // 3], 2), prepared(engine, resp[len(resp) // 3 :], 3)]
     them, _ = responder(b, engine, len(a.points), min_result=min_result, noise=noise)
     us = CardinalityRequester(a, engine=engine, max_peer_set_size=max(len(resp), 1))
     session_set = them.on_queries(us.queries())
@@ -138,7 +141,7 @@ def test_every_message_passes_its_audit_check(engine: ec.EcEngine) -> None:
     import psi_share.node  # noqa: F401  (registers the cardinality checks)
 
     a, b = prepared(engine, items("u", 30), 1), prepared(engine, items("u", 10) + items("w", 5), 2)
-    them, session_set = responder(b, engine, 30)
+    them, session_set = responder([b], engine, 30)
     us = CardinalityRequester(a, engine=engine, max_peer_set_size=100)
     sent = {"queries": us.queries()}
     sent["session-set"] = them.on_queries(sent["queries"])
@@ -157,8 +160,8 @@ def test_every_message_passes_its_audit_check(engine: ec.EcEngine) -> None:
 
 def test_session_sets_are_fresh_and_hide_decoys_among_our_points(engine: ec.EcEngine) -> None:
     b = prepared(engine, items("u", 40), 2)
-    one = make_session_set(b, engine=engine, random_bytes=deterministic_random_bytes(1))
-    two = make_session_set(b, engine=engine, random_bytes=deterministic_random_bytes(2))
+    one = make_session_set([b], engine=engine, random_bytes=deterministic_random_bytes(1))
+    two = make_session_set([b], engine=engine, random_bytes=deterministic_random_bytes(2))
     assert len(one.points) == len(two.points) == 40 + DECOYS and one.items == 40
     assert not set(one.points) & set(two.points)  # no point (ours or decoy) seen twice
     assert not set(one.points) & set(b.points)  # never the prepared points themselves
@@ -186,7 +189,7 @@ class Cheat:
 
     def __init__(self, engine: ec.EcEngine, responder_items: list[str], set_size: int, seed: int = 3) -> None:
         b = prepared(engine, responder_items, 2)
-        self.party, self.session_set = responder(b, engine, set_size, seed=seed)
+        self.party, self.session_set = responder([b], engine, set_size, seed=seed)
         self.rng = random.Random(seed)
         self.key = ec.new_scalar(self.rng.randbytes)
 

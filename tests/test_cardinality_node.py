@@ -308,3 +308,25 @@ def test_every_session_gets_a_fresh_session_set(labs) -> None:  # type: ignore[n
     one = set(first.queries(blinded(first.key, MINE[:5])))
     two = set(second.queries(blinded(second.key, MINE[:5])))
     assert len(one) == len(two) and not one & two
+
+
+def test_session_sets_are_kept_ready_for_a_few_kind_combinations(federation, csv_file) -> None:  # type: ignore[no-untyped-def]
+    from psi_share.node.count_sessions import MAX_READY
+
+    b = federation.node("lab-b")
+    rows = [(f"b{i}", "email", f"u{i}@example.org") for i in range(6)] + [
+        (f"b{i}", "phone", f"+1 415 555 01{i:02d}") for i in range(4)] + [
+        (f"b{i}", "ipv4", f"198.51.100.{i}") for i in range(3)] + [
+        ("b1", "account_handle", "@mallory"), ("b2", "device_id", "7f4cbbdd-b2b0-4eba-93cb-3cd6625d7cc0")]
+    b.import_file("flagged", csv_file("b.csv", rows), None)
+    federation.serve("lab-b")  # prepares a session-set over every exposed kind
+    sets = b.responder.counts.sets
+    assert sets.take("flagged", KINDS).items == len(rows)
+    combos = [("email",), ("phone",), ("email", "phone"), ("ipv4",), ("device_id",), ("account_handle", "email"),
+              ("email", "shoe_size_unheld")]
+    sizes = [sets.take("flagged", c).items for c in combos]
+    assert sizes == [6, 4, 10, 3, 1, 7, 6]
+    sets.refill()
+    # A peer asking for every combination cannot make us hold a set for each.
+    wanted = [("flagged", tuple(sorted(k for k in c if k in KINDS))) for c in combos[-MAX_READY:]]
+    assert list(sets._wanted) == list(dict.fromkeys(wanted)) and set(sets._ready) <= set(sets._wanted)

@@ -33,7 +33,7 @@ responder's decoy scalars, ``G`` the generator. Every list is sorted::
 
 ``x(k*a*H(v))`` is the same whichever side blinded first, so ``T ∩ Z`` holds
 one point per item in both sets. ``k`` is fresh per session (the node
-re-blinds its prepared per-revision set, see ``node.count_sessions``), so
+re-blinds its prepared per-revision sets, see ``node.count_sessions``), so
 two sessions' session-sets share no point.
 
 Who learns what
@@ -104,7 +104,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -260,17 +260,25 @@ class SessionSet:
 
 
 def make_session_set(
-    own: BlindedSet, *, engine: ec.EcEngine, random_bytes: Callable[[int], bytes], decoys: int = DECOYS
+    own: Sequence[BlindedSet], *, engine: ec.EcEngine, random_bytes: Callable[[int], bytes], decoys: int = DECOYS
 ) -> SessionSet:
-    """Re-blind our prepared set under a fresh ``s`` (so ``k = s * b``) and mix in decoys."""
-    s = ec.new_scalar(random_bytes)
-    ours = engine.blind(s, own.points)
+    """Our items under a fresh key ``k``, mixed with decoys.
+
+    ``own`` are prepared sets (one per kind, each under its own scalar
+    ``b``): each is re-blinded with ``k / b``, so every item ends up under
+    the one fresh ``k`` at one exponentiation per item.
+    """
+    k = ec.new_scalar(random_bytes)
+    ours: list[bytes] = []
+    for group in own:
+        if group.points:
+            ours += engine.blind(k * pow(group.scalar, -1, ec.P256_ORDER) % ec.P256_ORDER, group.points)
     while True:
         ws = tuple(ec.new_scalar(random_bytes) for _ in range(decoys))
         points = sorted([*ours, *ec.base_x(ws)])
         # A repeat (probability ~N^2 / 2^256) would break the requester's ordering check.
         if all(points[i] != points[i + 1] for i in range(len(points) - 1)):
-            return SessionSet(s * own.scalar % ec.P256_ORDER, tuple(points), ws, len(ours))
+            return SessionSet(k, tuple(points), ws, len(ours))
 
 
 # -- the two parties ------------------------------------------------------------

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -55,11 +56,19 @@ from ..sums.responder import ExchangeReply
 log = logging.getLogger("psi_share.count_responder")
 
 PROTOCOL = "cardinality"
+#: (dataset, kinds) combinations a node keeps a session-set ready for.
+MAX_READY = 4
 _SetKey = tuple[str, tuple[str, ...]]  # (dataset, kinds present in it)
 
 
 class SessionSets:
-    """One fresh session-set ready per (dataset, kinds), each used once."""
+    """One fresh session-set ready per (dataset, kinds), each used once.
+
+    Built from the prepared set of each kind (so that peers asking for any
+    combination of kinds share the per-kind prepared sets), and kept ready
+    for at most :data:`MAX_READY` combinations, the ones asked for last: a
+    peer cannot make us hold a set for every combination.
+    """
 
     def __init__(
         self, *, store: Store, prepared: PreparedSums, engine: ec.EcEngine, random_bytes: Callable[[int], bytes]
@@ -70,7 +79,7 @@ class SessionSets:
         self._random = random_bytes
         self._lock = threading.Lock()
         self._ready: dict[_SetKey, tuple[int, Future[SessionSet]]] = {}  # key -> (revision, set)
-        self._wanted: set[_SetKey] = set()
+        self._wanted: dict[_SetKey, None] = {}  # insertion-ordered: most recently asked last
 
     def key(self, dataset: str, kinds: Iterable[str]) -> tuple[_SetKey, int]:
         """The key of ``dataset``'s items of ``kinds`` (kinds it lacks add nothing), and its revision."""
@@ -79,15 +88,29 @@ class SessionSets:
 
     def _build(self, key: _SetKey) -> SessionSet:
         dataset, kinds = key
-        own = self._prepared.get(dataset, kinds).result()
-        return make_session_set(own.blinded, engine=self._engine, random_bytes=self._random)
+        own = [self._prepared.get(dataset, kind).result().blinded for kind in kinds]
+        started = time.perf_counter()
+        built = make_session_set(own, engine=self._engine, random_bytes=self._random)
+        log.info("session-set of dataset %s (%s) ready: %d items and %d decoys in %.2fs", dataset,
+                 ",".join(kinds) or "no kinds", built.items, len(built.decoys), time.perf_counter() - started)
+        return built
+
+    def _want(self, key: _SetKey) -> None:
+        """Remember ``key`` as asked for (caller holds the lock); forget the oldest beyond MAX_READY."""
+        self._wanted.pop(key, None)
+        self._wanted[key] = None
+        while len(self._wanted) > MAX_READY:
+            oldest = next(iter(self._wanted))
+            del self._wanted[oldest]
+            self._ready.pop(oldest, None)
 
     def _submit(self, key: _SetKey, revision: int) -> None:
         """Build one set for ``key`` in the background (caller holds the lock).
 
-        The build is chained on the prepared set's future rather than waiting
-        for it on a preparation thread: waiting there could take every
-        thread while the prepared set itself sits queued behind them.
+        The build starts once every kind's prepared set is done, chained on
+        their futures rather than waiting for them on a preparation thread:
+        waiting there could take every thread while the prepared sets
+        themselves sit queued behind them.
         """
         if key in self._ready:
             return
@@ -99,20 +122,35 @@ class SessionSets:
             except BaseException as exc:  # noqa: BLE001 - resurfaces in take()
                 out.set_exception(exc)
 
-        def start(_: object) -> None:
+        def start() -> None:
             try:
                 self._prepared.submit(build)
             except RuntimeError as exc:  # the node is shutting down
                 out.set_exception(exc)
 
-        self._prepared.get(*key).add_done_callback(start)
+        dataset, kinds = key
+        pending = [self._prepared.get(dataset, kind) for kind in kinds]
+        left = [len(pending)]
+        count_lock = threading.Lock()
+
+        def one_done(_: object) -> None:
+            with count_lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                start()
+
+        for future in pending:
+            future.add_done_callback(one_done)
+        if not pending:
+            start()
         self._ready[key] = (revision, out)
 
     def take(self, dataset: str, kinds: Iterable[str]) -> SessionSet:
         """A set no session has seen: the ready one if it is of the current revision, else built now."""
         key, revision = self.key(dataset, kinds)
         with self._lock:
-            self._wanted.add(key)
+            self._want(key)
             ready = self._ready.pop(key, None)
         if ready is not None and ready[0] == revision:
             return ready[1].result()
@@ -121,7 +159,7 @@ class SessionSets:
     def prepare(self, dataset: str, kinds: Iterable[str]) -> None:
         key, revision = self.key(dataset, kinds)
         with self._lock:
-            self._wanted.add(key)
+            self._want(key)
             self._submit(key, revision)
 
     def refill(self) -> None:
@@ -131,7 +169,7 @@ class SessionSets:
                 try:
                     _, revision = self.key(*key)
                 except NotFound:  # the dataset was deleted
-                    self._wanted.discard(key)
+                    del self._wanted[key]
                     continue
                 stale = self._ready.get(key)
                 if stale is not None and stale[0] != revision:
