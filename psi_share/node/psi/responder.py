@@ -352,7 +352,8 @@ class Responder:
         prepared = self._filter(session.entry, session.core.open.dataset, session.queries)
         reveal = session.core.open.mode.reveal
         return {
-            "learns": "which of its items we hold" if reveal else "how many of its items we hold",
+            # OpenMined's count mode: an honest client learns the count, a modified one which items.
+            "learns": "which of its items we hold" if reveal else "how many of its items we hold (modified software: which)",
             "mode": session.core.open.mode.value,
             "dataset": session.core.open.dataset,
             "kinds": sorted(session.core.open.kinds),
