@@ -249,6 +249,8 @@ def test_queries_must_match_the_announced_set_size_which_is_charged(labs) -> Non
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "40 points; 10 were announced" in details
     code, details = refused(lambda: adversary.open(51))  # 10 of the 60 are used
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "items" in details
+    # Refused before any work: the session-set made for the next session is still there.
+    assert ("flagged", ("email",)) in b.responder.counts.sets._ready
 
 
 # -- honest nodes ---------------------------------------------------------------------------

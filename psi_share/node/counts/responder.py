@@ -182,11 +182,11 @@ class _CountSession:
     id: str
     peer: str
     open: CardinalityOpen
-    party: CardinalityResponder
-    points: int  # in our session-set (our items and the decoys)
-    items: int  # our items among them
     min_result: int  # [policy] min_result for this peer
     expires: float
+    party: CardinalityResponder | None = None  # set once the session-set is taken
+    points: int = 0  # in our session-set (our items and the decoys)
+    items: int = 0  # our items among them
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -231,17 +231,12 @@ class CountResponder:
         access = AccessRequest(
             protocol=PROTOCOL, dataset=open_.dataset, kinds=dict(open_.kinds), set_size=open_.set_size, reveal=False,
         )
-        # Charged only once the session is sure to open (below, in the table's lock).
         grant = self._policy.check(peer, access, charge=False)
-        session_set = self.sets.take(open_.dataset, open_.kinds)
-        release = functools.partial(release_count, min_result=grant.min_result, noise=self.noise(peer))
-        party = CardinalityResponder(
-            session_set, engine=self._engine, set_size=open_.set_size, min_result=grant.min_result, release=release,
-        )
         now = self._clock()
         sid = uuid.UUID(bytes=self._random(16), version=4).hex
-        session = _CountSession(sid, peer, open_, party, len(session_set.points), session_set.items, grant.min_result,
-                                now + self.config.sessions.ttl_seconds)
+        session = _CountSession(sid, peer, open_, grant.min_result, now + self.config.sessions.ttl_seconds)
+        # Admitted and charged to the budget (under the table's lock) before we
+        # do any work for it: a peer past its budget costs us no session-set.
         self._table.add(session, now, admit=lambda: self._policy.charge(peer, access))
         self._store.start_session(
             SessionRecord(
@@ -249,6 +244,16 @@ class CountResponder:
                 kinds=dict(open_.kinds), mode="count", job_run_id=None, status="open", started_at=now, finished_at=None,
                 requester_set_size=open_.set_size, matched_count=None, false_positive_rate=None, error="",
             )
+        )
+        try:
+            session_set = self.sets.take(open_.dataset, open_.kinds)
+        except Exception as exc:
+            self._table.fail(session, exc)
+            raise
+        release = functools.partial(release_count, min_result=grant.min_result, noise=self.noise(peer))
+        session.points, session.items = len(session_set.points), session_set.items
+        session.party = CardinalityResponder(
+            session_set, engine=self._engine, set_size=open_.set_size, min_result=grant.min_result, release=release,
         )
         log.info("peer %s opened cardinality session %s on dataset %s (%d items)", peer, sid, open_.dataset,
                  open_.set_size)
@@ -280,6 +285,8 @@ class CountResponder:
 
     def _advance(self, s: _CountSession, payload: bytes) -> ExchangeReply:
         step = step_of(payload)
+        if s.party is None:
+            raise OutOfOrder("the cardinality session is still opening")
         if step == "queries":
             reply = s.party.on_queries(payload)
             # Blind the queries while the requester re-blinds our set.
