@@ -24,7 +24,8 @@ from psi_share.audit.scan import scan_audit
 from psi_share.crypto import ec
 from psi_share.errors import PeerRefused
 from psi_share.identifiers import DEFAULT_CONTEXT, KINDS, domain_separated_item
-from psi_share.node.jobs import load_job
+from psi_share.jobs.runner import run_job
+from psi_share.jobs.spec import load_job
 from psi_share.protocols import PROTOCOL_VERSION
 from psi_share.v1 import node_pb2 as pb
 from psi_share.v1 import node_pb2_grpc as pb_grpc
@@ -297,7 +298,7 @@ def test_a_count_job_runs_the_cardinality_protocol(labs, tmp_path) -> None:  # t
     job = tmp_path / "job.toml"
     job.write_text('[job]\nname = "counts"\nparticipants = ["lab-a", "lab-b"]\ndataset = "flagged"\n'
                    'kinds = ["email"]\nmode = "count"\n')
-    run = a.run_job(load_job(job))
+    run = run_job(a, load_job(job))
     assert run.status == "ok" and [p.count for p in run.peers] == [50]
     assert b.store.session(run.peers[0].session_id).protocol == "cardinality"
 
@@ -313,7 +314,7 @@ def test_every_session_gets_a_fresh_session_set(labs) -> None:  # type: ignore[n
 
 
 def test_session_sets_are_kept_ready_for_a_few_kind_combinations(federation, csv_file) -> None:  # type: ignore[no-untyped-def]
-    from psi_share.node.count_sessions import MAX_READY
+    from psi_share.node.counts.responder import MAX_READY
 
     b = federation.node("lab-b")
     rows = [(f"b{i}", "email", f"u{i}@example.org") for i in range(6)] + [

@@ -9,19 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_cli import (  # noqa: F401
-    A_ITEMS_EMAIL_PHONE,
-    Labs,
-    cli,
-    failed_cleanly,
-    flat,
-    issue_cert,
-    labs,
-    ok,
-    ok_json,
-    serve_b,
-    start_server,
-)
+from cli_helpers import A_ITEMS_EMAIL_PHONE, Labs, cli, failed_cleanly, flat, ok, ok_json, serve_b
 
 
 def counts_only(labs: Labs, *extra: str) -> None:

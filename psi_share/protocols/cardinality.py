@@ -33,7 +33,7 @@ responder's decoy scalars, ``G`` the generator. Every list is sorted::
 
 ``x(k*a*H(v))`` is the same whichever side blinded first, so ``T ∩ Z`` holds
 one point per item in both sets. ``k`` is fresh per session (the node
-re-blinds its prepared per-revision sets, see ``node.count_sessions``), so
+re-blinds its prepared per-revision sets, see ``node.counts.responder``), so
 two sessions' session-sets share no point.
 
 Who learns what

@@ -23,8 +23,9 @@ the same prepared set sees the same blinded points both times: it can tell
 whether our set changed between them (and, as a matcher against our values,
 which of our points carried over), but not what the items are. Ciphertexts
 are never reused: every session encrypts the values afresh. Cardinality
-sessions use the same prepared sets (several kinds under one scalar), but a
-responder re-blinds its set under a fresh key before it leaves the node.
+uses them too: a requester its own kinds together under one scalar, a
+responder its sets per kind, re-blinded under a fresh key for every session
+before they leave the node.
 """
 
 from __future__ import annotations
