@@ -5,39 +5,24 @@
 exact bytes a node sent or received. The payload checks live with the
 protocol (:func:`psi_share.protocols.cardinality.check_message`: points on
 P-256 in ascending order, a withheld count that carries no count); this
-module adds the strict parse (no unknown fields) and the open/close
-envelopes. The close messages are PSI's, so PSI's checks serve.
+module adds the strict parse (no unknown fields, through
+``audit_checks.register_step_checks``) and the open/close envelopes. The
+close messages are PSI's, so PSI's checks serve.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from ...audit.messages import _psi_close, _psi_closed, parse_exact, register_message_check
 from ...identifiers import KINDS
 from ...names import NAME_PATTERN
 from ...protocols import cardinality
 from ...v1 import node_pb2 as pb
+from ..audit_checks import register_step_checks
 
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 PROTOCOL = cardinality.SPEC.name
-
-
-def _step(step: str) -> Callable[[str, bytes], list[str]]:
-    def check(recorded_step: str, payload: bytes) -> list[str]:
-        parse_exact(pb.CardinalityMessage, payload)
-        cardinality.check_message(step, payload)
-        return []
-
-    return check
-
-
-def _any_step(recorded_step: str, payload: bytes) -> list[str]:
-    """Received messages are recorded before their step is known: take it from the message."""
-    parse_exact(pb.CardinalityMessage, payload)
-    cardinality.check_message(cardinality.step_of(payload), payload)
-    return []
 
 
 def _open(step: str, payload: bytes) -> list[str]:
@@ -54,10 +39,7 @@ def _opened(step: str, payload: bytes) -> list[str]:
     return [] if _HEX_ID.match(m.session_id) else ["session_id is not a session id"]
 
 
-for _name in cardinality.STEPS:
-    register_message_check(PROTOCOL, f"{_name}-chunk", _step(_name))
-register_message_check(PROTOCOL, "message-chunk", _any_step)
-register_message_check(PROTOCOL, "reply-chunk", _any_step)
+register_step_checks(PROTOCOL, pb.CardinalityMessage, cardinality.check_message, cardinality.step_of, cardinality.STEPS)
 register_message_check(PROTOCOL, "open", _open)
 register_message_check(PROTOCOL, "opened", _opened)
 register_message_check(PROTOCOL, "close", _psi_close)
