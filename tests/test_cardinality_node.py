@@ -333,3 +333,22 @@ def test_session_sets_are_kept_ready_for_a_few_kind_combinations(federation, csv
     # A peer asking for every combination cannot make us hold a set for each.
     wanted = [("flagged", tuple(sorted(k for k in c if k in KINDS))) for c in combos[-MAX_READY:]]
     assert list(sets._wanted) == list(dict.fromkeys(wanted)) and set(sets._ready) <= set(sets._wanted)
+
+
+def test_a_node_closes_while_session_sets_wait_for_their_prepared_sets(federation, csv_file) -> None:  # type: ignore[no-untyped-def]
+    # Shutting the preparation threads down cancels what is queued, running the
+    # session-sets' callbacks under the executor's own lock: they must not submit.
+    import threading
+
+    b = federation.node("lab-b")
+    b.import_file("flagged", csv_file("b.csv", B_ROWS), None)
+    release = threading.Event()
+    blockers = [b.prepared_sums.submit(release.wait) for _ in range(2)]  # both preparation threads busy
+    b.responder.counts.prepare_exposed()  # its prepared sets are queued behind them
+    threading.Timer(1.0, release.set).start()
+    closing = threading.Thread(target=b.close, daemon=True)
+    closing.start()
+    closing.join(timeout=60)
+    assert not closing.is_alive(), "Node.close() deadlocked"
+    assert all(f.done() for f in blockers)
+    federation.nodes.pop("lab-b")  # closed here already

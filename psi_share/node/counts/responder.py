@@ -133,7 +133,13 @@ class SessionSets:
         left = [len(pending)]
         count_lock = threading.Lock()
 
-        def one_done(_: object) -> None:
+        def one_done(done: Future) -> None:  # type: ignore[type-arg]
+            if done.cancelled():
+                # Only the executor's shutdown cancels, and it runs this callback while
+                # holding the lock submit() takes: submitting here would deadlock.
+                if not out.done():
+                    out.set_exception(RuntimeError("the node is shutting down"))
+                return
             with count_lock:
                 left[0] -= 1
                 last = left[0] == 0
