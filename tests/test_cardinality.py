@@ -264,7 +264,7 @@ def test_dropping_a_decoy_is_caught_dropping_only_our_points_thins_the_count(eng
     decoys = set(ec.base_x(cheat.session_set.decoys))
     junk = lambda: ec.base_x([ec.new_scalar(cheat.rng.randbytes)])[0]  # noqa: E731
     z = [junk() if p == min(decoys) else ec.blind_x_blob(cheat.key, p) for p in session_set]
-    with pytest.raises(ProtocolViolation, match="lacks 1 of"):
+    with pytest.raises(ProtocolViolation, match="lacks points"):
         cheat.reblinded(z)
     cheat = Cheat(engine, items("u", 10) + items("z", 10), 10, seed=5)
     session_set = cheat.queries([ec.blind_x_blob(cheat.key, h) for h in hashed(items("u", 10))])
@@ -285,8 +285,9 @@ def off_curve() -> bytes:
 
 
 @pytest.mark.parametrize("mutate, error", [
-    (lambda z: z[:-1], "holds .* points; .* were announced"),
-    (lambda z: z + [ec.base_x([12345])[0]], "holds .* points; .* were announced"),
+    (lambda z: z[:-1], "holds fewer points than were announced"),
+    (lambda z: z + [ec.base_x([12345])[0]], "holds more points than were announced"),
+    (lambda z: [b"".join(z)[:-1]], "not a whole number of 32-byte points"),
     (lambda z: z[:-1] + [z[0]], "repeats a point"),
     (lambda z: z[:-1] + [off_curve()], "not on P-256"),
 ])
@@ -303,7 +304,7 @@ def test_unsorted_sets_and_bad_queries_are_refused(engine: ec.EcEngine) -> None:
     with pytest.raises(RemoteProtocolError, match="generator"):
         cheat.party.on_queries(message("queries", key_point=ec.base_x([1])[0], points=b"".join(queries)))
     cheat = Cheat(engine, items("u", 5), 3)
-    with pytest.raises(RemoteProtocolError, match="holds 2 points; 3 were announced"):
+    with pytest.raises(RemoteProtocolError, match="holds fewer points than were announced"):
         cheat.queries(queries[:2])
     cheat = Cheat(engine, items("u", 5), 3)
     with pytest.raises(RemoteProtocolError, match="ascending order"):

@@ -206,7 +206,7 @@ class Policy:
             when = dt.datetime.fromtimestamp(first.started_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
             raise Refused(
                 "PERMISSION_DENIED",
-                f"{self.config.name} refuses {peer}: in {first.protocol} session {first.id} ({when}) it sent a message "
+                f"{self.config.name} refuses {peer}: in a {first.protocol} session ({when}) it sent a message "
                 "that the protocol's checks prove was not computed as specified; the operator of "
                 f"{self.config.name} re-admits a peer by removing and adding it ('psi-share peers remove {peer}')",
             )

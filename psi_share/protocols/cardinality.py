@@ -181,10 +181,11 @@ def parse(payload: bytes, expected_step: str) -> pb.CardinalityMessage:
         message.ParseFromString(payload)
     except DecodeError as exc:
         raise RemoteProtocolError(f"peer's message is not a CardinalityMessage: {exc}") from None
+    # Refusals describe what the peer sent, never repeat it (its text or numbers).
     if message.protocol_version != PROTOCOL_VERSION:
-        raise VersionMismatch(f"peer's CardinalityMessage has protocol version {message.protocol_version}")
+        raise VersionMismatch(f"peer's CardinalityMessage is of another protocol version (this node speaks {PROTOCOL_VERSION})")
     if message.step != expected_step:
-        raise OutOfOrder(f"peer sent step {message.step!r} where {expected_step!r} was expected")
+        raise OutOfOrder(f"peer sent another step where {expected_step!r} was expected")
     extra = {f.name for f, _ in message.ListFields()} - {"protocol_version", "step"} - _FIELDS[expected_step]
     if extra:
         raise RemoteProtocolError(f"step {expected_step!r} may not carry {', '.join(sorted(extra))}")
@@ -199,7 +200,7 @@ def step_of(payload: bytes) -> str:
     except DecodeError as exc:
         raise RemoteProtocolError(f"peer's message is not a CardinalityMessage: {exc}") from None
     if message.step not in STEPS:
-        raise RemoteProtocolError(f"unknown cardinality step {message.step!r}")
+        raise RemoteProtocolError(f"peer's message names no cardinality step (steps: {', '.join(STEPS)})")
     return message.step
 
 
@@ -209,9 +210,12 @@ def sorted_points(blob: bytes, what: str, *, count: int | None = None, check: bo
     ``check=False`` is for points about to be blinded (lifting refuses a
     point off the curve there, on the worker processes).
     """
+    if len(blob) % ec.X_BYTES:
+        raise RemoteProtocolError(f"{what} is not a whole number of {ec.X_BYTES}-byte points")
     points = ec.split_points(blob, check=check)
     if count is not None and len(points) != count:
-        raise RemoteProtocolError(f"{what} holds {len(points)} points; {count} were announced")
+        more = "more" if len(points) > count else "fewer"
+        raise RemoteProtocolError(f"{what} holds {more} points than were announced")
     if any(points[i] >= points[i + 1] for i in range(len(points) - 1)):
         raise RemoteProtocolError(f"{what} is not in ascending order or repeats a point")
     return points
@@ -233,12 +237,18 @@ def check_message(step: str, payload: bytes) -> int:
         return 0
     points = sorted_points(m.points, f"{step} points")
     if step == "queries":
-        ec.check_x(m.key_point)
-        if m.key_point == _GENERATOR_X:
-            raise RemoteProtocolError("the requester's key point is the generator (key 1)")
+        _check_key_point(m.key_point)
     if step == "session-set" and m.decoys > len(points):
         raise RemoteProtocolError("session-set announces more decoys than points")
     return len(points)
+
+
+def _check_key_point(key_point: bytes) -> None:
+    if len(key_point) != ec.X_BYTES:
+        raise RemoteProtocolError(f"the key point is not {ec.X_BYTES} bytes")
+    ec.check_x(key_point)
+    if key_point == _GENERATOR_X:
+        raise RemoteProtocolError("the requester's key point is the generator: its key is 1 or -1")
 
 
 # -- the responder's per-session set ----------------------------------------------
@@ -415,9 +425,7 @@ class CardinalityResponder:
         """Keep the requester's key point and queries; answer with our session-set."""
         self._step("queries")
         m = parse(payload, "queries")
-        ec.check_x(m.key_point)
-        if m.key_point == _GENERATOR_X:
-            raise RemoteProtocolError("the requester's key point is the generator: its key is 1 or -1")
+        _check_key_point(m.key_point)
         self._queries = sorted_points(m.points, "queries", count=self._set_size, check=False)  # checked when blinded
         self._key_point = m.key_point
         return _message("session-set", points=b"".join(self._set.points), decoys=len(self._set.decoys))
@@ -436,10 +444,10 @@ class CardinalityResponder:
         m = parse(payload, "reblinded")
         z = set(sorted_points(m.points, "reblinded set", count=len(self._set.points)))
         expected = ec.multiply_x(self._set.decoys, self._key_point)
-        missing = sum(1 for e in expected if e not in z)
-        if missing:
+        # How many are missing is not said: it would tell a cheat how many decoys it hit.
+        if any(e not in z for e in expected):
             raise ProtocolViolation(
-                f"the re-blinded set lacks {missing} of the points the requester's announced key must give: "
+                "the re-blinded set lacks points the requester's announced key must give: "
                 "it did not blind every point of the session-set with that one key"
             )
         self.blind_queries()
@@ -469,7 +477,7 @@ class CardinalityOpen:
     def __post_init__(self) -> None:
         if self.protocol_version != PROTOCOL_VERSION:
             raise VersionMismatch(
-                f"unsupported protocol version {self.protocol_version} (this node speaks {PROTOCOL_VERSION})"
+                f"unsupported protocol version (this node speaks {PROTOCOL_VERSION})"
             )
         if not self.dataset or not self.kinds:
             raise RemoteProtocolError("CardinalityOpen names no dataset or no kinds")

@@ -366,7 +366,7 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
 
     # -- cardinality (bodies in cardinality_service.py) ---------------------------------
 
-    CardinalityOpen = _rpc("cardinality", "opened", "open", job=True)(cardinality_service.open_session)
+    CardinalityOpen = _rpc("cardinality", "opened", "open", job=True, version="after")(cardinality_service.open_session)
     CardinalityExchange = _rpc("cardinality", "reply")(cardinality_service.exchange)
     CardinalityClose = _rpc("cardinality", "closed", "close", session="session_id", version="before")(
         cardinality_service.close_session

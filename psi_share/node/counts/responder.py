@@ -282,7 +282,7 @@ class CountResponder:
                 self._end(session, "violation", error=str(exc)[:500])
                 log.warning("cardinality session %s with %s: PROTOCOL VIOLATION, peer refused from now on: %s",
                             sid, peer, exc)
-                raise Refused("PERMISSION_DENIED", f"{exc}; session {sid} is recorded as a protocol violation and "
+                raise Refused("PERMISSION_DENIED", f"{exc}; the session is recorded as a protocol violation and "
                               f"{self.config.name} refuses {peer} from now on") from None
             except Exception as exc:
                 self._table.fail(session, exc)
