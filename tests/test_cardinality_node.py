@@ -381,3 +381,13 @@ def test_no_cardinality_refusal_repeats_what_the_peer_sent(labs) -> None:  # typ
         assert details, name
         assert email not in details and "victim" not in details, (name, details)
         assert str(digits) not in details and str(digits % 2**32) not in details and " 7 " not in details, (name, details)
+
+
+def test_open_count_sessions_are_held_to_the_per_peer_quota(labs) -> None:  # type: ignore[no-untyped-def]
+    a, b, stub = labs(sessions__max_open_per_peer="2")
+    adversary = Adversary(stub)
+    adversary.open(5)
+    adversary.open(5)
+    code, details = refused(lambda: adversary.open(5))  # abandoned ones hold the quota until they expire
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_open_per_peer" in details
+    assert b.responder.counts.open_by_peer() == {"lab-a": 2}

@@ -303,7 +303,8 @@ class Node:
             log.info("health (plaintext, local probes only) on port %d", health_server[1])
         m = self.metrics
         m.open_sessions = lambda: {"psi": self.responder.open_by_peer(),
-                                   "intersection-sum": self.responder.sums.open_by_peer()}  # type: ignore[attr-defined]
+                                   "intersection-sum": self.responder.sums.open_by_peer(),  # type: ignore[attr-defined]
+                                   "cardinality": self.responder.counts.open_by_peer()}  # type: ignore[attr-defined]
         m.budget_limits = lambda peer: (self.responder.policy.for_peer(peer).sessions_per_day,
                                         self.responder.policy.for_peer(peer).items_per_day)
         return health_server, (m.serve(cfg.metrics_listen) if cfg.metrics_listen else None)

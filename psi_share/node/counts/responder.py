@@ -218,7 +218,7 @@ class CountResponder:
         self.sets = SessionSets(store=store, prepared=prepared, engine=engine, random_bytes=random_bytes)
         self._table: SessionTable[_CountSession] = SessionTable(
             name="cardinality", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open,
-            log=log, not_found="cardinality session",
+            max_open_per_peer=config.sessions.max_open_per_peer, log=log, not_found="cardinality session",
         )
         # TODO(privacy-core): the DP mechanism's noise for a peer, fed to
         # release_count. None releases the count as it is.
@@ -343,6 +343,9 @@ class CountResponder:
 
     def open_count(self) -> int:
         return self._table.count()
+
+    def open_by_peer(self) -> dict[str, int]:
+        return self._table.count_by_peer()
 
     def shutdown(self) -> None:
         self._table.close_all()
