@@ -281,7 +281,11 @@ def test_cli_verify_scan_and_report_after_a_real_run(pair, csv_file, tmp_path) -
     reported = _cli(b_home, "audit", "report", "--out", out)
     assert reported.returncode == 0, reported.stderr
     markdown, page = (out / "report.md").read_text(), (out / "report.html").read_text()
-    assert "| lab-a | psi | setup-chunk | 2 |" in markdown
+    # the count goes through the cardinality protocol (the responder counts), not a PSI filter
+    assert "| lab-a | psi | setup-chunk | 1 |" in markdown
+    assert "| lab-a | cardinality | session-set-chunk | 1 |" in markdown
+    assert "| lab-a | cardinality | count-chunk | 1 |" in markdown
+    assert "fresh session key, mixed with random decoys" in markdown and "one number: the count released" in markdown
     assert "queries against our data: 2 (holding 8 of the peer's items)" in markdown
     assert "our items those queries covered: 6 in total" in markdown  # 4 items, then its 2 emails
     assert "<svg" in page and "lab-a" in page and "http" not in page.replace('http://www.w3.org/2000/svg', "")

@@ -78,6 +78,7 @@ class RunningServer:
             try:
                 self._responder.expire()
                 self._responder.sums.expire()  # type: ignore[attr-defined]
+                self._responder.counts.expire()  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 - the reaper must outlive a bad moment
                 log.exception("expiring abandoned sessions failed")
 
@@ -236,11 +237,21 @@ class Node:
         mode: Mode = Mode.REVEAL,
         job_run_id: str | None = None,
     ) -> MatchOutcome:
+        """Match with ``peer``: which of our items it holds (``REVEAL``, OpenMined
+        PSI), or only how many (``COUNT``: the cardinality protocol, in which the
+        peer counts and releases nothing but the count)."""
         self.store.dataset(dataset)  # NotFound before we contact anyone
         _check_peer_dataset(peer_dataset or dataset)
+        request = MatchRequest(peer, dataset, peer_dataset or dataset, tuple(kinds), mode, job_run_id)
+        if mode is Mode.COUNT:  # counts only: the responder counts (protocol "cardinality")
+            from .counts.requester import run_count
+
+            with self.peer_client(peer) as client, self.keyring.busy():
+                return run_count(request, store=self.store, client=client, prepared=self.prepared_sums,
+                                 engine=self.ec_engine, clock=self.clock, max_set_size=self.config.matching.max_set_size)
         with self.peer_client(peer) as client:
             return run_match(
-                MatchRequest(peer, dataset, peer_dataset or dataset, tuple(kinds), mode, job_run_id),
+                request,
                 store=self.store, client=client, engine=self.engine, clock=self.clock,
                 random_bytes=self.random_bytes, max_set_size=self.config.matching.max_set_size,
             )
@@ -272,6 +283,7 @@ class Node:
         health_server, metrics = self._local_listeners(health)
         if prepare:
             self.responder.prepare_exposed()
+            self.responder.counts.prepare_exposed()  # type: ignore[attr-defined]
         if self.store.has_amounts():  # only a node that can hold values needs the pool
             self.ec_engine.warm_up()
             self.keyring.start_filling()
@@ -291,7 +303,8 @@ class Node:
             log.info("health (plaintext, local probes only) on port %d", health_server[1])
         m = self.metrics
         m.open_sessions = lambda: {"psi": self.responder.open_by_peer(),
-                                   "intersection-sum": self.responder.sums.open_by_peer()}  # type: ignore[attr-defined]
+                                   "intersection-sum": self.responder.sums.open_by_peer(),  # type: ignore[attr-defined]
+                                   "cardinality": self.responder.counts.open_by_peer()}  # type: ignore[attr-defined]
         m.budget_limits = lambda peer: (self.responder.policy.for_peer(peer).sessions_per_day,
                                         self.responder.policy.for_peer(peer).items_per_day)
         return health_server, (m.serve(cfg.metrics_listen) if cfg.metrics_listen else None)
@@ -302,6 +315,7 @@ class Node:
         """The EC worker processes, the Paillier keyring and pool, prepared
         blinded sets, and the responders of both aggregate protocols."""
         from ..crypto.ec import EcEngine
+        from .counts.responder import CountResponder
         from .federation import FederationService
         from .sums.keyring import PaillierKeyring, PreparedSums
         from .sums.responder import SumResponder
@@ -321,16 +335,22 @@ class Node:
             keyring=self.keyring, engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,
             sampler=lambda: self.noise_sampler,
         )
+        self.responder.counts = CountResponder(  # type: ignore[attr-defined]
+            config=self.config, store=self.store, policy=self.responder.policy, prepared=self.prepared_sums,
+            engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,
+        )
         self.federation = FederationService(
             config=self.config, store=self.store, policy=self.responder.policy,
             peer_client=self.peer_client, clock=self.clock, random_bytes=self.random_bytes,
         )
         self.responder.federation = self.federation  # type: ignore[attr-defined]
         # The pool fills in idle time only: never while a session is open here.
-        self.keyring.is_idle = lambda: self.responder.sums.open_count() == 0  # type: ignore[attr-defined]
+        self.keyring.is_idle = lambda: (self.responder.sums.open_count()  # type: ignore[attr-defined]
+                                        + self.responder.counts.open_count() == 0)  # type: ignore[attr-defined]
 
     def _close_aggregates(self) -> None:
         self.responder.sums.shutdown()  # type: ignore[attr-defined]
+        self.responder.counts.shutdown()  # type: ignore[attr-defined]
         self.keyring.close()
         self._sum_executor.shutdown(wait=True, cancel_futures=True)
         self.ec_engine.close()

@@ -13,17 +13,28 @@ The rule for a peer is its ``[policy]`` (defaults, overridden by
 =====================  ==========================================  =====================
 check                  key                                         status when refused
 =====================  ==========================================  =====================
+caught cheating        (a session of it ended as ``violation``)    PERMISSION_DENIED
 protocol               ``protocols``                               PERMISSION_DENIED
 dataset                ``datasets`` and ``[exposure] datasets``    NOT_FOUND
 canonicalization       (both sides' versions)                      FAILED_PRECONDITION
 identifier kinds       ``kinds`` and ``[exposure] kinds``          PERMISSION_DENIED
 learn matches          ``reveal`` and ``[exposure] reveal``        PERMISSION_DENIED
+                       (OpenMined's count mode counts as reveal)
 set size               ``min_set_size`` / ``max_set_size``         INVALID_ARGUMENT
 daily budget           ``sessions_per_day`` / ``items_per_day``    RESOURCE_EXHAUSTED
 =====================  ==========================================  =====================
 
 The budget is charged when a session is granted (an abandoned session still
 counts), in the store, so that a restart does not reset it.
+
+Counts only (``reveal = false``) means the ``cardinality`` protocol, where
+this node computes the count and releases nothing else. OpenMined's count
+mode (PSI with ``reveal_intersection`` false) lets the requester compute the
+count from our filter, so a modified requester learns which items match: it
+needs the reveal grant. A peer whose session here ended as a protocol
+violation (it sent what only modified software sends, e.g. a cardinality
+re-blinded set its announced key cannot have produced) is refused every
+session until the operator re-admits it by removing and adding it again.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from dataclasses import dataclass, field
 from ..errors import NotFound, Refused, VersionMismatch
 from ..identifiers import KINDS
 from ..store import Store
-from ..store.db import charge_usage
+from ..store.db import charge_usage, violations
 from .config import NodeConfig
 from .policy_config import PeerPolicy
 
@@ -50,6 +61,9 @@ class AccessRequest:
     kinds: Mapping[str, int] = field(default_factory=dict)  # kind -> canonicalization version
     set_size: int = 0  # items the peer will send
     reveal: bool = False  # whether the peer would learn which items match
+    # PSI in OpenMined's count mode: the requester computes the count from our
+    # filter, so a modified requester can learn the matches (needs reveal).
+    requester_counts: bool = False
     value_holder: str = ""  # intersection-sum: "requester" or "responder" (whose data carries values)
     metric: str = ""  # federation-total: the figure asked for
     participants: int = 0  # federation-total: labs whose figures the total will hold
@@ -112,6 +126,7 @@ class Policy:
         name = self.config.name
         eff = self.for_peer(peer)
         fix = f"ask {name}'s operator to change [policy.peers.{peer}]"
+        self._check_not_caught(peer)
         if request.protocol not in eff.protocols:
             raise Refused("PERMISSION_DENIED", f"{name} does not allow {peer} the protocol {request.protocol!r} "
                           f"(allowed: {', '.join(sorted(eff.protocols)) or 'none'}); {fix} protocols")
@@ -140,6 +155,11 @@ class Policy:
         if request.reveal and not eff.reveal:
             raise Refused("PERMISSION_DENIED", f"{name} answers {peer} with counts only; ask with --count "
                           f"(mode = \"count\"), or {fix} reveal")
+        if request.requester_counts and not eff.reveal:
+            raise Refused("PERMISSION_DENIED", f"{name} answers {peer} with counts only, and OpenMined's count mode "
+                          "lets the requester compute the count itself (a modified client learns which items "
+                          "match), so it needs the reveal grant; count with the cardinality protocol "
+                          f"('psi-share match --count', mode = \"count\"), or {fix} reveal")
         # Sizes are the peer's numbers: described, never repeated back.
         if request.set_size > eff.max_set_size:
             raise Refused(
@@ -174,6 +194,23 @@ class Policy:
             raise Refused("RESOURCE_EXHAUSTED", f"{peer} has used {what} of its daily budget at "
                           f"{self.config.name} for {day}; the budget resets at 00:00 UTC")
 
+    def _check_not_caught(self, peer: str) -> None:
+        """Refuse a peer caught sending forged protocol messages since it was (re-)added."""
+        try:
+            since = self._store.peer(peer).added_at
+        except NotFound:
+            since = 0.0
+        caught = violations(self._store, peer, since=since)
+        if caught:
+            first = caught[0]
+            when = dt.datetime.fromtimestamp(first.started_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+            raise Refused(
+                "PERMISSION_DENIED",
+                f"{self.config.name} refuses {peer}: in a {first.protocol} session ({when}) it sent a message "
+                "that the protocol's checks prove was not computed as specified; the operator of "
+                f"{self.config.name} re-admits a peer by removing and adding it ('psi-share peers remove {peer}')",
+            )
+
     # -- Paillier aggregates ----------------------------------------------
 
     def _check_intersection_sum(self, request: AccessRequest) -> None:
@@ -191,6 +228,7 @@ class Policy:
     def _check_federation(self, peer: str, request: AccessRequest, *, charge: bool) -> Grant:
         name = self.config.name
         eff = self.for_peer(peer)
+        self._check_not_caught(peer)
         if request.protocol not in eff.protocols:
             raise Refused("PERMISSION_DENIED", f"{name} does not allow {peer} the protocol {request.protocol!r}; "
                           f"ask {name}'s operator to change [policy.peers.{peer}] protocols")

@@ -520,6 +520,16 @@ def interrupt_responder_sessions(store: Store, *, now: float) -> int:
         ).rowcount
 
 
+def violations(store: Store, peer: str, *, since: float) -> list[SessionRecord]:
+    """Sessions ``peer`` opened here since ``since`` that ended as protocol
+    violations (status ``violation``: it sent what only modified software sends)."""
+    rows = store._query(
+        "SELECT * FROM sessions WHERE role = 'responder' AND peer = ? AND status = 'violation' AND started_at >= ? "
+        "ORDER BY started_at", (peer, since),
+    )
+    return [_session(r) for r in rows]
+
+
 def usage(store: Store, day: str) -> dict[str, tuple[int, int]]:
     """peer -> (sessions, items) charged on ``day``."""
     rows = store._query("SELECT peer, sessions, items FROM peer_usage WHERE day = ? ORDER BY peer", (day,))

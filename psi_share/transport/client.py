@@ -11,6 +11,7 @@ import grpc
 
 from ..errors import ConfigError, PeerRefused, PeerUnavailable, RemoteProtocolError, UntrustedPeer
 from ..protocols import PROTOCOL_VERSION
+from ..protocols.cardinality import CardinalityOpen, CardinalityOpened
 from ..protocols.intersection_sum import SumOpen, SumOpened, ValueHolder
 from ..protocols.psi import PsiOpen, PsiOpened
 from ..v1 import node_pb2 as pb
@@ -285,29 +286,81 @@ class PeerClient:
         self, session_id: str, payload: bytes, step: str, *, items: int = 0, disclosed: dict | None = None
     ) -> bytes:
         """Send one protocol message (chunked); return the peer's next one."""
+        return self._exchange(self._stub.SumExchange, "intersection-sum", session_id, payload, step, items, disclosed)
+
+    def _exchange(
+        self, rpc, protocol: str, session_id: str, payload: bytes, step: str, items: int,  # type: ignore[no-untyped-def]
+        disclosed: dict | None,
+    ) -> bytes:
+        """One message each way over a chunk stream RPC (SumExchange, CardinalityExchange)."""
         if disclosed is not None:
-            self._egress.disclosed(peer=self.peer, protocol="intersection-sum", session_id=session_id, result=disclosed)
+            self._egress.disclosed(peer=self.peer, protocol=protocol, session_id=session_id, result=disclosed)
 
         def outgoing() -> Iterator[pb.Chunk]:
             for chunk in to_chunks(session_id, payload):
-                yield self._send(chunk, f"{step}-chunk", session_id, protocol="intersection-sum",
+                yield self._send(chunk, f"{step}-chunk", session_id, protocol=protocol,
                                  items=items if chunk.index == 0 else 0)
 
         try:
-            replies = self._stub.SumExchange(outgoing(), metadata=self._metadata, timeout=self._timeout)
-            return self._receive(replies, session_id, "reply-chunk", protocol="intersection-sum")
+            replies = rpc(outgoing(), metadata=self._metadata, timeout=self._timeout)
+            return self._receive(replies, session_id, "reply-chunk", protocol=protocol)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
 
     def sum_close(self, session_id: str, outcome: str) -> None:
+        self._close(self._stub.SumClose, "intersection-sum", session_id, outcome)
+
+    def _close(self, rpc, protocol: str, session_id: str, outcome: str) -> None:  # type: ignore[no-untyped-def]
         request = self._send(
             pb.PsiCloseRequest(protocol_version=PROTOCOL_VERSION, session_id=session_id, outcome=outcome),
-            "close", session_id, protocol="intersection-sum",
+            "close", session_id, protocol=protocol,
         )
         try:
-            self._stub.SumClose(request, metadata=self._metadata, timeout=30)
+            rpc(request, metadata=self._metadata, timeout=30)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+
+    # -- cardinality ---------------------------------------------------------------
+
+    def cardinality_open(self, open_: CardinalityOpen) -> CardinalityOpened:
+        request = self._send(
+            pb.CardinalityOpenRequest(
+                protocol_version=open_.protocol_version, dataset=open_.dataset,
+                kinds=[pb.KindVersion(kind=k, version=v) for k, v in sorted(open_.kinds.items())],
+                set_size=open_.set_size, job_id=open_.job_id,
+            ),
+            "open", protocol="cardinality", items=open_.set_size, job_id=open_.job_id,
+            parameters={"mode": "count", "set_size": open_.set_size, "curve": "P-256"},
+        )
+        try:
+            reply = self._stub.CardinalityOpen(request, metadata=self._metadata, timeout=min(self._timeout, 600))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        self._egress.received(
+            reply, peer=self.peer, protocol="cardinality", step="opened", session_id=reply.session_id,
+            job_id=open_.job_id,
+        )
+        if reply.protocol_version != PROTOCOL_VERSION or not reply.session_id:
+            raise RemoteProtocolError("peer opened a cardinality session without an id or with another version")
+        # The responder learns our set size and the exact count; one running
+        # modified software can also test items it guesses against our set.
+        self._egress.disclosed(
+            peer=self.peer, protocol="cardinality", session_id=reply.session_id, job_id=open_.job_id,
+            result={"learns": "our set size and the intersection size (modified software: also whether our set "
+                    "holds items it guesses)", "requester_set_size": open_.set_size, "kinds": sorted(open_.kinds)},
+        )
+        return CardinalityOpened(
+            session_id=reply.session_id, max_set_size=reply.max_set_size,
+            session_ttl_seconds=reply.session_ttl_seconds, min_result=reply.min_result,
+            protocol_version=reply.protocol_version,
+        )
+
+    def cardinality_exchange(self, session_id: str, payload: bytes, step: str, *, items: int = 0) -> bytes:
+        """Send one cardinality message (chunked); return the peer's next one."""
+        return self._exchange(self._stub.CardinalityExchange, "cardinality", session_id, payload, step, items, None)
+
+    def cardinality_close(self, session_id: str, outcome: str) -> None:
+        self._close(self._stub.CardinalityClose, "cardinality", session_id, outcome)
 
     # -- federation total ------------------------------------------------------
 

@@ -32,6 +32,7 @@ from ..protocols.intersection_sum import SumOpen, ValueHolder
 from ..protocols.psi import Mode, PsiOpen
 from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
+from . import cardinality_service
 from .chunks import MIN_CHUNK_BYTES, from_chunks, to_chunks
 from .egress import Egress
 from .listen import ListenError, why_not_listening
@@ -354,12 +355,22 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             )
 
 
-    def _send_aggregate_chunks(self, peer: str, sid: str, step: str, data: bytes, items: int) -> Iterator[pb.Chunk]:
+    def _send_aggregate_chunks(
+        self, peer: str, sid: str, step: str, data: bytes, items: int, protocol: str = "intersection-sum"
+    ) -> Iterator[pb.Chunk]:
         for chunk in to_chunks(sid, data):
             yield self._egress.send(
-                chunk, peer=peer, protocol="intersection-sum", step=f"{step}-chunk", session_id=sid,
+                chunk, peer=peer, protocol=protocol, step=f"{step}-chunk", session_id=sid,
                 items=items if chunk.index == 0 else 0,
             )
+
+    # -- cardinality (bodies in cardinality_service.py) ---------------------------------
+
+    CardinalityOpen = _rpc("cardinality", "opened", "open", job=True, version="after")(cardinality_service.open_session)
+    CardinalityExchange = _rpc("cardinality", "reply")(cardinality_service.exchange)
+    CardinalityClose = _rpc("cardinality", "closed", "close", session="session_id", version="before")(
+        cardinality_service.close_session
+    )
 
     # -- intersection-sum ----------------------------------------------------
 

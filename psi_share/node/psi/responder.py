@@ -233,7 +233,7 @@ class Responder:
     def psi_open(self, peer: str, open_: PsiOpen) -> PsiOpened:
         access = AccessRequest(
             protocol="psi", dataset=open_.dataset, kinds=dict(open_.kinds),
-            set_size=open_.set_size, reveal=open_.mode.reveal,
+            set_size=open_.set_size, reveal=open_.mode.reveal, requester_counts=not open_.mode.reveal,
         )
         # Charged only once the session is sure to open (below, under the lock).
         grant = self.policy.check(peer, access, charge=False)
@@ -352,7 +352,8 @@ class Responder:
         prepared = self._filter(session.entry, session.core.open.dataset, session.queries)
         reveal = session.core.open.mode.reveal
         return {
-            "learns": "which of its items we hold" if reveal else "how many of its items we hold",
+            # OpenMined's count mode: an honest client learns the count, a modified one which items.
+            "learns": "which of its items we hold" if reveal else "how many of its items we hold (modified software: which)",
             "mode": session.core.open.mode.value,
             "dataset": session.core.open.dataset,
             "kinds": sorted(session.core.open.kinds),
