@@ -338,6 +338,7 @@ class Node:
         self.responder.counts = CountResponder(  # type: ignore[attr-defined]
             config=self.config, store=self.store, policy=self.responder.policy, prepared=self.prepared_sums,
             engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,
+            sampler=lambda: self.noise_sampler,
         )
         self.federation = FederationService(
             config=self.config, store=self.store, policy=self.responder.policy,

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..crypto.paillier import MAX_VALUE
 from ..errors import ConfigError, LocalProtocolError
-from ..privacy import DEFAULT_DAILY_BUDGET, DEFAULT_EPSILON_PER_RELEASE, laplace_scale
+from ..privacy import DEFAULT_DAILY_BUDGET, DEFAULT_EPSILON_PER_RELEASE, Charge, charge, laplace_scale
+from ..store import Store
 
 #: Keys of [privacy] and their TOML types (checked by config._check_shape).
 SCHEMA: dict[str, type] = {"enabled": bool, "epsilon_per_release": float, "daily_epsilon_budget": float,
@@ -45,6 +46,15 @@ class PrivacyConfig:
     @property
     def budget(self) -> Fraction:
         return Fraction(repr(float(self.daily_epsilon_budget)))
+
+    def charge(self, store: Store, peer: str, protocol: str, now: float) -> Charge | None:
+        """Charge one release under ``protocol`` to ``peer`` (raises
+        BudgetExhausted, a Refused); call it before the figure is computed
+        into anything that leaves, so that nothing leaves unpaid. None when
+        privacy is off (nothing is charged)."""
+        if not self.enabled:
+            return None
+        return charge(store, peer=peer, protocol=protocol, epsilon=self.epsilon, daily_budget=self.budget, now=now)
 
 
 def parse_privacy(p: dict[str, Any], where: str) -> PrivacyConfig:
