@@ -133,7 +133,7 @@ def test_unreachable_first_contributor(federation):
 
 
 def test_check_message_for_the_audit_log():
-    from psi_share.node.federation import to_message
+    from psi_share.node.federation.service import to_message
     from psi_share.protocols.federation_total import check_message
     from psi_share.v1 import node_pb2 as pb
 

@@ -15,10 +15,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..crypto.paillier import PrivateKey, PublicKey, decode_ciphertext, encode_ciphertexts
-from ..errors import NotFound, PeerRefused, PeerUnavailable, PsiShareError, Refused, RemoteProtocolError
-from ..protocols import PROTOCOL_VERSION
-from ..protocols.federation_total import (
+from ...crypto.paillier import PrivateKey, PublicKey, decode_ciphertext, encode_ciphertexts
+from ...errors import NotFound, PeerRefused, PeerUnavailable, PsiShareError, Refused, RemoteProtocolError
+from ...protocols import PROTOCOL_VERSION
+from ...protocols.federation_total import (
     FederationInitiator,
     FederationPass,
     check_pass,
@@ -26,11 +26,11 @@ from ..protocols.federation_total import (
     decode_total,
     encode_total,
 )
-from ..store import FederationRunRecord, Store
-from ..transport.client import PeerClient
-from ..v1 import node_pb2 as pb
-from .config import NodeConfig
-from .policy import AccessRequest, Policy
+from ...store import FederationRunRecord, Store
+from ...transport.client import PeerClient
+from ...v1 import node_pb2 as pb
+from ..config import NodeConfig
+from ..policy import AccessRequest, Policy
 
 log = logging.getLogger("psi_share.federation")
 
