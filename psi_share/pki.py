@@ -124,6 +124,30 @@ def node_name_of(cert: x509.Certificate) -> str:
     return name
 
 
+def check_member_certificate(cert: x509.Certificate, ca_cert: x509.Certificate,
+                             is_revoked: Callable[[int], bool], now: dt.datetime) -> str:
+    """The federation member ``cert`` names, once it is shown to be one.
+
+    Checks what gRPC's handshake checks and what it does not: issued by the
+    federation CA, the name as CN and DNS SAN, valid at ``now`` (our clock),
+    not revoked. Used for TLS callers and for certificates carried inside
+    messages (a federation total's signed statements). Raises PkiError.
+    """
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise PkiError("certificate is not signed by this federation's CA") from None
+    name = node_name_of(cert)
+    serial = format(cert.serial_number, "x")
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise PkiError(f"certificate {serial} of node {name} is outside its validity period "
+                       f"({cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}); "
+                       "ask the federation CA for a new one")
+    if is_revoked(cert.serial_number):
+        raise PkiError(f"certificate {serial} of node {name} is revoked by the federation CA")
+    return name
+
+
 def describe(cert: x509.Certificate) -> dict[str, object]:
     """Public facts about a certificate (for people; never key material)."""
     try:
