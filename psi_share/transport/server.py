@@ -212,7 +212,8 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         """Send ``exc`` as a status; its text is recorded first, like every message."""
         code, message = _status_of(exc)
         self._egress.send_status(
-            code.name, message, peer=peer or caller_label(context), protocol=protocol, step=step, session_id=session_id
+            code.name, message, peer=peer or caller_label(context), protocol=protocol, step=step, session_id=session_id,
+            reason=getattr(exc, "reason", ""),
         )
         context.abort(code, message)
 
