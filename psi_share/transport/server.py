@@ -403,13 +403,20 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
 
     # -- federation total --------------------------------------------------------
 
+    @_rpc("federation-total", "joined", "join", session="run_id", job=True, version="before")
+    def FederationJoin(self, request: pb.FederationJoinRequest, call: _Call) -> _Answer:
+        member_key = self._responder.federation.on_join(call.peer, request)
+        reply = pb.FederationJoinResponse(protocol_version=PROTOCOL_VERSION, member_key=member_key)
+        return lambda: self._egress.send(
+            reply, peer=call.peer, protocol="federation-total", step="joined", session_id=request.run_id,
+        )
+
     @_rpc("federation-total", "passed", "pass", session="run_id", job=True, version="before")
     def FederationPass(self, request: pb.FederationPassRequest, call: _Call) -> _Answer:
-        ciphertext, contributors = self._responder.federation.on_pass(call.peer, request)
-        reply = pb.FederationPassResponse(protocol_version=PROTOCOL_VERSION, ciphertext=ciphertext, contributors=contributors)
+        final = self._responder.federation.on_pass(call.peer, request)
+        reply = pb.FederationPassResponse(protocol_version=PROTOCOL_VERSION, final=final)
         return lambda: self._egress.send(
-            reply, peer=call.peer, protocol="federation-total", step="passed", session_id=request.run_id,
-            items=1, parameters={"contributors": contributors},
+            reply, peer=call.peer, protocol="federation-total", step="passed", session_id=request.run_id, items=1,
         )
 
     @_rpc("federation-total", "released", "release", session="run_id", version="before")
