@@ -58,16 +58,23 @@ class Members:
     def rules(self, me: str, minimum: int = 3) -> RouteRules:
         return RouteRules(me, minimum, lambda name: name in self.signers, self.now)
 
+    def initiator(self, route: Route, figure: int, seed: int = 0) -> FederationInitiator:
+        return FederationInitiator(route=route, signer=self.signers[route.initiator], trust=self.trust, key=KEY,
+                                   figure=figure, random_bytes=random.Random(seed).randbytes, is_known=lambda n: True)
+
+    def join(self, init: FederationInitiator, member: str, *, caller: str | None = None) -> FederationContributor:
+        """``member`` joins the initiator's signed route (the join coming from ``caller``)."""
+        return FederationContributor(signed_route=init.signed_route, caller=caller or init.route.initiator,
+                                     trust=self.trust, rules=self.rules(member), signer=self.signers[member],
+                                     random_bytes=random.Random(member).randbytes)
+
 
 def ring_in_memory(m: Members, route: Route, figures: dict[str, int], seed: int = 0):  # type: ignore[no-untyped-def]
     """Run one total through the state machines, no network; returns (result, every ciphertext sent)."""
-    rb = random.Random(seed).randbytes
-    init = FederationInitiator(route=route, signer=m.signers[route.initiator], trust=m.trust, key=KEY,
-                               figure=figures[route.initiator], random_bytes=rb, is_known=lambda n: True)
+    init = m.initiator(route, figures[route.initiator], seed)
     joined = {}
     for member in route.members[1:]:
-        joined[member] = FederationContributor(signed_route=init.signed_route, caller=route.initiator, trust=m.trust,
-                                               rules=m.rules(member), signer=m.signers[member], random_bytes=rb)
+        joined[member] = m.join(init, member)
         init.on_joined(member, joined[member].member_key)
     _, ciphertext, keys = init.first_pass()
     sent, previous, passed = [ciphertext], route.initiator, None

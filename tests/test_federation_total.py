@@ -15,7 +15,7 @@ from federation_helpers import KEY, Members, ring_in_memory
 from psi_share.crypto.paillier import MAX_VALUE, decode_ciphertext
 from psi_share.errors import LocalProtocolError, PeerRefused, PeerUnavailable, RemoteProtocolError
 from psi_share.protocols.federation_route import RouteRejected, check_route, open_route
-from psi_share.protocols.federation_total import FederationContributor, FederationInitiator, decode_total
+from psi_share.protocols.federation_total import decode_total
 
 NAMES = [f"lab-{c}" for c in "abcdefgh"]
 NOW = float(int(time.time()))  # certificates are valid from now on
@@ -100,18 +100,11 @@ def test_signatures_bind_every_statement(members):
 
 
 def test_contributor_refuses_a_join_from_anyone_but_the_initiator_and_a_second_pass(members):
-    rb = random.Random(3).randbytes
-    route = members.route(("lab-a", "lab-b", "lab-c"))
-    init = FederationInitiator(route=route, signer=members.signers["lab-a"], trust=members.trust, key=KEY, figure=1,
-                               random_bytes=rb, is_known=lambda n: True)
+    init = members.initiator(members.route(("lab-a", "lab-b", "lab-c")), 1, seed=3)
     with pytest.raises(RouteRejected) as err:
-        FederationContributor(signed_route=init.signed_route, caller="lab-c", trust=members.trust,
-                              rules=members.rules("lab-b"), signer=members.signers["lab-b"], random_bytes=rb)
+        members.join(init, "lab-b", caller="lab-c")
     assert err.value.reason == "not-initiator"
-    b = FederationContributor(signed_route=init.signed_route, caller="lab-a", trust=members.trust,
-                              rules=members.rules("lab-b"), signer=members.signers["lab-b"], random_bytes=rb)
-    c = FederationContributor(signed_route=init.signed_route, caller="lab-a", trust=members.trust,
-                              rules=members.rules("lab-c"), signer=members.signers["lab-c"], random_bytes=rb)
+    b, c = members.join(init, "lab-b"), members.join(init, "lab-c")
     init.on_joined("lab-b", b.member_key)
     with pytest.raises(RouteRejected, match="signed by lab-b"):
         init.on_joined("lab-c", b.member_key)  # lab-b's key offered as lab-c's
@@ -129,13 +122,8 @@ def test_contributor_refuses_a_join_from_anyone_but_the_initiator_and_a_second_p
 
 
 def test_initiator_decrypts_only_the_last_members_final(members):
-    rb = random.Random(4).randbytes
-    route = members.route(("lab-a", "lab-b", "lab-c"))
-    init = FederationInitiator(route=route, signer=members.signers["lab-a"], trust=members.trust, key=KEY, figure=7,
-                               random_bytes=rb, is_known=lambda n: True)
-    hops = {m: FederationContributor(signed_route=init.signed_route, caller="lab-a", trust=members.trust,
-                                     rules=members.rules(m), signer=members.signers[m], random_bytes=rb)
-            for m in ("lab-b", "lab-c")}
+    init = members.initiator(members.route(("lab-a", "lab-b", "lab-c")), 7, seed=4)
+    hops = {m: members.join(init, m) for m in ("lab-b", "lab-c")}
     for m, hop in hops.items():
         init.on_joined(m, hop.member_key)
     _, ciphertext, keys = init.first_pass()
@@ -148,10 +136,8 @@ def test_initiator_decrypts_only_the_last_members_final(members):
 
 
 def test_threshold_is_never_below_three(members):
-    rb = random.Random(2).randbytes
     with pytest.raises(LocalProtocolError, match="at least 3"):
-        FederationInitiator(route=members.route(("lab-a", "lab-b"), k=2), signer=members.signers["lab-a"],
-                            trust=members.trust, key=KEY, figure=1, random_bytes=rb, is_known=lambda n: True)
+        members.initiator(members.route(("lab-a", "lab-b"), k=2), 1)
     with pytest.raises(RemoteProtocolError):
         decode_total((5).to_bytes(16, "big"), 2)
 
@@ -277,14 +263,11 @@ def test_federation_totals_need_the_certificate_insecure_mode_has_none():
 
 
 def test_check_message_for_the_audit_log(members):
-    from psi_share.node.federation.contributor import pass_parameters  # noqa: F401  (the wing imports cleanly)
     from psi_share.protocols.federation_total import check_message
     from psi_share.v1 import node_pb2 as pb
 
-    rb = random.Random(9).randbytes
     route = members.route(("lab-a", "lab-b", "lab-c"))
-    init = FederationInitiator(route=route, signer=members.signers["lab-a"], trust=members.trust, key=KEY, figure=1,
-                               random_bytes=rb, is_known=lambda n: True)
+    init = members.initiator(route, 1, seed=9)
     join = pb.FederationJoinRequest(protocol_version=1, run_id=route.run_id, signed_route=init.signed_route.to_message())
     assert check_message("join", join.SerializeToString()) == 0
     join.run_id = "0" * 32

@@ -12,31 +12,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
 from ...errors import ConfigError, NotFound, PeerRefused, PeerUnavailable, Refused, RemoteProtocolError
 from ...protocols import PROTOCOL_VERSION
 from ...protocols.federation_route import Route, RouteRejected, RouteRules, Signed
 from ...protocols.federation_total import FederationContributor, decode_total
-from ...store import FederationRunRecord, Store
-from ...transport.client import PeerClient
+from ...store import FederationRunRecord
 from ...v1 import node_pb2 as pb
-from ..config import NodeConfig
-from ..policy import AccessRequest, Policy
+from ..policy import AccessRequest
+from .context import FederationContext
 from .credentials import Credentials, refusal
-from .figures import FigureNoise, contributed_figure, difference_problem
+from .figures import contributed_figure, difference_problem
 
 log = logging.getLogger("psi_share.federation")
 
 MAX_PENDING_RUNS = 256  # joined, pass not yet arrived
-
-
-def is_known_peer(store: Store, name: str) -> bool:
-    try:
-        store.peer(name)
-    except NotFound:
-        return False
-    return True
 
 
 def pass_parameters(route: Route, position: int) -> dict[str, object]:
@@ -46,27 +36,16 @@ def pass_parameters(route: Route, position: int) -> dict[str, object]:
 
 
 class FederationMember:
-    def __init__(
-        self,
-        *,
-        config: NodeConfig,
-        store: Store,
-        policy: Policy,
-        peer_client: Callable[[str], PeerClient],
-        credentials: Callable[[], Credentials],
-        clock: Callable[[], float],
-        random_bytes: Callable[[int], bytes],
-        figure_noise: FigureNoise,
-    ) -> None:
-        self.config, self._store, self._policy = config, store, policy
-        self._peer_client, self._credentials = peer_client, credentials
-        self._clock, self._random, self.figure_noise = clock, random_bytes, figure_noise
+    def __init__(self, ctx: FederationContext) -> None:
+        self._ctx = ctx
+        self.config, self._store, self._policy = ctx.config, ctx.store, ctx.policy
+        self._clock, self._random = ctx.clock, ctx.random_bytes
         self._pending: dict[str, FederationContributor] = {}
         self._lock = threading.Lock()
 
     def _creds(self) -> Credentials:
         try:
-            return self._credentials()
+            return self._ctx.credentials()
         except ConfigError as exc:
             raise Refused("FAILED_PRECONDITION", f"{self.config.name} cannot take part in federation totals: {exc}") from None
 
@@ -80,7 +59,7 @@ class FederationMember:
                           reason="unsigned-route")
         creds = self._creds()
         now = self._clock()
-        rules = RouteRules(name, self.config.federation.min_contributors, lambda m: is_known_peer(self._store, m), now)
+        rules = RouteRules(name, self.config.federation.min_contributors, self._ctx.is_known, now)
         try:
             joined = FederationContributor(signed_route=Signed.from_message(message.signed_route), caller=peer,
                                            trust=creds.trust, rules=rules, signer=creds.signer, random_bytes=self._random)
@@ -164,7 +143,7 @@ class FederationMember:
 
     def _add_and_forward(self, joined: FederationContributor, message: pb.FederationPassRequest) -> pb.FederationSigned:
         route, name = joined.route, self.config.name
-        figure = contributed_figure(self._store, route.metric, self.figure_noise)
+        figure = contributed_figure(self._store, route.metric, self._ctx.figure_noise)
         passed = joined.add([Signed.from_message(k) for k in message.member_keys], message.ciphertext, figure,
                             now=self._clock())
         if passed.next_hop is None:
@@ -175,7 +154,7 @@ class FederationMember:
             job_id=message.job_id, signed_route=message.signed_route, member_keys=message.member_keys,
         )
         try:
-            with self._peer_client(passed.next_hop) as client:
+            with self._ctx.peer_client(passed.next_hop) as client:
                 reply = client.federation_pass(request, pass_parameters(route, route.position(passed.next_hop)))
             if not reply.HasField("final"):
                 raise RemoteProtocolError(f"{passed.next_hop} answered the pass without the last member's signed final")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...crypto.paillier import PrivateKey
@@ -23,13 +22,11 @@ from ...errors import LocalProtocolError, PsiShareError, RemoteProtocolError
 from ...protocols import PROTOCOL_VERSION
 from ...protocols.federation_route import MIN_CONTRIBUTORS, ROUTE_LIFETIME_SECONDS, Route, Signed
 from ...protocols.federation_total import FederationInitiator, FederationResult, encode_total
-from ...store import FederationRunRecord, Store
-from ...transport.client import PeerClient
+from ...store import FederationRunRecord
 from ...v1 import node_pb2 as pb
-from ..config import NodeConfig
-from .contributor import is_known_peer, pass_parameters
-from .credentials import Credentials
-from .figures import FigureNoise, contributed_figure, difference_problem
+from .context import FederationContext
+from .contributor import pass_parameters
+from .figures import contributed_figure, difference_problem
 
 log = logging.getLogger("psi_share.federation")
 
@@ -54,19 +51,10 @@ class TotalRequest:
 
 
 class FederationRunner:
-    def __init__(
-        self,
-        *,
-        config: NodeConfig,
-        store: Store,
-        peer_client: Callable[[str], PeerClient],
-        credentials: Callable[[], Credentials],
-        clock: Callable[[], float],
-        random_bytes: Callable[[int], bytes],
-        figure_noise: FigureNoise,
-    ) -> None:
-        self.config, self._store, self._peer_client = config, store, peer_client
-        self._credentials, self._clock, self._random, self.figure_noise = credentials, clock, random_bytes, figure_noise
+    def __init__(self, ctx: FederationContext) -> None:
+        self._ctx = ctx
+        self.config, self._store, self._peer_client = ctx.config, ctx.store, ctx.peer_client
+        self._clock, self._random = ctx.clock, ctx.random_bytes
 
     def _members(self, request: TotalRequest) -> tuple[tuple[str, ...], int]:
         """The ring (this node first, then the others in the order given) and k."""
@@ -89,8 +77,8 @@ class FederationRunner:
 
     def run(self, request: TotalRequest) -> FederationOutcome:
         members, k = self._members(request)
-        figure = contributed_figure(self._store, request.metric, self.figure_noise)
-        creds = self._credentials()
+        figure = contributed_figure(self._store, request.metric, self._ctx.figure_noise)
+        creds = self._ctx.credentials()
         key = PrivateKey.generate(request.key_bits or self.config.paillier.key_bits, self._random)
         now = int(self._clock())
         route = Route(
@@ -100,7 +88,7 @@ class FederationRunner:
         )
         initiator = FederationInitiator(route=route, signer=creds.signer, trust=creds.trust, key=key, figure=figure,
                                         random_bytes=self._random,
-                                        is_known=lambda name: is_known_peer(self._store, name))
+                                        is_known=self._ctx.is_known)
         self._store.start_federation_run(FederationRunRecord(
             id=route.run_id, role="initiator", metric=route.metric, initiator=route.initiator, participants=members,
             min_contributors=k, job_run_id=request.job_run_id, status="running", started_at=self._clock(),

@@ -16,6 +16,7 @@ from ...transport.client import PeerClient
 from ...v1 import node_pb2 as pb
 from ..config import NodeConfig
 from ..policy import Policy
+from .context import FederationContext
 from .contributor import FederationMember
 from .credentials import Credentials
 from .figures import FigureNoise, exact_figure
@@ -38,19 +39,14 @@ class FederationService:
         figure_noise: FigureNoise = exact_figure,  # DP: psi_share/privacy/ plugs its per-figure noise in here
     ) -> None:
         self.config = config
-        self.member = FederationMember(
-            config=config, store=store, policy=policy, peer_client=peer_client, credentials=credentials,
-            clock=clock, random_bytes=random_bytes, figure_noise=figure_noise,
-        )
-        self.runner = FederationRunner(
-            config=config, store=store, peer_client=peer_client, credentials=credentials, clock=clock,
-            random_bytes=random_bytes, figure_noise=figure_noise,
-        )
+        self._ctx = FederationContext(config, store, policy, peer_client, credentials, clock, random_bytes, figure_noise)
+        self.member = FederationMember(self._ctx)
+        self.runner = FederationRunner(self._ctx)
 
     def set_figure_noise(self, noise: FigureNoise) -> None:
         """The DP seam: every figure this node contributes from now on, as initiator
         or member, passes through ``noise`` before it is masked and encrypted."""
-        self.member.figure_noise = self.runner.figure_noise = noise
+        self._ctx.figure_noise = noise
 
     # -- member (served) --------------------------------------------------------
 
