@@ -241,3 +241,15 @@ def test_a_join_from_someone_else_an_expired_route_and_a_pass_without_a_join_are
                                                as_="lab-c"))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "has not joined" in details
     _logged(federation, "lab-d", "not-joined")
+
+
+def test_two_runs_joined_at_once_cannot_be_differenced(ring, federation):
+    """The differencing attack, racing: join a run over four labs and one without lab-d
+    before passing either. lab-b's figure is in neither yet, but it refuses the second."""
+    route, signed = ring.route(RING)
+    keys = _join_all(ring, route, signed)
+    smaller, smaller_signed = ring.route(RING[:3])
+    code, details = refused(lambda: ring.join("lab-b", smaller_signed, smaller.run_id))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "differs from it by 1 lab(s) (lab-d)" in details
+    _logged(federation, "lab-b", "difference", step="joined-status")
+    assert _honest_pass(ring, route, signed, keys) == sum(FIGURES.values())

@@ -5,7 +5,7 @@ noise seam, and only to runs that cannot be differenced against earlier ones.
 one lab give that lab's figure by subtraction, and each run on its own
 satisfies k. So a member (initiator or contributor) refuses a run when its
 own figure for the metric is unchanged since an earlier run it contributed
-to and the two member sets differ by at least 1 and fewer than k labs. This
+to (or joined and may still contribute to) and the two member sets differ by at least 1 and fewer than k labs. This
 holds while one member of both runs is honest and its figure unchanged; it
 does not stop combinations of many runs (linear algebra over totals), which
 only noise on the figures bounds.
@@ -29,8 +29,10 @@ from ...store import Store
 # (metric, exact figure) -> the figure to contribute, in [0, 2^63 - 1].
 FigureNoise = Callable[[str, int], int]
 
-# Statuses of a run in which this node's figure went into a ciphertext.
-CONTRIBUTED = {"passed", "released", "done"}
+# Statuses of a run in which this node's figure went, or may still go, into a
+# ciphertext: a run joined but not yet passed counts, or an initiator could
+# join two runs at once and pass both.
+COUNTED = {"joined", "passed", "released", "running", "done"}
 
 
 def exact_figure(metric: str, figure: int) -> int:
@@ -48,7 +50,7 @@ def difference_problem(store: Store, *, metric: str, members: Sequence[str], k: 
     since = store.figure_changed_at(metric)
     new = set(members)
     for run in store.federation_runs_of(metric):
-        if run.status not in CONTRIBUTED or run.started_at < since:
+        if run.status not in COUNTED or run.started_at < since:
             continue
         differ = new ^ set(run.participants)
         if 0 < len(differ) < k:
