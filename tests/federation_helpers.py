@@ -49,7 +49,8 @@ class Members:
             issue_node(ca, name, root / name)
             signers[name] = signer_from(root / name, name)
         crl = RevocationList(ca.crl_path, ca.certificate())
-        return cls(signers, Trust(ca.certificate(), crl.is_revoked, lambda: now), now)
+        members = cls(signers, Trust(ca.certificate(), crl.is_revoked, lambda: members.now), now)
+        return members
 
     def route(self, members: tuple[str, ...], *, k: int = 3, run_id: str | None = None) -> Route:
         return Route(run_id or secrets.token_hex(16), "campaign", members, k, KEY.public.encode(),

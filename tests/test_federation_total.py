@@ -18,12 +18,14 @@ from psi_share.protocols.federation_route import RouteRejected, check_route, ope
 from psi_share.protocols.federation_total import decode_total
 
 NAMES = [f"lab-{c}" for c in "abcdefgh"]
-NOW = float(int(time.time()))  # certificates are valid from now on
 
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory) -> Members:  # type: ignore[no-untyped-def]
-    return Members.issue(tmp_path_factory.mktemp("members"), NAMES, NOW)
+    # the members' clock: just after their certificates were issued (valid from the issue time on)
+    members = Members.issue(tmp_path_factory.mktemp("members"), NAMES, 0.0)
+    members.now = float(int(time.time()) + 1)
+    return members
 
 
 # -- in memory -----------------------------------------------------------------------
@@ -65,8 +67,8 @@ def test_route_rules_name_what_is_wrong(members):
         (replace(base, members=("lab-a", "lab-b", "lab-c", "lab-zz")), "lab-b", "unknown-member"),
         (base, "lab-d", "not-a-member"),
         (replace(base, min_contributors=2, members=("lab-a", "lab-b")), "lab-b", "too-few-members"),
-        (replace(base, expires_at=int(NOW) - 1), "lab-b", "expired"),
-        (replace(base, expires_at=int(NOW) + 7200), "lab-b", "expired"),
+        (replace(base, expires_at=int(members.now) - 1), "lab-b", "expired"),
+        (replace(base, expires_at=int(members.now) + 7200), "lab-b", "expired"),
         (replace(base, run_id="x" * 32), "lab-b", "malformed"),
         (replace(base, members=("lab-a", "lab-b", "Lab C")), "lab-b", "malformed"),
     ]
@@ -114,10 +116,10 @@ def test_contributor_refuses_a_join_from_anyone_but_the_initiator_and_a_second_p
         c.check_pass("lab-a", init.signed_route)  # lab-c's previous hop is lab-b
     assert err.value.reason == "previous-hop"
     with pytest.raises(RouteRejected) as err:
-        b.add(keys[:2], ciphertext, 5, now=NOW)
+        b.add(keys[:2], ciphertext, 5, now=members.now)
     assert err.value.reason == "member-keys"
     with pytest.raises(RouteRejected) as err:
-        b.add(keys, ciphertext, 5, now=NOW)  # b already took its pass (the failed one)
+        b.add(keys, ciphertext, 5, now=members.now)  # b already took its pass (the failed one)
     assert err.value.reason == "replay"
 
 
@@ -127,7 +129,7 @@ def test_initiator_decrypts_only_the_last_members_final(members):
     for m, hop in hops.items():
         init.on_joined(m, hop.member_key)
     _, ciphertext, keys = init.first_pass()
-    after_b = hops["lab-b"].add(keys, ciphertext, 20, now=NOW)
+    after_b = hops["lab-b"].add(keys, ciphertext, 20, now=members.now)
     assert after_b.next_hop == "lab-c" and after_b.final is None
     # lab-b signs a "final" of its own output: not the last member
     forged = members.signers["lab-b"].sign("final", b"")
