@@ -232,11 +232,11 @@ def test_a_run_that_differs_by_fewer_than_k_labs_is_refused_while_figures_are_un
     # the same labs again: nothing new by difference
     assert nodes["lab-b"].federation_total("campaign", ["lab-b", "lab-a", "lab-c", "lab-d"]).total == 8765
     # without lab-d, the difference would be lab-d's figure: the initiator's own node refuses ...
-    with pytest.raises(LocalProtocolError, match="differs from it by 1 lab"):
+    with pytest.raises(LocalProtocolError, match=r"differ from that run's by 1 \(lab-d\)"):
         nodes["lab-a"].federation_total("campaign", ["lab-a", "lab-b", "lab-c"])
     # ... and so do the members, whatever software the initiator runs (lab-c initiates; lab-a refuses it too)
     nodes["lab-c"].store.set_figure("campaign", 701, now=nodes["lab-c"].clock())
-    with pytest.raises(PeerRefused, match="FAILED_PRECONDITION.*lab-a's figure for campaign.*lab-d"):
+    with pytest.raises(PeerRefused, match="FAILED_PRECONDITION.*lab-a's figure for the metric this run names"):
         nodes["lab-c"].federation_total("campaign", ["lab-c", "lab-a", "lab-b"])
     for name in ("lab-a", "lab-b"):  # every member whose figure is unchanged would refuse
         nodes[name].store.set_figure("campaign", figures[name] + 1, now=nodes[name].clock())
@@ -247,13 +247,16 @@ def test_each_member_noises_its_own_figure_through_the_dp_seam(federation):
     figures = {"lab-a": 1, "lab-b": 20, "lab-c": 300}
     nodes = _ring(federation, list(figures), figures)
     seen = []
-    for name, node in nodes.items():
-        def noise(metric, figure, name=name):  # type: ignore[no-untyped-def]
-            seen.append((name, metric, figure))
-            return figure + 1000
-        node.federation.set_figure_noise(noise)
-    assert nodes["lab-b"].federation_total("campaign", ["lab-b", "lab-a", "lab-c"]).total == 321 + 3000
-    assert sorted(seen) == [("lab-a", "campaign", 1), ("lab-b", "campaign", 20), ("lab-c", "campaign", 300)]
+    for shares in ({"lab-a": 1000, "lab-b": 1000, "lab-c": 1000}, {"lab-a": -7, "lab-b": 5, "lab-c": 1},
+                   {"lab-a": -400, "lab-b": -(2**63 - 1) + 20, "lab-c": 0}):
+        for name, node in nodes.items():
+            def noise(metric, figure, name=name, share=shares[name]):  # type: ignore[no-untyped-def]
+                seen.append((name, metric, figure))
+                return figure + share  # signed, as distributed DP shares are
+            node.federation.set_figure_noise(noise)
+        total = nodes["lab-b"].federation_total("campaign", ["lab-b", "lab-a", "lab-c"]).total
+        assert total == max(0, 321 + sum(shares.values()))  # a total below 0 is released as 0
+    assert sorted(seen)[:3] == [("lab-a", "campaign", 1)] * 3 and len(seen) == 9
 
 
 def test_federation_totals_need_the_certificate_insecure_mode_has_none():

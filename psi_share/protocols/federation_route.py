@@ -241,10 +241,10 @@ def open_route(signed: Signed, trust: Trust, rules: RouteRules) -> Route:
     signer = open_signed(signed, "route", trust)
     route = Route.decode(signed.body)
     if route.version != ROUTE_VERSION:
-        raise RouteRejected("route-version", f"route version {route.version} is not spoken here (only {ROUTE_VERSION})")
+        raise RouteRejected("route-version", f"the route's version is not spoken here (only {ROUTE_VERSION})")
     if not route.members or signer != route.initiator:
-        raise RouteRejected("not-initiator", f"the route was signed by {signer}, but its first member (the "
-                                             f"initiator) is {route.members[0] if route.members else 'missing'}")
+        raise RouteRejected("not-initiator", f"the route was signed by {signer}, which is not its first member "
+                                             "(the initiator)")
     check_route(route, rules)
     return route
 
@@ -255,24 +255,27 @@ def check_route(route: Route, rules: RouteRules) -> None:
         raise RouteRejected("malformed", "the route's run id is not 32 hex digits or its metric is not a plain name")
     if len(route.members) > MAX_PARTICIPANTS or not all(NAME_PATTERN.match(m) for m in route.members):
         raise RouteRejected("malformed", f"the route names more than {MAX_PARTICIPANTS} members or an invalid name")
-    repeated = sorted({m for m in route.members if route.members.count(m) > 1})
+    # Refusals describe the route by positions: its names are the peer's text, never repeated back.
+    repeated = [str(i + 1) for i, m in enumerate(route.members) if route.members.index(m) != i]
     if repeated:
-        raise RouteRejected("duplicate-member", f"the route names {', '.join(repeated)} more than once: "
-                                                "a ring of n distinct labs is what k counts")
+        raise RouteRejected("duplicate-member", f"the route names a lab more than once (again at position "
+                                                f"{', '.join(repeated)}): a ring of n distinct labs is what k counts")
     if rules.me not in route.members:
         raise RouteRejected("not-a-member", f"the route does not name {rules.me}")
     needed = max(route.min_contributors, rules.minimum, MIN_CONTRIBUTORS)
     if len(route.members) < needed:
-        raise RouteRejected("too-few-members", f"the route names {len(route.members)} distinct members; {rules.me} "
-                                               f"contributes only to totals over at least {needed}")
-    unknown = [m for m in route.members if m != rules.me and not rules.is_known(m)]
+        own = max(rules.minimum, MIN_CONTRIBUTORS)
+        raise RouteRejected("too-few-members", f"the route names too few distinct members: {rules.me} contributes "
+                                               f"only to totals over at least {own} labs, or the route's own k if larger")
+    unknown = [str(i + 1) for i, m in enumerate(route.members) if m != rules.me and not rules.is_known(m)]
     if unknown:
-        raise RouteRejected("unknown-member", f"the route names {', '.join(unknown)}, not a known peer of {rules.me}")
+        raise RouteRejected("unknown-member", f"the route names a lab that is not a known peer of {rules.me} "
+                                              f"(at position {', '.join(unknown)})")
     if route.expires_at < rules.now:
-        raise RouteRejected("expired", f"the route of run {route.run_id} expired at {route.expires_at} (now {int(rules.now)})")
+        raise RouteRejected("expired", f"the route has expired by {rules.me}'s clock")
     if route.issued_at > rules.now + CLOCK_SKEW_SECONDS or route.expires_at - route.issued_at > MAX_ROUTE_LIFETIME_SECONDS:
-        raise RouteRejected("expired", f"the route's times are implausible: issued {route.issued_at}, expires "
-                                       f"{route.expires_at}, at most {MAX_ROUTE_LIFETIME_SECONDS} s apart, now {int(rules.now)}")
+        raise RouteRejected("expired", f"the route's times are implausible: issued more than {CLOCK_SKEW_SECONDS} s "
+                                       f"in {rules.me}'s future, or living more than {MAX_ROUTE_LIFETIME_SECONDS} s")
     route.public_key()  # RemoteProtocolError for a malformed Paillier key
 
 
@@ -305,7 +308,7 @@ def open_member_keys(route: Route, route_sha256: bytes, keys: Sequence[Signed], 
     Raises RouteRejected (``member-keys``, or the signature's reason).
     """
     if len(keys) != len(route.members):
-        raise RouteRejected("member-keys", f"the pass carries {len(keys)} member keys for {len(route.members)} members")
+        raise RouteRejected("member-keys", "the pass does not carry exactly one key per member of the route")
     out: dict[str, bytes] = {}
     for expected, signed in zip(route.members, keys):
         out[expected] = open_member_key(signed, expected, route, route_sha256, trust)
@@ -316,7 +319,7 @@ def open_member_key(signed: Signed, member: str, route: Route, route_sha256: byt
     signer = open_signed(signed, "member key", trust)
     m = _parse(pb.FederationMemberKey, signed.body, "member key")
     if signer != member or m.member != member:
-        raise RouteRejected("member-keys", f"the key given for {member} was signed by {signer} for {m.member or '-'}")
+        raise RouteRejected("member-keys", f"the key given for {member} was signed by {signer}, or for another member")
     if m.run_id != route.run_id or m.route_sha256 != route_sha256:
         raise RouteRejected("member-keys", f"the key of {member} was made for another run or another route")
     if len(m.mask_key) != MASK_KEY_BYTES:

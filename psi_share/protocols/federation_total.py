@@ -51,7 +51,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..crypto.paillier import MAX_VALUE, PrivateKey, PublicKey, check_value, decode_ciphertext, encode_ciphertexts
+from ..crypto.paillier import MAX_VALUE, PrivateKey, PublicKey, decode_ciphertext, encode_ciphertexts
 from ..errors import LocalProtocolError, OutOfOrder, RemoteProtocolError
 from . import ProtocolSpec, register_protocol
 from .federation_route import (
@@ -89,8 +89,17 @@ TOTAL_BYTES = 16  # 64 figures below 2^63 sum below 2^69
 
 __all__ = [
     "MAX_PARTICIPANTS", "MIN_CONTRIBUTORS", "TOTAL_BYTES", "FederationContributor", "FederationInitiator",
-    "FederationResult", "Passed", "check_message", "decode_total", "encode_total",
+    "FederationResult", "Passed", "check_figure", "check_message", "decode_total", "encode_total",
 ]
+
+
+def check_figure(value: int) -> int:
+    """A figure as it goes into a run: an integer of absolute value at most
+    2^63 - 1. Exact figures are never negative; a noised one may be (DP shares
+    are signed), and the masks work mod n either way."""
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_VALUE:
+        raise LocalProtocolError(f"a contributed figure must be an integer of absolute value at most {MAX_VALUE}")
+    return value
 
 
 def _add_masked(key: PublicKey, c: int, masked: int, random_bytes: Callable[[int], bytes]) -> int:
@@ -133,7 +142,7 @@ class FederationInitiator:
             check_route(route, RouteRules(signer.name, route.min_contributors, is_known, trust.clock()))
         except RouteRejected as exc:
             raise LocalProtocolError(str(exc)) from None
-        self.route, self._key, self._figure, self._random = route, key, check_value(figure), random_bytes
+        self.route, self._key, self._figure, self._random = route, key, check_figure(figure), random_bytes
         self._trust = trust
         self.signed_route = signer.sign("route", route.encode())
         self.route_sha256 = digest(self.signed_route)
@@ -174,14 +183,18 @@ class FederationInitiator:
         self._expect(_Step.PASSED, "final")
         self._step = _Step.DONE
         ciphertext = open_final(final, self.route, self.route_sha256, self._trust)
-        n = len(self.route.members)
+        n, key_n = len(self.route.members), self._key.public.n
         total = self._key.decrypt(decode_ciphertext(self._key.public, ciphertext))
-        if total > n * MAX_VALUE:
+        if total > key_n // 2:  # a negative sum (noised figures may be below 0)
+            total -= key_n
+        if abs(total) > n * MAX_VALUE:
             raise RemoteProtocolError(
                 f"the final ciphertext of run {self.route.run_id} is not a sum of {n} figures (out of bounds): "
                 "a member dropped a contribution or added something else"
             )
-        return FederationResult(total, n)
+        # A total of non-negative figures is never below 0: clamping one that noise
+        # took there is post-processing by a public fact.
+        return FederationResult(max(total, 0), n)
 
 
 @dataclass(frozen=True)
@@ -210,8 +223,8 @@ class FederationContributor:
     ) -> None:
         self.route = open_route(signed_route, trust, rules)
         if caller != self.route.initiator:
-            raise RouteRejected("not-initiator", f"{caller} asked {rules.me} to join run {self.route.run_id}, whose "
-                                                 f"route was signed by its initiator {self.route.initiator}")
+            raise RouteRejected("not-initiator", f"{caller} asked {rules.me} to join a route that its initiator "
+                                                 f"{self.route.initiator} signed: only the initiator asks")
         if self.route.position(rules.me) == 0:
             raise RouteRejected("not-a-member", f"{rules.me} is the route's initiator, not a member to join it")
         self.signed_route, self.route_sha256 = signed_route, digest(signed_route)
@@ -230,24 +243,24 @@ class FederationContributor:
         """Before anything is consumed: the pass is for the route we joined and
         comes from our previous hop (the caller is who its certificate names)."""
         if signed_route.body != self.signed_route.body:
-            raise RouteRejected("not-joined", f"the pass of run {self.route.run_id} carries another route than the "
-                                              f"one {self.me} joined")
+            raise RouteRejected("not-joined", f"the pass carries another route than the one {self.me} joined for "
+                                              "this run")
         if caller != self.previous_hop:
-            raise RouteRejected("previous-hop", f"the pass of run {self.route.run_id} came from {caller}, but "
-                                                f"{self.me}'s previous hop on the signed route is {self.previous_hop}")
+            raise RouteRejected("previous-hop", f"the pass came from {caller}, but {self.me}'s previous hop on the "
+                                                f"signed route is {self.previous_hop}")
 
     def add(self, member_keys: Sequence[Signed], ciphertext: bytes, figure: int, *, now: float) -> Passed:
         """Add our masked figure, re-randomize; forward, or sign the final."""
         if self._step is not _Step.JOINED:
-            raise RouteRejected("replay", f"{self.me} already added its figure to run {self.route.run_id}")
+            raise RouteRejected("replay", f"{self.me} already added its figure to this run")
         self._step = _Step.PASSED
         if self.route.expires_at < now:
-            raise RouteRejected("expired", f"the route of run {self.route.run_id} expired at {self.route.expires_at}")
+            raise RouteRejected("expired", f"the route has expired by {self.me}'s clock")
         keys = open_member_keys(self.route, self.route_sha256, member_keys, self._trust)
         if keys[self.me] != self._mask_key:
             raise RouteRejected("member-keys", f"the pass carries a key for {self.me} other than the one it gave")
         pk = self.route.public_key()
-        masked = (check_value(figure) + mask(self.route, self.route_sha256, self.me, self._secret, keys, pk.n)) % pk.n
+        masked = (check_figure(figure) + mask(self.route, self.route_sha256, self.me, self._secret, keys, pk.n)) % pk.n
         out = encode_ciphertexts(pk, [_add_masked(pk, decode_ciphertext(pk, ciphertext), masked, self._random)])
         nxt = self.route.next(self.me)
         if nxt is not None:

@@ -22,17 +22,23 @@ from ...v1 import node_pb2 as pb
 from ..policy import AccessRequest
 from .context import FederationContext
 from .credentials import Credentials, refusal
-from .figures import contributed_figure, difference_problem
+from .figures import contributed_figure, difference
 
 log = logging.getLogger("psi_share.federation")
 
 MAX_PENDING_RUNS = 256  # joined, pass not yet arrived
 
 
-def pass_parameters(route: Route, position: int) -> dict[str, object]:
-    """What the audit log keeps with a pass we send (what the next hop may read in it, besides ciphertexts)."""
-    return {"metric": route.metric, "members": len(route.members), "hop": position,
-            "min_contributors": route.min_contributors, "key_bits": (len(route.public_key_bytes) - 1) * 8}
+def route_parameters(route: Route, position: int | None = None) -> dict[str, object]:
+    """What the audit log keeps with a join or pass we send: what the receiver may read in
+    it besides ciphertexts and keys. The route's text travels inside signed bytes, where
+    the egress does not look: its names (checked by ``check_route``) are recorded here."""
+    out: dict[str, object] = {"metric": route.metric, "members": list(route.members),
+                              "min_contributors": route.min_contributors,
+                              "key_bits": (len(route.public_key_bytes) - 1) * 8}
+    if position is not None:
+        out["hop"] = position
+    return out
 
 
 class FederationMember:
@@ -65,15 +71,15 @@ class FederationMember:
                                            trust=creds.trust, rules=rules, signer=creds.signer, random_bytes=self._random)
             route = joined.route
             if message.run_id != route.run_id:
-                raise RouteRejected("malformed", f"the join names run {message.run_id!r}, its signed route {route.run_id}")
+                raise RouteRejected("malformed", "the join's run id is not its signed route's")
         except RouteRejected as exc:
             raise refusal(exc) from None
         self._policy.check(peer, AccessRequest(protocol="federation-total", dataset="", metric=route.metric,
                                                participants=len(route.members)))
         k = max(route.min_contributors, self.config.federation.min_contributors)
-        problem = difference_problem(self._store, metric=route.metric, members=route.members, k=k, me=name)
-        if problem:
-            raise Refused("FAILED_PRECONDITION", problem, reason="difference")
+        earlier = difference(self._store, metric=route.metric, members=route.members, k=k)
+        if earlier is not None:
+            raise Refused("FAILED_PRECONDITION", earlier.refusal(name), reason="difference")
         with self._lock:
             self._expire(now)
             self._refuse_known_run(route.run_id)
@@ -92,13 +98,13 @@ class FederationMember:
 
     def _refuse_known_run(self, run_id: str) -> None:
         if run_id in self._pending:
-            raise Refused("FAILED_PRECONDITION", f"{self.config.name} already joined federation run {run_id}",
+            raise Refused("FAILED_PRECONDITION", f"{self.config.name} already joined this federation run",
                           reason="replay")
         try:
             run = self._store.federation_run(run_id, "contributor")
         except NotFound:
             return
-        raise Refused("FAILED_PRECONDITION", f"{self.config.name} already took part in federation run {run_id} "
+        raise Refused("FAILED_PRECONDITION", f"{self.config.name} already took part in this federation run "
                                              f"({run.status}); a run id is used once", reason="replay")
 
     def _expire(self, now: float) -> None:
@@ -121,7 +127,7 @@ class FederationMember:
             joined = self._pending.get(run_id)
         if joined is None:
             self._refuse_known_run(run_id)
-            raise Refused("FAILED_PRECONDITION", f"{name} has not joined federation run {run_id!r}: a pass comes "
+            raise Refused("FAILED_PRECONDITION", f"{name} has not joined this federation run: a pass comes "
                                                  "after its initiator's join", reason="not-joined")
         try:
             joined.check_pass(peer, Signed.from_message(message.signed_route))
@@ -129,7 +135,7 @@ class FederationMember:
             raise refusal(exc) from None
         with self._lock:
             if self._pending.pop(run_id, None) is not joined:
-                raise Refused("FAILED_PRECONDITION", f"{name} already took its pass of run {run_id}", reason="replay")
+                raise Refused("FAILED_PRECONDITION", f"{name} already took its pass of this run", reason="replay")
         try:
             final = self._add_and_forward(joined, message)
         except Exception as exc:
@@ -155,12 +161,12 @@ class FederationMember:
         )
         try:
             with self._ctx.peer_client(passed.next_hop) as client:
-                reply = client.federation_pass(request, pass_parameters(route, route.position(passed.next_hop)))
+                reply = client.federation_pass(request, route_parameters(route, route.position(passed.next_hop)))
             if not reply.HasField("final"):
                 raise RemoteProtocolError(f"{passed.next_hop} answered the pass without the last member's signed final")
         except (PeerUnavailable, RemoteProtocolError) as exc:  # PeerRefused is a RemoteProtocolError
             detail = exc if isinstance(exc, (PeerUnavailable, PeerRefused)) else f"{passed.next_hop}: {exc}"
-            raise Refused("ABORTED", f"federation run {route.run_id} stopped at {name}: {detail}",
+            raise Refused("ABORTED", f"the federation run stopped at {name}: {detail}",
                           reason="next-hop") from None
         return reply.final
 
@@ -170,12 +176,12 @@ class FederationMember:
         try:
             run = self._store.federation_run(message.run_id, "contributor")
         except NotFound:
-            raise Refused("NOT_FOUND", f"{self.config.name} did not contribute to federation run {message.run_id!r}") from None
+            raise Refused("NOT_FOUND", f"{self.config.name} did not contribute to the federation run this release names") from None
         if run.initiator != peer or run.metric != message.metric:
-            raise Refused("PERMISSION_DENIED", f"federation run {message.run_id} was not initiated by {peer}")
+            raise Refused("PERMISSION_DENIED", f"the federation run this release names was not initiated by {peer}")
         if run.status != "passed" or message.contributors != len(run.participants):
-            raise Refused("FAILED_PRECONDITION", f"federation run {message.run_id} is {run.status} here with "
-                                                 f"{len(run.participants)} members; nothing to release")
+            raise Refused("FAILED_PRECONDITION", f"the federation run this release names is {run.status} here, or the "
+                                                 "release counts other members than its route: nothing to release")
         total = decode_total(message.total, message.contributors)
         self._store.finish_federation_run(
             run.id, "contributor", "released", now=self._clock(), contributors=message.contributors, total=total

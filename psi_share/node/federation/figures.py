@@ -22,11 +22,13 @@ noises its own figure and no one, the initiator included, sees it without.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from ...crypto.paillier import check_value
+from ...protocols.federation_total import check_figure
 from ...store import Store
 
-# (metric, exact figure) -> the figure to contribute, in [0, 2^63 - 1].
+# (metric, exact figure) -> the figure to contribute: an integer of absolute
+# value at most 2^63 - 1 (noise may take it below 0; the masks work mod n).
 FigureNoise = Callable[[str, int], int]
 
 # Statuses of a run in which this node's figure went, or may still go, into a
@@ -42,11 +44,34 @@ def exact_figure(metric: str, figure: int) -> int:
 
 def contributed_figure(store: Store, metric: str, noise: FigureNoise) -> int:
     """Our figure for ``metric`` as it goes into a run (NotFound without one)."""
-    return check_value(noise(metric, store.figure(metric)))
+    return check_figure(noise(metric, store.figure(metric)))
 
 
-def difference_problem(store: Store, *, metric: str, members: Sequence[str], k: int, me: str) -> str | None:
-    """Why a run over ``members`` would give a figure away by difference, or None."""
+@dataclass(frozen=True)
+class Difference:
+    """An earlier run that a new one could be differenced against."""
+
+    run_id: str
+    labs: tuple[str, ...]  # in one run and not the other
+
+    def refusal(self, me: str) -> str:
+        """For a peer: describes, never repeats (the metric and names are the route's)."""
+        return (f"{me}'s figure for the metric this run names has not changed since an earlier run of it that {me} "
+                "took part in, and the two runs' labs differ by at least one and fewer than k: the two totals would "
+                "give those labs' figures away by difference. Run over the same labs or at least k others, or after "
+                "the figures change")
+
+    def local(self, me: str, metric: str) -> str:
+        """For our own operator: which run and which labs."""
+        return (f"{me}'s figure for {metric} went into run {self.run_id} and has not changed since; this run's labs "
+                f"differ from that run's by {len(self.labs)} ({', '.join(self.labs)}), fewer than k, so the two "
+                "totals would give those figures away by difference. Update the figure first, or run over the same "
+                "labs or at least k different ones")
+
+
+def difference(store: Store, *, metric: str, members: Sequence[str], k: int) -> Difference | None:
+    """An earlier run over a member set 1 to k - 1 labs away from ``members``,
+    while our figure for ``metric`` is unchanged since, or None."""
     since = store.figure_changed_at(metric)
     new = set(members)
     for run in store.federation_runs_of(metric):
@@ -54,10 +79,5 @@ def difference_problem(store: Store, *, metric: str, members: Sequence[str], k: 
             continue
         differ = new ^ set(run.participants)
         if 0 < len(differ) < k:
-            return (
-                f"{me}'s figure for {metric} went into run {run.id} over {len(run.participants)} labs and has not "
-                f"changed since; this run differs from it by {len(differ)} lab(s) ({', '.join(sorted(differ))}), "
-                f"fewer than k = {k}, so the two totals would give their figures away by difference. Update the "
-                "figure first, or run over the same labs or at least k different ones"
-            )
+            return Difference(run.id, tuple(sorted(differ)))
     return None

@@ -25,8 +25,8 @@ from ...protocols.federation_total import FederationInitiator, FederationResult,
 from ...store import FederationRunRecord
 from ...v1 import node_pb2 as pb
 from .context import FederationContext
-from .contributor import pass_parameters
-from .figures import contributed_figure, difference_problem
+from .contributor import route_parameters
+from .figures import contributed_figure, difference
 
 log = logging.getLogger("psi_share.federation")
 
@@ -70,9 +70,9 @@ class FederationRunner:
         k = max(self.config.federation.min_contributors, request.min_contributors or 0, MIN_CONTRIBUTORS)
         if len(members) < k:
             raise LocalProtocolError(f"{len(members)} participants cannot reach the minimum of {k} contributors")
-        problem = difference_problem(self._store, metric=request.metric, members=members, k=k, me=name)
-        if problem:
-            raise LocalProtocolError(problem)
+        earlier = difference(self._store, metric=request.metric, members=members, k=k)
+        if earlier is not None:
+            raise LocalProtocolError(earlier.local(name, request.metric))
         return members, k
 
     def run(self, request: TotalRequest) -> FederationOutcome:
@@ -111,8 +111,7 @@ class FederationRunner:
         route = initiator.route
         request = pb.FederationJoinRequest(protocol_version=PROTOCOL_VERSION, run_id=route.run_id,
                                            signed_route=initiator.signed_route.to_message(), job_id=job_id)
-        parameters = {"metric": route.metric, "members": len(route.members), "min_contributors": route.min_contributors,
-                      "key_bits": (len(route.public_key_bytes) - 1) * 8}
+        parameters = route_parameters(route)
         for member in route.members[1:]:
             with self._peer_client(member) as client:
                 reply = client.federation_join(request, parameters)
@@ -128,7 +127,7 @@ class FederationRunner:
             signed_route=initiator.signed_route.to_message(), member_keys=[k.to_message() for k in keys],
         )
         with self._peer_client(first) as client:
-            reply = client.federation_pass(request, pass_parameters(route, 1))
+            reply = client.federation_pass(request, route_parameters(route, 1))
         if not reply.HasField("final"):
             raise RemoteProtocolError(f"{first} answered the pass of run {route.run_id} without a signed final")
         return initiator.on_final(Signed.from_message(reply.final))
