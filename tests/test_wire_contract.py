@@ -239,4 +239,5 @@ def test_reflection_lists_services_under_v1_and_v1alpha(nodes) -> None:  # type:
     service = database.FindFileContainingSymbol("psi_share.v1.PsiShareNode").service[0]
     assert {m.name for m in service.method} == {
         "NodeInfo", "PsiOpen", "PsiSetup", "PsiProcess", "PsiClose", "SumOpen", "SumExchange", "SumClose",
-        "FederationPass", "FederationRelease", "CardinalityOpen", "CardinalityExchange", "CardinalityClose"}
+        "FederationJoin", "FederationPass", "FederationRelease", "CardinalityOpen", "CardinalityExchange",
+        "CardinalityClose"}

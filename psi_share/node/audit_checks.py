@@ -82,15 +82,23 @@ def _parsed(cls) -> Callable[[str, bytes], list[str]]:  # type: ignore[no-untype
     return check
 
 
+_FEDERATION_TYPES = {
+    "join": pb.FederationJoinRequest, "joined": pb.FederationJoinResponse, "pass": pb.FederationPassRequest,
+    "passed": pb.FederationPassResponse, "release": pb.FederationReleaseRequest,
+}
+
+
 def _federation(step: str, payload: bytes) -> list[str]:
-    types = {"pass": pb.FederationPassRequest, "passed": pb.FederationPassResponse, "release": pb.FederationReleaseRequest}
-    m = parse_exact(types[step], payload)
+    m = parse_exact(_FEDERATION_TYPES[step], payload)
     problems = []
-    if step in ("pass", "release") and not _HEX_ID.match(m.run_id):
+    if step in ("join", "pass", "release") and not _HEX_ID.match(m.run_id):
         problems.append("run_id is not a run id")
-    if step == "pass" and (not NAME_PATTERN.match(m.metric) or not NAME_PATTERN.match(m.initiator)
-                           or not all(NAME_PATTERN.match(r) for r in m.route)):
-        problems.append("metric, initiator or route holds something other than plain names")
+    if step in ("join", "pass"):
+        route = pb.FederationRoute.FromString(m.signed_route.body)
+        if not NAME_PATTERN.match(route.metric) or not all(NAME_PATTERN.match(r) for r in route.members):
+            problems.append("the route's metric or members hold something other than plain names")
+    if step == "release" and not NAME_PATTERN.match(m.metric):
+        problems.append("metric is not a plain name")
     federation_total.check_message(step, payload)
     return problems
 
@@ -101,6 +109,6 @@ register_message_check("intersection-sum", "open", _sum_open)
 register_message_check("intersection-sum", "opened", _sum_opened)
 register_message_check("intersection-sum", "close", _sum_close)
 register_message_check("intersection-sum", "closed", _parsed(pb.PsiCloseResponse))
-for _step in ("pass", "passed", "release"):
+for _step in _FEDERATION_TYPES:
     register_message_check("federation-total", _step, _federation)
 register_message_check("federation-total", "released", _parsed(pb.FederationReleaseResponse))

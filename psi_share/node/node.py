@@ -317,6 +317,7 @@ class Node:
         from ..crypto.ec import EcEngine
         from .counts.responder import CountResponder
         from .federation import FederationService
+        from .federation.credentials import load_credentials
         from .sums.keyring import PaillierKeyring, PreparedSums
         from .sums.responder import SumResponder
 
@@ -340,9 +341,12 @@ class Node:
             engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,
             sampler=lambda: self.noise_sampler,
         )
+        # Routes, member keys and finals are signed with the node's federation certificate's key.
+        # DP: psi_share/privacy/ wires its per-figure noise here (FederationService's figure_noise).
         self.federation = FederationService(
             config=self.config, store=self.store, policy=self.responder.policy,
-            peer_client=self.peer_client, clock=self.clock, random_bytes=self.random_bytes,
+            peer_client=self.peer_client, credentials=lambda: load_credentials(self.tls, self.clock),
+            clock=self.clock, random_bytes=self.random_bytes,
         )
         self.responder.federation = self.federation  # type: ignore[attr-defined]
         # The pool fills in idle time only: never while a session is open here.

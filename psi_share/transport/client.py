@@ -364,20 +364,28 @@ class PeerClient:
 
     # -- federation total ------------------------------------------------------
 
-    def federation_pass(self, request: pb.FederationPassRequest) -> tuple[bytes, int]:
-        """Hand the running ciphertext to this peer; returns (final ciphertext, contributors)."""
-        request = self._send(
-            request, "pass", request.run_id, protocol="federation-total", items=1, job_id=request.job_id,
-            parameters={"metric": request.metric, "contributors": request.contributors,
-                        "route_length": len(request.route), "min_contributors": request.min_contributors,
-                        "key_bits": (len(request.public_key) - 1) * 8},
-        )
+    def federation_join(self, request: pb.FederationJoinRequest, parameters: dict[str, object]) -> pb.FederationJoinResponse:
+        """Ask this peer to join a signed route; returns its signed mask key."""
+        request = self._send(request, "join", request.run_id, protocol="federation-total", job_id=request.job_id,
+                             parameters=parameters)
+        try:
+            reply = self._stub.FederationJoin(request, metadata=self._metadata, timeout=min(self._timeout, 60))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        self._egress.received(reply, peer=self.peer, protocol="federation-total", step="joined", session_id=request.run_id)
+        return reply
+
+    def federation_pass(self, request: pb.FederationPassRequest, parameters: dict[str, object]) -> pb.FederationPassResponse:
+        """Hand the running ciphertext to this peer, our next hop; returns the
+        last member's signed final, relayed back up the chain of calls."""
+        request = self._send(request, "pass", request.run_id, protocol="federation-total", items=1,
+                             job_id=request.job_id, parameters=parameters)
         try:
             reply = self._stub.FederationPass(request, metadata=self._metadata, timeout=self._timeout)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
         self._egress.received(reply, peer=self.peer, protocol="federation-total", step="passed", session_id=request.run_id)
-        return reply.ciphertext, reply.contributors
+        return reply
 
     def federation_release(self, run_id: str, metric: str, contributors: int, total: bytes, value: int) -> None:
         self._egress.disclosed(

@@ -76,6 +76,8 @@ class CertificateAuthenticator:
         self._parsed: dict[bytes, tuple[Any, str]] = {}
 
     def authenticate(self, context: grpc.ServicerContext) -> str:
+        from ..pki import PkiError, check_member_current
+
         pems = (context.auth_context() or {}).get("x509_pem_cert") or []
         if not pems:
             raise Refused("UNAUTHENTICATED", "the call presented no client certificate from the federation CA")
@@ -86,14 +88,10 @@ class CertificateAuthenticator:
                 self._parsed.clear()
             self._parsed[pems[0]] = parsed
         cert, name = parsed
-        serial = format(cert.serial_number, "x")
-        now = self._now()
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise Refused("UNAUTHENTICATED", f"certificate {serial} of node {name} is outside its validity period "
-                          f"({cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}); "
-                          "ask the federation CA for a new one")
-        if self._revocations.is_revoked(cert.serial_number):
-            raise Refused("UNAUTHENTICATED", f"certificate {serial} of node {name} is revoked by the federation CA")
+        try:
+            check_member_current(cert, name, self._revocations.is_revoked, self._now())
+        except PkiError as exc:
+            raise Refused("UNAUTHENTICATED", str(exc)) from None
         if name not in self._known_peers():
             raise Refused("UNAUTHENTICATED", f"node {name!r} is not a known peer of this node; its operator must "
                           f"add it ('psi-share peers add {name} ADDRESS')")
@@ -102,16 +100,13 @@ class CertificateAuthenticator:
     def _parse(self, pem: bytes) -> tuple[Any, str]:
         from cryptography import x509
 
-        from ..pki import PkiError, node_name_of
+        from ..pki import PkiError, issued_member_name
 
         try:
             cert = x509.load_pem_x509_certificate(pem)
-            cert.verify_directly_issued_by(self._ca)
-            name = node_name_of(cert)
+            name = issued_member_name(cert, self._ca)
         except (ValueError, TypeError, PkiError) as exc:
             raise Refused("UNAUTHENTICATED", f"client certificate refused: {exc}") from None
-        except Exception:  # noqa: BLE001 - InvalidSignature and friends
-            raise Refused("UNAUTHENTICATED", "client certificate is not signed by this federation's CA") from None
         return cert, name
 
 
@@ -218,7 +213,8 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         """Send ``exc`` as a status; its text is recorded first, like every message."""
         code, message = _status_of(exc)
         self._egress.send_status(
-            code.name, message, peer=peer or caller_label(context), protocol=protocol, step=step, session_id=session_id
+            code.name, message, peer=peer or caller_label(context), protocol=protocol, step=step, session_id=session_id,
+            reason=getattr(exc, "reason", ""),
         )
         context.abort(code, message)
 
@@ -418,13 +414,20 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
 
     # -- federation total --------------------------------------------------------
 
+    @_rpc("federation-total", "joined", "join", session="run_id", job=True, version="before")
+    def FederationJoin(self, request: pb.FederationJoinRequest, call: _Call) -> _Answer:
+        member_key = self._responder.federation.on_join(call.peer, request)
+        reply = pb.FederationJoinResponse(protocol_version=PROTOCOL_VERSION, member_key=member_key)
+        return lambda: self._egress.send(
+            reply, peer=call.peer, protocol="federation-total", step="joined", session_id=request.run_id,
+        )
+
     @_rpc("federation-total", "passed", "pass", session="run_id", job=True, version="before")
     def FederationPass(self, request: pb.FederationPassRequest, call: _Call) -> _Answer:
-        ciphertext, contributors = self._responder.federation.on_pass(call.peer, request)
-        reply = pb.FederationPassResponse(protocol_version=PROTOCOL_VERSION, ciphertext=ciphertext, contributors=contributors)
+        final = self._responder.federation.on_pass(call.peer, request)
+        reply = pb.FederationPassResponse(protocol_version=PROTOCOL_VERSION, final=final)
         return lambda: self._egress.send(
-            reply, peer=call.peer, protocol="federation-total", step="passed", session_id=request.run_id,
-            items=1, parameters={"contributors": contributors},
+            reply, peer=call.peer, protocol="federation-total", step="passed", session_id=request.run_id, items=1,
         )
 
     @_rpc("federation-total", "released", "release", session="run_id", version="before")

@@ -74,6 +74,11 @@ class PsiShareNodeStub(object):
                 request_serializer=psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.SerializeToString,
                 response_deserializer=psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.FromString,
                 _registered_method=True)
+        self.FederationJoin = channel.unary_unary(
+                '/psi_share.v1.PsiShareNode/FederationJoin',
+                request_serializer=psi__share_dot_v1_dot_node__pb2.FederationJoinRequest.SerializeToString,
+                response_deserializer=psi__share_dot_v1_dot_node__pb2.FederationJoinResponse.FromString,
+                _registered_method=True)
         self.FederationPass = channel.unary_unary(
                 '/psi_share.v1.PsiShareNode/FederationPass',
                 request_serializer=psi__share_dot_v1_dot_node__pb2.FederationPassRequest.SerializeToString,
@@ -157,9 +162,16 @@ class PsiShareNodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def FederationPass(self, request, context):
-        """Federation total: one hop of the ring, and the initiator's release.
+    def FederationJoin(self, request, context):
+        """Federation total: each member joins the initiator's signed route, then
+        one pass per hop along it, then the initiator's release.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FederationPass(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -234,6 +246,11 @@ def add_PsiShareNodeServicer_to_server(servicer, server):
                     servicer.SumClose,
                     request_deserializer=psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.FromString,
                     response_serializer=psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.SerializeToString,
+            ),
+            'FederationJoin': grpc.unary_unary_rpc_method_handler(
+                    servicer.FederationJoin,
+                    request_deserializer=psi__share_dot_v1_dot_node__pb2.FederationJoinRequest.FromString,
+                    response_serializer=psi__share_dot_v1_dot_node__pb2.FederationJoinResponse.SerializeToString,
             ),
             'FederationPass': grpc.unary_unary_rpc_method_handler(
                     servicer.FederationPass,
@@ -477,6 +494,33 @@ class PsiShareNode(object):
             '/psi_share.v1.PsiShareNode/SumClose',
             psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.SerializeToString,
             psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FederationJoin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psi_share.v1.PsiShareNode/FederationJoin',
+            psi__share_dot_v1_dot_node__pb2.FederationJoinRequest.SerializeToString,
+            psi__share_dot_v1_dot_node__pb2.FederationJoinResponse.FromString,
             options,
             channel_credentials,
             insecure,
