@@ -148,9 +148,10 @@ def test_threshold_is_never_below_three(members):
 
 
 def _ring(federation, names, figures, **config):  # type: ignore[no-untyped-def]
+    """Members with figures for "campaign"; exact totals ([privacy] off) unless a test turns it on."""
     nodes = {}
     for name in names:
-        nodes[name] = federation.node(name, **config)
+        nodes[name] = federation.node(name, **{"privacy__enabled": "false", **config})
         if name in figures:
             nodes[name].store.set_figure("campaign", figures[name], now=0)
     for name in names:
@@ -250,8 +251,8 @@ def test_each_member_noises_its_own_figure_through_the_dp_seam(federation):
     for shares in ({"lab-a": 1000, "lab-b": 1000, "lab-c": 1000}, {"lab-a": -7, "lab-b": 5, "lab-c": 1},
                    {"lab-a": -400, "lab-b": -(2**63 - 1) + 20, "lab-c": 0}):
         for name, node in nodes.items():
-            def noise(metric, figure, name=name, share=shares[name]):  # type: ignore[no-untyped-def]
-                seen.append((name, metric, figure))
+            def noise(route, figure, name=name, share=shares[name]):  # type: ignore[no-untyped-def]
+                seen.append((name, route.metric, figure))
                 return figure + share  # signed, as distributed DP shares are
             node.federation.set_figure_noise(noise)
         total = nodes["lab-b"].federation_total("campaign", ["lab-b", "lab-a", "lab-c"]).total
@@ -344,3 +345,46 @@ def test_audit_checks_are_registered_for_every_aggregate_step():
         protocol_version=1, run_id="0" * 32, metric="m", contributors=2, total=b"\x01").SerializeToString())
     assert check_message("federation-total", "join", pb.FederationJoinRequest(
         protocol_version=1, run_id="0" * 32).SerializeToString())
+
+
+class _Shares:
+    """A NoiseSampler handing out the discrete Gaussian shares the test chose."""
+
+    def __init__(self, *shares: int) -> None:
+        self.shares, self.sigmas = list(shares), []  # type: ignore[var-annotated]
+
+    def discrete_gaussian(self, sigma: float) -> int:
+        self.sigmas.append(sigma)
+        return self.shares.pop(0)
+
+    def discrete_laplace(self, scale: float) -> int:  # pragma: no cover - totals use Gaussian shares
+        raise AssertionError("federation totals are noised with distributed discrete Gaussian shares")
+
+
+def test_with_privacy_on_every_member_adds_a_gaussian_share_and_charges_the_others(federation):
+    from fractions import Fraction
+
+    from psi_share.privacy import DEFAULT_DELTA, BudgetExhausted, plan, spending
+
+    figures = {"lab-a": 1, "lab-b": 20, "lab-c": 300}
+    nodes = _ring(federation, list(figures), figures, privacy__enabled="true", privacy__epsilon_per_release="1.0",
+                  privacy__daily_epsilon_budget="1.0", privacy__figure_sensitivity="5")
+    shares = {"lab-a": 7, "lab-b": -3, "lab-c": 40}
+    for name, node in nodes.items():
+        node.noise_sampler = _Shares(shares[name])
+    total = nodes["lab-a"].federation_total("campaign", ["lab-a", "lab-b", "lab-c"]).total
+    assert total == 321 + 7 - 3 + 40
+    # every share has the sigma the plan gives for 3 members against a party knowing its own share
+    sigma = plan(epsilon=1, delta=DEFAULT_DELTA, sensitivity=5, contributors=3).sigma
+    assert all(node.noise_sampler.sigmas == [sigma] for node in nodes.values()) and sigma > 5
+    # each member charged the two others (they all learn the total), in its own store
+    for name, node in nodes.items():
+        spent = {(s.peer, s.protocol, s.epsilon) for s in spending(node.store)}
+        assert spent == {(p, "federation-total", Fraction(1)) for p in figures if p != name}
+    # budgets of 1.0 are spent: the next run is refused before any share is drawn
+    for node in nodes.values():
+        node.store.set_figure("campaign", 999, now=node.clock())
+        node.noise_sampler = _Shares(0)
+    with pytest.raises(BudgetExhausted, match="peer lab-b has used epsilon 1"):
+        nodes["lab-a"].federation_total("campaign", ["lab-a", "lab-b", "lab-c"])
+    assert nodes["lab-a"].noise_sampler.shares == [0]

@@ -348,6 +348,10 @@ class Node:
             peer_client=self.peer_client, credentials=lambda: load_credentials(self.tls, self.clock),
             clock=self.clock, random_bytes=self.random_bytes,
         )
+        if self.config.privacy.enabled:  # each member adds its share of the total's noise
+            from .federation.figures import distributed_noise
+            self.federation.set_figure_noise(distributed_noise(
+                self.config.privacy, self.store, self.config.name, lambda: self.noise_sampler, self.clock))
         self.responder.federation = self.federation  # type: ignore[attr-defined]
         # The pool fills in idle time only: never while a session is open here.
         self.keyring.is_idle = lambda: (self.responder.sums.open_count()  # type: ignore[attr-defined]

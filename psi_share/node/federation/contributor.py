@@ -149,7 +149,7 @@ class FederationMember:
 
     def _add_and_forward(self, joined: FederationContributor, message: pb.FederationPassRequest) -> pb.FederationSigned:
         route, name = joined.route, self.config.name
-        figure = contributed_figure(self._store, route.metric, self._ctx.figure_noise)
+        figure = contributed_figure(self._store, route, self._ctx.figure_noise)
         passed = joined.add([Signed.from_message(k) for k in message.member_keys], message.ciphertext, figure,
                             now=self._clock())
         if passed.next_hop is None:

@@ -11,12 +11,16 @@ does not stop combinations of many runs (linear algebra over totals), which
 only noise on the figures bounds.
 
 **Noise (the DP seam).** Every member passes its figure through a
-:data:`FigureNoise` before masking and encrypting it. The default adds
-nothing. ``psi_share/privacy/`` (differential privacy, built separately)
-plugs in here: ``node.federation.set_figure_noise(noise)`` (or
-``FederationService(figure_noise=...)``), one draw per contribution, charged
-to the lab's budget there. Noise goes in before the masks, so each lab
-noises its own figure and no one, the initiator included, sees it without.
+:data:`FigureNoise` before masking and encrypting it. With ``[privacy]
+enabled`` (the default) the node installs :func:`distributed_noise`: each of
+the route's k members adds its own share of discrete Gaussian noise, sized
+(:func:`psi_share.privacy.plan`) so that the total is (epsilon, delta)-DP
+for one lab's figure changing by ``[privacy] figure_sensitivity`` even
+against a party that knows its own share, the initiator included; before
+drawing, it charges epsilon to every other member of the route (each learns
+the total) and refuses the run (RESOURCE_EXHAUSTED) when one is past its
+day's budget. Noise goes in before the masks, so each lab noises its own
+figure and no one sees it without. Off, :func:`exact_figure` adds nothing.
 """
 
 from __future__ import annotations
@@ -24,12 +28,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ...privacy import DEFAULT_DELTA, NoiseSampler, plan
+from ...protocols.federation_route import Route
 from ...protocols.federation_total import check_figure
 from ...store import Store
+from ..privacy_config import PrivacyConfig
 
-# (metric, exact figure) -> the figure to contribute: an integer of absolute
-# value at most 2^63 - 1 (noise may take it below 0; the masks work mod n).
-FigureNoise = Callable[[str, int], int]
+PROTOCOL = "federation-total"
+
+# (the run's signed route, exact figure) -> the figure to contribute: an
+# integer of absolute value at most 2^63 - 1 (noise may take it below 0; the
+# masks work mod n).
+FigureNoise = Callable[[Route, int], int]
 
 # Statuses of a run in which this node's figure went, or may still go, into a
 # ciphertext: a run joined but not yet passed counts, or an initiator could
@@ -37,14 +47,33 @@ FigureNoise = Callable[[str, int], int]
 COUNTED = {"joined", "passed", "released", "running", "done"}
 
 
-def exact_figure(metric: str, figure: int) -> int:
-    """The default :data:`FigureNoise`: no noise. DP wiring replaces this."""
+def exact_figure(route: Route, figure: int) -> int:
+    """The :data:`FigureNoise` with ``[privacy] enabled = false``: no noise."""
     return figure
 
 
-def contributed_figure(store: Store, metric: str, noise: FigureNoise) -> int:
-    """Our figure for ``metric`` as it goes into a run (NotFound without one)."""
-    return check_figure(noise(metric, store.figure(metric)))
+def distributed_noise(
+    privacy: PrivacyConfig, store: Store, me: str, sampler: Callable[[], NoiseSampler | None], clock: Callable[[], float]
+) -> FigureNoise:
+    """This node's share of the total's noise (see the module docstring). A
+    figure is the lab's own aggregate, contributed whole: ``figure_sensitivity``
+    is what one actor can change it by (1 for a count of actors), which the
+    operator states in config; the other members are charged before the draw."""
+
+    def noisy(route: Route, figure: int) -> int:
+        for member in route.members:
+            if member != me:
+                privacy.charge(store, member, PROTOCOL, clock())
+        share = plan(epsilon=privacy.epsilon, delta=DEFAULT_DELTA, sensitivity=privacy.figure_sensitivity,
+                     contributors=len(route.members)).draw(sampler())
+        return figure + share
+
+    return noisy
+
+
+def contributed_figure(store: Store, route: Route, noise: FigureNoise) -> int:
+    """Our figure for the route's metric as it goes into the run (NotFound without one)."""
+    return check_figure(noise(route, store.figure(route.metric)))
 
 
 @dataclass(frozen=True)

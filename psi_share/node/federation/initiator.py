@@ -77,7 +77,7 @@ class FederationRunner:
 
     def run(self, request: TotalRequest) -> FederationOutcome:
         members, k = self._members(request)
-        figure = contributed_figure(self._store, request.metric, self._ctx.figure_noise)
+        self._store.figure(request.metric)  # NotFound before a key is made
         creds = self._ctx.credentials()
         key = PrivateKey.generate(request.key_bits or self.config.paillier.key_bits, self._random)
         now = int(self._clock())
@@ -86,6 +86,7 @@ class FederationRunner:
             min_contributors=k, public_key_bytes=key.public.encode(), issued_at=now,
             expires_at=now + ROUTE_LIFETIME_SECONDS,
         )
+        figure = contributed_figure(self._store, route, self._ctx.figure_noise)
         initiator = FederationInitiator(route=route, signer=creds.signer, trust=creds.trust, key=key, figure=figure,
                                         random_bytes=self._random,
                                         is_known=self._ctx.is_known)
