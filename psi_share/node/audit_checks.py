@@ -91,14 +91,41 @@ def _federation(step: str, payload: bytes) -> list[str]:
     return problems
 
 
+#: What each intersection-sum step carries and what protects it (README, "Intersection-sum").
+SUM_STEPS = {
+    "start": "control message: no content (the matcher may begin)",
+    "blinded-set": "the matcher's items hashed to P-256 and blinded with its secret scalar, shuffled "
+                   "(32-byte x coordinates)",
+    "double-blinded": "the value holder's Paillier public key, the matcher's points blinded again (shuffled), and "
+                      "its own blinded items, each with the Paillier encryption of its amount",
+    "encrypted-sum": "the intersection size and one re-randomized Paillier ciphertext of the sum, which only the "
+                     "value holder can decrypt",
+    "sum": "the intersection size and the decrypted sum: the session's result, disclosed to the peer",
+    "ack": "control message: no content (the matcher received the sum)",
+}
+FEDERATION_STEPS = {
+    "pass": "one hop of a federation total: run id, metric name, the route still ahead, the contributor count, "
+            "the initiator's fresh Paillier public key and the running total re-randomized under it",
+    "passed": "the ciphertext of the total after the rest of the ring (only the initiator can decrypt it) and "
+              "the contributor count",
+    "release": "the decrypted total and its contributor count, released to a contributor (a disclosure)",
+}
+
 for _step in intersection_sum.STEPS:
-    register_message_check("intersection-sum", f"{_step}-chunk", _sum_step(_step))
-register_message_check("intersection-sum", "message-chunk", _sum_any)
-register_message_check("intersection-sum", "reply-chunk", _sum_any)
-register_message_check("intersection-sum", "open", _sum_open)
-register_message_check("intersection-sum", "opened", _sum_opened)
-register_message_check("intersection-sum", "close", _sum_close)
-register_message_check("intersection-sum", "closed", _parsed(pb.PsiCloseResponse))
+    register_message_check("intersection-sum", f"{_step}-chunk", _sum_step(_step), description=SUM_STEPS[_step])
+register_message_check("intersection-sum", "message-chunk", _sum_any,
+                       description="an intersection-sum message from the requester, recorded before its step is "
+                                   "read from it: one of the steps above")
+register_message_check("intersection-sum", "reply-chunk", _sum_any,
+                       description="an intersection-sum message from the responder, recorded before its step is "
+                                   "read from it: one of the steps above")
+register_message_check("intersection-sum", "open", _sum_open,
+                       description="intersection-sum open, metadata: dataset name, kind, the requester's set size, "
+                                   "who holds the values, Paillier key size")
+register_message_check("intersection-sum", "opened", _sum_opened,
+                       description="intersection-sum session opened, metadata: session id and limits")
+register_message_check("intersection-sum", "close", _sum_close, description="no content: the session id and an outcome word")
+register_message_check("intersection-sum", "closed", _parsed(pb.PsiCloseResponse), description="no content")
 for _step in ("pass", "passed", "release"):
-    register_message_check("federation-total", _step, _federation)
-register_message_check("federation-total", "released", _parsed(pb.FederationReleaseResponse))
+    register_message_check("federation-total", _step, _federation, description=FEDERATION_STEPS[_step])
+register_message_check("federation-total", "released", _parsed(pb.FederationReleaseResponse), description="no content")
