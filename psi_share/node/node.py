@@ -39,6 +39,7 @@ from .config import NodeConfig
 from .home import NodeHome
 from .psi.requester import MatchOutcome, MatchRequest, run_match
 from .psi.responder import Responder
+from .witness import Witness
 
 log = logging.getLogger("psi_share.node")
 
@@ -112,6 +113,10 @@ class Node:
         self._tls = None
         self.audit = self._open_audit()
         self._init_aggregates()
+        # Signed audit heads exchanged after every session (both sides; see node/witness.py).
+        self.witness = Witness(name=config.name, store=store, audit_log=self.audit.log if self.audit else None,
+                               tls=lambda: self.tls, clock=clock)
+        self.responder.witness = self.witness  # type: ignore[attr-defined]  # the servicer reaches it there
 
     def _open_audit(self):  # type: ignore[no-untyped-def]
         """The compliance audit recorder on this node's egress (None when disabled)."""
@@ -195,6 +200,7 @@ class Node:
         return PeerClient(
             peer, record.address, local_name=self.config.name, egress=self.egress, timeout=timeout,
             tls=self.tls, insecure=self.insecure, liveness=self.config.transport,
+            after_session=self.witness.exchange,
         )
 
     # -- matching ----------------------------------------------------------
