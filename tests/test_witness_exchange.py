@@ -15,11 +15,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cli_helpers import write_csv
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from test_audit_node import A_ROWS, B_ROWS, _cli
+from test_audit_node import A_ROWS, B_ROWS, _cli, pair  # noqa: F401  (pair: lab-a and lab-b serving)
 
 from psi_share import Node
 from psi_share.audit.log import AuditLog, checkpoint_message, load_entries
@@ -34,22 +33,12 @@ from psi_share.v1 import node_pb2 as pb
 from psi_share.v1 import node_pb2_grpc as pb_grpc
 
 
-@pytest.fixture
-def pair(federation, csv_file):  # type: ignore[no-untyped-def]
-    a, b = federation.node("lab-a"), federation.node("lab-b", audit__transcripts="true")
-    federation.node("lab-c")  # a member that only speaks by hand here
-    a.import_file("flagged", csv_file("a.csv", A_ROWS), None)
-    b.import_file("flagged", csv_file("b.csv", B_ROWS), None)
-    federation.serve("lab-b")
-    federation.serve("lab-a")
-    federation.connect_all()
-    return a, b
-
-
 class Member:
     """lab-c's own client: its certificate, an audit key of its choosing, heads it signs itself."""
 
     def __init__(self, federation, name: str = "lab-c") -> None:  # type: ignore[no-untyped-def]
+        federation.node(name)  # a member with a valid certificate, known to lab-b
+        federation.connect_all()
         self.name = name
         self.tls = federation.nodes[name].home.tls_path
         self.key = Ed25519PrivateKey.generate()
