@@ -49,7 +49,10 @@ class Asked:
 
 
 def ask_witnesses(obj, node_name: str, trusted_key: str, only: Sequence[str]) -> list[Asked]:  # type: ignore[no-untyped-def]
-    """Ask each peer (all known ones, or ``only``) for the heads of our log it holds."""
+    """Ask each peer (all known ones, or ``only``) for the heads of our log it holds.
+
+    ``obj`` is the CLI's context object (``cli.main.Ctx``), which opens the node.
+    """
     try:
         node = obj.node()
     except PsiShareError as exc:
@@ -57,7 +60,10 @@ def ask_witnesses(obj, node_name: str, trusted_key: str, only: Sequence[str]) ->
     asked = []
     with node:
         names = list(only) or [p.name for p in node.store.peers()]
-        ca = node.tls.ca_cert if node.tls is not None else None
+        try:
+            ca = node.tls.ca_cert if node.tls is not None else None
+        except PsiShareError as exc:  # its TLS material does not load: it can call nobody
+            return [Asked(peer, not_asked=f"this node cannot call its peers: {exc}") for peer in names]
         for peer in names:
             try:
                 with node.peer_client(peer, timeout=60) as client:
