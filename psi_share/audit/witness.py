@@ -29,7 +29,7 @@ busy the node is, no content), and our audit public key. No customer data.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,20 +187,8 @@ def sort_answer(peer: str, answer: pb.GetWitnessedHeadsResponse, *, node: str, t
                 ca_cert: x509.Certificate | None) -> WitnessAnswer:
     """Sort ``peer``'s answer about ``node``'s log (ours), trusting ``trusted_key`` (hex)."""
     out = WitnessAnswer(peer)
-    bindings: dict[str, KeyBinding] = {}
-    for i, m in enumerate(answer.bindings):
-        try:
-            binding = KeyBinding.from_message(m)
-        except RemoteProtocolError as exc:
-            out.forged.append(f"binding #{i}: {exc}")
-            continue
-        bindings[binding.key] = binding
-    for i, m in enumerate(answer.heads):
-        try:
-            head = SignedHead.from_message(m)
-        except RemoteProtocolError as exc:
-            out.forged.append(f"head #{i}: {exc}")
-            continue
+    bindings = {b.key: b for b in _parsed(answer.bindings, KeyBinding.from_message, "binding", out.forged)}
+    for head in _parsed(answer.heads, SignedHead.from_message, "head", out.forged):
         if head.node != node:
             out.forged.append(f"head {head.text}: names node {head.node}, not this node")
             continue
@@ -231,6 +219,15 @@ def sort_answer(peer: str, answer: pb.GetWitnessedHeadsResponse, *, node: str, t
         out.forged.append(f"head {head.text}: signed by audit key {head.key}, which this node's certificate never "
                           f"bound ({why}): not a head of ours")
     return out
+
+
+def _parsed(messages: Iterable[Any], parse: Callable[[Any], Any], what: str, forged: list[str]) -> Iterator[Any]:
+    """Each message parsed; a malformed one is the peer's fault, noted in ``forged``."""
+    for i, m in enumerate(messages):
+        try:
+            yield parse(m)
+        except RemoteProtocolError as exc:
+            forged.append(f"{what} #{i}: {exc}")
 
 
 # -- audit scan's checks of the witness messages ------------------------------------------
