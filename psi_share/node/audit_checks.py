@@ -96,8 +96,9 @@ SUM_STEPS = {
     "start": "control message: no content (the matcher may begin)",
     "blinded-set": "the matcher's items hashed to P-256 and blinded with its secret scalar, shuffled "
                    "(32-byte x coordinates)",
-    "double-blinded": "the value holder's Paillier public key, the matcher's points blinded again (shuffled), and "
-                      "its own blinded items, each with the Paillier encryption of its amount",
+    "double-blinded": "the value holder's Paillier public key with its proof that the modulus is well formed, the "
+                      "matcher's points blinded again (shuffled), and its own blinded items, each with the Paillier "
+                      "encryption of its amount",
     "encrypted-sum": "the intersection size and one re-randomized Paillier ciphertext of the sum, which only the "
                      "value holder can decrypt",
     "sum": "the intersection size and the decrypted sum: the session's result, disclosed to the peer",
