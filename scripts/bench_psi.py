@@ -11,8 +11,16 @@ In one run, on the same sets:
    does); the figure is the match as the requester's CLI reports it.
 
 Prints both times, their ratio (node / baseline) and each node's peak RSS.
+The baseline builds the same kind of filter the node chose (GCS, Bloom or
+raw, from OpenMined's own arithmetic), for the same number of queries.
 
-Usage: python scripts/bench_psi.py [--requester 100000] [--responder 100000] [--overlap 0.1] [--no-baseline]
+``--verify`` also reads the matched actors back (``results show``) and
+compares them with the plaintext intersection computed with Python sets.
+``--million`` is the 1M x 1M run: both sets 1,000,000, the node's default
+max_set_size, no baseline, verified.
+
+Usage: python scripts/bench_psi.py [--requester 100000] [--responder 100000] [--overlap 0.1]
+       [--max-set-size N] [--no-baseline] [--verify] [--million]
 """
 
 from __future__ import annotations
@@ -30,8 +38,8 @@ from pathlib import Path
 
 import private_set_intersection.python as openmined
 
-from psi_share.crypto.openmined import GCS_HASH_RANGE_LIMIT
 from psi_share.identifiers import domain_separated_item
+from psi_share.protocols.psi import size_class
 
 KIND = "device_id"
 
@@ -40,12 +48,13 @@ def values(n: int, start: int) -> list[str]:
     return [f"dev-{i:09d}" for i in range(start, start + n)]
 
 
-def baseline(req_vals: list[str], resp_vals: list[str], fpr: float) -> tuple[float, int, str]:
+_STRUCTURES = {"gcs": "GCS", "bloom_filter": "BLOOM_FILTER", "raw": "RAW"}
+
+
+def baseline(req_vals: list[str], resp_vals: list[str], fpr: float, queries: int, kind: str) -> tuple[float, int, str]:
     req = [domain_separated_item(KIND, v) for v in req_vals]
     resp = [domain_separated_item(KIND, v) for v in resp_vals]
-    queries = 1 << max(0, len(req) - 1).bit_length()
-    # Same filter kind the node picks: GCS where OpenMined can size it, else raw.
-    ds = openmined.DataStructure.GCS if len(resp) * queries / fpr < GCS_HASH_RANGE_LIMIT else openmined.DataStructure.RAW
+    ds = getattr(openmined.DataStructure, _STRUCTURES[kind])  # the filter the node chose
     t = time.perf_counter()
     server = openmined.server.CreateWithNewKey(True)
     client = openmined.client.CreateWithNewKey(True)
@@ -79,7 +88,7 @@ def peak_rss_mib(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) / 1024
 
 
-def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path) -> dict:
+def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path, max_set_size: int, verify: bool) -> dict:
     a, b = workdir / "lab-a", workdir / "lab-b"
     ca = workdir / "federation-ca"  # nodes talk mutual TLS, as in production
     run(cli(workdir, "pki", "init-ca", "--ca-dir", str(ca)))
@@ -90,7 +99,7 @@ def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path) -> dict
         text = (home / "config.toml").read_text()
         # Policy: lab-b lets lab-a learn which items match (the default is counts only).
         text += "\n[policy.peers.lab-a]\nreveal = true\n" if name == "lab-b" else ""
-        (home / "config.toml").write_text(re.sub(r"max_set_size = \d+", f"max_set_size = {max(len(req_vals), 1)}", text))
+        (home / "config.toml").write_text(re.sub(r"max_set_size = \d+", f"max_set_size = {max_set_size}", text))
     write_csv(workdir / "a.csv", "a", req_vals)
     write_csv(workdir / "b.csv", "b", resp_vals)
     t = time.perf_counter()
@@ -106,13 +115,16 @@ def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path) -> dict
             text = (workdir / "serve.log").read_text()
             if port is None and (m := re.search(r"listening on port (\d+)", text)):
                 port = int(m.group(1))
-            if "prepared PSI filter" in text:
+            # The console log wraps lines: search the text with its whitespace collapsed.
+            if m := re.search(r"prepared PSI filter [^:]*: (\w+), (\d+) bytes", " ".join(text.split())):
+                kind, filter_bytes = m.group(1), int(m.group(2))
                 break
             if server.poll() is not None:
                 raise SystemExit(f"responder exited:\n{text}")
             time.sleep(0.05)
         prepare = time.perf_counter() - t
-        print(f"  responder prepared its filter in {prepare:.1f}s (before any request)", flush=True)
+        print(f"  responder prepared its filter in {prepare:.1f}s (before any request): {kind}, {filter_bytes} bytes",
+              flush=True)
         run(cli(a, "peers", "add", "lab-b", f"127.0.0.1:{port}"))
         run(cli(b, "peers", "add", "lab-a", "127.0.0.1:1"))
         errlog = (workdir / "match.log").open("w")
@@ -131,7 +143,12 @@ def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path) -> dict
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
-    return {"match": result, "prepare_seconds": prepare, "responder_rss": responder_rss, "requester_rss": requester_rss}
+    matched = None
+    if verify:
+        rows = json.loads(run(cli(a, "results", "show", result["session"], "--format", "json")))
+        matched = {row["actor_id"] for row in rows}
+    return {"match": result, "prepare_seconds": prepare, "responder_rss": responder_rss, "requester_rss": requester_rss,
+            "kind": kind, "filter_bytes": filter_bytes, "matched": matched}
 
 
 def main() -> int:
@@ -140,26 +157,38 @@ def main() -> int:
     p.add_argument("--responder", type=int, default=100_000)
     p.add_argument("--overlap", type=float, default=0.1, help="fraction of the requester's items the responder holds")
     p.add_argument("--fpr", type=float, default=1e-9)
+    p.add_argument("--max-set-size", type=int, default=None, help="both nodes' [matching] max_set_size (default: the requester's size)")
     p.add_argument("--no-baseline", action="store_true", help="skip the single-threaded baseline (for very large sets)")
+    p.add_argument("--verify", action="store_true", help="compare the matched actors with the plaintext intersection")
+    p.add_argument("--million", action="store_true", help="1,000,000 x 1,000,000, default max_set_size, no baseline, verified")
     args = p.parse_args()
+    if args.million:
+        args.requester = args.responder = 1_000_000
+        args.max_set_size, args.no_baseline, args.verify = 1_000_000, True, True
+    max_set_size = args.max_set_size or max(args.requester, 1)
     shared = int(args.requester * args.overlap)
     req_vals = values(args.requester, 0)
     resp_vals = values(shared, 0) + values(args.responder - shared, 10**8)
     print(f"sets: requester {args.requester}, responder {args.responder}, expected intersection {shared}; "
           f"{os.cpu_count()} cores", flush=True)
-    base = None
-    if not args.no_baseline:
-        base, found, ds = baseline(req_vals, resp_vals, args.fpr)
-        assert found == shared, (found, shared)
-        print(f"baseline (OpenMined, 1 thread, {ds} setup, all 4 steps): {base:.2f}s", flush=True)
     with tempfile.TemporaryDirectory(prefix="psi-bench-") as tmp:
-        node = node_match(req_vals, resp_vals, Path(tmp))
+        node = node_match(req_vals, resp_vals, Path(tmp), max_set_size, args.verify)
     m = node["match"]
     assert m["matching_items"] == shared, (m["matching_items"], shared)
     print(f"psi-share node-to-node over gRPC (match only): {m['seconds']:.2f}s, {m['matching_items']} matches")
-    print(f"  responder filter prepared before the request: {node['prepare_seconds']:.1f}s")
+    print(f"  responder filter prepared before the request: {node['prepare_seconds']:.1f}s "
+          f"({node['kind']}, {node['filter_bytes']} bytes)")
     print(f"  peak RSS: requester node {node['requester_rss']:.0f} MiB, responder node {node['responder_rss']:.0f} MiB")
-    if base is not None:
+    if node["matched"] is not None:
+        # Ground truth from Python sets: our actor a<i> holds value i; the responder holds values[:shared] and others.
+        theirs = set(resp_vals)
+        want = {f"a{i}" for i, v in enumerate(req_vals) if v in theirs}
+        assert node["matched"] == want, (len(node["matched"]), len(want))
+        print(f"  verified: the {len(want)} matched actors are exactly the plaintext intersection")
+    if not args.no_baseline:
+        base, found, ds = baseline(req_vals, resp_vals, args.fpr, size_class(args.requester, max_set_size), node["kind"])
+        assert found == shared, (found, shared)
+        print(f"baseline (OpenMined, 1 thread, {ds} setup, all 4 steps): {base:.2f}s", flush=True)
         print(f"ratio node / baseline: {m['seconds'] / base:.2f} (target <= 0.60)")
     return 0
 

@@ -66,10 +66,11 @@ class Member:
         return self.stub.WitnessHeads(request, timeout=30)
 
 
-def _refused(call, code: grpc.StatusCode, text: str) -> None:  # type: ignore[no-untyped-def]
+def _refused(call, code: grpc.StatusCode, text: str) -> str:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.RpcError) as caught:
         call()
     assert caught.value.code() == code and text in caught.value.details(), caught.value.details()
+    return caught.value.details()
 
 
 def test_a_witness_stores_only_heads_it_checked(federation, pair, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -84,17 +85,18 @@ def test_a_witness_stores_only_heads_it_checked(federation, pair, tmp_path) -> N
     cases = [
         (lambda: c.send(c.head(5, node="lab-a"), c.binding(node="lab-a")), "names another node than the caller"),
         (lambda: c.send(SignedHead("lab-c", 5, "ab" * 32, 1, c.key_hex, "00" * 64), c.binding()),
-         "the signature does not verify"),
+         "signature does not verify under the audit key it names"),
         (lambda: c.send(c.head(5), c.binding(tls=lab_a_tls)), "names another node"),  # lab-a's certificate
         (lambda: c.send(c.head(5), c.binding(tls=outsider)), "not a node certificate from this federation's CA"),
         (lambda: c.send(c.head(5), KeyBinding("lab-c", c.key_hex, c.binding().certificate, stranger_sig)),
-         "does not verify for audit key"),  # lab-c's certificate, signed by some other key
+         "signature does not verify for its audit key"),  # lab-c's certificate, signed by some other key
         (lambda: c.send(c.head(5), None), "carries no head or no key binding"),
         (lambda: c.stub.WitnessHeads(bad(protocol_version=1, head=pb.SignedHead(node="lab-c", count=5, head=b"x")),
                                      timeout=30), "carries no head or no key binding"),
     ]
     for call, text in cases:
-        _refused(call, grpc.StatusCode.INVALID_ARGUMENT, text)
+        details = _refused(call, grpc.StatusCode.INVALID_ARGUMENT, text)
+        assert c.key_hex not in details and "ab" * 32 not in details, details  # nothing it sent comes back
     _refused(lambda: c.send(c.head(5), c.binding(), version=2), grpc.StatusCode.FAILED_PRECONDITION, "version")
     assert held.held_heads(b.store, "lab-c", per_key=10) == [] and held.peer_keys(b.store, "lab-c") == []
     # a head it signed with a key its certificate bound is kept, and lab-b answers with its own
@@ -227,7 +229,7 @@ def test_head_and_binding_messages_are_checked_for_shape() -> None:
         protocol_version=1, head=m, binding=pb.AuditKeyBinding(node="lab-a", audit_key=b"k" * 32,
                                                               certificate=b"not der", signature=b"s")).SerializeToString())
     assert {"node is not a plain node name", "count is 0: a checkpoint follows at least the genesis entry",
-            "head is 1 bytes, not 32", "certificate is not a DER X.509 certificate"} <= set(problems)
+            "head is not 32 bytes", "certificate is not a DER X.509 certificate"} <= set(problems)
     assert check_message("witness", "query", pb.GetWitnessedHeadsRequest(protocol_version=1).SerializeToString()) == []
     for step in ("exchange", "exchanged", "query", "held"):
         assert describe("witness", step)

@@ -94,13 +94,13 @@ class SignedHead:
         return cls(m.node, m.count, m.head.hex(), m.time_ns, m.audit_key.hex(), m.signature.hex(), m.witnessed_at_ns)
 
     def verify(self) -> None:
-        """The signature verifies under the key the head names, or RemoteProtocolError."""
+        """The signature verifies under the key the head names, or RemoteProtocolError
+        (whose text repeats nothing the peer sent: it may go back to the peer)."""
         try:
             Ed25519PublicKey.from_public_bytes(bytes.fromhex(self.key)).verify(
                 bytes.fromhex(self.sig), checkpoint_message(self.node, self.count, self.head))
         except (InvalidSignature, ValueError):
-            raise RemoteProtocolError(f"head {self.text} of {self.node}: the signature does not verify under "
-                                      f"the audit key {self.key} it names") from None
+            raise RemoteProtocolError("the head's signature does not verify under the audit key it names") from None
 
 
 @dataclass(frozen=True)
@@ -127,29 +127,29 @@ class KeyBinding:
               revoked: Callable[[int], bool] | None = None) -> x509.Certificate:
         """The certificate is the federation CA's and names ``node`` (valid at
         ``now`` and not revoked, when given), and its key signed the binding.
-        Returns the certificate; RemoteProtocolError says what is wrong."""
+        Returns the certificate; RemoteProtocolError says what is wrong,
+        repeating nothing the peer sent (it may go back to the peer)."""
         try:
             cert = x509.load_der_x509_certificate(self.certificate)
             cert.verify_directly_issued_by(ca_cert)
             named = node_name_of(cert)
-        except (ValueError, TypeError, InvalidSignature, PkiError) as exc:
-            raise RemoteProtocolError(f"audit key binding of {self.node}: the certificate is not a node certificate "
-                                      f"from this federation's CA ({type(exc).__name__})") from None
-        serial = format(cert.serial_number, "x")
+        except (ValueError, TypeError, InvalidSignature, PkiError):
+            raise RemoteProtocolError("audit key binding: the certificate is not a node certificate from this "
+                                      "federation's CA") from None
         if named != self.node:
-            raise RemoteProtocolError(f"audit key binding of {self.node}: certificate {serial} names another node")
+            raise RemoteProtocolError("audit key binding: the certificate names another node than the binding")
         if now is not None and not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise RemoteProtocolError(f"audit key binding of {self.node}: certificate {serial} is outside its validity")
+            raise RemoteProtocolError("audit key binding: the certificate is outside its validity period")
         if revoked is not None and revoked(cert.serial_number):
-            raise RemoteProtocolError(f"audit key binding of {self.node}: certificate {serial} is revoked")
+            raise RemoteProtocolError("audit key binding: the certificate is revoked by the federation CA")
         public = cert.public_key()
         try:
             if not isinstance(public, ec.EllipticCurvePublicKey):
                 raise InvalidSignature
             public.verify(self.sig, binding_message(self.node, self.key), ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
-            raise RemoteProtocolError(f"audit key binding of {self.node}: the signature by certificate {serial} "
-                                      f"does not verify for audit key {self.key}") from None
+            raise RemoteProtocolError("audit key binding: the certificate's signature does not verify for its "
+                                      "audit key") from None
         return cert
 
 
@@ -240,7 +240,7 @@ def head_shape_problems(m: pb.SignedHead) -> list[str]:
     for name, value, size in (("head", m.head, HEAD_BYTES), ("audit_key", m.audit_key, KEY_BYTES),
                               ("signature", m.signature, SIG_BYTES)):
         if len(value) != size:
-            problems.append(f"{name} is {len(value)} bytes, not {size}")
+            problems.append(f"{name} is not {size} bytes")
     if m.time_ns < 0 or m.witnessed_at_ns < 0:
         problems.append("a time is negative")
     return problems
@@ -249,11 +249,11 @@ def head_shape_problems(m: pb.SignedHead) -> list[str]:
 def binding_shape_problems(m: pb.AuditKeyBinding) -> list[str]:
     problems = [] if NAME_PATTERN.match(m.node) else ["node is not a plain node name"]
     if len(m.audit_key) != KEY_BYTES:
-        problems.append(f"audit_key is {len(m.audit_key)} bytes, not {KEY_BYTES}")
+        problems.append(f"audit_key is not {KEY_BYTES} bytes")
     if not 0 < len(m.signature) <= MAX_BINDING_SIG_BYTES:
-        problems.append(f"signature is {len(m.signature)} bytes, not an ECDSA signature")
+        problems.append(f"signature is not an ECDSA signature (1 to {MAX_BINDING_SIG_BYTES} bytes)")
     if not 0 < len(m.certificate) <= MAX_CERTIFICATE_BYTES:
-        problems.append(f"certificate is {len(m.certificate)} bytes (at most {MAX_CERTIFICATE_BYTES})")
+        problems.append(f"certificate is empty or over {MAX_CERTIFICATE_BYTES} bytes")
     else:
         try:
             x509.load_der_x509_certificate(m.certificate)

@@ -73,7 +73,7 @@ class PsiOpenRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., dataset: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., set_size: _Optional[int] = ..., reveal_intersection: bool = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class PsiOpenResponse(_message.Message):
-    __slots__ = ("protocol_version", "session_id", "false_positive_rate", "max_set_size", "openmined_psi_version", "session_ttl_seconds", "min_result")
+    __slots__ = ("protocol_version", "session_id", "false_positive_rate", "max_set_size", "openmined_psi_version", "session_ttl_seconds", "min_result", "responder_set_size")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FALSE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class PsiOpenResponse(_message.Message):
     OPENMINED_PSI_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MIN_RESULT_FIELD_NUMBER: _ClassVar[int]
+    RESPONDER_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     session_id: str
     false_positive_rate: float
@@ -88,7 +89,8 @@ class PsiOpenResponse(_message.Message):
     openmined_psi_version: str
     session_ttl_seconds: int
     min_result: int
-    def __init__(self, protocol_version: _Optional[int] = ..., session_id: _Optional[str] = ..., false_positive_rate: _Optional[float] = ..., max_set_size: _Optional[int] = ..., openmined_psi_version: _Optional[str] = ..., session_ttl_seconds: _Optional[int] = ..., min_result: _Optional[int] = ...) -> None: ...
+    responder_set_size: int
+    def __init__(self, protocol_version: _Optional[int] = ..., session_id: _Optional[str] = ..., false_positive_rate: _Optional[float] = ..., max_set_size: _Optional[int] = ..., openmined_psi_version: _Optional[str] = ..., session_ttl_seconds: _Optional[int] = ..., min_result: _Optional[int] = ..., responder_set_size: _Optional[int] = ...) -> None: ...
 
 class PsiSetupRequest(_message.Message):
     __slots__ = ("protocol_version", "session_id")

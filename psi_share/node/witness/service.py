@@ -26,15 +26,15 @@ import logging
 import sqlite3
 from collections.abc import Callable
 
-from ..audit.log import AuditLog
-from ..audit.witness import MAX_HEADS_RETURNED, KeyBinding, SignedHead, bind_key
-from ..errors import PsiShareError, Refused, RemoteProtocolError
-from ..pki import NodeTls
-from ..protocols import PROTOCOL_VERSION
-from ..store import Store
-from ..store.witnesses import add_head, held_heads, peer_keys, record_peer_key
-from ..transport.client import PeerClient
-from ..v1 import node_pb2 as pb
+from ...audit.log import AuditLog
+from ...audit.witness import MAX_HEADS_RETURNED, KeyBinding, SignedHead, bind_key
+from ...errors import PsiShareError, Refused, RemoteProtocolError
+from ...pki import NodeTls
+from ...protocols import PROTOCOL_VERSION
+from ...store import Store
+from ...store.witnesses import add_head, held_heads, peer_keys, record_peer_key
+from ...transport.client import PeerClient
+from ...v1 import node_pb2 as pb
 
 log = logging.getLogger("psi_share.witness")
 
