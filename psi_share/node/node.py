@@ -44,6 +44,7 @@ from .home import NodeHome
 from .metrics import MetricsEndpoint, NodeMetrics
 from .psi.requester import MatchOutcome, MatchRequest, run_match
 from .psi.responder import Responder
+from .witness import Witness
 
 log = logging.getLogger("psi_share.node")
 
@@ -140,6 +141,10 @@ class Node:
         self.audit = self._open_audit()
         self.egress.add_recorder(self.metrics)
         self._init_aggregates()
+        # Signed audit heads exchanged after every session (both sides; see node/witness.py).
+        self.witness = Witness(name=config.name, store=store, audit_log=self.audit.log if self.audit else None,
+                               tls=lambda: self.tls, clock=clock)
+        self.responder.witness = self.witness  # type: ignore[attr-defined]  # the servicer reaches it there
 
     def _open_audit(self):  # type: ignore[no-untyped-def]
         """The compliance audit recorder on this node's egress (None when disabled)."""
@@ -223,6 +228,7 @@ class Node:
         return PeerClient(
             peer, record.address, local_name=self.config.name, egress=self.egress, timeout=timeout,
             tls=self.tls, insecure=self.insecure, liveness=self.config.transport,
+            after_session=self.witness.exchange,
         )
 
     # -- matching ----------------------------------------------------------

@@ -46,7 +46,7 @@ _ID_RULE = "letters, digits, '-' or '_', at most 64 characters"
 TEXT_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     **{f: (NAME_PATTERN, _NAME_RULE) for f in (
         "dataset", "name", "kind", "kinds", "metric", "initiator", "route", "node_name", "protocols",
-        "outcome", "step", "member", "members",
+        "outcome", "step", "member", "members", "node",
     )},
     **{f: (_ID, _ID_RULE) for f in ("session_id", "job_id", "run_id")},
     **{f: (_VERSION, "digits, letters, '.', '+' or '-'") for f in ("software_version", "openmined_psi_version")},

@@ -347,3 +347,69 @@ class CardinalityMessage(_message.Message):
     withheld: bool
     min_result: int
     def __init__(self, protocol_version: _Optional[int] = ..., step: _Optional[str] = ..., points: _Optional[bytes] = ..., key_point: _Optional[bytes] = ..., decoys: _Optional[int] = ..., count: _Optional[int] = ..., withheld: bool = ..., min_result: _Optional[int] = ...) -> None: ...
+
+class SignedHead(_message.Message):
+    __slots__ = ("node", "count", "head", "time_ns", "audit_key", "signature", "witnessed_at_ns")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_KEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    WITNESSED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    count: int
+    head: bytes
+    time_ns: int
+    audit_key: bytes
+    signature: bytes
+    witnessed_at_ns: int
+    def __init__(self, node: _Optional[str] = ..., count: _Optional[int] = ..., head: _Optional[bytes] = ..., time_ns: _Optional[int] = ..., audit_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., witnessed_at_ns: _Optional[int] = ...) -> None: ...
+
+class AuditKeyBinding(_message.Message):
+    __slots__ = ("node", "audit_key", "certificate", "signature")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_KEY_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    audit_key: bytes
+    certificate: bytes
+    signature: bytes
+    def __init__(self, node: _Optional[str] = ..., audit_key: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class WitnessHeadsRequest(_message.Message):
+    __slots__ = ("protocol_version", "head", "binding")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    BINDING_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    head: SignedHead
+    binding: AuditKeyBinding
+    def __init__(self, protocol_version: _Optional[int] = ..., head: _Optional[_Union[SignedHead, _Mapping]] = ..., binding: _Optional[_Union[AuditKeyBinding, _Mapping]] = ...) -> None: ...
+
+class WitnessHeadsResponse(_message.Message):
+    __slots__ = ("protocol_version", "head", "binding")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    BINDING_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    head: SignedHead
+    binding: AuditKeyBinding
+    def __init__(self, protocol_version: _Optional[int] = ..., head: _Optional[_Union[SignedHead, _Mapping]] = ..., binding: _Optional[_Union[AuditKeyBinding, _Mapping]] = ...) -> None: ...
+
+class GetWitnessedHeadsRequest(_message.Message):
+    __slots__ = ("protocol_version",)
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    def __init__(self, protocol_version: _Optional[int] = ...) -> None: ...
+
+class GetWitnessedHeadsResponse(_message.Message):
+    __slots__ = ("protocol_version", "heads", "bindings")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    BINDINGS_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    heads: _containers.RepeatedCompositeFieldContainer[SignedHead]
+    bindings: _containers.RepeatedCompositeFieldContainer[AuditKeyBinding]
+    def __init__(self, protocol_version: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[SignedHead, _Mapping]]] = ..., bindings: _Optional[_Iterable[_Union[AuditKeyBinding, _Mapping]]] = ...) -> None: ...
