@@ -141,14 +141,15 @@ def forged_key_attack(
     return Refusal("", f"the victim accepted the key and answered {reply.step!r}", sid)
 
 
-def audit_statuses(home: Path, session_id: str) -> list[str]:
-    """The error statuses a node's audit log says it sent in ``session_id``."""
+def audit_statuses(home: Path, session_id: str) -> list[tuple[int, str, str]]:
+    """(entry number, step, "CODE: text") of every error status a node's
+    audit log says it sent in ``session_id``."""
     out = []
     for line in (home / "audit" / "log.jsonl").read_text(encoding="utf-8").splitlines():
         entry = json.loads(line)
         if entry.get("session") == session_id and str(entry.get("step", "")).endswith("-status"):
             params = entry.get("params", {})
-            out.append(f"{params.get('status')}: {params.get('text')}")
+            out.append((entry["seq"], entry["step"], f"{params.get('status')}: {params.get('text')}"))
     return out
 
 
@@ -284,7 +285,7 @@ class AttackSection:
         return ok
 
     def run(self) -> bool:
-        self.console.rule("[bold]10b. a member running modified software: a noisy count, a forged key, a forged filter")
+        self.console.rule("[bold]10b. modified software: a noisy count, a forged key, forged filters")
         config = (self.lab_d / "config.toml").read_text(encoding="utf-8")
         if "\n[privacy]\nenabled = true" not in config:
             raise SystemExit("lab-d must serve with [privacy] enabled = true (its init default)")
@@ -343,13 +344,14 @@ class AttackSection:
                                ("none", "no proof")):
                 r = forged_key_attack(stub, attacker="lab-d", victim="lab-b", dataset="flagged",
                                       kind="payment_fingerprint", items=items, proof=proof)
-                logged = [s for s in audit_statuses(self.lab_b, r.session_id) if r.details and r.details in s]
+                logged = [e for e in audit_statuses(self.lab_b, r.session_id) if r.details and r.details in e[2]]
                 ok &= self.verdict(
                     r.code == "INVALID_ARGUMENT" and bool(logged),
                     f"lab-d's Paillier modulus 1009·q ({KEY_BITS} bits) with {how}, to lab-b (intersection-sum, "
                     "lab-b matches)",
                     f"{r.code or 'accepted'}: {r.details[:220]}\n    lab-b's audit log: "
-                    + (logged[0][:60] + "…" if logged else "NO refusal recorded"),
+                    + (f"entry {logged[0][0]} ({logged[0][1]}) records this status, sent to lab-d in session "
+                       f"{r.session_id[:12]}" if logged else "NO refusal recorded"),
                 )
         return ok
 
