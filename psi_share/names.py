@@ -13,7 +13,7 @@ import re
 from .errors import StoreError
 
 #: A lowercase letter, then up to 62 lowercase letters, digits, ``_`` or ``-``.
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
 
 
 def check_name(what: str, name: str) -> str:

@@ -45,9 +45,9 @@ from ..v1 import node_pb2 as pb
 
 POINT_BYTES = 33
 MAX_STATUS_TEXT = 2000
-_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
-_VERSION_TEXT = re.compile(r"^[0-9A-Za-z.+\-]{1,32}$")
-_PROTOCOL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_HEX_ID = re.compile(r"^[0-9a-f]{32}\Z")
+_VERSION_TEXT = re.compile(r"^[0-9A-Za-z.+\-]{1,32}\Z")
+_PROTOCOL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}\Z")
 
 
 #: What every error status is (steps ending in ``-status``, for every protocol).

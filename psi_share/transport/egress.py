@@ -36,8 +36,8 @@ log = logging.getLogger("psi_share.egress")
 M = TypeVar("M", bound=Message)
 
 
-SESSION_ID = _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_VERSION = re.compile(r"^[0-9A-Za-z.+-]{1,32}$")
+SESSION_ID = _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_VERSION = re.compile(r"^[0-9A-Za-z.+-]{1,32}\Z")
 _NAME_RULE = "lowercase letters, digits, '-' or '_', starting with a letter, at most 63 characters"
 _ID_RULE = "letters, digits, '-' or '_', at most 64 characters"
 
