@@ -114,28 +114,46 @@ class PeerClient:
         with self._check_lock:
             if self._checked.is_set():
                 return
-            tls = self._tls
-            host, _, port = self.address.rpartition(":")
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.load_verify_locations(cadata=tls.ca_pem.decode())
-            ctx.load_cert_chain(str(tls.cert_path), str(tls.key_path))
-            ctx.set_alpn_protocols(["h2"])
-            try:
-                with socket.create_connection((host.strip("[]"), int(port)), timeout=min(self._timeout, 15)) as raw:
-                    with ctx.wrap_socket(raw, server_hostname=self.peer) as conn:
-                        der = conn.getpeercert(binary_form=True)
-            except ssl.SSLCertVerificationError as exc:
-                raise UntrustedPeer(self.peer, f"the server at {self.address} presents no federation certificate "
-                                    f"naming {self.peer} ({exc.verify_message})") from None
-            except (OSError, ValueError) as exc:
-                raise PeerUnavailable(self.peer, f"{self.address}: {exc}") from None
-            from cryptography import x509
-
-            serial = x509.load_der_x509_certificate(der).serial_number
-            if tls.crl is not None and tls.crl.is_revoked(serial):
+            serial = self.server_certificate().serial_number
+            if self._tls.crl is not None and self._tls.crl.is_revoked(serial):
                 raise UntrustedPeer(self.peer, f"the server at {self.address} presents certificate {serial:x}, "
                                     "which the federation CA has revoked")
             self._checked.set()
+
+    def server_certificate(self, *, verify: bool = True):  # type: ignore[no-untyped-def]
+        """The certificate the peer's server presents, from one TLS connection
+        of our own (our client certificate, ALPN h2; no message is sent).
+
+        With ``verify`` the TLS library checks that it chains to the
+        federation CA and names the peer (UntrustedPeer otherwise); without,
+        it is returned as presented, for a diagnosis that checks each of
+        those itself (``peers check``). PeerUnavailable when nothing answers.
+        """
+        from cryptography import x509
+
+        tls = self._tls
+        if tls is None:
+            raise ConfigError(f"no TLS material to reach peer {self.peer}: plaintext has no certificates")
+        host, _, port = self.address.rpartition(":")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cadata=tls.ca_pem.decode())
+        ctx.load_cert_chain(str(tls.cert_path), str(tls.key_path))
+        ctx.set_alpn_protocols(["h2"])
+        if not verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(self._timeout, 15)) as raw:
+                with ctx.wrap_socket(raw, server_hostname=self.peer) as conn:
+                    der = conn.getpeercert(binary_form=True)
+        except ssl.SSLCertVerificationError as exc:
+            raise UntrustedPeer(self.peer, f"the server at {self.address} presents no federation certificate "
+                                f"naming {self.peer} ({exc.verify_message})") from None
+        except (OSError, ValueError) as exc:
+            raise PeerUnavailable(self.peer, f"{self.address}: {exc}") from None
+        if not der:
+            raise UntrustedPeer(self.peer, f"the server at {self.address} presents no certificate")
+        return x509.load_der_x509_certificate(der)
 
     def _send(self, message, step: str, session_id: str = "", **kw):  # type: ignore[no-untyped-def]
         self.check_server_certificate()

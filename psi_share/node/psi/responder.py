@@ -15,6 +15,13 @@ and reuses it for every session against the same dataset revision and kinds
 until ``setup_lifetime_seconds`` pass. A peer that matches twice against one
 filter can tell whether our set changed between its sessions; rotating the
 key on every revision and after the lifetime bounds that.
+
+Canary sessions
+---------------
+A PsiOpen naming a canary dataset (``_canary.<dataset>[.<items>]``, see
+:mod:`psi_share.protocols.canary`) is checked by policy exactly as a session
+on ``<dataset>`` would be, and is answered from a synthetic filter built like
+that dataset's real one (:mod:`.canary_filters`): no real item is used.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from ...crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_priv
 from ...errors import NotFound
 from ...identifiers import canonical_versions
 from ...protocols import PROTOCOL_VERSION, PROTOCOLS
+from ...protocols.canary import CanaryAsk, parse_canary_dataset
 from ...protocols.psi import (
     PreparedSetup,
     PsiOpen,
@@ -43,6 +51,7 @@ from ..config import NodeConfig
 from ..itemsets import build_item_set
 from ..policy import AccessRequest, Policy
 from ..sessions import SessionTable
+from .canary_filters import CanaryFilters
 
 log = logging.getLogger("psi_share.responder")
 
@@ -77,6 +86,7 @@ class _Session:
     entry: _SetupEntry
     expires: float
     lock: threading.Lock = field(default_factory=threading.Lock)
+    canary: bool = False  # answered from a synthetic filter (peers check)
 
 
 class Responder:
@@ -103,6 +113,11 @@ class Responder:
             name="PSI", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open, log=log,
         )
         self.policy = Policy(config, store, clock)
+        self.canaries = CanaryFilters(
+            node_name=config.name, engine=engine, executor=setup_executor, random_bytes=random_bytes,
+            clock=lambda: self._clock(), false_positive_rate=config.matching.false_positive_rate,
+            lifetime=config.sessions.setup_lifetime_seconds,
+        )
 
     # -- read-only information --------------------------------------------
 
@@ -196,21 +211,25 @@ class Responder:
     # -- sessions ---------------------------------------------------------
 
     def psi_open(self, peer: str, open_: PsiOpen) -> PsiOpened:
+        canary = parse_canary_dataset(open_.dataset)  # None for a real dataset
+        dataset = canary.dataset if canary is not None else open_.dataset
         access = AccessRequest(
-            protocol="psi", dataset=open_.dataset, kinds=dict(open_.kinds),
+            protocol="psi", dataset=dataset, kinds=dict(open_.kinds),
             set_size=open_.set_size, reveal=open_.mode.reveal,
         )
         # Charged only once the session is sure to open (below, under the lock).
         grant = self.policy.check(peer, access, charge=False)
         kinds = tuple(sorted(open_.kinds))
-        entry = self._setup_entry(open_.dataset, kinds, open_.set_size)
+        entry = self._setup_entry(dataset, kinds, open_.set_size)
+        if canary is not None:
+            entry = self._canary_entry(peer, canary, entry)
         core = PsiResponderSession(
             open_, key=entry.key, max_set_size=self.config.matching.max_set_size, engine=self._engine
         )
         now = self._clock()
         sid = uuid.UUID(bytes=self._random_bytes(16), version=4).hex
         self._sessions.add(
-            _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds), now,
+            _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds, canary=canary is not None), now,
             admit=lambda: self.policy.charge(peer, access),
         )
         self._store.start_session(
@@ -232,6 +251,12 @@ class Responder:
             session_ttl_seconds=self.config.sessions.ttl_seconds,
             min_result=grant.min_result,
         )
+
+    def _canary_entry(self, peer: str, canary: CanaryAsk, real: _SetupEntry) -> _SetupEntry:
+        """A synthetic filter sized like ``real`` (the filter a real session would get)."""
+        self.canaries.admit(peer)
+        key, future = self.canaries.setup(real, canary)
+        return _SetupEntry(key=key, future=future, created=self._clock(), queries=real.queries)
 
     def _session(self, peer: str, sid: str) -> _Session:
         return self._sessions.get(peer, sid)
@@ -296,7 +321,7 @@ class Responder:
         if session.entry.future.done() and session.entry.future.exception() is None:
             prepared = session.entry.future.result()
             out["setup_items"] = prepared.item_count
-            out["our_items"] = prepared.item_count
+            out["canary_items" if session.canary else "our_items"] = prepared.item_count
         return out
 
     def setup_disclosure(self, peer: str, sid: str) -> dict[str, object]:
@@ -304,6 +329,14 @@ class Responder:
         session = self._session(peer, sid)
         prepared = session.entry.future.result()
         reveal = session.core.open.mode.reveal
+        if session.canary:
+            return {
+                "learns": "which of its canary items our synthetic canary set holds (no data of ours), and its size",
+                "mode": session.core.open.mode.value,
+                "dataset": session.core.open.dataset,
+                "canary_items": prepared.item_count,
+                "queries": session.core.open.set_size,
+            }
         return {
             "learns": "which of its items we hold" if reveal else "how many of its items we hold",
             "mode": session.core.open.mode.value,
