@@ -74,7 +74,7 @@ class CanaryAsk:
     def __post_init__(self) -> None:
         if self.items is not None and not 1 <= self.items <= MAX_CANARY_ITEMS:
             raise RemoteProtocolError(
-                f"a canary asks for 1 to {MAX_CANARY_ITEMS} synthetic items, not {self.items}"
+                f"a canary asks for 1 to {MAX_CANARY_ITEMS} synthetic items"
             )
         if not CANARY_DATASET_PATTERN.fullmatch(self.name):
             raise RemoteProtocolError("a canary names a dataset: _canary.<dataset>[.<items>]")
