@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shutil
 
 import private_set_intersection.python as openmined
 import pytest
@@ -22,8 +23,18 @@ from psi_share.audit.log import load_entries
 from psi_share.audit.scan import scan_audit
 from psi_share.errors import PeerRefused, RemoteProtocolError
 from psi_share.identifiers import DEFAULT_CONTEXT, KINDS
-from psi_share.node.checks import DEFAULT_SIZES, EXIT_CHECK_FAILED, EXIT_UNREACHABLE, FAIL, OK, SKIPPED, check_peers, exit_code
-from psi_share.pki import init_ca, issue_node
+from psi_share.node.checks import (
+    DEFAULT_SIZES,
+    EXIT_CHECK_FAILED,
+    EXIT_UNREACHABLE,
+    FAIL,
+    OK,
+    SKIPPED,
+    WARN,
+    check_peers,
+    exit_code,
+)
+from psi_share.pki import init_ca, issue_node, revoke
 from psi_share.protocols.canary import ANCHORS
 from psi_share.store.db import usage
 
@@ -160,6 +171,25 @@ def test_a_server_with_a_certificate_from_another_ca_fails_tls(fed, tmp_path) ->
     assert "CN=not the federation" in report.failed[0].detail
 
 
+def test_a_revoked_server_certificate_fails_tls_and_one_ending_soon_warns(fed, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    a = fed.nodes["lab-a"]
+    # lab-d's certificate ends in 10 days: a warning, not a failure.
+    short = issue_node(fed.ca, "lab-d", tmp_path / "lab-d-tls", addresses=["127.0.0.1"], days=10)
+    fed.nodes["lab-d"] = Node.open(init_home(tmp_path / "lab-d", "lab-d", "127.0.0.1:0", tls_from=short.directory).path)
+    _start(fed, "lab-b", "lab-d")
+    soon = _check(a, "lab-d", sizes=())
+    tls = _one(soon, "tls")
+    assert tls.status == WARN and "expires in 9 days; lab-d needs a new one from the CA" in tls.detail
+    assert exit_code([soon]) == 0
+    # lab-b's certificate is revoked and lab-a receives the new CRL: nothing more is sent to lab-b.
+    revoke(fed.ca, name="lab-b")
+    shutil.copy(fed.ca.crl_path, a.home.tls_path / "crl.pem")
+    report = _check(a, "lab-b")
+    assert [f.check for f in report.findings] == ["connect", "tls"]
+    assert "which the federation CA has revoked (our revocation list)" in report.failed[0].detail
+    assert exit_code([report]) == EXIT_CHECK_FAILED
+
+
 def test_a_peer_whose_node_info_names_another_node_fails_identity(fed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     a, b = fed.nodes["lab-a"], fed.nodes["lab-b"]
     real = b.responder.node_info
@@ -198,19 +228,34 @@ def test_a_peer_that_does_not_know_us_fails_access(fed) -> None:  # type: ignore
 
 
 @pytest.mark.parametrize(
-    ("policy", "expected"),
-    [({"policy.peers.lab-a__protocols": "[]"}, "lab-b grants us no protocol"),
-     ({"policy.peers.lab-a__datasets": "[]"}, "lab-b grants us no dataset holding data")],
-    ids=["no-protocol", "no-dataset"],
+    ("policy", "status", "expected"),
+    [({"policy.peers.lab-a__protocols": "[]"}, FAIL, "lab-b grants us no protocol"),
+     ({"policy.peers.lab-a__protocols": '["psi"]', "policy.peers.lab-a__datasets": "[]"}, FAIL,
+      "lab-b grants us no dataset holding data"),
+     ({"policy.peers.lab-a__datasets": "[]"}, WARN, "lab-b grants us no dataset holding data")],
+    ids=["no-protocol", "matching-without-dataset", "only-federation-totals-usable"],
 )
-def test_a_peer_that_grants_us_nothing_fails_grants(federation, csv_file, policy, expected) -> None:  # type: ignore[no-untyped-def]
+def test_a_peer_that_grants_us_nothing_to_match_on_says_so(federation, csv_file, policy, status, expected) -> None:  # type: ignore[no-untyped-def]
     a, b = federation.node("lab-a"), federation.node("lab-b", **HEALTHY, **policy)
     b.import_file("flagged", csv_file("b.csv", LAB_B_ROWS), None)
     _start(federation, "lab-b")
     report = _check(a, "lab-b")
-    assert [f.check for f in report.failed] == ["grants"] and expected in report.failed[0].detail
+    grants = _one(report, "grants")
+    assert grants.status == status and expected in grants.detail
     assert _one(report, "canary").status == SKIPPED  # nothing to run a canary on
-    assert exit_code([report]) == EXIT_CHECK_FAILED
+    assert exit_code([report]) == (EXIT_CHECK_FAILED if status == FAIL else 0)
+
+
+def test_node_info_listing_a_dataset_that_is_not_a_name_fails_grants(fed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    a, b = fed.nodes["lab-a"], fed.nodes["lab-b"]
+    real = b.responder.node_info
+    monkeypatch.setattr(b.responder, "node_info",
+                        lambda peer: dataclasses.replace(real(peer), datasets={"../etc": ("email",), **real(peer).datasets}))
+    _start(fed, "lab-b")
+    report = _check(a, "lab-b")
+    assert [f.check for f in report.failed] == ["grants"]
+    assert "lists 1 dataset names that are not plain names" in report.failed[0].detail
+    assert _one(report, "canary").status == SKIPPED
 
 
 def test_count_only_grant_skips_the_reveal_canary_and_sweeps_in_count_mode(federation, csv_file) -> None:  # type: ignore[no-untyped-def]
@@ -229,13 +274,14 @@ def test_count_only_grant_skips_the_reveal_canary_and_sweeps_in_count_mode(feder
 
 
 def _serve_corrupted_filters(node: Node, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Every filter this node builds from now on loses half its points (raw) or has its bits scrambled (GCS)."""
+    """Every filter this node builds from now on is truncated to one point (raw) or has its
+    bits scrambled (GCS): a canary can never find all the items it expects."""
     real = node.engine.setup
 
     def corrupted(key, items, fpr, queries):  # type: ignore[no-untyped-def]
         setup = real(key, items, fpr, queries)
         if setup.WhichOneof("data_structure") == "raw":
-            kept = list(setup.raw.encrypted_elements)[::2]
+            kept = list(setup.raw.encrypted_elements)[:1]
             del setup.raw.encrypted_elements[:]
             setup.raw.encrypted_elements.extend(kept)
         else:

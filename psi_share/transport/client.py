@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 
 import grpc
+from cryptography import x509
 
 from ..errors import ConfigError, PeerRefused, PeerUnavailable, RemoteProtocolError, UntrustedPeer
 from ..protocols import PROTOCOL_VERSION
@@ -120,7 +121,7 @@ class PeerClient:
                                     "which the federation CA has revoked")
             self._checked.set()
 
-    def server_certificate(self, *, verify: bool = True):  # type: ignore[no-untyped-def]
+    def server_certificate(self, *, verify: bool = True) -> x509.Certificate:
         """The certificate the peer's server presents, from one TLS connection
         of our own (our client certificate, ALPN h2; no message is sent).
 
@@ -129,8 +130,6 @@ class PeerClient:
         it is returned as presented, for a diagnosis that checks each of
         those itself (``peers check``). PeerUnavailable when nothing answers.
         """
-        from cryptography import x509
-
         tls = self._tls
         if tls is None:
             raise ConfigError(f"no TLS material to reach peer {self.peer}: plaintext has no certificates")

@@ -22,8 +22,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
+from ...crypto.openmined import OPENMINED_PSI_VERSION
 from ...errors import ConfigError, PeerRefused, PeerUnavailable, PsiShareError, UntrustedPeer
 from ...identifiers import canonical_versions
+from ...names import NAME_PATTERN
 from ...protocols import PROTOCOL_VERSION
 from ...v1 import node_pb2 as pb
 from .canary import DEFAULT_SIZES, CanaryTarget, run_canaries
@@ -114,8 +116,6 @@ def _identity(info: pb.NodeInfoResponse, report: PeerReport) -> bool:
 
 def _versions(info: pb.NodeInfoResponse, report: PeerReport) -> set[str]:
     """The ``versions`` finding; returns the kinds whose canonicalization versions agree."""
-    from ...crypto.openmined import OPENMINED_PSI_VERSION
-
     ours = canonical_versions()
     theirs = {kv.kind: kv.version for kv in info.canonicalization}
     differ = sorted(k for k in ours.keys() & theirs.keys() if ours[k] != theirs[k])
@@ -148,16 +148,22 @@ def _versions(info: pb.NodeInfoResponse, report: PeerReport) -> set[str]:
 def _grants(info: pb.NodeInfoResponse, agreeing: set[str], report: PeerReport) -> list[CanaryTarget]:
     """The ``grants`` finding; returns the datasets a canary can run on."""
     protocols = list(info.protocols)
-    datasets = {d.name: list(d.kinds) for d in info.datasets}
+    datasets = {d.name: list(d.kinds) for d in info.datasets if NAME_PATTERN.fullmatch(d.name)}
     facts = {"protocols": protocols, "datasets": datasets}
     shown = "; ".join(f"{n} ({', '.join(k) or 'no kinds'})" for n, k in sorted(datasets.items())) or "none"
     detail = f"protocols: {', '.join(protocols) or 'none'}; datasets: {shown}"
+    if len(datasets) != len(info.datasets):
+        report.add("grants", FAIL, f"{report.peer}'s NodeInfo lists {len(info.datasets) - len(datasets)} dataset "
+                   f"names that are not plain names ({detail})", **facts)
+        return []
     if not protocols:
         report.add("grants", FAIL, f"{report.peer} grants us no protocol (its [policy.peers.<us>] protocols)", **facts)
         return []
-    if not datasets and set(protocols) != {"federation-total"}:
-        report.add("grants", FAIL, f"{report.peer} grants us no dataset holding data ({detail}): every match "
-                   "would be refused", **facts)
+    if not datasets and {"psi", "intersection-sum"} & set(protocols):
+        # Matching needs a dataset; a federation total does not.
+        usable = "federation-total" in protocols
+        report.add("grants", WARN if usable else FAIL, f"{report.peer} grants us no dataset holding data ({detail}): "
+                   "every match would be refused", **facts)
         return []
     report.add("grants", OK, detail, **facts)
     if "psi" not in protocols:
