@@ -23,7 +23,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from ...crypto.openmined import OPENMINED_PSI_VERSION
-from ...errors import ConfigError, PeerRefused, PeerUnavailable, PsiShareError, UntrustedPeer
+from ...errors import PeerRefused, PeerUnavailable, PsiShareError, UntrustedPeer
 from ...identifiers import canonical_versions
 from ...names import NAME_PATTERN
 from ...protocols import PROTOCOL_VERSION
@@ -78,7 +78,7 @@ def _connect_and_tls(node, client, report: PeerReport) -> bool:  # type: ignore[
     except PeerUnavailable as exc:
         report.add("connect", FAIL, str(exc))
         return False
-    except (UntrustedPeer, ConfigError) as exc:
+    except UntrustedPeer as exc:  # TLS answered, with no certificate at all
         report.add("connect", OK, f"{report.address} answers TLS")
         report.add("tls", FAIL, str(exc))
         return False
