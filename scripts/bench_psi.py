@@ -9,10 +9,29 @@ In one run, on the same sets:
    and ``match``), each with its own store. The responder prepares its
    filter when it starts serving, before any request arrives (as a node
    does); the figure is the match as the requester's CLI reports it.
+3. count-only, against the same serving responder, the requester a node in
+   this process (its EC worker processes started first): OpenMined's count
+   mode (what ``match --count`` ran before the cardinality protocol; the
+   responder's filter prepared at serve start), then the cardinality
+   protocol cold (the requester blinds its own set inside the timing, as
+   ``match --count`` from the CLI does) and warm (its set prepared, as on a
+   node that counted before). The responder builds its session-sets when it
+   starts serving and again when idle (each is used once); the script
+   waits for one to be ready before each count, as it waits for the filter.
+   ``--no-count`` skips this.
 
-Prints both times, their ratio (node / baseline) and each node's peak RSS.
+Prints the times, the ratios (node / baseline; cardinality / OpenMined's
+count mode, target <= 1.5), each node's peak RSS and the load average.
+The baseline builds the same kind of filter the node chose (GCS, Bloom or
+raw, from OpenMined's own arithmetic), for the same number of queries.
 
-Usage: python scripts/bench_psi.py [--requester 100000] [--responder 100000] [--overlap 0.1] [--no-baseline]
+``--verify`` also reads the matched actors back (``results show``) and
+compares them with the plaintext intersection computed with Python sets.
+``--million`` is the 1M x 1M run: both sets 1,000,000, the node's default
+max_set_size, no baseline, verified.
+
+Usage: python scripts/bench_psi.py [--requester 100000] [--responder 100000] [--overlap 0.1]
+       [--max-set-size N] [--no-baseline] [--verify] [--million] [--no-count]
 """
 
 from __future__ import annotations
@@ -30,8 +49,10 @@ from pathlib import Path
 
 import private_set_intersection.python as openmined
 
-from psi_share.crypto.openmined import GCS_HASH_RANGE_LIMIT
+from psi_share import Mode, Node
 from psi_share.identifiers import domain_separated_item
+from psi_share.node.psi.requester import MatchRequest, run_match
+from psi_share.protocols.psi import size_class
 
 KIND = "device_id"
 
@@ -40,12 +61,13 @@ def values(n: int, start: int) -> list[str]:
     return [f"dev-{i:09d}" for i in range(start, start + n)]
 
 
-def baseline(req_vals: list[str], resp_vals: list[str], fpr: float) -> tuple[float, int, str]:
+_STRUCTURES = {"gcs": "GCS", "bloom_filter": "BLOOM_FILTER", "raw": "RAW"}
+
+
+def baseline(req_vals: list[str], resp_vals: list[str], fpr: float, queries: int, kind: str) -> tuple[float, int, str]:
     req = [domain_separated_item(KIND, v) for v in req_vals]
     resp = [domain_separated_item(KIND, v) for v in resp_vals]
-    queries = 1 << max(0, len(req) - 1).bit_length()
-    # Same filter kind the node picks: GCS where OpenMined can size it, else raw.
-    ds = openmined.DataStructure.GCS if len(resp) * queries / fpr < GCS_HASH_RANGE_LIMIT else openmined.DataStructure.RAW
+    ds = getattr(openmined.DataStructure, _STRUCTURES[kind])  # the filter the node chose
     t = time.perf_counter()
     server = openmined.server.CreateWithNewKey(True)
     client = openmined.client.CreateWithNewKey(True)
@@ -79,7 +101,33 @@ def peak_rss_mib(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) / 1024
 
 
-def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path) -> dict:
+def wait_for(log_path: Path, text: str, count: int, server: subprocess.Popen) -> None:
+    """Wait until ``text`` occurs ``count`` times in the responder's log."""
+    while " ".join(log_path.read_text().split()).count(text) < count:
+        if server.poll() is not None:
+            raise SystemExit(f"responder exited:\n{log_path.read_text()}")
+        time.sleep(0.05)
+
+
+def count_runs(home: Path, log_path: Path, server: subprocess.Popen) -> dict:
+    """OpenMined count mode, then the cardinality protocol cold and warm, from one requester node."""
+    out = {}
+    with Node.open(home) as node:
+        node.ec_engine.warm_up()  # a process's workers start once, not per session
+        with node.peer_client("lab-b") as client:
+            o = run_match(MatchRequest("lab-b", "flagged", "flagged", (KIND,), Mode.COUNT), store=node.store,
+                          client=client, engine=node.engine, clock=node.clock, random_bytes=node.random_bytes,
+                          max_set_size=node.config.matching.max_set_size)
+        out["openmined_count"] = (o.seconds, o.count)
+        for n, label in ((1, "cardinality_cold"), (2, "cardinality_warm")):
+            wait_for(log_path, "session-set of dataset flagged", n, server)
+            o = node.match("lab-b", kinds=[KIND], mode=Mode.COUNT)
+            out[label] = (o.seconds, o.count, o.timings)
+    return out
+
+
+def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path, max_set_size: int, verify: bool,
+               counts: bool = True) -> dict:
     a, b = workdir / "lab-a", workdir / "lab-b"
     ca = workdir / "federation-ca"  # nodes talk mutual TLS, as in production
     run(cli(workdir, "pki", "init-ca", "--ca-dir", str(ca)))
@@ -90,7 +138,7 @@ def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path) -> dict
         text = (home / "config.toml").read_text()
         # Policy: lab-b lets lab-a learn which items match (the default is counts only).
         text += "\n[policy.peers.lab-a]\nreveal = true\n" if name == "lab-b" else ""
-        (home / "config.toml").write_text(re.sub(r"max_set_size = \d+", f"max_set_size = {max(len(req_vals), 1)}", text))
+        (home / "config.toml").write_text(re.sub(r"max_set_size = \d+", f"max_set_size = {max_set_size}", text))
     write_csv(workdir / "a.csv", "a", req_vals)
     write_csv(workdir / "b.csv", "b", resp_vals)
     t = time.perf_counter()
@@ -101,18 +149,25 @@ def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path) -> dict
     t = time.perf_counter()
     server = subprocess.Popen(cli(b, "--log-level", "INFO", "serve", "--listen", "127.0.0.1:0"), stderr=log, stdout=subprocess.DEVNULL)
     try:
-        port = None
+        port, prepared_filter = None, 0.0
         while True:
             text = (workdir / "serve.log").read_text()
             if port is None and (m := re.search(r"listening on port (\d+)", text)):
                 port = int(m.group(1))
-            if "prepared PSI filter" in text:
+            # The console log wraps lines: search the text with its whitespace collapsed.
+            if m := re.search(r"prepared PSI filter [^:]*: (\w+), (\d+) bytes", " ".join(text.split())):
+                kind, filter_bytes = m.group(1), int(m.group(2))
+                prepared_filter = prepared_filter or time.perf_counter() - t
+            # Everything serve prepares (the filter, and the session-set for counts) is done
+            # before any request, so that no measured session shares the cores with it.
+            if prepared_filter and "session-set of dataset" in " ".join(text.split()):
                 break
             if server.poll() is not None:
                 raise SystemExit(f"responder exited:\n{text}")
             time.sleep(0.05)
-        prepare = time.perf_counter() - t
-        print(f"  responder prepared its filter in {prepare:.1f}s (before any request)", flush=True)
+        prepare = prepared_filter
+        print(f"  responder prepared its filter in {prepare:.1f}s (before any request): {kind}, {filter_bytes} bytes;"
+              f" its first session-set by {time.perf_counter() - t:.1f}s", flush=True)
         run(cli(a, "peers", "add", "lab-b", f"127.0.0.1:{port}"))
         run(cli(b, "peers", "add", "lab-a", "127.0.0.1:1"))
         errlog = (workdir / "match.log").open("w")
@@ -127,11 +182,17 @@ def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path) -> dict
             raise SystemExit(f"match failed:\n{(workdir / 'match.log').read_text()}")
         result = json.loads(out)
         requester_rss = usage.ru_maxrss / 1024
+        counted = count_runs(a, workdir / "serve.log", server) if counts else {}
         responder_rss = peak_rss_mib(server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
-    return {"match": result, "prepare_seconds": prepare, "responder_rss": responder_rss, "requester_rss": requester_rss}
+    matched = None
+    if verify:
+        rows = json.loads(run(cli(a, "results", "show", result["session"], "--format", "json")))
+        matched = {row["actor_id"] for row in rows}
+    return {"match": result, "prepare_seconds": prepare, "responder_rss": responder_rss, "requester_rss": requester_rss,
+            "kind": kind, "filter_bytes": filter_bytes, "matched": matched, "counts": counted}
 
 
 def main() -> int:
@@ -140,28 +201,55 @@ def main() -> int:
     p.add_argument("--responder", type=int, default=100_000)
     p.add_argument("--overlap", type=float, default=0.1, help="fraction of the requester's items the responder holds")
     p.add_argument("--fpr", type=float, default=1e-9)
+    p.add_argument("--max-set-size", type=int, default=None, help="both nodes' [matching] max_set_size (default: the requester's size)")
     p.add_argument("--no-baseline", action="store_true", help="skip the single-threaded baseline (for very large sets)")
+    p.add_argument("--verify", action="store_true", help="compare the matched actors with the plaintext intersection")
+    p.add_argument("--million", action="store_true", help="1,000,000 x 1,000,000, default max_set_size, no baseline, verified")
+    p.add_argument("--no-count", action="store_true", help="skip the count-only comparison")
     args = p.parse_args()
+    if args.million:
+        args.requester = args.responder = 1_000_000
+        args.max_set_size, args.no_baseline, args.verify = 1_000_000, True, True
+    max_set_size = args.max_set_size or max(args.requester, 1)
     shared = int(args.requester * args.overlap)
     req_vals = values(args.requester, 0)
     resp_vals = values(shared, 0) + values(args.responder - shared, 10**8)
     print(f"sets: requester {args.requester}, responder {args.responder}, expected intersection {shared}; "
-          f"{os.cpu_count()} cores", flush=True)
-    base = None
-    if not args.no_baseline:
-        base, found, ds = baseline(req_vals, resp_vals, args.fpr)
-        assert found == shared, (found, shared)
-        print(f"baseline (OpenMined, 1 thread, {ds} setup, all 4 steps): {base:.2f}s", flush=True)
+          f"{os.cpu_count()} cores; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     with tempfile.TemporaryDirectory(prefix="psi-bench-") as tmp:
-        node = node_match(req_vals, resp_vals, Path(tmp))
+        node = node_match(req_vals, resp_vals, Path(tmp), max_set_size, args.verify, counts=not args.no_count)
     m = node["match"]
     assert m["matching_items"] == shared, (m["matching_items"], shared)
     print(f"psi-share node-to-node over gRPC (match only): {m['seconds']:.2f}s, {m['matching_items']} matches")
-    print(f"  responder filter prepared before the request: {node['prepare_seconds']:.1f}s")
+    print(f"  responder filter prepared before the request: {node['prepare_seconds']:.1f}s "
+          f"({node['kind']}, {node['filter_bytes']} bytes)")
     print(f"  peak RSS: requester node {node['requester_rss']:.0f} MiB, responder node {node['responder_rss']:.0f} MiB")
-    if base is not None:
+    if node["matched"] is not None:
+        # Ground truth from Python sets: our actor a<i> holds value i; the responder holds values[:shared] and others.
+        theirs = set(resp_vals)
+        want = {f"a{i}" for i, v in enumerate(req_vals) if v in theirs}
+        assert node["matched"] == want, (len(node["matched"]), len(want))
+        print(f"  verified: the {len(want)} matched actors are exactly the plaintext intersection")
+    if not args.no_baseline:
+        base, found, ds = baseline(req_vals, resp_vals, args.fpr, size_class(args.requester, max_set_size), node["kind"])
+        assert found == shared, (found, shared)
+        print(f"baseline (OpenMined, 1 thread, {ds} setup, all 4 steps): {base:.2f}s", flush=True)
         print(f"ratio node / baseline: {m['seconds'] / base:.2f} (target <= 0.60)")
+    if node["counts"]:
+        print_counts(node["counts"], shared)
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
+
+
+def print_counts(c: dict, shared: int) -> None:
+    om, (cold, cold_n, cold_t), (warm, warm_n, warm_t) = c["openmined_count"], c["cardinality_cold"], c["cardinality_warm"]
+    assert om[1] == cold_n == warm_n == shared, (om, cold_n, warm_n, shared)
+    laps = lambda t: ", ".join(f"{k} {v:.2f}s" for k, v in t.items())  # noqa: E731
+    print(f"count-only, node-to-node over gRPC, same responder, {shared} matches each:")
+    print(f"  OpenMined count mode (requester computes the count): {om[0]:.2f}s")
+    print(f"  cardinality (responder counts), requester cold: {cold:.2f}s ({laps(cold_t)})")
+    print(f"  cardinality, requester's own set prepared: {warm:.2f}s ({laps(warm_t)})")
+    print(f"ratio cardinality / OpenMined count mode: cold {cold / om[0]:.2f}, warm {warm / om[0]:.2f} (target <= 1.5)")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,12 @@ deterministic randomness, so runs are reproducible.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -74,14 +77,17 @@ def make_psi_pair(
     max_set_size: int | None = None,
     seed: int = 0,
     session_id: str = "session-1",
+    isolate: bool = False,
 ) -> PsiPair:
     """Prepare the responder's filter and open a session, up to ``PsiOpened``.
 
     The PsiOpened is built but *not* yet given to the requester
-    (``pair.requester.on_opened(pair.opened)`` is the next step).
+    (``pair.requester.on_opened(pair.opened)`` is the next step). OpenMined
+    reads the filter on the calling thread unless ``isolate`` (the node's
+    way, in worker processes: tests/test_psi_filters_hostile.py covers it).
     """
     random_bytes = deterministic_random_bytes(seed)
-    engine = OpenMinedEngine(executor, workers)
+    engine = OpenMinedEngine(executor, workers, isolate=isolate)
     responder_key = new_private_key(random_bytes)
     requester_key = new_private_key(random_bytes)
     limit = max_set_size if max_set_size is not None else max(1, len(requester_items))
@@ -102,6 +108,7 @@ def make_psi_pair(
         false_positive_rate=prepared.false_positive_rate,
         max_set_size=prepared.max_set_size,
         session_ttl_seconds=900,
+        responder_set_size=prepared.item_count,
     )
     return PsiPair(requester, responder, prepared, opened, engine)
 
@@ -150,3 +157,11 @@ def run_psi_pair(
     )
     return outcome
 
+
+def run_python(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter from the repository root (the
+    tests folder importable), asserting that the process survived."""
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"the process died with {proc.returncode}: {proc.stderr[-800:]}"
+    return proc

@@ -56,7 +56,15 @@ def test_a_canary_never_matches_a_real_item(federation, csv_file, dataset) -> No
     sessions = [s for s in b.store.sessions(limit=10) if s.local_dataset == dataset]
     assert len(sessions) == 2 and {s.peer for s in sessions} == {"lab-m"}
     told = [e["result"] for e in _disclosures(b) if e["session"] in {s.id for s in sessions}]
-    assert told and all("no data of ours" in r["learns"] and "our_items" not in r for r in told)
+    assert told and all("no data of ours" in r["learns"] and "our_items" not in r and r["canary"] for r in told)
+    sent = [e for e in _entries(b) if e["type"] == "sent" and e["session"] in {s.id for s in sessions}]
+    assert sent and all(e["params"].get("canary") is True for e in sent if e["params"].get("mode"))
+
+
+def _entries(node):  # type: ignore[no-untyped-def]
+    from psi_share.audit.log import load_entries
+
+    return load_entries(node.home.audit_path)
 
 
 def _disclosures(node):  # type: ignore[no-untyped-def]
@@ -90,11 +98,8 @@ def test_a_malformed_canary_name_is_invalid_and_never_echoed(federation, csv_fil
 
 
 def test_policy_holds_for_canaries_reveal_and_set_size(federation, csv_file) -> None:  # type: ignore[no-untyped-def]
-    _, client = _node(federation, csv_file, **{"policy.peers.lab-m__reveal": "false",
-                                                "policy.peers.lab-m__min_set_size": 10})
-    denied = _refused(lambda: client.open("_canary.flagged", KINDS, 10, True))
-    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED and "counts only" in denied.details()
-    small = _refused(lambda: client.open("_canary.flagged.16", KINDS, 3, False))
+    _, client = _node(federation, csv_file, **{"policy.peers.lab-m__min_set_size": 10})
+    small = _refused(lambda: client.open("_canary.flagged.16", KINDS, 3, True))
     assert small.code() == grpc.StatusCode.INVALID_ARGUMENT and "below lab-b's minimum of 10" in small.details()
     unknown = _refused(lambda: client.open("_canary.flagged", {"email": 1, "canary": 1}, 10, False))
     assert unknown.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -102,18 +107,35 @@ def test_policy_holds_for_canaries_reveal_and_set_size(federation, csv_file) -> 
     assert run_session(client, "_canary.flagged", KINDS, items, reveal=False)[0] == 10
 
 
-def test_canaries_are_charged_to_the_daily_budget(federation, csv_file) -> None:  # type: ignore[no-untyped-def]
-    _, client = _node(federation, csv_file, policy__sessions_per_day=3)
+def test_a_counts_only_peer_gets_no_psi_canary_in_either_mode(federation, csv_file) -> None:  # type: ignore[no-untyped-def]
+    # OpenMined's count mode lets a modified requester learn the matches: it needs
+    # the reveal grant for a canary exactly as for a real session.
+    _, client = _node(federation, csv_file, **{"policy.peers.lab-m__reveal": "false"})
+    for dataset in ("flagged", "_canary.flagged", "_canary.flagged.16"):
+        for reveal in (True, False):
+            denied = _refused(lambda: client.open(dataset, KINDS, 10, reveal))
+            assert denied.code() == grpc.StatusCode.PERMISSION_DENIED and "counts only" in denied.details()
+
+
+def test_canaries_are_not_charged_to_the_daily_budget_and_never_lock_a_peer_out(federation, csv_file) -> None:  # type: ignore[no-untyped-def]
+    b, client = _node(federation, csv_file, policy__sessions_per_day=3, policy__items_per_day=100)
+    for _ in range(5):  # more canaries than the day's sessions, and 5,000 synthetic items beyond its items
+        client.close(client.open("_canary.flagged.16", KINDS, 1000, True).session_id, "done")
+    # Every real session of the day is still there.
     for _ in range(3):
-        client.close(client.open("_canary.flagged.16", KINDS, 1, True).session_id, "done")
-    spent = _refused(lambda: client.open("_canary.flagged.16", KINDS, 1, True))
+        assert sorted(run_session(client, "flagged", KINDS, REAL_ITEMS, reveal=True)[0]) == [0, 1, 2, 3]
+    spent = _refused(lambda: client.open("flagged", KINDS, 1, True))
     assert spent.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "all 3 sessions" in spent.details()
-    real = _refused(lambda: client.open("flagged", KINDS, 1, True))
-    assert real.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # one budget for both
+    # Past the real budget, a check still runs (and still matches nothing real).
+    held = [f"{CANARY_ITEM_PREFIX}held/{i}" for i in range(4)]
+    assert run_session(client, "_canary.flagged", KINDS, sorted(held + REAL_ITEMS), reveal=False)[0] == 4
+    # The responder's records say which sessions were canaries.
+    canaries = [s for s in b.store.sessions(limit=20) if s.local_dataset.startswith("_canary.")]
+    assert len(canaries) == 6 and all(s.peer == "lab-m" for s in canaries)
 
 
 def test_a_peer_gets_at_most_so_many_canaries_an_hour(federation, csv_file, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    b, client = _node(federation, csv_file)
+    b, client = _node(federation, csv_file, server__calls_per_second=10000)  # the call gate is another test's
     for _ in range(CANARY_SESSIONS_PER_HOUR):
         client.close(client.open("_canary.flagged.16", KINDS, 1, True).session_id, "done")
     limited = _refused(lambda: client.open("_canary.flagged", KINDS, 1, True))

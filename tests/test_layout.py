@@ -3,8 +3,9 @@
 Every module's imports (including those inside functions) are read with
 ``ast`` and resolved to psi_share modules; a module may import from its own
 layer or a layer below, never from one above. The sans-IO protocols import
-neither the store nor the audit. No module is over 600 lines and no folder
-holds more than 12 modules, so that the next capability gets a room of its own.
+neither the store nor the audit. No module is over 600 lines (generated
+code aside) and no folder holds more than 12 modules, so that the next
+capability gets a room of its own.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
 )
 MAX_LINES = 600
+GENERATED = "psi_share.v1"
 MAX_MODULES_PER_FOLDER = 12
 
 
@@ -87,7 +89,9 @@ def layout_problems(root: Path) -> list[str]:
             if module.startswith("psi_share.protocols") and imported.split(".")[1] in ("store", "audit"):
                 problems.append(f"{where}: the sans-IO protocols import {imported}")
         lines = len(path.read_text().splitlines())
-        if lines > MAX_LINES:
+        # Generated code (psi_share/v1, from protos/ by scripts/gen_protos.py) grows with
+        # the wire contract, about 45 lines per RPC; nobody reads or edits it.
+        if lines > MAX_LINES and not module.startswith(GENERATED):
             problems.append(f"{path.relative_to(root.parent)} has {lines} lines (at most {MAX_LINES})")
     for folder in sorted({p.parent for p in modules.values()}):
         count = len(list(folder.glob("*.py")))

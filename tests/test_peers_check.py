@@ -1,20 +1,17 @@
-"""``peers check`` over real nodes and mutual TLS: every check passes against a
-healthy peer and each kind of broken configuration fails its own check, named.
-
-A healthy federation here sizes filters for at most 65,536 queries: with the
-default 1,000,000, main's responder serves a GCS whose hash range overflows
-for 520 to 4,600 items (the bug the canary exists to catch; see
-test_the_canary_agrees_with_real_matches_at_every_size, which runs the
-default and compares with real matches).
+"""``peers check`` over real nodes and mutual TLS, default config: every check
+passes against a healthy peer and each kind of broken configuration fails its
+own check, named. A responder serving broken filters (its filter code
+replaced here, as a peer running other software would) fails the canaries at
+exactly the sizes where a real match would go wrong.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import shutil
 
-import private_set_intersection.python as openmined
 import pytest
 from cli_helpers import LAB_A_ROWS, LAB_B_ROWS
 
@@ -35,10 +32,12 @@ from psi_share.node.checks import (
     exit_code,
 )
 from psi_share.pki import init_ca, issue_node, revoke
+from psi_share.protocols import psi as psi_protocol
+from psi_share.transport import egress
+from psi_share.node.checks.canary import DEFAULT_ITEMS
 from psi_share.protocols.canary import ANCHORS
 from psi_share.store.db import usage
 
-HEALTHY = {"matching__max_set_size": 65536}
 A_ITEMS = 9  # lab-a's distinct email, phone and ip_prefix items (cli_helpers: 8 email/phone + 1 prefix)
 B_KINDS = ["email", "ip_prefix", "phone"]
 
@@ -47,7 +46,7 @@ B_KINDS = ["email", "ip_prefix", "phone"]
 def fed(federation, csv_file):  # type: ignore[no-untyped-def]
     """lab-a checks lab-b (healthy, serving); lab-c exists but is down."""
     a = federation.node("lab-a")
-    b = federation.node("lab-b", audit__transcripts="true", **HEALTHY)
+    b = federation.node("lab-b", audit__transcripts="true")
     federation.node("lab-c")
     a.import_file("flagged", csv_file("a.csv", LAB_A_ROWS), None)
     b.import_file("flagged", csv_file("b.csv", LAB_B_ROWS), None)
@@ -81,7 +80,7 @@ def _one(report, check: str):  # type: ignore[no-untyped-def]
     return finding
 
 
-def test_a_healthy_peer_passes_every_check_and_the_canary_sweeps_filter_kinds(fed) -> None:  # type: ignore[no-untyped-def]
+def test_a_healthy_peer_passes_every_check_and_the_canary_sweeps_sizes(fed) -> None:  # type: ignore[no-untyped-def]
     a, b = fed.nodes["lab-a"], fed.nodes["lab-b"]
     _start(fed, "lab-b")
     report = _check(a, "lab-b", sizes=DEFAULT_SIZES)
@@ -98,18 +97,19 @@ def test_a_healthy_peer_passes_every_check_and_the_canary_sweeps_filter_kinds(fe
     expected = min(ANCHORS, (A_ITEMS + 1) // 2)  # half of our items, known in advance
     for f in canaries:
         assert (f.facts["our_items"], f.facts["expected"], f.facts["got"]) == (A_ITEMS, expected, expected)
-        assert f.facts["queries"] == 65536 and f.facts["kinds"] == B_KINDS
+        # Each canary got the filter of a real session's size class: ours (9 items) rounds up to 1,024.
+        assert f.facts["queries"] == psi_protocol.MIN_SIZE_CLASS and f.facts["kinds"] == B_KINDS
     assert [f.facts["mode"] for f in canaries[:2]] == ["reveal", "count"]
     assert [f.facts["asked"] for f in canaries[2:]] == [f"_canary.flagged.{n}" for n in DEFAULT_SIZES]
-    assert {f.facts["filter"] for f in canaries} == {"raw", "gcs"}  # both filter kinds the node serves
+    assert {f.facts["filter"] for f in canaries} <= {"raw", "gcs", "bloom_filter"}  # every one read as a filter
 
-    # The responder answered each canary as a session of its own, charged to lab-a's budget;
-    # lab-a stored nothing (the audit log has every message).
+    # The responder answered each canary as a session of its own, charged nothing to
+    # lab-a's daily budget; lab-a stored nothing (the audit log has every message).
     theirs = [s for s in b.store.sessions(limit=100) if s.role == "responder"]
     assert len(theirs) == len(canaries) and all(s.status == "done" for s in theirs)
     assert {s.local_dataset for s in theirs} == {"_canary.flagged"} | {f"_canary.flagged.{n}" for n in DEFAULT_SIZES}
     today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    assert usage(b.store, today)["lab-a"] == (len(canaries), len(canaries) * A_ITEMS)
+    assert "lab-a" not in usage(b.store, today)
     assert a.store.sessions(limit=100) == []
     opens = [e for e in load_entries(a.home.audit_path) if e.get("step") == "open" and e["type"] == "sent"]
     assert len(opens) == len(canaries)
@@ -193,6 +193,8 @@ def test_a_revoked_server_certificate_fails_tls_and_one_ending_soon_warns(fed, t
 def test_a_peer_whose_node_info_names_another_node_fails_identity(fed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     a, b = fed.nodes["lab-a"], fed.nodes["lab-b"]
     real = b.responder.node_info
+    # A peer running other software: its egress does not hold names to the name rule.
+    monkeypatch.setitem(egress.TEXT_RULES, "name", (re.compile(".*"), "anything"))
     monkeypatch.setattr(b.responder, "node_info", lambda peer: dataclasses.replace(real(peer), node_name="lab-x"))
     _start(fed, "lab-b")
     report = _check(a, "lab-b")
@@ -236,7 +238,7 @@ def test_a_peer_that_does_not_know_us_fails_access(fed) -> None:  # type: ignore
     ids=["no-protocol", "matching-without-dataset", "only-federation-totals-usable"],
 )
 def test_a_peer_that_grants_us_nothing_to_match_on_says_so(federation, csv_file, policy, status, expected) -> None:  # type: ignore[no-untyped-def]
-    a, b = federation.node("lab-a"), federation.node("lab-b", **HEALTHY, **policy)
+    a, b = federation.node("lab-a"), federation.node("lab-b", **policy)
     b.import_file("flagged", csv_file("b.csv", LAB_B_ROWS), None)
     _start(federation, "lab-b")
     report = _check(a, "lab-b")
@@ -249,6 +251,8 @@ def test_a_peer_that_grants_us_nothing_to_match_on_says_so(federation, csv_file,
 def test_node_info_listing_a_dataset_that_is_not_a_name_fails_grants(fed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     a, b = fed.nodes["lab-a"], fed.nodes["lab-b"]
     real = b.responder.node_info
+    # A peer running other software: its egress does not hold names to the name rule.
+    monkeypatch.setitem(egress.TEXT_RULES, "name", (re.compile(".*"), "anything"))
     monkeypatch.setattr(b.responder, "node_info",
                         lambda peer: dataclasses.replace(real(peer), datasets={"../etc": ("email",), **real(peer).datasets}))
     _start(fed, "lab-b")
@@ -258,77 +262,75 @@ def test_node_info_listing_a_dataset_that_is_not_a_name_fails_grants(fed, monkey
     assert _one(report, "canary").status == SKIPPED
 
 
-def test_count_only_grant_skips_the_reveal_canary_and_sweeps_in_count_mode(federation, csv_file) -> None:  # type: ignore[no-untyped-def]
-    a, b = federation.node("lab-a"), federation.node("lab-b", policy__reveal="false", **HEALTHY)
+def test_a_counts_only_grant_skips_the_psi_canaries_and_says_why(federation, csv_file) -> None:  # type: ignore[no-untyped-def]
+    # OpenMined's count mode needs the reveal grant too (a modified requester learns the
+    # matches): a peer granting counts only answers no PSI session, canary or real.
+    a, b = federation.node("lab-a"), federation.node("lab-b", policy__reveal="false")
     b.import_file("flagged", csv_file("b.csv", LAB_B_ROWS), None)
     _start(federation, "lab-b")
     report = _check(a, "lab-b")
     assert exit_code([report]) == 0, [f.detail for f in report.failed]
     canaries = _canaries(report)
-    assert canaries[0].status == SKIPPED and "PERMISSION_DENIED" in canaries[0].detail
-    assert [(f.facts["mode"], f.status) for f in canaries[1:]] == [("count", OK)] * 3
-    assert [f.facts["our_items"] for f in canaries[1:]] == [64] * 3  # lab-a holds no dataset "flagged"
+    assert [(f.facts["mode"], f.status) for f in canaries] == [("reveal", SKIPPED), ("count", SKIPPED)]
+    assert all("PERMISSION_DENIED" in f.detail and "counts only" in f.detail for f in canaries)
+    assert [f.facts["our_items"] for f in canaries] == [DEFAULT_ITEMS] * 2  # lab-a holds no dataset "flagged"
 
 
 # -- a responder serving broken filters ------------------------------------------
 
 
-def _serve_corrupted_filters(node: Node, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Every filter this node builds from now on is truncated to one point (raw) or has its
-    bits scrambled (GCS): a canary can never find all the items it expects."""
-    real = node.engine.setup
-
-    def corrupted(key, items, fpr, queries):  # type: ignore[no-untyped-def]
-        setup = real(key, items, fpr, queries)
-        if setup.WhichOneof("data_structure") == "raw":
-            kept = list(setup.raw.encrypted_elements)[:1]
-            del setup.raw.encrypted_elements[:]
-            setup.raw.encrypted_elements.extend(kept)
-        else:
-            setup.gcs.bits = bytes(b ^ 0x5A for b in setup.gcs.bits)
-        return setup
-
-    monkeypatch.setattr(node.engine, "setup", corrupted)
+def _corrupt(setup):  # type: ignore[no-untyped-def]
+    """A raw setup truncated to one point, a GCS or Bloom filter with its bits scrambled."""
+    kind = setup.WhichOneof("data_structure")
+    if kind == "raw":
+        kept = list(setup.raw.encrypted_elements)[:1]
+        del setup.raw.encrypted_elements[:]
+        setup.raw.encrypted_elements.extend(kept)
+    elif kind == "gcs":
+        setup.gcs.bits = bytes(b ^ 0x5A for b in setup.gcs.bits)
+    else:
+        setup.bloom_filter.bits = bytes(b ^ 0x5A for b in setup.bloom_filter.bits)
+    return setup
 
 
-def _gcs_whatever_its_hash_range(node: Node, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The filter choice before the overflow was understood: OpenMined's GCS whenever it
-    builds one, whatever its int64 hash range (max(C, S) * C / rate) came to."""
-    real = node.engine.setup
+def _serve_corrupted_filters(monkeypatch, sizes=range(0, 1 << 30)) -> None:  # type: ignore[no-untyped-def]
+    """Every filter built from now on over a set whose size is in ``sizes`` is corrupted
+    after its own check (as a responder running other software would serve it)."""
+    real = psi_protocol.build_setup
 
-    def setup(key, items, fpr, queries):  # type: ignore[no-untyped-def]
-        try:
-            return openmined.server.CreateFromKey(key, True).CreateSetupMessage(fpr, queries, list(items))
-        except (ValueError, RuntimeError):
-            return real(key, items, fpr, queries)
+    def build(points, fpr, queries):  # type: ignore[no-untyped-def]
+        setup = real(points, fpr, queries)
+        return _corrupt(setup) if len(points) in sizes else setup
 
-    monkeypatch.setattr(node.engine, "setup", setup)
+    monkeypatch.setattr(psi_protocol, "build_setup", build)
 
 
 def test_a_corrupted_filter_fails_the_canary_and_would_fail_a_real_match(fed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     a, b = fed.nodes["lab-a"], fed.nodes["lab-b"]
-    _serve_corrupted_filters(b, monkeypatch)
+    _serve_corrupted_filters(monkeypatch)
     _start(fed, "lab-b")
     report = _check(a, "lab-b", sizes=(16, 2000))
     assert exit_code([report]) == EXIT_CHECK_FAILED
     assert {f.check for f in report.failed} == {"canary"}
     failed = [f for f in _canaries(report) if f.status == FAIL]
-    assert len(failed) == len(_canaries(report)) == 4  # raw at the real size and 16, GCS at 2000
-    assert any(f.detail.startswith("flagged (16 synthetic items, reveal, 9 of ours): wrong answer:") for f in failed)
+    assert len(failed) == len(_canaries(report)) == 4  # at the real size, 16 and 2000, both modes
+    assert any(f.detail.startswith("flagged (16 synthetic items, reveal, 9 of ours):") for f in failed)
     assert any("flagged (2000 synthetic items, reveal" in f.detail for f in failed)
-    # The real match against the same corrupted filter misses matches, as the canary said it would.
-    assert a.match("lab-b", kinds=B_KINDS).count < 5
+    # The real match against the same corrupted filters fails too, as the canary said it would.
+    with pytest.raises(RemoteProtocolError):
+        a.match("lab-b", kinds=B_KINDS)
 
 
-def test_the_gcs_overflow_window_fails_the_canary_at_those_sizes_only(federation, csv_file, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    a, b = federation.node("lab-a"), federation.node("lab-b")  # filters sized for 1,000,000 queries
+def test_a_filter_broken_at_some_sizes_fails_the_canary_at_those_sizes_only(federation, csv_file, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The shape of the int64 overflow this check was built for: 520 to 4,600 items broken.
+    a, b = federation.node("lab-a"), federation.node("lab-b")
     b.import_file("flagged", csv_file("b.csv", LAB_B_ROWS), None)
-    _gcs_whatever_its_hash_range(b, monkeypatch)
+    _serve_corrupted_filters(monkeypatch, range(520, 4601))
     _start(federation, "lab-b")
-    report = _check(a, "lab-b", sizes=(16, 520, 4600))
-    verdicts = {f.facts["asked"]: f.status for f in _canaries(report)}
-    assert verdicts == {"_canary.flagged": OK, "_canary.flagged.16": OK,
-                        "_canary.flagged.520": FAIL, "_canary.flagged.4600": FAIL}, report.failed
+    report = _check(a, "lab-b", sizes=(16, 520, 4600, 5000))
+    verdicts = {f.facts["asked"]: f.status for f in _canaries(report) if f.facts["mode"] == "reveal"}
+    assert verdicts == {"_canary.flagged": OK, "_canary.flagged.16": OK, "_canary.flagged.520": FAIL,
+                        "_canary.flagged.4600": FAIL, "_canary.flagged.5000": OK}, report.failed
     assert exit_code([report]) == EXIT_CHECK_FAILED
 
 

@@ -35,6 +35,14 @@ PROTECTION = {
     ("psi", "setup-request"): "no content: session id",
     ("psi", "close"): "no content: session id and outcome word",
     ("psi", "closed"): "no content",
+    ("cardinality", "open"): "metadata: dataset name, kinds, our set size",
+    ("cardinality", "opened"): "metadata: session id, limits, minimum result",
+    ("cardinality", "queries-chunk"): "our items as P-256 points blinded under our key, sorted; that key times the generator",
+    ("cardinality", "session-set-chunk"): "our items blinded under a fresh session key, mixed with random decoys, sorted",
+    ("cardinality", "reblinded-chunk"): "the peer's session-set re-blinded under our key, sorted",
+    ("cardinality", "count-chunk"): "one number: the count released (after min_result and noise) or 'withheld'",
+    ("cardinality", "close"): "no content: session id and outcome word",
+    ("cardinality", "closed"): "no content",
 }
 _PARAM_KEYS = ("mode", "curve", "false_positive_rate", "set_size", "requester_items", "setup_items")
 

@@ -330,18 +330,25 @@ def _log_scheduled_run(n: Node):  # type: ignore[no-untyped-def]
 @click.option("--dataset", default="flagged", show_default=True, help="Our dataset to match.")
 @click.option("--peer-dataset", default=None, help="The peer's dataset (default: same name as --dataset).")
 @click.option("--kinds", required=True, help="Comma-separated identifier kinds, e.g. email,phone,ip_prefix.")
-@click.option("--count", "count_only", is_flag=True, help="Learn only how many items match, not which.")
+@click.option("--mode", "mode_name", type=click.Choice(["reveal", "count"]), default=None,
+              help="reveal (default): which of our items match; count: only how many.")
+@click.option("--count", "count_only", is_flag=True, help="Same as --mode count.")
 @format_option
 @pass_ctx
-def match(c: Ctx, peer: str, dataset: str, peer_dataset: str | None, kinds: str, count_only: bool, fmt: str) -> None:
+def match(c: Ctx, peer: str, dataset: str, peer_dataset: str | None, kinds: str, mode_name: str | None,
+          count_only: bool, fmt: str) -> None:
     """Match our DATASET against PEER's dataset with private set intersection.
 
-    We learn which of our actors match (or only the count with --count); the
-    peer learns our set size. Results are stored; see 'results show'.
+    reveal: we learn which of our actors match (OpenMined PSI); the peer
+    learns our set size. count: the peer counts (the cardinality protocol)
+    and releases only the count, after its min_result and noise; the peer
+    learns our set size and the count. Results are stored; see 'results show'.
     """
+    if count_only and mode_name == "reveal":
+        raise click.UsageError("--count and --mode reveal contradict each other")
+    mode = Mode.COUNT if count_only or mode_name == "count" else Mode.REVEAL
     with c.node() as n:
-        o = n.match(peer, dataset=dataset, peer_dataset=peer_dataset, kinds=_kinds(kinds),
-                    mode=Mode.COUNT if count_only else Mode.REVEAL)
+        o = n.match(peer, dataset=dataset, peer_dataset=peer_dataset, kinds=_kinds(kinds), mode=mode)
         emit_object(
             {"session": o.session_id, "peer": o.peer, "our_items": o.requester_set_size,
              "matching_items": o.count, "matching_actors": o.matched_actors,
@@ -387,7 +394,9 @@ def results_show(c: Ctx, session: str, fmt: str) -> None:
             _show_sum_session(n, s, fmt)
             return
         if s.role != "requester":
-            raise PsiShareError(f"session {s.id} was answered by this node: it learned only the set size ({s.requester_set_size})")
+            learned = (f"the set size ({s.requester_set_size}) and the intersection size ({s.matched_count})"
+                       if s.protocol == "cardinality" else f"only the set size ({s.requester_set_size})")
+            raise PsiShareError(f"session {s.id} was answered by this node: it learned {learned}")
         by_actor: dict[str, list[str]] = {}
         for m in n.store.matches([s.id]):
             by_actor.setdefault(m.actor_id, []).append(m.kind)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 
@@ -48,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from . import split_spans
+from .lifeline import watch_parent
 
 P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
 P256_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
@@ -111,12 +113,15 @@ def split_points(blob: bytes, count: int | None = None, *, check: bool = True) -
     return points
 
 
-def _exchange(key: ec.EllipticCurvePrivateKey, x: bytes) -> bytes:
+def _lift(x: bytes) -> ec.EllipticCurvePublicKey:
     try:
-        point = ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, b"\x02" + x)
+        return ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, b"\x02" + x)
     except ValueError:
         raise RemoteProtocolError("a received point is not on P-256") from None
-    return key.exchange(ec.ECDH(), point)
+
+
+def _exchange(key: ec.EllipticCurvePrivateKey, x: bytes) -> bytes:
+    return key.exchange(ec.ECDH(), _lift(x))
 
 
 def blind_x_blob(scalar: int, blob: bytes) -> bytes:
@@ -137,6 +142,34 @@ def hash_and_blind(scalar: int, items: Sequence[bytes]) -> bytes:
     return b"".join(_exchange(key, hash_to_x(i).to_bytes(X_BYTES, "big")) for i in items)
 
 
+def base_x(scalars: Sequence[int]) -> list[bytes]:
+    """x(w * G) for every scalar w (G the P-256 generator); same order.
+
+    The cardinality responder's decoys are such points: it knows each one's
+    discrete logarithm, so it can predict their images under a key it only
+    knows as ``x(a * G)`` (see :func:`multiply_x`).
+    """
+    out = []
+    for w in scalars:
+        if not 1 <= w < P256_ORDER:
+            raise LocalProtocolError("scalar out of range")
+        out.append(ec.derive_private_key(w, _CURVE).public_key().public_numbers().x.to_bytes(X_BYTES, "big"))
+    return out
+
+
+def multiply_x(scalars: Sequence[int], x: bytes) -> list[bytes]:
+    """x(w * P) for every scalar w and the one point P whose x is ``x``; same order."""
+    if len(x) != X_BYTES:
+        raise RemoteProtocolError(f"a point must be {X_BYTES} bytes, got {len(x)}")
+    point = _lift(x)
+    out = []
+    for w in scalars:
+        if not 1 <= w < P256_ORDER:
+            raise LocalProtocolError("scalar out of range")
+        out.append(ec.derive_private_key(w, _CURVE).exchange(ec.ECDH(), point))
+    return out
+
+
 def _ready() -> bool:
     """Runs in a fresh worker: importing this module loaded cryptography and gmpy2."""
     return True
@@ -155,7 +188,9 @@ class EcEngine:
 
     def _executor(self) -> Executor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+            # Workers end themselves when the node dies, even by SIGKILL (lifeline).
+            self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=watch_parent, initargs=(os.getpid(),))
         return self._pool
 
     def close(self) -> None:

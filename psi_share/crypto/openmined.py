@@ -24,6 +24,8 @@ from private_set_intersection.python import Request, Response, ServerSetup
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from . import split_spans
+from .filters import build_setup
+from .isolation import run_isolated, start_in_background
 
 OPENMINED_PSI_VERSION: str = openmined.__version__
 
@@ -32,9 +34,6 @@ P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 # A blinded element is a compressed P-256 point: 0x02/0x03 prefix + 32 bytes.
 POINT_BYTES = 33
-
-# OpenMined stores the GCS hash range (items x queries / fpr) in an int64.
-GCS_HASH_RANGE_LIMIT = 2.0**62
 
 # Below this many items a chunk is not worth a thread hand-off.
 MIN_CHUNK_ITEMS = 2048
@@ -64,11 +63,14 @@ class OpenMinedEngine:
 
     ``executor`` is owned by the caller (the node shares one across sessions);
     with ``workers == 1`` or no executor everything runs on the calling thread.
+    With ``isolate`` (the default) the one step that reads a peer's filter,
+    :meth:`intersect`, runs in worker processes instead.
     """
 
-    def __init__(self, executor: Executor | None = None, workers: int = 1) -> None:
+    def __init__(self, executor: Executor | None = None, workers: int = 1, *, isolate: bool = True) -> None:
         self._executor = executor
         self._workers = max(1, workers)
+        self._isolate = isolate
 
     def _map(self, fn: Callable[[int, int], T], n: int) -> list[T]:
         spans = _spans(n, self._workers)
@@ -81,6 +83,8 @@ class OpenMinedEngine:
 
     def blind(self, key: bytes, items: Sequence[str], reveal: bool) -> Request:
         """H(x)^k for every item, in order: the requester's request."""
+        if self._isolate:
+            start_in_background()  # ready by the time the peer's filter arrives
 
         def work(a: int, b: int) -> list[bytes]:
             client = openmined.client.CreateFromKey(key, reveal)
@@ -96,54 +100,32 @@ class OpenMinedEngine:
     ) -> list[int] | int:
         """Indices of matching request items (reveal) or their number.
 
-        Raises RemoteProtocolError when the peer's setup or response cannot be
-        decoded (bad points, an empty setup).
+        ``setup`` must have passed :func:`~psi_share.crypto.filter_check.check_server_setup`:
+        OpenMined trusts it. Even so it runs, with the isolated engine, in
+        worker processes of their own (see :mod:`psi_share.crypto.isolation`):
+        should a peer's filter still crash OpenMined, the session fails with
+        RemoteProtocolError and the node lives on. Raises RemoteProtocolError
+        when the peer's response cannot be decoded (bad points).
         """
-        elements = response.encrypted_elements
-
-        def work(a: int, b: int) -> list[int] | int:
-            client = openmined.client.CreateFromKey(key, reveal)
-            part = Response(encrypted_elements=elements[a:b])
-            if not reveal:
-                return _remote(lambda: client.GetIntersectionSize(setup, part), "response")
-            found = _remote(lambda: client.GetIntersection(setup, part), "response")
-            return [a + i for i in found]
-
-        parts = self._map(work, len(elements))
+        elements = list(response.encrypted_elements)
+        data = setup.SerializeToString()
+        spans = _spans(len(elements), self._workers)
+        calls = [(key, data, elements[a:b], reveal, a) for a, b in spans]
+        if self._isolate:
+            parts = run_isolated(intersect_span, calls, what="peer's filter")
+        else:
+            parts = self._map(lambda a, b: intersect_span(key, data, elements[a:b], reveal, a), len(elements))
         if not reveal:
             return sum(p for p in parts if isinstance(p, int))
         return sorted(i for p in parts if isinstance(p, list) for i in p)
 
     # -- responder (OpenMined "server") ---------------------------------
 
-    def setup(
-        self, key: bytes, items: Sequence[str], fpr: float, max_requester_items: int
-    ) -> ServerSetup:
-        """The responder's filter over H(y)^k for its items.
-
-        A Golomb-compressed set (GCS) sized so that a query of
-        ``max_requester_items`` items yields a false positive with probability
-        at most ``fpr`` -- the expected number of false matches over the
-        requester's whole set. OpenMined keeps the GCS hash range in a signed
-        64-bit integer (items x queries / fpr): where that would overflow, or
-        the GCS cannot be built, the setup is the raw sorted set of blinded
-        points instead, which has no false positives at all. Both are standard
-        OpenMined setups that any OpenMined client reads.
-        """
-        items = list(items)
-        if len(items) * max_requester_items / fpr < GCS_HASH_RANGE_LIMIT:
-            server = openmined.server.CreateFromKey(key, True)
-            try:
-                return server.CreateSetupMessage(fpr, max_requester_items, items)
-            except (ValueError, RuntimeError):
-                pass  # OpenMined's GCS rejects some small sets; fall back to raw
-        return self.raw_setup(key, items)
-
-    def raw_setup(self, key: bytes, items: Sequence[str]) -> ServerSetup:
-        """The sorted blinded set, built chunk-parallel.
+    def blinded_points(self, key: bytes, items: Sequence[str]) -> list[bytes]:
+        """H(y)^k for every item, as compressed points, sorted (the slow step).
 
         Sorting hides the order of our items (which is the order of their
-        plaintexts in the store) and makes the setup independent of chunking.
+        plaintexts in the store) and makes the result independent of chunking.
         """
 
         def work(a: int, b: int) -> list[bytes]:
@@ -151,10 +133,15 @@ class OpenMinedEngine:
             part = server.CreateSetupMessage(0.5, 1, list(items[a:b]), openmined.DataStructure.RAW)
             return list(part.raw.encrypted_elements)
 
-        joined = sorted(e for part in self._map(work, len(items)) for e in part)
-        setup = ServerSetup()
-        setup.raw.encrypted_elements.extend(joined)
-        return setup
+        return sorted(e for part in self._map(work, len(items)) for e in part)
+
+    def setup(self, key: bytes, items: Sequence[str], fpr: float, max_requester_items: int) -> ServerSetup:
+        """The responder's filter over H(y)^k for its items, for requester sets
+        of up to ``max_requester_items`` at false-positive rate ``fpr`` (the
+        expected number of false matches over the requester's whole set).
+        GCS, Bloom filter or raw, whichever OpenMined's arithmetic can build
+        correctly and is smallest (see :mod:`psi_share.crypto.filters`)."""
+        return build_setup(self.blinded_points(key, items), fpr, max_requester_items)
 
     def process(self, key: bytes, request: Request, reveal: bool) -> Response:
         """Raise every blinded requester element to the responder's key."""
@@ -176,6 +163,18 @@ class OpenMinedEngine:
             joined.sort()  # hide which request position each element came from
         response.encrypted_elements.extend(joined)
         return response
+
+
+def intersect_span(key: bytes, setup: bytes, elements: list[bytes], reveal: bool, offset: int) -> list[int] | int:
+    """OpenMined's client on one span of the response: the indices (shifted
+    by ``offset``) of the span's matching elements, or their number. A plain
+    function of bytes, so that it can run in a worker process."""
+    client = openmined.client.CreateFromKey(key, reveal)
+    parsed = ServerSetup.FromString(setup)
+    part = Response(encrypted_elements=elements)
+    if not reveal:
+        return _remote(lambda: client.GetIntersectionSize(parsed, part), "response")
+    return [offset + i for i in _remote(lambda: client.GetIntersection(parsed, part), "response")]
 
 
 def _remote(fn: Callable[[], T], what: str) -> T:

@@ -25,20 +25,24 @@ from ..v1 import node_pb2 as pb
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def _sum_step(step: str) -> Callable[[str, bytes], list[str]]:
-    def check(recorded_step: str, payload: bytes) -> list[str]:
-        parse_exact(pb.SumMessage, payload)
-        intersection_sum.check_message(step, payload)
-        return []
+def register_step_checks(protocol: str, cls, check_message, step_of, steps) -> None:  # type: ignore[no-untyped-def]
+    """Register the checks of a protocol whose messages are all one ``cls`` and travel
+    in chunks: ``<step>-chunk`` for each of ``steps`` (sent), and the received
+    ``message-chunk``/``reply-chunk``, which are recorded before their step is
+    known (``step_of`` takes it from the message)."""
 
-    return check
+    def checker(step: str | None) -> Callable[[str, bytes], list[str]]:
+        def check(recorded_step: str, payload: bytes) -> list[str]:
+            parse_exact(cls, payload)
+            check_message(step or step_of(payload), payload)
+            return []
 
+        return check
 
-def _sum_any(recorded_step: str, payload: bytes) -> list[str]:
-    """Received messages are recorded before their step is known: take it from the message."""
-    parse_exact(pb.SumMessage, payload)
-    intersection_sum.check_message(intersection_sum.step_of(payload), payload)
-    return []
+    for name in steps:
+        register_message_check(protocol, f"{name}-chunk", checker(name))
+    register_message_check(protocol, "message-chunk", checker(None))
+    register_message_check(protocol, "reply-chunk", checker(None))
 
 
 def _sum_open(step: str, payload: bytes) -> list[str]:
@@ -91,10 +95,8 @@ def _federation(step: str, payload: bytes) -> list[str]:
     return problems
 
 
-for _step in intersection_sum.STEPS:
-    register_message_check("intersection-sum", f"{_step}-chunk", _sum_step(_step))
-register_message_check("intersection-sum", "message-chunk", _sum_any)
-register_message_check("intersection-sum", "reply-chunk", _sum_any)
+register_step_checks("intersection-sum", pb.SumMessage, intersection_sum.check_message, intersection_sum.step_of,
+                     intersection_sum.STEPS)
 register_message_check("intersection-sum", "open", _sum_open)
 register_message_check("intersection-sum", "opened", _sum_opened)
 register_message_check("intersection-sum", "close", _sum_close)

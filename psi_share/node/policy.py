@@ -13,17 +13,28 @@ The rule for a peer is its ``[policy]`` (defaults, overridden by
 =====================  ==========================================  =====================
 check                  key                                         status when refused
 =====================  ==========================================  =====================
+caught cheating        (a session of it ended as ``violation``)    PERMISSION_DENIED
 protocol               ``protocols``                               PERMISSION_DENIED
 dataset                ``datasets`` and ``[exposure] datasets``    NOT_FOUND
 canonicalization       (both sides' versions)                      FAILED_PRECONDITION
 identifier kinds       ``kinds`` and ``[exposure] kinds``          PERMISSION_DENIED
 learn matches          ``reveal`` and ``[exposure] reveal``        PERMISSION_DENIED
+                       (OpenMined's count mode counts as reveal)
 set size               ``min_set_size`` / ``max_set_size``         INVALID_ARGUMENT
 daily budget           ``sessions_per_day`` / ``items_per_day``    RESOURCE_EXHAUSTED
 =====================  ==========================================  =====================
 
 The budget is charged when a session is granted (an abandoned session still
 counts), in the store, so that a restart does not reset it.
+
+Counts only (``reveal = false``) means the ``cardinality`` protocol, where
+this node computes the count and releases nothing else. OpenMined's count
+mode (PSI with ``reveal_intersection`` false) lets the requester compute the
+count from our filter, so a modified requester learns which items match: it
+needs the reveal grant. A peer whose session here ended as a protocol
+violation (it sent what only modified software sends, e.g. a cardinality
+re-blinded set its announced key cannot have produced) is refused every
+session until the operator re-admits it by removing and adding it again.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from dataclasses import dataclass, field
 from ..errors import NotFound, Refused, VersionMismatch
 from ..identifiers import KINDS
 from ..store import Store
-from ..store.db import charge_usage
+from ..store.db import charge_usage, violations
 from .config import NodeConfig
 from .policy_config import PeerPolicy
 
@@ -50,6 +61,9 @@ class AccessRequest:
     kinds: Mapping[str, int] = field(default_factory=dict)  # kind -> canonicalization version
     set_size: int = 0  # items the peer will send
     reveal: bool = False  # whether the peer would learn which items match
+    # PSI in OpenMined's count mode: the requester computes the count from our
+    # filter, so a modified requester can learn the matches (needs reveal).
+    requester_counts: bool = False
     value_holder: str = ""  # intersection-sum: "requester" or "responder" (whose data carries values)
     metric: str = ""  # federation-total: the figure asked for
     participants: int = 0  # federation-total: labs whose figures the total will hold
@@ -112,20 +126,25 @@ class Policy:
         name = self.config.name
         eff = self.for_peer(peer)
         fix = f"ask {name}'s operator to change [policy.peers.{peer}]"
+        self._check_not_caught(peer)
         if request.protocol not in eff.protocols:
             raise Refused("PERMISSION_DENIED", f"{name} does not allow {peer} the protocol {request.protocol!r} "
                           f"(allowed: {', '.join(sorted(eff.protocols)) or 'none'}); {fix} protocols")
-        if request.dataset not in self.config.exposure.datasets:
-            raise Refused("NOT_FOUND", f"no dataset {request.dataset!r} is exposed to peers by {name}")
-        if request.dataset not in eff.datasets:
-            raise Refused("NOT_FOUND", f"no dataset {request.dataset!r} is exposed to {peer} by {name}")
+        # One text for a hidden, a missing and an empty dataset, which never
+        # repeats the name asked for (the peer's text): a peer cannot map
+        # what exists here beyond what NodeInfo shows it.
+        not_found = Refused("NOT_FOUND", f"{name} has no dataset of that name for {peer} (NodeInfo lists those "
+                            "it may match against)")
+        if request.dataset not in self.config.exposure.datasets or request.dataset not in eff.datasets:
+            raise not_found
         try:
             self._store.dataset(request.dataset)
         except NotFound:
-            raise Refused("NOT_FOUND", f"dataset {request.dataset!r} of {name} holds no data yet") from None
+            raise not_found from None
         for kind, version in sorted(request.kinds.items()):
             if kind not in KINDS:
-                raise VersionMismatch(f"identifier kind {kind!r} is unknown to {name}")
+                raise VersionMismatch(f"the request names an identifier kind unknown to {name} "
+                                      f"(known: {', '.join(sorted(KINDS))})")
             if version != KINDS[kind].version:
                 raise VersionMismatch(
                     f"kind {kind}: requester canonicalizes with version {version}, "
@@ -136,17 +155,22 @@ class Policy:
         if request.reveal and not eff.reveal:
             raise Refused("PERMISSION_DENIED", f"{name} answers {peer} with counts only; ask with --count "
                           f"(mode = \"count\"), or {fix} reveal")
+        if request.requester_counts and not eff.reveal:
+            raise Refused("PERMISSION_DENIED", f"{name} answers {peer} with counts only, and OpenMined's count mode "
+                          "lets the requester compute the count itself (a modified client learns which items "
+                          "match), so it needs the reveal grant; count with the cardinality protocol "
+                          f"('psi-share match --count', mode = \"count\"), or {fix} reveal")
+        # Sizes are the peer's numbers: described, never repeated back.
         if request.set_size > eff.max_set_size:
             raise Refused(
-                "INVALID_ARGUMENT",
-                f"set of {request.set_size} items exceeds {name}'s limit of {eff.max_set_size} for {peer}",
+                "INVALID_ARGUMENT", f"the announced set exceeds {name}'s limit of {eff.max_set_size} items for {peer}",
             )
-        # A session without a set (set_size 0, e.g. a federation total, or a
-        # PSI over no items) probes nothing; only real sets have a minimum.
-        if 0 < request.set_size < eff.min_set_size:
+        # Every session that matches a set is held to the minimum, an empty
+        # one (size 0) included: "no minimum for size 0" was a way around it.
+        if request.set_size < eff.min_set_size:
             raise Refused(
                 "INVALID_ARGUMENT",
-                f"set of {request.set_size} items is below {name}'s minimum of {eff.min_set_size} for {peer} "
+                f"the announced set is below {name}'s minimum of {eff.min_set_size} items for {peer} "
                 "(small sets are how identifiers get probed); send a larger set",
             )
         if request.protocol == "intersection-sum":
@@ -166,10 +190,26 @@ class Policy:
             if result.sessions_used + 1 > eff.sessions_per_day:
                 what = f"all {eff.sessions_per_day} sessions"
             else:
-                what = (f"{result.items_used} of its {eff.items_per_day} items (this session would add "
-                        f"{request.set_size})")
+                what = f"{result.items_used} of its {eff.items_per_day} items (this session's set would exceed them)"
             raise Refused("RESOURCE_EXHAUSTED", f"{peer} has used {what} of its daily budget at "
                           f"{self.config.name} for {day}; the budget resets at 00:00 UTC")
+
+    def _check_not_caught(self, peer: str) -> None:
+        """Refuse a peer caught sending forged protocol messages since it was (re-)added."""
+        try:
+            since = self._store.peer(peer).added_at
+        except NotFound:
+            since = 0.0
+        caught = violations(self._store, peer, since=since)
+        if caught:
+            first = caught[0]
+            when = dt.datetime.fromtimestamp(first.started_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+            raise Refused(
+                "PERMISSION_DENIED",
+                f"{self.config.name} refuses {peer}: in a {first.protocol} session ({when}) it sent a message "
+                "that the protocol's checks prove was not computed as specified; the operator of "
+                f"{self.config.name} re-admits a peer by removing and adding it ('psi-share peers remove {peer}')",
+            )
 
     # -- Paillier aggregates ----------------------------------------------
 
@@ -188,18 +228,19 @@ class Policy:
     def _check_federation(self, peer: str, request: AccessRequest, *, charge: bool) -> Grant:
         name = self.config.name
         eff = self.for_peer(peer)
+        self._check_not_caught(peer)
         if request.protocol not in eff.protocols:
             raise Refused("PERMISSION_DENIED", f"{name} does not allow {peer} the protocol {request.protocol!r}; "
                           f"ask {name}'s operator to change [policy.peers.{peer}] protocols")
         try:
             self._store.figure(request.metric)
         except NotFound:
-            raise Refused("NOT_FOUND", f"{name} holds no figure for metric {request.metric!r}") from None
+            raise Refused("NOT_FOUND", f"{name} holds no figure for the metric this run names") from None
         minimum = self.config.federation.min_contributors
         if request.participants < minimum:
             raise Refused(
                 "FAILED_PRECONDITION",
-                f"{name} contributes only to totals over at least {minimum} labs; this run has {request.participants}",
+                f"{name} contributes only to totals over at least {minimum} labs; this run announces fewer",
             )
         if charge:
             self.charge(peer, request)  # one session, no items

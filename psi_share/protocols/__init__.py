@@ -38,5 +38,6 @@ def register_protocol(spec: ProtocolSpec) -> ProtocolSpec:
 from . import psi  # noqa: E402,F401  (registers itself)
 from . import intersection_sum  # noqa: E402,F401  (registers itself)
 from . import federation_total  # noqa: E402,F401  (registers itself)
+from . import cardinality  # noqa: E402,F401  (registers itself)
 
 __all__ = ["PROTOCOLS", "PROTOCOL_VERSION", "ProtocolSpec", "register_protocol"]

@@ -14,15 +14,20 @@ The exchange (each arrow is one message of the wire contract)::
 
     requester                                  responder
       PsiOpen(dataset, kinds, n, mode)  ----->  checks policy, picks a prepared setup
-                                        <-----  PsiOpened(session, fpr, max n)
+                                        <-----  PsiOpened(session, fpr, max n, m)
       Request = [H(x)^a]                ----->
                                         <-----  Response = [H(x)^ab]  (sorted if count)
-                                        <-----  ServerSetup = GCS{H(y)^b}
+                                        <-----  ServerSetup = GCS/Bloom/raw{H(y)^b}
+      checks the filter against (fpr, max n, m), then
       matches: x with H(x)^b in the filter
 
 The responder's filter is sized so that the expected number of false matches
 over a whole requester set of up to ``max_set_size`` items is at most
-``false_positive_rate`` (default 1e-9). Both state machines move only along
+``false_positive_rate`` (default 1e-9). It is a GCS, a Bloom filter or the raw
+sorted points, whichever OpenMined 2.0.6's own arithmetic can build correctly
+for the sizes and is smallest (:mod:`psi_share.crypto.filters`); the
+requester checks it against the announced sizes before OpenMined reads it
+(:mod:`psi_share.crypto.filter_check`). Both state machines move only along
 the transitions in ``_REQUESTER_STEPS`` / ``_RESPONDER_STEPS``; anything else
 is a :class:`LocalProtocolError` (our bug) or :class:`RemoteProtocolError`
 (the peer's).
@@ -38,6 +43,8 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 from private_set_intersection.python import Request, Response, ServerSetup
 
+from ..crypto.filter_check import SetupTerms, check_server_setup
+from ..crypto.filters import build_setup
 from ..crypto.openmined import OPENMINED_PSI_VERSION, POINT_BYTES, OpenMinedEngine, check_key
 from ..errors import LocalProtocolError, OutOfOrder, RemoteProtocolError, VersionMismatch
 from . import PROTOCOL_VERSION, ProtocolSpec, register_protocol
@@ -105,6 +112,9 @@ class PsiOpened:
     # The responder's minimum result k: a requester following the protocol
     # releases a count below k only as "fewer than k" (see apply_minimum).
     min_result: int = 0
+    # The responder's set size m: its filter must hold exactly this many
+    # items (the requester learns m from any filter anyway).
+    responder_set_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,11 +132,29 @@ class PsiOutcome:
 
 
 @dataclass(frozen=True)
+class BlindedSet:
+    """A responder's items blinded under its key: the sorted points H(y)^k.
+
+    The slow step, shared by the filters of every size class. ``key`` is the
+    responder's OpenMined private key; neither it nor the points leave the
+    node (only a filter built from them does).
+    """
+
+    key: bytes = field(repr=False)
+    points: tuple[bytes, ...] = field(repr=False)
+
+    @property
+    def item_count(self) -> int:
+        return len(self.points)
+
+
+@dataclass(frozen=True)
 class PreparedSetup:
     """A responder's filter over one dataset's items, built before requests.
 
     ``key`` is the responder's OpenMined private key for this setup; it never
-    leaves the node. ``setup`` is the serialized psi_proto.ServerSetup.
+    leaves the node. ``setup`` is the serialized psi_proto.ServerSetup, of
+    ``kind`` "gcs", "bloom_filter" or "raw".
     """
 
     key: bytes = field(repr=False)
@@ -134,6 +162,57 @@ class PreparedSetup:
     item_count: int
     false_positive_rate: float
     max_set_size: int
+    kind: str = ""
+
+
+# Filters are built for a size class of requester sets, never for the exact
+# size a peer announced: see size_class.
+MIN_SIZE_CLASS = 1024
+
+
+def size_class(set_size: int, max_set_size: int) -> int:
+    """The number of queries a filter for a set of ``set_size`` items is built for.
+
+    The announced size rounded up to a power of two (at least
+    MIN_SIZE_CLASS), capped by our ``max_set_size``. A filter built for more
+    queries than a request has still meets the false-positive guarantee, and
+    sessions of one class share one filter: what a peer announces chooses
+    among a few fixed filters and never shapes one for others.
+    """
+    return min(max_set_size, max(MIN_SIZE_CLASS, 1 << max(0, set_size - 1).bit_length()))
+
+
+def _check_setup_terms(false_positive_rate: float, max_set_size: int) -> None:
+    if not 0 < false_positive_rate < 1:
+        raise LocalProtocolError("false_positive_rate must be in (0, 1)")
+    if max_set_size < 1:
+        raise LocalProtocolError("max_set_size must be at least 1")
+
+
+def blind_set(engine: OpenMinedEngine, key: bytes, items: Sequence[str]) -> BlindedSet:
+    """Blind the responder's items (the slow step, done once per dataset revision)."""
+    check_key(key)
+    return BlindedSet(key=key, points=tuple(engine.blinded_points(key, items)))
+
+
+def filter_for(
+    blinded: BlindedSet, *, false_positive_rate: float = DEFAULT_FALSE_POSITIVE_RATE, max_set_size: int
+) -> PreparedSetup:
+    """The filter over ``blinded`` for requester sets of up to ``max_set_size``.
+
+    Checked with the requester's own check before it is returned: a filter
+    that cannot be built correctly is never served (``build_setup``).
+    """
+    _check_setup_terms(false_positive_rate, max_set_size)
+    setup = build_setup(blinded.points, false_positive_rate, max_set_size)
+    return PreparedSetup(
+        key=blinded.key,
+        setup=setup.SerializeToString(),
+        item_count=blinded.item_count,
+        false_positive_rate=false_positive_rate,
+        max_set_size=max_set_size,
+        kind=setup.WhichOneof("data_structure") or "",
+    )
 
 
 def prepare_setup(
@@ -144,20 +223,11 @@ def prepare_setup(
     false_positive_rate: float = DEFAULT_FALSE_POSITIVE_RATE,
     max_set_size: int,
 ) -> PreparedSetup:
-    """Blind the responder's items and build the filter (the slow step)."""
+    """Blind the responder's items and build the filter (both steps at once)."""
     check_key(key)
-    if not 0 < false_positive_rate < 1:
-        raise LocalProtocolError("false_positive_rate must be in (0, 1)")
-    if max_set_size < 1:
-        raise LocalProtocolError("max_set_size must be at least 1")
-    setup = engine.setup(key, items, false_positive_rate, max_set_size)
-    return PreparedSetup(
-        key=key,
-        setup=setup.SerializeToString(),
-        item_count=len(items),
-        false_positive_rate=false_positive_rate,
-        max_set_size=max_set_size,
-    )
+    _check_setup_terms(false_positive_rate, max_set_size)
+    blinded = blind_set(engine, key, items)
+    return filter_for(blinded, false_positive_rate=false_positive_rate, max_set_size=max_set_size)
 
 
 class RequesterState(enum.Enum):
@@ -242,10 +312,12 @@ class PsiRequester:
             raise VersionMismatch(f"peer answered with protocol version {opened.protocol_version}")
         if not opened.session_id:
             raise RemoteProtocolError("peer opened a session without an id")
-        if opened.max_set_size < self.open.set_size:
+        if opened.max_set_size < max(1, self.open.set_size):
             raise RemoteProtocolError(
                 f"peer's filter covers {opened.max_set_size} items, we send {self.open.set_size}"
             )
+        if opened.responder_set_size < 0:
+            raise RemoteProtocolError(f"peer announced a set of {opened.responder_set_size} items")
         if not 0 < opened.false_positive_rate < 1 or math.isnan(opened.false_positive_rate):
             raise RemoteProtocolError(f"peer's false-positive rate {opened.false_positive_rate} is invalid")
         self.opened = opened
@@ -267,14 +339,24 @@ class PsiRequester:
         self._response = response
 
     def on_setup(self, data: bytes) -> PsiOutcome:
-        """Take the responder's filter and compute what we learn."""
+        """Take the responder's filter, check it, and compute what we learn.
+
+        The filter must be exactly what OpenMined builds for the announced
+        sizes (``check_server_setup``); anything else is refused with a
+        RemoteProtocolError before OpenMined reads it, and nothing is learned.
+        """
         self._step("setup")
         setup = _parse(ServerSetup, data, "ServerSetup")
-        check_server_setup(setup)
         assert self._response is not None and self.opened is not None
+        terms = SetupTerms(
+            false_positive_rate=self.opened.false_positive_rate,
+            queries=self.opened.max_set_size,
+            items=self.opened.responder_set_size,
+        )
+        checked = check_server_setup(setup, terms)
         reveal = self.open.mode.reveal
-        if self.open.set_size == 0:
-            found: list[int] | int = [] if reveal else 0
+        if self.open.set_size == 0 or checked.elements == 0:
+            found: list[int] | int = [] if reveal else 0  # nothing can match: no native call
         else:
             found = self._engine.intersect(self._key, setup, self._response, reveal)
         self._response = None
@@ -348,29 +430,6 @@ class PsiResponderSession:
     def close(self) -> None:
         if self.state is not ResponderState.CLOSED:
             self._step("close")
-
-
-# Bounds on a ServerSetup's parameters. OpenMined divides by the GCS hash
-# range and the Bloom filter's size without checking them: a zero there
-# aborts the whole process, so they are checked before OpenMined sees them.
-_MAX_GCS_DIV = 62
-_MAX_BLOOM_HASHES = 256
-
-
-def check_server_setup(setup: ServerSetup) -> None:
-    """Refuse a peer's ServerSetup that OpenMined could not safely process."""
-    kind = setup.WhichOneof("data_structure")
-    if kind is None:
-        raise RemoteProtocolError("peer's ServerSetup holds no filter")
-    if kind == "gcs":
-        if setup.gcs.hash_range < 1 or not 0 <= setup.gcs.div <= _MAX_GCS_DIV:
-            raise RemoteProtocolError("peer's GCS filter has an invalid hash range or divisor")
-    elif kind == "bloom_filter":
-        bloom = setup.bloom_filter
-        if not bloom.bits or not 1 <= bloom.num_hash_functions <= _MAX_BLOOM_HASHES:
-            raise RemoteProtocolError("peer's Bloom filter is empty or has an invalid number of hash functions")
-    elif any(len(e) != POINT_BYTES for e in setup.raw.encrypted_elements):
-        raise RemoteProtocolError("peer's raw setup holds an element that is not a compressed P-256 point")
 
 
 def _parse(cls: type, data: bytes, name: str):  # type: ignore[no-untyped-def]

@@ -11,13 +11,15 @@ import grpc
 from cryptography import x509
 
 from ..errors import ConfigError, PeerRefused, PeerUnavailable, RemoteProtocolError, UntrustedPeer
+from ..names import CANARY_DATASET_PATTERN
 from ..protocols import PROTOCOL_VERSION
+from ..protocols.cardinality import CardinalityOpen, CardinalityOpened
 from ..protocols.intersection_sum import SumOpen, SumOpened, ValueHolder
 from ..protocols.psi import PsiOpen, PsiOpened
 from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
-from .chunks import from_chunks, to_chunks
-from .egress import Egress
+from .chunks import MIN_CHUNK_BYTES, from_chunks, to_chunks
+from .egress import SESSION_ID, Egress
 from .liveness import Liveness
 from .server import MAX_MESSAGE_BYTES, NODE_HEADER
 
@@ -154,6 +156,12 @@ class PeerClient:
             raise UntrustedPeer(self.peer, f"the server at {self.address} presents no certificate")
         return x509.load_der_x509_certificate(der)
 
+    def _check_session_id(self, sid: str) -> None:
+        """A session id from the peer is echoed in every later message: it must be an id, nothing else."""
+        if not SESSION_ID.match(sid):
+            raise RemoteProtocolError(f"peer {self.peer} opened a session without a valid id "
+                                      "(letters, digits, '-' or '_', 1 to 64 characters)")
+
     def _send(self, message, step: str, session_id: str = "", **kw):  # type: ignore[no-untyped-def]
         self.check_server_certificate()
         return self._egress.send(message, peer=self.peer, protocol=kw.pop("protocol", "psi"), step=step, session_id=session_id, **kw)
@@ -174,6 +182,8 @@ class PeerClient:
         return reply
 
     def psi_open(self, open_: PsiOpen) -> PsiOpened:
+        # A canary (peers check) sends synthetic items only: its records say so.
+        canary = CANARY_DATASET_PATTERN.fullmatch(open_.dataset) is not None
         request = self._send(
             pb.PsiOpenRequest(
                 protocol_version=open_.protocol_version,
@@ -186,7 +196,8 @@ class PeerClient:
             "open",
             items=open_.set_size,
             job_id=open_.job_id,
-            parameters={"mode": open_.mode.value, "set_size": open_.set_size, "curve": "P-256"},
+            parameters={"mode": open_.mode.value, "set_size": open_.set_size, "curve": "P-256",
+                        **({"canary": True} if canary else {})},
         )
         try:
             reply = self._stub.PsiOpen(request, metadata=self._metadata, timeout=min(self._timeout, 60))
@@ -195,14 +206,18 @@ class PeerClient:
         self._egress.received(
             reply, peer=self.peer, protocol="psi", step="opened", session_id=reply.session_id, job_id=open_.job_id
         )
+        self._check_session_id(reply.session_id)
         self._session_parameters[reply.session_id] = {
             "mode": open_.mode.value, "set_size": open_.set_size, "curve": "P-256",
             "false_positive_rate": reply.false_positive_rate, "dataset": open_.dataset,
+            **({"canary": True} if canary else {}),
         }
         # The responder learns our set size (and which kinds we match on).
         self._egress.disclosed(
             peer=self.peer, protocol="psi", session_id=reply.session_id, job_id=open_.job_id,
-            result={"learns": "our set size", "requester_set_size": open_.set_size, "kinds": sorted(open_.kinds)},
+            result={"learns": "our canary set size (synthetic items)" if canary else "our set size",
+                    "requester_set_size": open_.set_size, "kinds": sorted(open_.kinds),
+                    **({"canary": True} if canary else {})},
         )
         return PsiOpened(
             session_id=reply.session_id,
@@ -212,6 +227,7 @@ class PeerClient:
             session_ttl_seconds=reply.session_ttl_seconds,
             protocol_version=reply.protocol_version,
             min_result=reply.min_result,
+            responder_set_size=reply.responder_set_size,
         )
 
     def psi_process(self, session_id: str, request: bytes, items: int) -> bytes:
@@ -256,7 +272,8 @@ class PeerClient:
                 self._egress.received(chunk, peer=self.peer, protocol=protocol, step=step, session_id=session_id)
                 yield chunk
 
-        sid, data = from_chunks(noted(), max_bytes=self._max_reply, session_id=session_id)
+        sid, data = from_chunks(noted(), max_bytes=self._max_reply, session_id=session_id,
+                                min_chunk_bytes=MIN_CHUNK_BYTES)
         if sid != session_id:
             raise RemoteProtocolError("peer answered for another session")
         return data
@@ -283,8 +300,9 @@ class PeerClient:
             reply, peer=self.peer, protocol="intersection-sum", step="opened", session_id=reply.session_id,
             job_id=open_.job_id,
         )
-        if reply.protocol_version != PROTOCOL_VERSION or not reply.session_id:
-            raise RemoteProtocolError("peer opened an intersection-sum session without an id or with another version")
+        self._check_session_id(reply.session_id)
+        if reply.protocol_version != PROTOCOL_VERSION:
+            raise RemoteProtocolError("peer opened an intersection-sum session with another protocol version")
         return SumOpened(session_id=reply.session_id, max_set_size=reply.max_set_size,
                          session_ttl_seconds=reply.session_ttl_seconds, protocol_version=reply.protocol_version)
 
@@ -292,29 +310,81 @@ class PeerClient:
         self, session_id: str, payload: bytes, step: str, *, items: int = 0, disclosed: dict | None = None
     ) -> bytes:
         """Send one protocol message (chunked); return the peer's next one."""
+        return self._exchange(self._stub.SumExchange, "intersection-sum", session_id, payload, step, items, disclosed)
+
+    def _exchange(
+        self, rpc, protocol: str, session_id: str, payload: bytes, step: str, items: int,  # type: ignore[no-untyped-def]
+        disclosed: dict | None,
+    ) -> bytes:
+        """One message each way over a chunk stream RPC (SumExchange, CardinalityExchange)."""
         if disclosed is not None:
-            self._egress.disclosed(peer=self.peer, protocol="intersection-sum", session_id=session_id, result=disclosed)
+            self._egress.disclosed(peer=self.peer, protocol=protocol, session_id=session_id, result=disclosed)
 
         def outgoing() -> Iterator[pb.Chunk]:
             for chunk in to_chunks(session_id, payload):
-                yield self._send(chunk, f"{step}-chunk", session_id, protocol="intersection-sum",
+                yield self._send(chunk, f"{step}-chunk", session_id, protocol=protocol,
                                  items=items if chunk.index == 0 else 0)
 
         try:
-            replies = self._stub.SumExchange(outgoing(), metadata=self._metadata, timeout=self._timeout)
-            return self._receive(replies, session_id, "reply-chunk", protocol="intersection-sum")
+            replies = rpc(outgoing(), metadata=self._metadata, timeout=self._timeout)
+            return self._receive(replies, session_id, "reply-chunk", protocol=protocol)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
 
     def sum_close(self, session_id: str, outcome: str) -> None:
+        self._close(self._stub.SumClose, "intersection-sum", session_id, outcome)
+
+    def _close(self, rpc, protocol: str, session_id: str, outcome: str) -> None:  # type: ignore[no-untyped-def]
         request = self._send(
             pb.PsiCloseRequest(protocol_version=PROTOCOL_VERSION, session_id=session_id, outcome=outcome),
-            "close", session_id, protocol="intersection-sum",
+            "close", session_id, protocol=protocol,
         )
         try:
-            self._stub.SumClose(request, metadata=self._metadata, timeout=30)
+            rpc(request, metadata=self._metadata, timeout=30)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+
+    # -- cardinality ---------------------------------------------------------------
+
+    def cardinality_open(self, open_: CardinalityOpen) -> CardinalityOpened:
+        request = self._send(
+            pb.CardinalityOpenRequest(
+                protocol_version=open_.protocol_version, dataset=open_.dataset,
+                kinds=[pb.KindVersion(kind=k, version=v) for k, v in sorted(open_.kinds.items())],
+                set_size=open_.set_size, job_id=open_.job_id,
+            ),
+            "open", protocol="cardinality", items=open_.set_size, job_id=open_.job_id,
+            parameters={"mode": "count", "set_size": open_.set_size, "curve": "P-256"},
+        )
+        try:
+            reply = self._stub.CardinalityOpen(request, metadata=self._metadata, timeout=min(self._timeout, 600))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        self._egress.received(
+            reply, peer=self.peer, protocol="cardinality", step="opened", session_id=reply.session_id,
+            job_id=open_.job_id,
+        )
+        if reply.protocol_version != PROTOCOL_VERSION or not reply.session_id:
+            raise RemoteProtocolError("peer opened a cardinality session without an id or with another version")
+        # The responder learns our set size and the exact count; one running
+        # modified software can also test items it guesses against our set.
+        self._egress.disclosed(
+            peer=self.peer, protocol="cardinality", session_id=reply.session_id, job_id=open_.job_id,
+            result={"learns": "our set size and the intersection size (modified software: also whether our set "
+                    "holds items it guesses)", "requester_set_size": open_.set_size, "kinds": sorted(open_.kinds)},
+        )
+        return CardinalityOpened(
+            session_id=reply.session_id, max_set_size=reply.max_set_size,
+            session_ttl_seconds=reply.session_ttl_seconds, min_result=reply.min_result,
+            protocol_version=reply.protocol_version,
+        )
+
+    def cardinality_exchange(self, session_id: str, payload: bytes, step: str, *, items: int = 0) -> bytes:
+        """Send one cardinality message (chunked); return the peer's next one."""
+        return self._exchange(self._stub.CardinalityExchange, "cardinality", session_id, payload, step, items, None)
+
+    def cardinality_close(self, session_id: str, outcome: str) -> None:
+        self._close(self._stub.CardinalityClose, "cardinality", session_id, outcome)
 
     # -- federation total ------------------------------------------------------
 

@@ -73,7 +73,7 @@ class PsiOpenRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., dataset: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., set_size: _Optional[int] = ..., reveal_intersection: bool = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class PsiOpenResponse(_message.Message):
-    __slots__ = ("protocol_version", "session_id", "false_positive_rate", "max_set_size", "openmined_psi_version", "session_ttl_seconds", "min_result")
+    __slots__ = ("protocol_version", "session_id", "false_positive_rate", "max_set_size", "openmined_psi_version", "session_ttl_seconds", "min_result", "responder_set_size")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FALSE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class PsiOpenResponse(_message.Message):
     OPENMINED_PSI_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MIN_RESULT_FIELD_NUMBER: _ClassVar[int]
+    RESPONDER_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     session_id: str
     false_positive_rate: float
@@ -88,7 +89,8 @@ class PsiOpenResponse(_message.Message):
     openmined_psi_version: str
     session_ttl_seconds: int
     min_result: int
-    def __init__(self, protocol_version: _Optional[int] = ..., session_id: _Optional[str] = ..., false_positive_rate: _Optional[float] = ..., max_set_size: _Optional[int] = ..., openmined_psi_version: _Optional[str] = ..., session_ttl_seconds: _Optional[int] = ..., min_result: _Optional[int] = ...) -> None: ...
+    responder_set_size: int
+    def __init__(self, protocol_version: _Optional[int] = ..., session_id: _Optional[str] = ..., false_positive_rate: _Optional[float] = ..., max_set_size: _Optional[int] = ..., openmined_psi_version: _Optional[str] = ..., session_ttl_seconds: _Optional[int] = ..., min_result: _Optional[int] = ..., responder_set_size: _Optional[int] = ...) -> None: ...
 
 class PsiSetupRequest(_message.Message):
     __slots__ = ("protocol_version", "session_id")
@@ -235,3 +237,51 @@ class FederationReleaseResponse(_message.Message):
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     def __init__(self, protocol_version: _Optional[int] = ...) -> None: ...
+
+class CardinalityOpenRequest(_message.Message):
+    __slots__ = ("protocol_version", "dataset", "kinds", "set_size", "job_id")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    dataset: str
+    kinds: _containers.RepeatedCompositeFieldContainer[KindVersion]
+    set_size: int
+    job_id: str
+    def __init__(self, protocol_version: _Optional[int] = ..., dataset: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., set_size: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class CardinalityOpenResponse(_message.Message):
+    __slots__ = ("protocol_version", "session_id", "max_set_size", "session_ttl_seconds", "min_result")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_RESULT_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    session_id: str
+    max_set_size: int
+    session_ttl_seconds: int
+    min_result: int
+    def __init__(self, protocol_version: _Optional[int] = ..., session_id: _Optional[str] = ..., max_set_size: _Optional[int] = ..., session_ttl_seconds: _Optional[int] = ..., min_result: _Optional[int] = ...) -> None: ...
+
+class CardinalityMessage(_message.Message):
+    __slots__ = ("protocol_version", "step", "points", "key_point", "decoys", "count", "withheld", "min_result")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    KEY_POINT_FIELD_NUMBER: _ClassVar[int]
+    DECOYS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    MIN_RESULT_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    step: str
+    points: bytes
+    key_point: bytes
+    decoys: int
+    count: int
+    withheld: bool
+    min_result: int
+    def __init__(self, protocol_version: _Optional[int] = ..., step: _Optional[str] = ..., points: _Optional[bytes] = ..., key_point: _Optional[bytes] = ..., decoys: _Optional[int] = ..., count: _Optional[int] = ..., withheld: bool = ..., min_result: _Optional[int] = ...) -> None: ...

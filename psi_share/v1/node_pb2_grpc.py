@@ -84,6 +84,21 @@ class PsiShareNodeStub(object):
                 request_serializer=psi__share_dot_v1_dot_node__pb2.FederationReleaseRequest.SerializeToString,
                 response_deserializer=psi__share_dot_v1_dot_node__pb2.FederationReleaseResponse.FromString,
                 _registered_method=True)
+        self.CardinalityOpen = channel.unary_unary(
+                '/psi_share.v1.PsiShareNode/CardinalityOpen',
+                request_serializer=psi__share_dot_v1_dot_node__pb2.CardinalityOpenRequest.SerializeToString,
+                response_deserializer=psi__share_dot_v1_dot_node__pb2.CardinalityOpenResponse.FromString,
+                _registered_method=True)
+        self.CardinalityExchange = channel.stream_stream(
+                '/psi_share.v1.PsiShareNode/CardinalityExchange',
+                request_serializer=psi__share_dot_v1_dot_node__pb2.Chunk.SerializeToString,
+                response_deserializer=psi__share_dot_v1_dot_node__pb2.Chunk.FromString,
+                _registered_method=True)
+        self.CardinalityClose = channel.unary_unary(
+                '/psi_share.v1.PsiShareNode/CardinalityClose',
+                request_serializer=psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.SerializeToString,
+                response_deserializer=psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.FromString,
+                _registered_method=True)
 
 
 class PsiShareNodeServicer(object):
@@ -155,6 +170,28 @@ class PsiShareNodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CardinalityOpen(self, request, context):
+        """Cardinality (count-only PSI the responder enforces): open, then one
+        CardinalityExchange per step (the requester streams its
+        CardinalityMessage, the responder streams back its next one). The
+        session ends with the "count" reply; close is for a requester that gives up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CardinalityExchange(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CardinalityClose(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PsiShareNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +244,21 @@ def add_PsiShareNodeServicer_to_server(servicer, server):
                     servicer.FederationRelease,
                     request_deserializer=psi__share_dot_v1_dot_node__pb2.FederationReleaseRequest.FromString,
                     response_serializer=psi__share_dot_v1_dot_node__pb2.FederationReleaseResponse.SerializeToString,
+            ),
+            'CardinalityOpen': grpc.unary_unary_rpc_method_handler(
+                    servicer.CardinalityOpen,
+                    request_deserializer=psi__share_dot_v1_dot_node__pb2.CardinalityOpenRequest.FromString,
+                    response_serializer=psi__share_dot_v1_dot_node__pb2.CardinalityOpenResponse.SerializeToString,
+            ),
+            'CardinalityExchange': grpc.stream_stream_rpc_method_handler(
+                    servicer.CardinalityExchange,
+                    request_deserializer=psi__share_dot_v1_dot_node__pb2.Chunk.FromString,
+                    response_serializer=psi__share_dot_v1_dot_node__pb2.Chunk.SerializeToString,
+            ),
+            'CardinalityClose': grpc.unary_unary_rpc_method_handler(
+                    servicer.CardinalityClose,
+                    request_deserializer=psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.FromString,
+                    response_serializer=psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -479,6 +531,87 @@ class PsiShareNode(object):
             '/psi_share.v1.PsiShareNode/FederationRelease',
             psi__share_dot_v1_dot_node__pb2.FederationReleaseRequest.SerializeToString,
             psi__share_dot_v1_dot_node__pb2.FederationReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CardinalityOpen(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psi_share.v1.PsiShareNode/CardinalityOpen',
+            psi__share_dot_v1_dot_node__pb2.CardinalityOpenRequest.SerializeToString,
+            psi__share_dot_v1_dot_node__pb2.CardinalityOpenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CardinalityExchange(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/psi_share.v1.PsiShareNode/CardinalityExchange',
+            psi__share_dot_v1_dot_node__pb2.Chunk.SerializeToString,
+            psi__share_dot_v1_dot_node__pb2.Chunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CardinalityClose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psi_share.v1.PsiShareNode/CardinalityClose',
+            psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.SerializeToString,
+            psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.FromString,
             options,
             channel_credentials,
             insecure,

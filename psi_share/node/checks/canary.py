@@ -34,7 +34,7 @@ from ...identifiers import canonical_versions
 from ...protocols.canary import CanaryAsk, check_outcome, filter_kind, requester_plan
 from ...protocols.psi import Mode, PsiRequester
 from ...transport.client import PeerClient
-from ..itemsets import build_item_set
+from ..psi.itemsets import build_item_set
 from .report import FAIL, OK, SKIPPED, PeerReport
 
 DEFAULT_SIZES = (16, 600, 2000, 4600, 10000)

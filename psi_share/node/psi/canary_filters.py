@@ -1,21 +1,25 @@
-"""The responder's side of canary sessions: synthetic filters shaped like the real ones.
+"""The responder's side of canary sessions: synthetic sets shaped like the real ones.
 
 A canary (:mod:`psi_share.protocols.canary`) must fail exactly when a real
-session would, so its filter is built by the same code over the synthetic
-set, for the same number of queries as the real filter that would answer a
-real session with the same dataset, kinds and set size, and (for
-``_canary.<dataset>``) over as many items as that real filter holds. Only
-that item count is taken from the real filter; no real item, point or key
-goes into a canary filter, and each canary filter has a fresh key of its
-own.
+session would, so it is answered by the same code as a real session: the
+synthetic set is blinded like a real one, and its filter is built by the
+responder's own ``_filter`` for the same size class as a real session with
+the same announced set size would get. For ``_canary.<dataset>`` the
+synthetic set is as large as the real set of that dataset and kinds; that
+item count is the only thing taken from real data (a real session's
+``PsiOpened.responder_set_size`` announces it too). No real item, point or
+key goes into a canary set, and each has a fresh key of its own.
 
-Abuse: a canary is opened through the same policy check as a real session
+Budgets and abuse: a canary passes the same policy check as a real session
 (the dataset must be granted to the peer, kinds and versions must agree,
-reveal needs its grant) and is charged to the same daily budget. On top of
-that a peer may open at most :data:`CANARY_SESSIONS_PER_HOUR` canaries per
-hour here (counted in memory), and canary filters are cached (at most
-:data:`CACHED_FILTERS`, each for the setup lifetime), so that repeating a
-check costs the responder little.
+reveal and OpenMined's count mode need their grant, set-size limits hold)
+and the same open-session quotas, but it is **not** charged to the peer's
+daily budget of sessions and items: a ``peers check`` must never use up
+what the peer's real jobs need. Instead a peer may open at most
+:data:`CANARY_SESSIONS_PER_HOUR` canaries per hour here (counted in
+memory), which also bounds how often it can read the real set's size this
+way. Canary sets are cached by size (at most :data:`CACHED_SETS`, each for
+the setup lifetime), so that repeating a check costs the responder little.
 """
 
 from __future__ import annotations
@@ -23,29 +27,21 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
-from typing import Protocol
+from concurrent.futures import Executor
 
 from ...crypto.openmined import OpenMinedEngine, new_private_key
 from ...errors import Refused
-from ...protocols.canary import CanaryAsk, held_items
-from ...protocols.psi import PreparedSetup, prepare_setup
+from ...protocols.canary import held_items
+from ...protocols.psi import BlindedSet, blind_set
+from .setups import SetupEntry
 
 CANARY_SESSIONS_PER_HOUR = 60
-CACHED_FILTERS = 16
+CACHED_SETS = 16
 _HOUR = 3600.0
 
 
-class RealFilter(Protocol):
-    """The real prepared filter a canary mirrors (the responder's setup entry)."""
-
-    key: bytes
-    future: Future[PreparedSetup]
-    queries: int
-
-
 class CanaryFilters:
-    """Canary filters and the per-peer canary rate, for one responder."""
+    """Canary sets (blinded, with their filters) and the per-peer canary rate, for one responder."""
 
     def __init__(
         self,
@@ -55,7 +51,6 @@ class CanaryFilters:
         executor: Executor,
         random_bytes: Callable[[int], bytes],
         clock: Callable[[], float],
-        false_positive_rate: float,
         lifetime: float,
         per_hour: int = CANARY_SESSIONS_PER_HOUR,
     ) -> None:
@@ -64,15 +59,11 @@ class CanaryFilters:
         self._executor = executor
         self._random_bytes = random_bytes
         self._clock = clock
-        self._fpr = false_positive_rate
         self._lifetime = lifetime
         self._per_hour = per_hour
         self._lock = threading.Lock()
         self._opened: dict[str, collections.deque[float]] = {}
-        # (real filter's key, items asked) -> (created, canary key, canary filter)
-        self._cache: collections.OrderedDict[tuple[bytes, int | None], tuple[float, bytes, Future[PreparedSetup]]] = (
-            collections.OrderedDict()
-        )
+        self._cache: collections.OrderedDict[int, SetupEntry] = collections.OrderedDict()  # items -> set
 
     def admit(self, peer: str) -> None:
         """Count one canary of ``peer``, or refuse it past the hourly limit
@@ -84,61 +75,27 @@ class CanaryFilters:
                 opened.popleft()
             if len(opened) >= self._per_hour:
                 raise Refused("RESOURCE_EXHAUSTED", f"{peer} has opened {len(opened)} canary sessions at "
-                              f"{self._node} in the last hour, the most it may; retry later")
+                              f"{self._node} in the last hour, the most it may (canaries are not charged to "
+                              "the daily budget; real sessions are unaffected); retry later")
             opened.append(now)
 
-    def setup(self, real: RealFilter, ask: CanaryAsk) -> tuple[bytes, Future[PreparedSetup]]:
-        """The key and (future) filter of a canary mirroring ``real``."""
+    def entry(self, count: int) -> SetupEntry:
+        """The synthetic set of ``count`` held items, blinded under a key of its own (cached)."""
         now = self._clock()
-        cache_key = (real.key, ask.items)
         with self._lock:
-            for k in [k for k, (created, _, _) in self._cache.items() if now - created >= self._lifetime]:
+            for k in [k for k, e in self._cache.items() if not e.usable(now, self._lifetime)]:
                 del self._cache[k]
-            cached = self._cache.get(cache_key)
+            cached = self._cache.get(count)
             if cached is not None:
-                self._cache.move_to_end(cache_key)
-                return cached[1], cached[2]
+                self._cache.move_to_end(count)
+                return cached
             key = new_private_key(self._random_bytes)
-            if ask.items is not None:
-                future = self._executor.submit(self._build, key, ask.items, real.queries)
-            else:
-                # The real filter's size is known once it is built; never wait
-                # for it on an executor thread (it may be queued behind us).
-                future = _then(real.future, lambda prepared: self._executor.submit(
-                    self._build, key, ask.responder_count(prepared.item_count), real.queries))
-            self._cache[cache_key] = (now, key, future)
-            while len(self._cache) > CACHED_FILTERS:
+            future = self._executor.submit(self._blind, key, count)
+            entry = SetupEntry(key=key, future=future, created=now, item_count=count)
+            self._cache[count] = entry
+            while len(self._cache) > CACHED_SETS:
                 self._cache.popitem(last=False)
-        future.add_done_callback(lambda done: self._forget_failed(cache_key, done))
-        return key, future
+            return entry
 
-    def _forget_failed(self, cache_key: tuple[bytes, int | None], done: Future[PreparedSetup]) -> None:
-        """A filter that could not be built is not kept: the next canary tries again."""
-        if done.cancelled() or done.exception() is not None:
-            with self._lock:
-                cached = self._cache.get(cache_key)
-                if cached is not None and cached[2] is done:
-                    del self._cache[cache_key]
-
-    def _build(self, key: bytes, count: int, queries: int) -> PreparedSetup:
-        return prepare_setup(self._engine, key, held_items(count), false_positive_rate=self._fpr, max_set_size=queries)
-
-
-def _then(first: Future[PreparedSetup], start: Callable[[PreparedSetup], Future[PreparedSetup]]) -> Future[PreparedSetup]:
-    """A future for ``start(first's result)``, chained without blocking a thread."""
-    out: Future[PreparedSetup] = Future()
-
-    def relay(done: Future[PreparedSetup]) -> None:
-        try:
-            out.set_result(done.result())
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on ``out``
-            out.set_exception(exc)
-
-    def started(done: Future[PreparedSetup]) -> None:
-        try:
-            start(done.result()).add_done_callback(relay)
-        except BaseException as exc:  # noqa: BLE001 - the real filter failed, or the executor is shut down
-            out.set_exception(exc)
-
-    first.add_done_callback(started)
-    return out
+    def _blind(self, key: bytes, count: int) -> BlindedSet:
+        return blind_set(self._engine, key, held_items(count))

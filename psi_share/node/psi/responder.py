@@ -7,25 +7,34 @@ every protocol's responder consults when a peer opens a session.
 
 Prepared filters
 ----------------
-Building the filter over our items (one EC exponentiation per item) is the
-slowest step, and it does not depend on the requester's items. The node
-builds it before requests arrive (``prepare`` at serve start, or as soon as a
-session is opened for a new kinds-set) with a fresh OpenMined key per filter,
-and reuses it for every session against the same dataset revision and kinds
-until ``setup_lifetime_seconds`` pass. A peer that matches twice against one
-filter can tell whether our set changed between its sessions; rotating the
-key on every revision and after the lifetime bounds that.
+Blinding our items (one EC exponentiation per item) is the slowest step, and
+it does not depend on the requester's items. The node blinds them before
+requests arrive (``prepare`` at serve start, or as soon as a session is
+opened for a new kinds-set) with a fresh OpenMined key, and reuses them for
+every session against the same dataset revision and kinds until
+``setup_lifetime_seconds`` pass. Filters are built from the blinded items,
+one per size class of requester sets (``size_class``): a peer's announced
+size picks a class, never shapes a filter another peer gets, and a filter
+that fails its own check is never built, cached or served. A peer that
+matches twice against one filter can tell whether our set changed between
+its sessions; rotating the key on every revision and after the lifetime
+bounds that.
 
 Canary sessions
 ---------------
 A PsiOpen naming a canary dataset (``_canary.<dataset>[.<items>]``, see
 :mod:`psi_share.protocols.canary`) is checked by policy exactly as a session
-on ``<dataset>`` would be, and is answered from a synthetic filter built like
-that dataset's real one (:mod:`.canary_filters`): no real item is used.
+on ``<dataset>`` would be and held to the same session quotas, but is not
+charged to the daily budget (it has an hourly limit of its own). It is
+answered from a synthetic set blinded under a key of its own, through the
+same filter code and size class as a real session (:mod:`.canary_filters`):
+no real item is used, and the session is recorded under the canary's name
+with ``canary`` in its audit parameters.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -39,24 +48,27 @@ from ...identifiers import canonical_versions
 from ...protocols import PROTOCOL_VERSION, PROTOCOLS
 from ...protocols.canary import CanaryAsk, parse_canary_dataset
 from ...protocols.psi import (
+    BlindedSet,
     PreparedSetup,
     PsiOpen,
     PsiOpened,
     PsiResponderSession,
     ResponderState,
-    prepare_setup,
+    blind_set,
+    filter_for,
+    size_class,
 )
 from ...store import SessionRecord, Store
 from ..config import NodeConfig
-from ..itemsets import build_item_set
+from .itemsets import build_item_set
 from ..policy import AccessRequest, Policy
 from ..sessions import SessionTable
 from .canary_filters import CanaryFilters
+from .setups import SetupEntry
 
 log = logging.getLogger("psi_share.responder")
 
 SOFTWARE_VERSION = "0.1.0"
-_MIN_QUERIES = 1024
 
 
 @dataclass(frozen=True)
@@ -71,22 +83,15 @@ class NodeInfo:
 
 
 @dataclass
-class _SetupEntry:
-    key: bytes
-    future: Future[PreparedSetup]
-    created: float
-    queries: int  # the largest requester set the filter is sized for
-
-
-@dataclass
 class _Session:
     id: str
     peer: str
     core: PsiResponderSession
-    entry: _SetupEntry
+    entry: SetupEntry
     expires: float
     lock: threading.Lock = field(default_factory=threading.Lock)
-    canary: bool = False  # answered from a synthetic filter (peers check)
+    queries: int = 0  # the size class of the filter this session gets
+    canary: bool = False  # answered from a synthetic set (peers check)
 
 
 class Responder:
@@ -107,16 +112,16 @@ class Responder:
         self._clock = clock
         self._random_bytes = random_bytes
         self._lock = threading.Lock()
-        self._setups: dict[tuple[str, int, tuple[str, ...]], list[_SetupEntry]] = {}
+        self._setups: dict[tuple[str, int, tuple[str, ...]], SetupEntry] = {}
         # The clock is read through this responder, so that winding its clock winds the table's.
         self._sessions: SessionTable[_Session] = SessionTable(
-            name="PSI", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open, log=log,
+            name="PSI", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open,
+            max_open_per_peer=config.sessions.max_open_per_peer, log=log,
         )
         self.policy = Policy(config, store, clock)
         self.canaries = CanaryFilters(
             node_name=config.name, engine=engine, executor=setup_executor, random_bytes=random_bytes,
-            clock=lambda: self._clock(), false_positive_rate=config.matching.false_positive_rate,
-            lifetime=config.sessions.setup_lifetime_seconds,
+            clock=lambda: self._clock(), lifetime=config.sessions.setup_lifetime_seconds,
         )
 
     # -- read-only information --------------------------------------------
@@ -146,14 +151,25 @@ class Responder:
 
     def prepare(
         self, dataset: str, kinds: tuple[str, ...] | None = None, queries: int | None = None
-    ) -> Future[PreparedSetup]:
-        """Start (or reuse) building the filter over ``dataset`` for ``kinds``,
-        valid for requester sets of up to ``queries`` items (default: the
-        node's max_set_size, which covers every request)."""
+    ) -> Future[BlindedSet]:
+        """Start (or reuse) blinding ``dataset`` for ``kinds``, then build the
+        filter for requester sets of up to ``queries`` items (default: the
+        node's max_set_size, whose class covers every request)."""
         kinds = tuple(sorted(kinds if kinds is not None else self.config.exposed_kinds()))
-        return self._setup_entry(dataset, kinds, queries or self.config.matching.max_set_size).future
+        entry = self._setup_entry(dataset, kinds)
+        queries = size_class(queries or self.config.matching.max_set_size, self.config.matching.max_set_size)
 
-    def prepare_exposed(self) -> list[Future[PreparedSetup]]:
+        def build_filter(blinding: Future[BlindedSet]) -> None:
+            try:
+                if blinding.exception() is None:
+                    self._filter(entry, dataset, queries)
+            except Exception:  # noqa: BLE001  (a session asking for it will fail with the reason)
+                log.exception("could not prepare a PSI filter over dataset %s", dataset)
+
+        entry.future.add_done_callback(build_filter)
+        return entry.future
+
+    def prepare_exposed(self) -> list[Future[BlindedSet]]:
         """Build filters for every exposed dataset that exists (serve start)."""
         futures = []
         for name in self.config.exposure.datasets:
@@ -165,47 +181,72 @@ class Responder:
             futures.append(self.prepare(name))
         return futures
 
-    def _setup_entry(self, dataset: str, kinds: tuple[str, ...], set_size: int) -> _SetupEntry:
+    def _cache_key(self, dataset: str, kinds: tuple[str, ...]) -> tuple[str, int, tuple[str, ...]]:
         info = self._store.dataset(dataset)
         # Kinds the dataset does not hold add nothing to the filter: normalize
         # them away so that equivalent requests share one prepared filter.
-        kinds = tuple(k for k in kinds if k in info.kinds)
-        # Filters are sized for a power-of-two number of queries: one sized
-        # for more queries than a request has still meets the guarantee.
-        limit = self.config.matching.max_set_size
-        queries = min(limit, max(_MIN_QUERIES, 1 << max(0, set_size - 1).bit_length()))
-        now = self._clock()
-        lifetime = self.config.sessions.setup_lifetime_seconds
-        cache_key = (dataset, info.revision, kinds)
+        return dataset, info.revision, tuple(k for k in kinds if k in info.kinds)
+
+    def _cached_entry(self, cache_key: tuple[str, int, tuple[str, ...]]) -> SetupEntry | None:
         with self._lock:
-            # Drop filters of older revisions or past their lifetime.
-            for k in list(self._setups):
-                if k[0] == dataset and k != cache_key:
-                    del self._setups[k]
-            fresh = [e for e in self._setups.get(cache_key, []) if now - e.created < lifetime]
-            usable = [e for e in fresh if e.queries >= queries]
-            if usable:
-                return min(usable, key=lambda e: e.queries)
-            key = new_private_key(self._random_bytes)
-            future = self._setup_executor.submit(self._build_setup, dataset, kinds, key, queries)
-            entry = _SetupEntry(key=key, future=future, created=now, queries=queries)
-            self._setups[cache_key] = fresh + [entry]
+            entry = self._setups.get(cache_key)
+            if entry is not None and entry.usable(self._clock(), self.config.sessions.setup_lifetime_seconds):
+                return entry
+        return None
+
+    def _item_count(self, dataset: str, kinds: tuple[str, ...]) -> int:
+        """How many items a session on ``dataset`` and ``kinds`` would be
+        answered from, without blinding them (a canary's size)."""
+        cache_key = self._cache_key(dataset, kinds)
+        entry = self._cached_entry(cache_key)
+        if entry is not None:
+            return entry.item_count
+        return len(build_item_set(self._store.identifiers(dataset, cache_key[2])).items)
+
+    def _setup_entry(self, dataset: str, kinds: tuple[str, ...]) -> SetupEntry:
+        cache_key = self._cache_key(dataset, kinds)
+        kinds = cache_key[2]
+        lifetime = self.config.sessions.setup_lifetime_seconds
+        entry = self._cached_entry(cache_key)
+        if entry is not None:
+            return entry
+        # Read outside the lock (the set size is announced when a session opens).
+        items = build_item_set(self._store.identifiers(dataset, kinds)).items
+        now = self._clock()
+        with self._lock:
+            # Drop filters of older revisions, past their lifetime or failed.
+            stale = [k for k, e in self._setups.items() if k[0] == dataset and (k != cache_key or not e.usable(now, lifetime))]
+            for k in stale:
+                del self._setups[k]
+            entry = self._setups.get(cache_key)  # another thread may have won the race
+            if entry is None:
+                key = new_private_key(self._random_bytes)
+                future = self._setup_executor.submit(self._blind, dataset, kinds, key, items)
+                entry = SetupEntry(key=key, future=future, created=now, item_count=len(items))
+                self._setups[cache_key] = entry
             return entry
 
-    def _build_setup(self, dataset: str, kinds: tuple[str, ...], key: bytes, queries: int) -> PreparedSetup:
+    def _blind(self, dataset: str, kinds: tuple[str, ...], key: bytes, items: tuple[str, ...]) -> BlindedSet:
         started = self._clock()
-        items = build_item_set(self._store.identifiers(dataset, kinds))
-        prepared = prepare_setup(
-            self._engine,
-            key,
-            items.items,
-            false_positive_rate=self.config.matching.false_positive_rate,
-            max_set_size=queries,
-        )
-        log.info(
-            "prepared PSI filter over dataset %s (%d items, %d kinds, up to %d queries) in %.2fs: %d bytes",
-            dataset, prepared.item_count, len(kinds), queries, self._clock() - started, len(prepared.setup),
-        )
+        blinded = blind_set(self._engine, key, items)
+        log.info("blinded %d items of dataset %s (%d kinds) in %.2fs", len(items), dataset, len(kinds), self._clock() - started)
+        return blinded
+
+    def _filter(self, entry: SetupEntry, dataset: str, queries: int) -> PreparedSetup:
+        """The filter of size class ``queries`` over ``entry`` (built once, checked)."""
+        blinded = entry.future.result()
+        with entry.lock:
+            prepared = entry.filters.get(queries)
+            if prepared is None:
+                started = self._clock()
+                prepared = filter_for(
+                    blinded, false_positive_rate=self.config.matching.false_positive_rate, max_set_size=queries
+                )
+                entry.filters[queries] = prepared
+                log.info(
+                    "prepared PSI filter over dataset %s (%d items, up to %d queries): %s, %d bytes, in %.2fs",
+                    dataset, prepared.item_count, queries, prepared.kind, len(prepared.setup), self._clock() - started,
+                )
         return prepared
 
     # -- sessions ---------------------------------------------------------
@@ -215,22 +256,27 @@ class Responder:
         dataset = canary.dataset if canary is not None else open_.dataset
         access = AccessRequest(
             protocol="psi", dataset=dataset, kinds=dict(open_.kinds),
-            set_size=open_.set_size, reveal=open_.mode.reveal,
+            set_size=open_.set_size, reveal=open_.mode.reveal, requester_counts=not open_.mode.reveal,
         )
         # Charged only once the session is sure to open (below, under the lock).
         grant = self.policy.check(peer, access, charge=False)
         kinds = tuple(sorted(open_.kinds))
-        entry = self._setup_entry(dataset, kinds, open_.set_size)
-        if canary is not None:
-            entry = self._canary_entry(peer, canary, entry)
+        admit: Callable[[], None] | None = None  # a canary: its hourly limit, never the daily budget
+        if canary is None:
+            entry = self._setup_entry(dataset, kinds)
+            admit = functools.partial(self.policy.charge, peer, access)
+        else:
+            entry = self._canary_entry(peer, canary, kinds)
+        queries = size_class(open_.set_size, self.config.matching.max_set_size)
         core = PsiResponderSession(
             open_, key=entry.key, max_set_size=self.config.matching.max_set_size, engine=self._engine
         )
         now = self._clock()
         sid = uuid.UUID(bytes=self._random_bytes(16), version=4).hex
         self._sessions.add(
-            _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds, canary=canary is not None), now,
-            admit=lambda: self.policy.charge(peer, access),
+            _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds, queries=queries,
+                     canary=canary is not None),
+            now, admit=admit,
         )
         self._store.start_session(
             SessionRecord(
@@ -247,16 +293,18 @@ class Responder:
         return PsiOpened(
             session_id=sid,
             false_positive_rate=self.config.matching.false_positive_rate,
-            max_set_size=entry.queries,
+            max_set_size=queries,
             session_ttl_seconds=self.config.sessions.ttl_seconds,
             min_result=grant.min_result,
+            responder_set_size=entry.item_count,
         )
 
-    def _canary_entry(self, peer: str, canary: CanaryAsk, real: _SetupEntry) -> _SetupEntry:
-        """A synthetic filter sized like ``real`` (the filter a real session would get)."""
+    def _canary_entry(self, peer: str, canary: CanaryAsk, kinds: tuple[str, ...]) -> SetupEntry:
+        """The synthetic set a canary is answered from, as large as it asks
+        or (``_canary.<dataset>``) as the real set of ``kinds`` is."""
         self.canaries.admit(peer)
-        key, future = self.canaries.setup(real, canary)
-        return _SetupEntry(key=key, future=future, created=self._clock(), queries=real.queries)
+        real = 0 if canary.items is not None else self._item_count(canary.dataset, kinds)
+        return self.canaries.entry(canary.responder_count(real))
 
     def _session(self, peer: str, sid: str) -> _Session:
         return self._sessions.get(peer, sid)
@@ -267,6 +315,9 @@ class Responder:
 
     def open_sessions(self) -> int:
         return self._sessions.count()
+
+    def open_by_peer(self) -> dict[str, int]:
+        return self._sessions.count_by_peer()
 
     def abort(self, peer: str, sid: str, exc: Exception) -> None:
         """End ``sid`` as failed after a broken or hostile stream (if it is ``peer``'s)."""
@@ -287,7 +338,11 @@ class Responder:
 
     def psi_setup(self, peer: str, sid: str) -> bytes:
         session = self._session(peer, sid)
-        prepared = session.entry.future.result()
+        try:
+            prepared = self._filter(session.entry, session.core.open.dataset, session.queries)
+        except Exception as exc:  # no filter to serve: the session failed here
+            self._sessions.fail(session, exc)
+            raise
         with session.lock:
             return session.core.setup(prepared)
 
@@ -297,8 +352,13 @@ class Responder:
         with session.lock:
             done = session.core.state is ResponderState.PROCESSED
             session.core.close()
-        status = "done" if done else "closed"
-        self._store.finish_session(sid, status, now=self._clock(), error="" if done else (outcome or "closed early"))
+        # The requester computes the result; when it says the session failed
+        # (it refused our filter, say), it failed on both sides.
+        if outcome == "failed":
+            status, error = "failed", "the requester closed the session as failed"
+        else:
+            status, error = ("done", "") if done else ("closed", outcome or "closed early")
+        self._store.finish_session(sid, status, now=self._clock(), error=error)
         log.info("PSI session %s with %s closed (%s)", sid, peer, status)
 
     # -- what a peer can learn (for the audit log) -------------------------
@@ -315,36 +375,42 @@ class Responder:
             "curve": "P-256",
             "requester_items": session.core.open.set_size,
             "response_items": session.core.open.set_size,
-            "filter_max_queries": session.entry.queries,
+            "filter_max_queries": session.queries,
             "false_positive_rate": self.config.matching.false_positive_rate,
+            "setup_items": session.entry.item_count,
+            "canary_items" if session.canary else "our_items": session.entry.item_count,
         }
-        if session.entry.future.done() and session.entry.future.exception() is None:
-            prepared = session.entry.future.result()
-            out["setup_items"] = prepared.item_count
-            out["canary_items" if session.canary else "our_items"] = prepared.item_count
+        if session.canary:
+            out["canary"] = True
         return out
 
     def setup_disclosure(self, peer: str, sid: str) -> dict[str, object]:
         """What the requester of ``sid`` can learn once it has our filter."""
         session = self._session(peer, sid)
-        prepared = session.entry.future.result()
+        prepared = self._filter(session.entry, session.core.open.dataset, session.queries)
         reveal = session.core.open.mode.reveal
         if session.canary:
             return {
                 "learns": "which of its canary items our synthetic canary set holds (no data of ours), and its size",
+                "canary": True,
                 "mode": session.core.open.mode.value,
                 "dataset": session.core.open.dataset,
-                "canary_items": prepared.item_count,
+                "kinds": sorted(session.core.open.kinds),
                 "queries": session.core.open.set_size,
+                "canary_items": prepared.item_count,
+                "false_positive_rate": prepared.false_positive_rate,
+                "filter": prepared.kind,
             }
         return {
-            "learns": "which of its items we hold" if reveal else "how many of its items we hold",
+            # OpenMined's count mode: an honest client learns the count, a modified one which items.
+            "learns": "which of its items we hold" if reveal else "how many of its items we hold (modified software: which)",
             "mode": session.core.open.mode.value,
             "dataset": session.core.open.dataset,
             "kinds": sorted(session.core.open.kinds),
             "queries": session.core.open.set_size,
             "our_items": prepared.item_count,
             "false_positive_rate": prepared.false_positive_rate,
+            "filter": prepared.kind,
         }
 
     def close(self) -> None:

@@ -15,14 +15,17 @@ Prepared blinded sets
 ---------------------
 Hashing a dataset's items to the curve and blinding them with our scalar is
 half of the elliptic-curve work and does not depend on the peer, so it is
-done once per (dataset, revision, kind) and reused, under one scalar, for
+done once per (dataset, revision, kinds) and reused, under one scalar, for
 every session (as matcher or value holder, as requester or responder) until
 ``[sessions] setup_lifetime_seconds`` pass; every import changes the
 revision and so draws a new scalar. A peer that runs two sessions against
 the same prepared set sees the same blinded points both times: it can tell
 whether our set changed between them (and, as a matcher against our values,
 which of our points carried over), but not what the items are. Ciphertexts
-are never reused: every session encrypts the values afresh.
+are never reused: every session encrypts the values afresh. Cardinality
+uses them too: a requester its own kinds together under one scalar, a
+responder its sets per kind, re-blinded under a fresh key for every session
+before they leave the node.
 """
 
 from __future__ import annotations
@@ -250,7 +253,7 @@ class PreparedItems:
 
 
 class PreparedSums:
-    """Blinded sets per (dataset, revision, kind), built once and reused."""
+    """Blinded sets per (dataset, revision, kinds), built once and reused."""
 
     def __init__(
         self, *, store: Store, engine: ec.EcEngine, executor: Executor, clock: Callable[[], float],
@@ -280,9 +283,12 @@ class PreparedSums:
             futures.extend(self.get(dataset, kind) for kind in kinds)
         return futures
 
-    def get(self, dataset: str, kind: str) -> Future[PreparedItems]:
+    def get(self, dataset: str, kind: str | tuple[str, ...]) -> Future[PreparedItems]:
+        """The prepared set of one kind (intersection-sum) or of several
+        together under one scalar (cardinality: ``kind`` a tuple)."""
+        kinds = (kind,) if isinstance(kind, str) else tuple(sorted(set(kind)))
         revision = self._store.dataset(dataset).revision
-        key = (dataset, revision, kind)
+        key = (dataset, revision, kinds)
         now = self._clock()
         with self._lock:
             for k in [k for k in self._entries if k[0] == dataset and k[1] != revision]:
@@ -291,23 +297,24 @@ class PreparedSums:
             if found and now - found[0] < self._lifetime:
                 return found[1]
             scalar = ec.new_scalar(self._random)
-            future = self._executor.submit(self._build, dataset, kind, scalar)
+            future = self._executor.submit(self._build, dataset, kinds, scalar)
             self._entries[key] = (now, future)
             return future
 
-    def _build(self, dataset: str, kind: str, scalar: int) -> PreparedItems:
-        items, values = item_values(self._store, dataset, kind)
+    def _build(self, dataset: str, kinds: tuple[str, ...], scalar: int) -> PreparedItems:
+        items, values = item_values(self._store, dataset, kinds)
         started = self._clock()
         blinded = blind_own_items(self._engine, scalar, items)
-        log.info("prepared %d blinded %s items of dataset %s in %.2fs", len(items), kind, dataset, self._clock() - started)
+        log.info("prepared %d blinded %s items of dataset %s in %.2fs", len(items), ",".join(kinds), dataset,
+                 self._clock() - started)
         return PreparedItems(blinded, values)
 
 
-def item_values(store: Store, dataset: str, kind: str) -> tuple[list[str], tuple[int | None, ...]]:
-    """Distinct items of one kind, and each item's value: the total of the
+def item_values(store: Store, dataset: str, kinds: tuple[str, ...]) -> tuple[list[str], tuple[int | None, ...]]:
+    """Distinct items of ``kinds``, and each item's value: the total of the
     amounts of the rows that share it (None if any of them has none)."""
     totals: dict[str, int | None] = {}
-    for row in store.identifiers(dataset, [kind]):
+    for row in store.identifiers(dataset, list(kinds)):
         item = domain_separated_item(row.kind, row.canonical, row.version)
         if item in totals:
             prev = totals[item]
