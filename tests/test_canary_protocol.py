@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import run_psi_pair
 
-from psi_share.errors import RemoteProtocolError
+from psi_share.errors import LocalProtocolError, RemoteProtocolError
 from psi_share.identifiers import KINDS, canonicalize, domain_separated_item, parse_item
 from psi_share.protocols.canary import (
     ANCHORS,
@@ -25,6 +25,8 @@ from psi_share.protocols.canary import (
     requester_plan,
 )
 from psi_share.protocols.psi import Mode, PsiOutcome
+from psi_share.transport.egress import text_fields
+from psi_share.v1 import node_pb2 as pb
 
 VECTORS = Path(__file__).resolve().parents[1] / "protos" / "vectors" / "canonicalization.json"
 
@@ -94,3 +96,23 @@ def test_filter_kind_reads_the_setup() -> None:
     assert filter_kind(raw.SerializeToString()) == "raw"
     assert filter_kind(b"\xff\xff") == "unreadable"
     assert filter_kind(b"") == "empty"
+
+
+@pytest.mark.parametrize("dataset", ["flagged", "_canary.flagged", "_canary.flagged.16", "_canary.a.65536"])
+def test_the_egress_sends_a_dataset_field_holding_a_name_or_a_canary_name(dataset: str) -> None:
+    message = pb.PsiOpenRequest(protocol_version=1, dataset=dataset, set_size=1)
+    assert text_fields(message)["dataset"] == dataset
+
+
+@pytest.mark.parametrize("dataset", ["_canary.flagged\n", "flagged\n", "_canary.jsmith@gmail.com", "_canary.flagged.0",
+                                     "_canary.flagged.016", "_canary.Flagged", "_canary", "x_canary.flagged"])
+def test_the_egress_refuses_anything_else_in_a_dataset_field_without_repeating_it(dataset: str) -> None:
+    with pytest.raises(LocalProtocolError) as refused:
+        text_fields(pb.PsiOpenRequest(protocol_version=1, dataset=dataset, set_size=1))
+    assert "field dataset" in str(refused.value) and "gmail" not in str(refused.value)
+
+
+def test_a_canary_name_is_a_dataset_field_only() -> None:
+    # Other name fields keep the plain name rule: a canary's name means nothing there.
+    with pytest.raises(LocalProtocolError, match="field metric"):
+        text_fields(pb.FederationReleaseRequest(metric="_canary.flagged"))

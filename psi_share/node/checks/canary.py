@@ -11,15 +11,18 @@ as a real match (:mod:`psi_share.protocols.canary` has the rules):
    :data:`DEFAULT_SIZES`, across OpenMined's filter kinds and the sizes
    where its GCS hash range used to overflow, 520 to 4,600 items against a
    filter sized for a million queries), in reveal mode when the peer grants
-   it, otherwise in count mode. Datasets whose filters are sized for the same
-   number of queries as one already swept are not swept again.
+   it, otherwise in count mode (a peer running psi-share grants OpenMined's
+   count mode only with reveal, so then both are skipped). Datasets whose
+   filters are sized for the same number of queries as one already swept
+   are not swept again.
 
 Our side sends as many synthetic items as a real session would: our dataset
 of the same name, on those kinds (else :data:`DEFAULT_ITEMS`). Each session
 must return exactly the answer both sides know in advance. Nothing is stored
-on our side (the audit log records every message, as for any session); the
-peer records each canary as a session of its own and charges it to our
-daily budget there.
+on our side (the audit log records every message, as for any session, marked
+``canary``); the peer records each canary as a session of its own, marked
+as a canary, and holds it to its own hourly canary limit rather than our
+daily budget there (a check never uses up what real jobs need).
 """
 
 from __future__ import annotations
