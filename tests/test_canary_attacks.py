@@ -147,3 +147,13 @@ def test_a_peer_gets_at_most_so_many_canaries_an_hour(federation, csv_file, monk
     monkeypatch.setattr(b.responder, "_clock", lambda: clock() + 3601)
     items = [f"{CANARY_ITEM_PREFIX}held/{i}" for i in range(ANCHORS)]
     assert run_session(client, "_canary.flagged", KINDS, sorted(items), reveal=False)[0] == ANCHORS
+
+
+def test_canaries_held_open_count_against_the_peers_open_session_quota(federation, csv_file) -> None:  # type: ignore[no-untyped-def]
+    _, client = _node(federation, csv_file, sessions__max_open_per_peer=2)
+    held = [client.open("_canary.flagged.16", KINDS, 1, True).session_id for _ in range(2)]
+    refused = _refused(lambda: client.open("_canary.flagged.16", KINDS, 1, True))
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_open_per_peer" in refused.details()
+    for sid in held:
+        client.close(sid, "done")
+    assert run_session(client, "_canary.flagged", KINDS, [f"{CANARY_ITEM_PREFIX}held/0"], reveal=True)[0] == [0]
