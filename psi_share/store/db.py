@@ -26,6 +26,7 @@ from .aggregates import AggregateRecords, FederationRunRecord, SumResultRecord  
 from .datasets import DatasetWrite, device_ids_v2, write_rows
 from .job_runs import JobRunPeerRecord, JobRunRecord, JobRunRecords  # noqa: F401
 from .sources import PARQUET_SCHEMA, ParquetRecord, load_record, load_skips
+from .witnesses import SCHEMA as WITNESS_SCHEMA
 
 if TYPE_CHECKING:  # rows.py reads through this module's types
     from .rows import DatasetRows
@@ -186,9 +187,11 @@ CREATE TABLE dp_spent (
     PRIMARY KEY (peer, day, protocol)
 );
 """),
+    # Witnessing (issue 13): peers' signed audit heads and the audit keys their certificates bound.
+    (7, WITNESS_SCHEMA),
     # Datasets that stay in the warehouse (issue 15): a Parquet source's
     # metadata and the rows its registration left out (store/sources.py).
-    (7, PARQUET_SCHEMA),
+    (8, PARQUET_SCHEMA),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 

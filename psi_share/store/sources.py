@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from ..errors import PsiShareError
 from ..identifiers import KINDS
 
-#: Schema step 7 (db.py's migrations).
+#: Schema step 8 (db.py's migrations).
 PARQUET_SCHEMA = """
 CREATE TABLE parquet_sources (
     dataset           TEXT PRIMARY KEY REFERENCES datasets(name) ON DELETE CASCADE,
