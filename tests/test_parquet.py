@@ -208,6 +208,17 @@ def test_revision_moves_only_when_the_source_changes(tmp_path):
     (src / "_SUCCESS").write_text("")
     (src / ".p0.parquet.crc").write_bytes(b"x")
     assert reg(7.0, mapping=no_amount).changed is False
+    # Rows checked under another canonicalization version are not read.
+    with store.transaction() as db:
+        db.execute("""UPDATE parquet_sources SET canonicalization = '{"phone_region": "US", "versions": {"email": 0}}'""")
+    with pytest.raises(StoreError, match="canonicalization of email changed"):
+        store.identifiers("d", ["email"])
+    assert reg(8.0, mapping=no_amount).revision == 5
+    # A source that is gone.
+    (src / "p1.parquet").unlink()
+    (src / "p0.parquet").unlink()
+    with pytest.raises(StoreError, match="dataset 'd': .*holds no data files"):
+        store.identifiers("d", ["email"])
 
 
 def test_imports_and_registrations_do_not_mix(tmp_path, csv_file):
