@@ -211,7 +211,7 @@ def test_revision_moves_only_when_the_source_changes(tmp_path):
     # Rows checked under another canonicalization version are not read.
     with store.transaction() as db:
         db.execute("""UPDATE parquet_sources SET canonicalization = '{"phone_region": "US", "versions": {"email": 0}}'""")
-    with pytest.raises(StoreError, match="canonicalization of email changed"):
+    with pytest.raises(StoreError, match="canonicalization of email(, ipv4)? changed"):
         store.identifiers("d", ["email"])
     assert reg(8.0, mapping=no_amount).revision == 5
     # A source that is gone.
@@ -257,6 +257,8 @@ def test_source_problems_name_the_file_and_column(tmp_path):
     assert "not a Parquet file" in refused(str(tmp_path / "notes.txt"))
     (tmp_path / "empty").mkdir()
     assert "holds no data files" in refused(str(tmp_path / "empty"))
+    write_source(tmp_path / "empty" / "p.parquet", [])
+    assert "the source holds no rows" in refused(str(tmp_path / "empty"))
     with pytest.raises(PsiShareError, match="not both"):
         ColumnMapping(actor="a", value="v", kind_column="k", kind="email")
     with pytest.raises(PsiShareError, match="unknown identifier kind"):

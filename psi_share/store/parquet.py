@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +144,8 @@ class ParquetSource:
         column or a type that cannot hold what it maps to is an error."""
         found: dict[str, str] = {}
         for f in files:
-            arrow_schema = self._parquet_file(f).schema_arrow
+            with self._parquet_file(f) as parquet_file:
+                arrow_schema = parquet_file.schema_arrow
             for column in mapping.columns():
                 if column not in arrow_schema.names:
                     raise ImportFileError(f.relative, 0, f"no column {column!r} (mapped columns: "
@@ -158,12 +160,20 @@ class ParquetSource:
                                                          f"{found[column]} in {files[0].relative}")
         return found
 
-    def _parquet_file(self, f: SourceFile) -> Any:
+    @contextmanager
+    def _parquet_file(self, f: SourceFile) -> Iterator[Any]:
+        """``f`` opened as a ParquetFile, closed on leaving (a directory may hold thousands)."""
         pa = _pyarrow()
         try:
-            return pa.parquet.ParquetFile(self._fs.open_input_file(f.path))
-        except (pa.ArrowException, OSError) as exc:
-            raise ImportFileError(f.relative, 0, f"cannot read as Parquet: {_reason(exc)}") from None
+            stream = self._fs.open_input_file(f.path)
+        except OSError as exc:
+            raise ImportFileError(f.relative, 0, f"cannot read the file: {_reason(exc)}") from None
+        with stream:
+            try:
+                parquet_file = pa.parquet.ParquetFile(stream)
+            except (pa.ArrowException, OSError) as exc:
+                raise ImportFileError(f.relative, 0, f"cannot read as Parquet: {_reason(exc)}") from None
+            yield parquet_file
 
     def rows(
         self, files: list[SourceFile], mapping: ColumnMapping, *, batch_rows: int = BATCH_ROWS
@@ -173,19 +183,26 @@ class ParquetSource:
         of ours (null, not UTF-8) come refused."""
         pa = _pyarrow()
         for f in files:
-            line = 0
             try:
-                for batch in self._parquet_file(f).iter_batches(batch_size=batch_rows, columns=mapping.columns()):
-                    decoded = {name: _values(batch.column(name), pa) for name in mapping.columns()}
-                    columns = {name: values for name, (values, _) in decoded.items()}
-                    check_utf8 = any(bad for _, bad in decoded.values())  # scanning every row costs 10%
-                    out = []
-                    for i in range(batch.num_rows):
-                        line += 1
-                        out.append(SourceRow(f, _entry(line, mapping, columns, i, check_utf8)))
-                    yield out
+                with self._parquet_file(f) as parquet_file:
+                    yield from _file_rows(f, parquet_file, mapping, batch_rows, pa)
             except (pa.ArrowException, OSError) as exc:
-                raise ImportFileError(f.relative, line + 1, f"cannot read the rows: {_reason(exc)}") from None
+                raise ImportFileError(f.relative, 0, f"cannot read the rows: {_reason(exc)}") from None
+
+
+def _file_rows(
+    f: SourceFile, parquet_file: Any, mapping: ColumnMapping, batch_rows: int, pa: Any
+) -> Iterator[list[SourceRow]]:
+    line = 0
+    for batch in parquet_file.iter_batches(batch_size=batch_rows, columns=mapping.columns()):
+        decoded = {name: _values(batch.column(name), pa) for name in mapping.columns()}
+        columns = {name: values for name, (values, _) in decoded.items()}
+        check_utf8 = any(bad for _, bad in decoded.values())  # scanning every row costs 10%
+        out = []
+        for i in range(batch.num_rows):
+            line += 1
+            out.append(SourceRow(f, _entry(line, mapping, columns, i, check_utf8)))
+        yield out
 
 
 _EXPECTED = {

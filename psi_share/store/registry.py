@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ImportFileError
 from ..identifiers import KINDS, CanonicalizationContext
 from .db import Store, check_name
 from .importer import AMOUNT_CONFLICT_DETAIL, check_candidate
@@ -144,6 +145,8 @@ def register_parquet(
     with RejectsFile(rejects, label) if rejects is not None else nullcontext() as out:
         tally = RejectTally(label, out)
         digests, refused, read = _read_all(source, files, mapping, ctx, tally, batch_rows)
+        if read == 0:
+            raise ImportFileError(stored_uri, 0, "the source holds no rows")
         found = digests.resolve()
         for (file, line), (first_file, first_line), kind in found.conflicts:
             at = f"line {first_line}" if first_file == file else f"{files[first_file].relative} line {first_line}"
