@@ -14,7 +14,8 @@ What grows with the source: to find repeats and count actors without
 keeping rows, each row leaves 16-byte keyed digests of (actor, kind,
 canonical form) and of the actor, its amount, kind code, file index and row
 number: 53 bytes a row (1M rows: 53 MB; 100M: 5.3 GB), in numpy arrays rather
-than Python objects. The rows themselves are never kept.
+than Python objects; sorting them at the end takes a few times that for a
+moment. The rows themselves are never kept.
 The digests use a key drawn for this registration (BLAKE2b), so nobody can
 make two rows collide on purpose; by chance, at 100M rows, about 1 in 10^22.
 
