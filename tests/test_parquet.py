@@ -171,6 +171,10 @@ def test_same_rows_as_a_csv_import(tmp_path):
     pi, ci = store.dataset("p"), store.dataset("c")
     assert (pi.actors, pi.identifiers, pi.kinds) == (ci.actors, ci.identifiers, ci.kinds)
     assert (p.duplicates, p.rejected) == (c.duplicates, c.rejected)
+    # The SQLite side of the seam streams too: bounded batches, the same rows in the same order.
+    batches = list(store.rows("c").batches(ALL_KINDS, batch_rows=7))
+    assert all(0 < len(b) <= 7 for b in batches)
+    assert [r for b in batches for r in b] == store.identifiers("c", ALL_KINDS)
     with pr.open() as a, cr.open() as b:
         refusals = lambda fh, off: sorted((int(r["line"]) + off, r["reason"]) for r in csv.DictReader(fh))  # noqa: E731
         # A null (Parquet) and an empty field (CSV) are refused for the same reason.
