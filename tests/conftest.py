@@ -14,6 +14,7 @@ import pytest
 from cli_helpers import LAB_A_ROWS, LAB_B_ROWS, Labs, Server, base_env, cli, issue_cert, ok, ok_json, write_csv
 
 from psi_share import Node, RunningServer, init_home
+from psi_share.store import Store
 from psi_share.pki import init_ca, issue_node
 
 
@@ -29,7 +30,9 @@ class Federation:
     A test federation trusts its members: every node's ``[policy] reveal``
     is true unless the test passes ``policy__reveal``, and ``[policy]
     datasets`` follows ``exposure__datasets`` unless ``policy__datasets`` is
-    given. Config overrides are ``section__key=value``; a key or section the
+    given. Its figures are exact (``[privacy] enabled = false``) unless the
+    test passes ``privacy__enabled="true"``, as the differential-privacy tests
+    do with an injected sampler: a test about something else checks exact counts. Config overrides are ``section__key=value``; a key or section the
     rendered config lacks is added (``**{"policy.peers.lab-a__min_result": 3}``).
     """
 
@@ -49,7 +52,7 @@ class Federation:
 
     def node(self, name: str, **config: object) -> Node:
         home = init_home(self.root / name, name, "127.0.0.1:0", tls_from=self.issue(name))
-        config = {"policy__reveal": "true", **config}
+        config = {"policy__reveal": "true", "privacy__enabled": "false", **config}
         if "exposure__datasets" in config:  # a test exposing more datasets grants them too
             config.setdefault("policy__datasets", config["exposure__datasets"])
         if config:
@@ -178,9 +181,44 @@ def labs(tmp_path: Path) -> Labs:
                           "--format", "json", home=b))
     assert summary["actors"] == 9 and summary["identifiers"] == 9
     # Policy: by default a peer gets counts only; these two labs let each other see matches.
+    # Exact figures ([privacy] off): the noise is tested with injected randomness elsewhere.
     for home, peer in ((a, "lab-b"), (b, "lab-a")):
-        with (home / "config.toml").open("a") as fh:
-            fh.write(f"\n[policy.peers.{peer}]\nreveal = true\n")
+        config = home / "config.toml"
+        text = config.read_text()
+        assert "\n[privacy]\nenabled = true" in text
+        config.write_text(text.replace("\n[privacy]\nenabled = true", "\n[privacy]\nenabled = false")
+                          + f"\n[policy.peers.{peer}]\nreveal = true\n")
     assert "peer lab-b at 127.0.0.1:1" in ok(cli(tmp_path, "peers", "add", "lab-b", "127.0.0.1:1", home=a)).stdout
     ok(cli(tmp_path, "peers", "add", "lab-a", "127.0.0.1:1", "--note", "lab a", home=b))
     return Labs(a, b)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    """lab-a's node, no TLS material, its clock fixed (store and import tests)."""
+    home = init_home(tmp_path / "home", "lab-a", "127.0.0.1:0")
+    n = Node.open(home.path, clock=lambda: 1_700_000_000.0)
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Path:
+    """lab-a's home (certificate issued) with LAB_A_ROWS imported as "flagged", through the CLI."""
+    home = tmp_path / "lab"
+    ok(cli(tmp_path, "init", "lab-a", "--listen", "127.0.0.1:0", "--tls-from", issue_cert(tmp_path, "lab-a"), home=home))
+    write_csv(tmp_path / "good.csv", LAB_A_ROWS)
+    ok(cli(tmp_path, "data", "import", "flagged", "good.csv", home=home))
+    return home
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """An empty store on disk."""
+    s = Store(tmp_path / "store.sqlite3")
+    try:
+        yield s
+    finally:
+        s.close()
