@@ -32,6 +32,7 @@ from ..protocols.psi import Mode
 from ..timefmt import utc_text
 from ..transport.listen import ListenError
 from ..store import ImportMode
+from .datasets import register as register_data_commands
 from .jobs import register as register_job_commands
 from .jobs import run_job_command
 from .output import emit, emit_object, err_console, format_option
@@ -197,7 +198,7 @@ def _tls_summary(n: Node) -> str:
 
 @cli.group()
 def data() -> None:
-    """Import and list the lab's datasets (they never leave the node)."""
+    """Import, register (Parquet) and list the lab's datasets (they never leave the node)."""
 
 
 @data.command("import")
@@ -491,6 +492,7 @@ from .peers import peers  # noqa: E402
 cli.add_command(peers)
 
 register_job_commands(job, results)  # job history/schedule, results diff/export (cli/jobs.py)
+register_data_commands(data)  # data register/show: Parquet datasets (cli/datasets.py)
 
 # -- Paillier aggregates (cli/aggregates.py) -----------------------------------
 
