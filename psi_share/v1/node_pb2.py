@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17psi_share/v1/node.proto\x12\x0cpsi_share.v1\",\n\x0bKindVersion\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"-\n\x0e\x45xposedDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\"+\n\x0fNodeInfoRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\xf0\x01\n\x10NodeInfoResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12\x1d\n\x15openmined_psi_version\x18\x04 \x01(\t\x12\x33\n\x10\x63\x61nonicalization\x18\x05 \x03(\x0b\x32\x19.psi_share.v1.KindVersion\x12.\n\x08\x64\x61tasets\x18\x06 \x03(\x0b\x32\x1c.psi_share.v1.ExposedDataset\x12\x11\n\tprotocols\x18\x07 \x03(\t\"\xa4\x01\n\x0ePsiOpenRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12(\n\x05kinds\x18\x03 \x03(\x0b\x32\x19.psi_share.v1.KindVersion\x12\x10\n\x08set_size\x18\x04 \x01(\x04\x12\x1b\n\x13reveal_intersection\x18\x05 \x01(\x08\x12\x0e\n\x06job_id\x18\x06 \x01(\t\"\xde\x01\n\x0fPsiOpenResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x1b\n\x13\x66\x61lse_positive_rate\x18\x03 \x01(\x01\x12\x14\n\x0cmax_set_size\x18\x04 \x01(\x04\x12\x1d\n\x15openmined_psi_version\x18\x05 \x01(\t\x12\x1b\n\x13session_ttl_seconds\x18\x06 \x01(\x04\x12\x12\n\nmin_result\x18\x07 \x01(\x04\x12\x1a\n\x12responder_set_size\x18\x08 \x01(\x04\"?\n\x0fPsiSetupRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\"u\n\x05\x43hunk\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\x0c\n\x04last\x18\x04 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"P\n\x0fPsiCloseRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\",\n\x10PsiCloseResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\xc9\x01\n\x0eSumOpenRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\'\n\x04kind\x18\x03 \x01(\x0b\x32\x19.psi_share.v1.KindVersion\x12\x10\n\x08set_size\x18\x04 \x01(\x04\x12/\n\x0cvalue_holder\x18\x05 \x01(\x0e\x32\x19.psi_share.v1.ValueHolder\x12\x10\n\x08key_bits\x18\x06 \x01(\r\x12\x0e\n\x06job_id\x18\x07 \x01(\t\"r\n\x0fSumOpenResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x14\n\x0cmax_set_size\x18\x03 \x01(\x04\x12\x1b\n\x13session_ttl_seconds\x18\x04 \x01(\x04\"\xb3\x01\n\nSumMessage\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0e\n\x06points\x18\x03 \x01(\x0c\x12\x15\n\rpaired_points\x18\x04 \x01(\x0c\x12\x13\n\x0b\x63iphertexts\x18\x05 \x01(\x0c\x12\x12\n\npublic_key\x18\x06 \x01(\x0c\x12\r\n\x05\x63ount\x18\x07 \x01(\x04\x12\x0b\n\x03sum\x18\x08 \x01(\x0c\x12\x11\n\tkey_proof\x18\t \x01(\x0c\"\xdb\x01\n\x15\x46\x65\x64\x65rationPassRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\x11\n\tinitiator\x18\x04 \x01(\t\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\x12\n\nciphertext\x18\x06 \x01(\x0c\x12\x14\n\x0c\x63ontributors\x18\x07 \x01(\r\x12\r\n\x05route\x18\x08 \x03(\t\x12\x18\n\x10min_contributors\x18\t \x01(\r\x12\x0e\n\x06job_id\x18\n \x01(\t\"\\\n\x16\x46\x65\x64\x65rationPassResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontributors\x18\x03 \x01(\r\"y\n\x18\x46\x65\x64\x65rationReleaseRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontributors\x18\x04 \x01(\r\x12\r\n\x05total\x18\x05 \x01(\x0c\"5\n\x19\x46\x65\x64\x65rationReleaseResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\x8f\x01\n\x16\x43\x61rdinalityOpenRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12(\n\x05kinds\x18\x03 \x03(\x0b\x32\x19.psi_share.v1.KindVersion\x12\x10\n\x08set_size\x18\x04 \x01(\x04\x12\x0e\n\x06job_id\x18\x05 \x01(\t\"\x8e\x01\n\x17\x43\x61rdinalityOpenResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x14\n\x0cmax_set_size\x18\x03 \x01(\x04\x12\x1b\n\x13session_ttl_seconds\x18\x04 \x01(\x04\x12\x12\n\nmin_result\x18\x05 \x01(\x04\"\xa4\x01\n\x12\x43\x61rdinalityMessage\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0e\n\x06points\x18\x03 \x01(\x0c\x12\x11\n\tkey_point\x18\x04 \x01(\x0c\x12\x0e\n\x06\x64\x65\x63oys\x18\x05 \x01(\r\x12\r\n\x05\x63ount\x18\x06 \x01(\x04\x12\x10\n\x08withheld\x18\x07 \x01(\x08\x12\x12\n\nmin_result\x18\x08 \x01(\x04*c\n\x0bValueHolder\x12\x1c\n\x18VALUE_HOLDER_UNSPECIFIED\x10\x00\x12\x1a\n\x16VALUE_HOLDER_REQUESTER\x10\x01\x12\x1a\n\x16VALUE_HOLDER_RESPONDER\x10\x02\x32\xf5\x07\n\x0cPsiShareNode\x12I\n\x08NodeInfo\x12\x1d.psi_share.v1.NodeInfoRequest\x1a\x1e.psi_share.v1.NodeInfoResponse\x12\x46\n\x07PsiOpen\x12\x1c.psi_share.v1.PsiOpenRequest\x1a\x1d.psi_share.v1.PsiOpenResponse\x12@\n\x08PsiSetup\x12\x1d.psi_share.v1.PsiSetupRequest\x1a\x13.psi_share.v1.Chunk0\x01\x12:\n\nPsiProcess\x12\x13.psi_share.v1.Chunk\x1a\x13.psi_share.v1.Chunk(\x01\x30\x01\x12I\n\x08PsiClose\x12\x1d.psi_share.v1.PsiCloseRequest\x1a\x1e.psi_share.v1.PsiCloseResponse\x12\x46\n\x07SumOpen\x12\x1c.psi_share.v1.SumOpenRequest\x1a\x1d.psi_share.v1.SumOpenResponse\x12;\n\x0bSumExchange\x12\x13.psi_share.v1.Chunk\x1a\x13.psi_share.v1.Chunk(\x01\x30\x01\x12I\n\x08SumClose\x12\x1d.psi_share.v1.PsiCloseRequest\x1a\x1e.psi_share.v1.PsiCloseResponse\x12[\n\x0e\x46\x65\x64\x65rationPass\x12#.psi_share.v1.FederationPassRequest\x1a$.psi_share.v1.FederationPassResponse\x12\x64\n\x11\x46\x65\x64\x65rationRelease\x12&.psi_share.v1.FederationReleaseRequest\x1a\'.psi_share.v1.FederationReleaseResponse\x12^\n\x0f\x43\x61rdinalityOpen\x12$.psi_share.v1.CardinalityOpenRequest\x1a%.psi_share.v1.CardinalityOpenResponse\x12\x43\n\x13\x43\x61rdinalityExchange\x12\x13.psi_share.v1.Chunk\x1a\x13.psi_share.v1.Chunk(\x01\x30\x01\x12Q\n\x10\x43\x61rdinalityClose\x12\x1d.psi_share.v1.PsiCloseRequest\x1a\x1e.psi_share.v1.PsiCloseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17psi_share/v1/node.proto\x12\x0cpsi_share.v1\",\n\x0bKindVersion\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"-\n\x0e\x45xposedDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\"+\n\x0fNodeInfoRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\xf0\x01\n\x10NodeInfoResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12\x1d\n\x15openmined_psi_version\x18\x04 \x01(\t\x12\x33\n\x10\x63\x61nonicalization\x18\x05 \x03(\x0b\x32\x19.psi_share.v1.KindVersion\x12.\n\x08\x64\x61tasets\x18\x06 \x03(\x0b\x32\x1c.psi_share.v1.ExposedDataset\x12\x11\n\tprotocols\x18\x07 \x03(\t\"\xc3\x01\n\x0ePsiOpenRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12(\n\x05kinds\x18\x03 \x03(\x0b\x32\x19.psi_share.v1.KindVersion\x12\x10\n\x08set_size\x18\x04 \x01(\x04\x12\x1b\n\x13reveal_intersection\x18\x05 \x01(\x08\x12\x0e\n\x06job_id\x18\x06 \x01(\t\x12\x1d\n\x15setup_buckets_version\x18\x07 \x01(\r\"\x93\x02\n\x0fPsiOpenResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x1b\n\x13\x66\x61lse_positive_rate\x18\x03 \x01(\x01\x12\x14\n\x0cmax_set_size\x18\x04 \x01(\x04\x12\x1d\n\x15openmined_psi_version\x18\x05 \x01(\t\x12\x1b\n\x13session_ttl_seconds\x18\x06 \x01(\x04\x12\x12\n\nmin_result\x18\x07 \x01(\x04\x12\x1a\n\x12responder_set_size\x18\x08 \x01(\x04\x12\x1d\n\x15setup_buckets_version\x18\t \x01(\r\x12\x14\n\x0c\x62ucket_count\x18\n \x01(\r\"q\n\x10PsiBucketedSetup\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x1d\n\x15setup_buckets_version\x18\x02 \x01(\r\x12\x14\n\x0c\x62ucket_sizes\x18\x03 \x03(\x04\x12\x0e\n\x06setups\x18\x04 \x03(\x0c\"?\n\x0fPsiSetupRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\"u\n\x05\x43hunk\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\x0c\n\x04last\x18\x04 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"P\n\x0fPsiCloseRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\",\n\x10PsiCloseResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\xc9\x01\n\x0eSumOpenRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\'\n\x04kind\x18\x03 \x01(\x0b\x32\x19.psi_share.v1.KindVersion\x12\x10\n\x08set_size\x18\x04 \x01(\x04\x12/\n\x0cvalue_holder\x18\x05 \x01(\x0e\x32\x19.psi_share.v1.ValueHolder\x12\x10\n\x08key_bits\x18\x06 \x01(\r\x12\x0e\n\x06job_id\x18\x07 \x01(\t\"r\n\x0fSumOpenResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x14\n\x0cmax_set_size\x18\x03 \x01(\x04\x12\x1b\n\x13session_ttl_seconds\x18\x04 \x01(\x04\"\xb3\x01\n\nSumMessage\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0e\n\x06points\x18\x03 \x01(\x0c\x12\x15\n\rpaired_points\x18\x04 \x01(\x0c\x12\x13\n\x0b\x63iphertexts\x18\x05 \x01(\x0c\x12\x12\n\npublic_key\x18\x06 \x01(\x0c\x12\r\n\x05\x63ount\x18\x07 \x01(\x04\x12\x0b\n\x03sum\x18\x08 \x01(\x0c\x12\x11\n\tkey_proof\x18\t \x01(\x0c\"\xdb\x01\n\x15\x46\x65\x64\x65rationPassRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\x11\n\tinitiator\x18\x04 \x01(\t\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\x12\n\nciphertext\x18\x06 \x01(\x0c\x12\x14\n\x0c\x63ontributors\x18\x07 \x01(\r\x12\r\n\x05route\x18\x08 \x03(\t\x12\x18\n\x10min_contributors\x18\t \x01(\r\x12\x0e\n\x06job_id\x18\n \x01(\t\"\\\n\x16\x46\x65\x64\x65rationPassResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontributors\x18\x03 \x01(\r\"y\n\x18\x46\x65\x64\x65rationReleaseRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontributors\x18\x04 \x01(\r\x12\r\n\x05total\x18\x05 \x01(\x0c\"5\n\x19\x46\x65\x64\x65rationReleaseResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\x8f\x01\n\x16\x43\x61rdinalityOpenRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12(\n\x05kinds\x18\x03 \x03(\x0b\x32\x19.psi_share.v1.KindVersion\x12\x10\n\x08set_size\x18\x04 \x01(\x04\x12\x0e\n\x06job_id\x18\x05 \x01(\t\"\x8e\x01\n\x17\x43\x61rdinalityOpenResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x14\n\x0cmax_set_size\x18\x03 \x01(\x04\x12\x1b\n\x13session_ttl_seconds\x18\x04 \x01(\x04\x12\x12\n\nmin_result\x18\x05 \x01(\x04\"\xa4\x01\n\x12\x43\x61rdinalityMessage\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0e\n\x06points\x18\x03 \x01(\x0c\x12\x11\n\tkey_point\x18\x04 \x01(\x0c\x12\x0e\n\x06\x64\x65\x63oys\x18\x05 \x01(\r\x12\r\n\x05\x63ount\x18\x06 \x01(\x04\x12\x10\n\x08withheld\x18\x07 \x01(\x08\x12\x12\n\nmin_result\x18\x08 \x01(\x04*c\n\x0bValueHolder\x12\x1c\n\x18VALUE_HOLDER_UNSPECIFIED\x10\x00\x12\x1a\n\x16VALUE_HOLDER_REQUESTER\x10\x01\x12\x1a\n\x16VALUE_HOLDER_RESPONDER\x10\x02\x32\xf5\x07\n\x0cPsiShareNode\x12I\n\x08NodeInfo\x12\x1d.psi_share.v1.NodeInfoRequest\x1a\x1e.psi_share.v1.NodeInfoResponse\x12\x46\n\x07PsiOpen\x12\x1c.psi_share.v1.PsiOpenRequest\x1a\x1d.psi_share.v1.PsiOpenResponse\x12@\n\x08PsiSetup\x12\x1d.psi_share.v1.PsiSetupRequest\x1a\x13.psi_share.v1.Chunk0\x01\x12:\n\nPsiProcess\x12\x13.psi_share.v1.Chunk\x1a\x13.psi_share.v1.Chunk(\x01\x30\x01\x12I\n\x08PsiClose\x12\x1d.psi_share.v1.PsiCloseRequest\x1a\x1e.psi_share.v1.PsiCloseResponse\x12\x46\n\x07SumOpen\x12\x1c.psi_share.v1.SumOpenRequest\x1a\x1d.psi_share.v1.SumOpenResponse\x12;\n\x0bSumExchange\x12\x13.psi_share.v1.Chunk\x1a\x13.psi_share.v1.Chunk(\x01\x30\x01\x12I\n\x08SumClose\x12\x1d.psi_share.v1.PsiCloseRequest\x1a\x1e.psi_share.v1.PsiCloseResponse\x12[\n\x0e\x46\x65\x64\x65rationPass\x12#.psi_share.v1.FederationPassRequest\x1a$.psi_share.v1.FederationPassResponse\x12\x64\n\x11\x46\x65\x64\x65rationRelease\x12&.psi_share.v1.FederationReleaseRequest\x1a\'.psi_share.v1.FederationReleaseResponse\x12^\n\x0f\x43\x61rdinalityOpen\x12$.psi_share.v1.CardinalityOpenRequest\x1a%.psi_share.v1.CardinalityOpenResponse\x12\x43\n\x13\x43\x61rdinalityExchange\x12\x13.psi_share.v1.Chunk\x1a\x13.psi_share.v1.Chunk(\x01\x30\x01\x12Q\n\x10\x43\x61rdinalityClose\x12\x1d.psi_share.v1.PsiCloseRequest\x1a\x1e.psi_share.v1.PsiCloseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'psi_share.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VALUEHOLDER']._serialized_start=2580
-  _globals['_VALUEHOLDER']._serialized_end=2679
+  _globals['_VALUEHOLDER']._serialized_start=2779
+  _globals['_VALUEHOLDER']._serialized_end=2878
   _globals['_KINDVERSION']._serialized_start=41
   _globals['_KINDVERSION']._serialized_end=85
   _globals['_EXPOSEDDATASET']._serialized_start=87
@@ -42,37 +42,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODEINFORESPONSE']._serialized_start=180
   _globals['_NODEINFORESPONSE']._serialized_end=420
   _globals['_PSIOPENREQUEST']._serialized_start=423
-  _globals['_PSIOPENREQUEST']._serialized_end=587
-  _globals['_PSIOPENRESPONSE']._serialized_start=590
-  _globals['_PSIOPENRESPONSE']._serialized_end=812
-  _globals['_PSISETUPREQUEST']._serialized_start=814
-  _globals['_PSISETUPREQUEST']._serialized_end=877
-  _globals['_CHUNK']._serialized_start=879
-  _globals['_CHUNK']._serialized_end=996
-  _globals['_PSICLOSEREQUEST']._serialized_start=998
-  _globals['_PSICLOSEREQUEST']._serialized_end=1078
-  _globals['_PSICLOSERESPONSE']._serialized_start=1080
-  _globals['_PSICLOSERESPONSE']._serialized_end=1124
-  _globals['_SUMOPENREQUEST']._serialized_start=1127
-  _globals['_SUMOPENREQUEST']._serialized_end=1328
-  _globals['_SUMOPENRESPONSE']._serialized_start=1330
-  _globals['_SUMOPENRESPONSE']._serialized_end=1444
-  _globals['_SUMMESSAGE']._serialized_start=1447
-  _globals['_SUMMESSAGE']._serialized_end=1626
-  _globals['_FEDERATIONPASSREQUEST']._serialized_start=1629
-  _globals['_FEDERATIONPASSREQUEST']._serialized_end=1848
-  _globals['_FEDERATIONPASSRESPONSE']._serialized_start=1850
-  _globals['_FEDERATIONPASSRESPONSE']._serialized_end=1942
-  _globals['_FEDERATIONRELEASEREQUEST']._serialized_start=1944
-  _globals['_FEDERATIONRELEASEREQUEST']._serialized_end=2065
-  _globals['_FEDERATIONRELEASERESPONSE']._serialized_start=2067
-  _globals['_FEDERATIONRELEASERESPONSE']._serialized_end=2120
-  _globals['_CARDINALITYOPENREQUEST']._serialized_start=2123
-  _globals['_CARDINALITYOPENREQUEST']._serialized_end=2266
-  _globals['_CARDINALITYOPENRESPONSE']._serialized_start=2269
-  _globals['_CARDINALITYOPENRESPONSE']._serialized_end=2411
-  _globals['_CARDINALITYMESSAGE']._serialized_start=2414
-  _globals['_CARDINALITYMESSAGE']._serialized_end=2578
-  _globals['_PSISHARENODE']._serialized_start=2682
-  _globals['_PSISHARENODE']._serialized_end=3695
+  _globals['_PSIOPENREQUEST']._serialized_end=618
+  _globals['_PSIOPENRESPONSE']._serialized_start=621
+  _globals['_PSIOPENRESPONSE']._serialized_end=896
+  _globals['_PSIBUCKETEDSETUP']._serialized_start=898
+  _globals['_PSIBUCKETEDSETUP']._serialized_end=1011
+  _globals['_PSISETUPREQUEST']._serialized_start=1013
+  _globals['_PSISETUPREQUEST']._serialized_end=1076
+  _globals['_CHUNK']._serialized_start=1078
+  _globals['_CHUNK']._serialized_end=1195
+  _globals['_PSICLOSEREQUEST']._serialized_start=1197
+  _globals['_PSICLOSEREQUEST']._serialized_end=1277
+  _globals['_PSICLOSERESPONSE']._serialized_start=1279
+  _globals['_PSICLOSERESPONSE']._serialized_end=1323
+  _globals['_SUMOPENREQUEST']._serialized_start=1326
+  _globals['_SUMOPENREQUEST']._serialized_end=1527
+  _globals['_SUMOPENRESPONSE']._serialized_start=1529
+  _globals['_SUMOPENRESPONSE']._serialized_end=1643
+  _globals['_SUMMESSAGE']._serialized_start=1646
+  _globals['_SUMMESSAGE']._serialized_end=1825
+  _globals['_FEDERATIONPASSREQUEST']._serialized_start=1828
+  _globals['_FEDERATIONPASSREQUEST']._serialized_end=2047
+  _globals['_FEDERATIONPASSRESPONSE']._serialized_start=2049
+  _globals['_FEDERATIONPASSRESPONSE']._serialized_end=2141
+  _globals['_FEDERATIONRELEASEREQUEST']._serialized_start=2143
+  _globals['_FEDERATIONRELEASEREQUEST']._serialized_end=2264
+  _globals['_FEDERATIONRELEASERESPONSE']._serialized_start=2266
+  _globals['_FEDERATIONRELEASERESPONSE']._serialized_end=2319
+  _globals['_CARDINALITYOPENREQUEST']._serialized_start=2322
+  _globals['_CARDINALITYOPENREQUEST']._serialized_end=2465
+  _globals['_CARDINALITYOPENRESPONSE']._serialized_start=2468
+  _globals['_CARDINALITYOPENRESPONSE']._serialized_end=2610
+  _globals['_CARDINALITYMESSAGE']._serialized_start=2613
+  _globals['_CARDINALITYMESSAGE']._serialized_end=2777
+  _globals['_PSISHARENODE']._serialized_start=2881
+  _globals['_PSISHARENODE']._serialized_end=3894
 # @@protoc_insertion_point(module_scope)

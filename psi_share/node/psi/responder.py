@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
+from ...crypto.buckets import SETUP_BUCKETS_VERSION, bucket_count
 from ...crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_private_key
 from ...errors import NotFound
 from ...identifiers import canonical_versions
@@ -76,7 +77,7 @@ class _SetupEntry:
     future: Future[BlindedSet]
     created: float
     item_count: int  # announced to requesters; their filter must hold exactly this many
-    filters: dict[int, PreparedSetup] = field(default_factory=dict)
+    filters: dict[tuple[int, int], PreparedSetup] = field(default_factory=dict)  # (queries, buckets)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def usable(self, now: float, lifetime: float) -> bool:
@@ -93,6 +94,7 @@ class _Session:
     expires: float
     lock: threading.Lock = field(default_factory=threading.Lock)
     queries: int = 0  # the size class of the filter this session gets
+    buckets: int = 1  # and its number of buckets (1: one OpenMined setup)
 
 
 class Responder:
@@ -159,7 +161,7 @@ class Responder:
         def build_filter(blinding: Future[BlindedSet]) -> None:
             try:
                 if blinding.exception() is None:
-                    self._filter(entry, dataset, queries)
+                    self._filter(entry, dataset, queries, self._buckets(queries, entry.item_count, SETUP_BUCKETS_VERSION))
             except Exception:  # noqa: BLE001  (a session asking for it will fail with the reason)
                 log.exception("could not prepare a PSI filter over dataset %s", dataset)
 
@@ -211,20 +213,29 @@ class Responder:
         log.info("blinded %d items of dataset %s (%d kinds) in %.2fs", len(items), dataset, len(kinds), self._clock() - started)
         return blinded
 
-    def _filter(self, entry: _SetupEntry, dataset: str, queries: int) -> PreparedSetup:
-        """The filter of size class ``queries`` over ``entry`` (built once, checked)."""
+    def _buckets(self, queries: int, items: int, buckets_version: int) -> int:
+        """Buckets for a requester that reads ``buckets_version`` (0: one setup, always)."""
+        if buckets_version < SETUP_BUCKETS_VERSION:
+            return 1
+        matching = self.config.matching
+        return bucket_count(matching.false_positive_rate, queries, items, matching.bucket_items)
+
+    def _filter(self, entry: _SetupEntry, dataset: str, queries: int, buckets: int) -> PreparedSetup:
+        """The filter of size class ``queries`` in ``buckets`` over ``entry`` (built once, checked)."""
         blinded = entry.future.result()
         with entry.lock:
-            prepared = entry.filters.get(queries)
+            prepared = entry.filters.get((queries, buckets))
             if prepared is None:
                 started = self._clock()
                 prepared = filter_for(
-                    blinded, false_positive_rate=self.config.matching.false_positive_rate, max_set_size=queries
+                    blinded, false_positive_rate=self.config.matching.false_positive_rate, max_set_size=queries,
+                    buckets=buckets, engine=self._engine,
                 )
-                entry.filters[queries] = prepared
+                entry.filters[(queries, buckets)] = prepared
                 log.info(
-                    "prepared PSI filter over dataset %s (%d items, up to %d queries): %s, %d bytes, in %.2fs",
-                    dataset, prepared.item_count, queries, prepared.kind, len(prepared.setup), self._clock() - started,
+                    "prepared PSI filter over dataset %s (%d items, up to %d queries): %s%s, %d bytes, in %.2fs",
+                    dataset, prepared.item_count, queries, prepared.kind,
+                    f" x{buckets}" if buckets > 1 else "", len(prepared.setup), self._clock() - started,
                 )
         return prepared
 
@@ -240,13 +251,15 @@ class Responder:
         kinds = tuple(sorted(open_.kinds))
         entry = self._setup_entry(open_.dataset, kinds)
         queries = size_class(open_.set_size, self.config.matching.max_set_size)
+        buckets = self._buckets(queries, entry.item_count, open_.setup_buckets_version)
         core = PsiResponderSession(
             open_, key=entry.key, max_set_size=self.config.matching.max_set_size, engine=self._engine
         )
         now = self._clock()
         sid = uuid.UUID(bytes=self._random_bytes(16), version=4).hex
         self._sessions.add(
-            _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds, queries=queries), now,
+            _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds, queries=queries, buckets=buckets),
+            now,
             admit=lambda: self.policy.charge(peer, access),
         )
         self._store.start_session(
@@ -268,6 +281,8 @@ class Responder:
             session_ttl_seconds=self.config.sessions.ttl_seconds,
             min_result=grant.min_result,
             responder_set_size=entry.item_count,
+            setup_buckets_version=SETUP_BUCKETS_VERSION if buckets > 1 else 0,
+            bucket_count=buckets,
         )
 
     def _session(self, peer: str, sid: str) -> _Session:
@@ -303,7 +318,7 @@ class Responder:
     def psi_setup(self, peer: str, sid: str) -> bytes:
         session = self._session(peer, sid)
         try:
-            prepared = self._filter(session.entry, session.core.open.dataset, session.queries)
+            prepared = self._filter(session.entry, session.core.open.dataset, session.queries, session.buckets)
         except Exception as exc:  # no filter to serve: the session failed here
             self._sessions.fail(session, exc)
             raise
@@ -340,6 +355,7 @@ class Responder:
             "requester_items": session.core.open.set_size,
             "response_items": session.core.open.set_size,
             "filter_max_queries": session.queries,
+            "setup_buckets": session.buckets,
             "false_positive_rate": self.config.matching.false_positive_rate,
             "setup_items": session.entry.item_count,
             "our_items": session.entry.item_count,
@@ -349,7 +365,7 @@ class Responder:
     def setup_disclosure(self, peer: str, sid: str) -> dict[str, object]:
         """What the requester of ``sid`` can learn once it has our filter."""
         session = self._session(peer, sid)
-        prepared = self._filter(session.entry, session.core.open.dataset, session.queries)
+        prepared = self._filter(session.entry, session.core.open.dataset, session.queries, session.buckets)
         reveal = session.core.open.mode.reveal
         return {
             # OpenMined's count mode: an honest client learns the count, a modified one which items.
@@ -361,6 +377,8 @@ class Responder:
             "our_items": prepared.item_count,
             "false_positive_rate": prepared.false_positive_rate,
             "filter": prepared.kind,
+            **({"buckets": prepared.bucket_count, "bucket_filters": sorted(set(prepared.bucket_kinds))}
+               if prepared.bucket_count > 1 else {}),
         }
 
     def close(self) -> None:
