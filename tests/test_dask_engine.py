@@ -57,3 +57,15 @@ def test_a_bucketed_match_with_the_responder_on_dask(dask_cluster, federation, c
 def test_an_unreachable_scheduler_is_a_clear_error() -> None:
     with pytest.raises(EngineUnavailable, match="not reachable"):
         DaskRunner("tcp://127.0.0.1:9", timeout=1)
+
+
+def test_streamed_buckets_on_dask_equal_the_local_ones(dask_cluster) -> None:  # type: ignore[no-untyped-def]
+    runner = DaskRunner(dask_cluster["address"])
+    try:
+        key = new_private_key(deterministic_random_bytes(4))
+        chunks = [[f"s{n}" for n in range(start, start + 1500)] for start in range(0, 6000, 1500)]
+        remote = OpenMinedEngine(runner=runner).stream_buckets(key, iter(chunks), 1e-13, 1024, 5)
+        local = OpenMinedEngine().stream_buckets(key, chunks, 1e-13, 1024, 5)
+        assert remote == local and sum(remote[0]) == 6000
+    finally:
+        runner.close()

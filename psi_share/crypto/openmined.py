@@ -15,7 +15,7 @@ sort the whole response again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from typing import Any, Protocol, TypeVar
 
@@ -180,6 +180,26 @@ class OpenMinedEngine:
         calls = [(list(part), fpr, queries, len(parts)) for part in parts]
         return self.runner.map(build_bucket, calls, cpu_bound=True)
 
+    def stream_buckets(
+        self, key: bytes, chunks: Iterable[Sequence[str]], fpr: float, queries: int, buckets: int
+    ) -> tuple[list[int], list[bytes]]:
+        """Blind a set that arrives in chunks and build its bucketed setup:
+        ``(bucket sizes, serialized bucket setups)``. A runner with its own
+        ``stream_buckets`` (Dask) keeps the blinded points on its workers and
+        hands back only the setups; here they gather in this process."""
+        own = getattr(self.runner, "stream_buckets", None)
+        if own is not None:
+            return own(key, chunks, fpr, queries, buckets)  # type: ignore[no-any-return]
+        from .buckets import partition
+
+        parts: list[list[bytes]] = [[] for _ in range(buckets)]
+        for chunk in chunks:
+            for index, part in enumerate(partition(self.blinded_points(key, chunk), buckets)):
+                parts[index].extend(part)
+        for part in parts:
+            part.sort()
+        return [len(p) for p in parts], self.build_buckets(parts, fpr, queries)
+
     def process(self, key: bytes, request: Request, reveal: bool) -> Response:
         """Raise every blinded requester element to the responder's key."""
         if request.reveal_intersection != reveal:
@@ -207,6 +227,21 @@ def raw_points_span(key: bytes, items: list[str]) -> list[bytes]:
     server = openmined.server.CreateFromKey(key, True)
     part = server.CreateSetupMessage(0.5, 1, items, openmined.DataStructure.RAW)
     return list(part.raw.encrypted_elements)
+
+
+def blind_and_split(key: bytes, items: list[str], buckets: int) -> list[list[bytes]]:
+    """One chunk of a responder's set blinded, its points split into buckets."""
+    from .buckets import partition
+
+    return partition(raw_points_span(key, items), buckets)
+
+
+def build_bucket_from_parts(parts: list[list[bytes]], fpr: float, queries: int, buckets: int) -> tuple[int, bytes]:
+    """One bucket's ``(size, serialized setup)`` from its points of every chunk."""
+    from .buckets import build_bucket
+
+    points = sorted(p for part in parts for p in part)
+    return len(points), build_bucket(points, fpr, queries, buckets)
 
 
 def process_span(key: bytes, elements: list[bytes], reveal: bool) -> list[bytes]:

@@ -20,7 +20,7 @@ the network is shared). Nothing here logs arguments or results.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from ...errors import PsiShareError
@@ -65,6 +65,33 @@ class DaskRunner:
         finally:
             for future in futures:
                 future.release()
+
+    def stream_buckets(
+        self, key: bytes, chunks: Iterable[Sequence[str]], fpr: float, queries: int, buckets: int
+    ) -> tuple[list[int], list[bytes]]:
+        """Each chunk is sent on as it arrives, blinded and split into
+        buckets on a worker; each bucket's setup is built on a worker from
+        its parts; only the setups come back. Blinded points never reach the
+        node, and it holds one chunk of items at a time."""
+        from operator import getitem
+
+        from ..openmined import blind_and_split, build_bucket_from_parts
+
+        client = self._client
+        splits = []
+        for chunk in chunks:
+            splits.append(client.submit(blind_and_split, key, list(chunk), buckets, pure=False))
+        parts = [[client.submit(getitem, split, j, pure=False) for split in splits] for j in range(buckets)]
+        built = [client.submit(build_bucket_from_parts, parts[j], fpr, queries, buckets, pure=False)
+                 for j in range(buckets)]
+        for future in splits + [f for bucket in parts for f in bucket]:
+            future.release()  # held by the build tasks until they ran
+        try:
+            results = client.gather(built)
+        finally:
+            for future in built:
+                future.release()
+        return [size for size, _ in results], [setup for _, setup in results]
 
     def close(self) -> None:
         self._client.close()
