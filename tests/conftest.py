@@ -191,39 +191,7 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     """A real Dask cluster: a scheduler and two workers, each its own process,
     bound to 127.0.0.1 only, dashboards off, spilling off (``--memory-limit
     0``). Yields ``{"address": "tcp://127.0.0.1:PORT", "pids": [...]}``."""
-    import json
-    import os
-    import time
+    from psi_share.crypto.cluster.loopback import LoopbackCluster
 
-    root = tmp_path_factory.mktemp("dask")
-    scheduler_file = root / "scheduler.json"
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__MEMORY__SPILL": "False", "DASK_DISTRIBUTED__WORKER__MEMORY__TARGET": "False"}
-    log = (root / "cluster.log").open("w")
-    procs = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
-                               "--scheduler-file", str(scheduler_file)], stdout=log, stderr=log, env=env, cwd=root)]
-    try:
-        deadline = time.monotonic() + 30
-        while not scheduler_file.exists() or not scheduler_file.read_text().strip():
-            assert time.monotonic() < deadline and procs[0].poll() is None, "Dask scheduler did not start"
-            time.sleep(0.05)
-        address = json.loads(scheduler_file.read_text())["address"]
-        for _ in range(2):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
-                 "--no-dashboard", "--dashboard-address", "127.0.0.1:0", "--no-nanny", "--nthreads", "1", "--memory-limit", "0"],
-                stdout=log, stderr=log, env=env, cwd=root))
-        from distributed import Client
-
-        with Client(address, timeout=30, set_as_default=False) as client:
-            client.wait_for_workers(2, timeout=30)
-        yield {"address": address, "pids": [p.pid for p in procs]}
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+    with LoopbackCluster(tmp_path_factory.mktemp("dask")) as cluster:
+        yield {"address": cluster.address, "pids": cluster.pids}

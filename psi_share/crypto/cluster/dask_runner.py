@@ -77,19 +77,22 @@ class DaskRunner:
 
         from ..openmined import blind_and_split, build_bucket_from_parts
 
+        from distributed import wait
+
         client = self._client
         splits = []
+        in_flight = 2 * self.workers  # chunks the scheduler holds at once: its memory stays flat too
         for chunk in chunks:
+            if len(splits) >= in_flight:
+                wait(splits[-in_flight])  # without gathering: the points stay on the worker
             splits.append(client.submit(blind_and_split, key, list(chunk), buckets, pure=False))
         parts = [[client.submit(getitem, split, j, pure=False) for split in splits] for j in range(buckets)]
         built = [client.submit(build_bucket_from_parts, parts[j], fpr, queries, buckets, pure=False)
                  for j in range(buckets)]
-        for future in splits + [f for bucket in parts for f in bucket]:
-            future.release()  # held by the build tasks until they ran
         try:
             results = client.gather(built)
-        finally:
-            for future in built:
+        finally:  # forgotten on the cluster once no future here names them
+            for future in built + splits + [f for bucket in parts for f in bucket]:
                 future.release()
         return [size for size, _ in results], [setup for _, setup in results]
 
