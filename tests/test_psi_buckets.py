@@ -174,7 +174,7 @@ def test_nodes_match_over_buckets_and_a_foreign_client_gets_one_setup(federation
 
     theirs = [(f"m{i}", "email", f"m{i}@example.org") for i in range(3000)]
     ours = [(f"a{i}", "email", f"m{i}@example.org") for i in range(2900, 3100, 3)]
-    b = federation.node("lab-b", matching__bucket_items=1024)
+    b = federation.node("lab-b", matching__bucket_items=1024, audit__transcripts="true")
     a = federation.node("lab-a")
     b.import_file("flagged", csv_file("b.csv", theirs), None)
     a.import_file("flagged", csv_file("a.csv", ours), None)
@@ -184,6 +184,11 @@ def test_nodes_match_over_buckets_and_a_foreign_client_gets_one_setup(federation
     held = {v for _, _, v in theirs}
     assert {m.actor_id for m in a.store.matches([outcome.session_id])} == {x for x, _, v in ours if v in held}
     assert b.store.session(outcome.session_id).status == "done"
+    # The responder's compliance officer: the bucketed setup it sent is logged and checked as such.
+    from psi_share.audit.verify import verify_log
+
+    verdict = verify_log(b.home.audit_path, b.home.audit_key().public_key(), node="lab-b")
+    assert not verdict.problems and verdict.transcripts_checked > 0, verdict.problems
     with federation.channel("lab-a", "lab-b") as channel:  # no setup_buckets_version: OpenMined's one setup
         stub = pb_grpc.PsiShareNodeStub(channel)
         opened = stub.PsiOpen(pb.PsiOpenRequest(protocol_version=PROTOCOL_VERSION, dataset="flagged",
