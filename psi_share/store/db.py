@@ -24,6 +24,7 @@ from ..names import NAME_PATTERN, check_name  # noqa: F401  (NAME_PATTERN: still
 from .aggregates import AggregateRecords, FederationRunRecord, SumResultRecord  # noqa: F401
 from .datasets import DatasetWrite, device_ids_v2, write_rows
 from .job_runs import JobRunPeerRecord, JobRunRecord, JobRunRecords  # noqa: F401
+from .witnesses import SCHEMA as WITNESS_SCHEMA
 
 _SCHEMA = """
 CREATE TABLE datasets (
@@ -181,6 +182,8 @@ CREATE TABLE dp_spent (
     PRIMARY KEY (peer, day, protocol)
 );
 """),
+    # Witnessing (issue 13): peers' signed audit heads and the audit keys their certificates bound.
+    (7, WITNESS_SCHEMA),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
