@@ -195,3 +195,16 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
     with LoopbackCluster(tmp_path_factory.mktemp("dask")) as cluster:
         yield {"address": cluster.address, "pids": cluster.pids}
+
+
+def foreign_match(fed: Federation, requester: str, responder: str, values: list[str]) -> tuple[list[int], str]:
+    """A foreign OpenMined client (tests/foreign_client.py: no psi-share code, no
+    setup_buckets_version) with ``requester``'s certificate matching email ``values`` against ``responder``:
+    (indices of the matching values, the setup kind it was served)."""
+    from foreign_client import ForeignClient, item, run_session
+
+    client = ForeignClient(f"127.0.0.1:{fed.servers[responder].port}", responder, fed.nodes[requester].home.tls_path)
+    items = [item("email", 1, v) for v in values]
+    result, _, kind = run_session(client, "flagged", {"email": 1}, items, True)
+    assert isinstance(result, list)
+    return result, kind

@@ -229,13 +229,6 @@ def raw_points_span(key: bytes, items: list[str]) -> list[bytes]:
     return list(part.raw.encrypted_elements)
 
 
-def blind_and_split(key: bytes, items: list[str], buckets: int) -> list[list[bytes]]:
-    """One chunk of a responder's set blinded, its points split into buckets."""
-    from .buckets import partition
-
-    return partition(raw_points_span(key, items), buckets)
-
-
 def build_bucket_from_parts(parts: list[list[bytes]], fpr: float, queries: int, buckets: int) -> tuple[int, bytes]:
     """One bucket's ``(size, serialized setup)`` from its points of every chunk."""
     from .buckets import build_bucket

@@ -66,26 +66,36 @@ class DaskRunner:
             for future in futures:
                 future.release()
 
-    def stream_buckets(
-        self, key: bytes, chunks: Iterable[Sequence[str]], fpr: float, queries: int, buckets: int
-    ) -> tuple[list[int], list[bytes]]:
-        """Each chunk is sent on as it arrives, blinded and split into
-        buckets on a worker; each bucket's setup is built on a worker from
-        its parts; only the setups come back. Blinded points never reach the
-        node, and it holds one chunk of items at a time."""
-        from operator import getitem
-
-        from ..openmined import blind_and_split, build_bucket_from_parts
-
+    def blind_remote(self, key: bytes, chunks: Iterable[Sequence[str]]) -> list[Any]:
+        """Blind a set that arrives in chunks, keeping the points on the
+        workers: one future per chunk (its sorted points), for
+        :meth:`remote_buckets` and :meth:`gather_points`. The node holds one
+        chunk of items at a time; at most two chunks per worker are in
+        flight, so the scheduler's memory stays flat too."""
         from distributed import wait
 
+        from ..openmined import raw_points_span
+
+        futures: list[Any] = []
+        in_flight = 2 * self.workers
+        with self._client.as_current():  # wait() asks for the current client; ours is not the default
+            for chunk in chunks:
+                if len(futures) >= in_flight:
+                    wait(futures[-in_flight])  # without gathering: the points stay on the worker
+                futures.append(self._client.submit(raw_points_span, key, list(chunk), pure=False))
+            wait(futures)
+        return futures
+
+    def remote_buckets(self, handle: list[Any], fpr: float, queries: int, buckets: int) -> tuple[list[int], list[bytes]]:
+        """Each chunk's points split into buckets on its worker, each bucket's
+        setup built on a worker from its parts; only the setups come back."""
+        from operator import getitem
+
+        from ..buckets import partition
+        from ..openmined import build_bucket_from_parts
+
         client = self._client
-        splits = []
-        in_flight = 2 * self.workers  # chunks the scheduler holds at once: its memory stays flat too
-        for chunk in chunks:
-            if len(splits) >= in_flight:
-                wait(splits[-in_flight])  # without gathering: the points stay on the worker
-            splits.append(client.submit(blind_and_split, key, list(chunk), buckets, pure=False))
+        splits = [client.submit(partition, f, buckets, pure=False) for f in handle]
         parts = [[client.submit(getitem, split, j, pure=False) for split in splits] for j in range(buckets)]
         built = [client.submit(build_bucket_from_parts, parts[j], fpr, queries, buckets, pure=False)
                  for j in range(buckets)]
@@ -95,6 +105,22 @@ class DaskRunner:
             for future in built + splits + [f for bucket in parts for f in bucket]:
                 future.release()
         return [size for size, _ in results], [setup for _, setup in results]
+
+    def gather_points(self, handle: list[Any]) -> list[bytes]:
+        """Every point, sorted, in this process (a single setup needs them all)."""
+        return sorted(p for part in self._client.gather(handle) for p in part)
+
+    def stream_buckets(
+        self, key: bytes, chunks: Iterable[Sequence[str]], fpr: float, queries: int, buckets: int
+    ) -> tuple[list[int], list[bytes]]:
+        """:meth:`blind_remote` then :meth:`remote_buckets`: blinded points
+        never reach the node."""
+        handle = self.blind_remote(key, chunks)
+        try:
+            return self.remote_buckets(handle, fpr, queries, buckets)
+        finally:
+            for future in handle:
+                future.release()
 
     def close(self) -> None:
         self._client.close()

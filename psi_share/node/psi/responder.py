@@ -38,6 +38,7 @@ from ...protocols import PROTOCOL_VERSION, PROTOCOLS
 from ...protocols.psi import (
     BlindedSet,
     PreparedSetup,
+    RemoteBlindedSet,
     PsiOpen,
     PsiOpened,
     PsiResponderSession,
@@ -55,6 +56,8 @@ from ..sessions import SessionTable
 log = logging.getLogger("psi_share.responder")
 
 SOFTWARE_VERSION = "0.1.0"
+# Items per task when a cluster engine blinds a large set.
+_REMOTE_CHUNK = 200_000
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class _SetupEntry:
     and the filters built from them, one per size class."""
 
     key: bytes
-    future: Future[BlindedSet]
+    future: Future[BlindedSet | RemoteBlindedSet]
     created: float
     item_count: int  # announced to requesters; their filter must hold exactly this many
     filters: dict[tuple[int, int], PreparedSetup] = field(default_factory=dict)  # (queries, buckets)
@@ -207,9 +210,19 @@ class Responder:
                 self._setups[cache_key] = entry
             return entry
 
-    def _blind(self, dataset: str, kinds: tuple[str, ...], key: bytes, items: tuple[str, ...]) -> BlindedSet:
+    def _blind(
+        self, dataset: str, kinds: tuple[str, ...], key: bytes, items: tuple[str, ...]
+    ) -> BlindedSet | RemoteBlindedSet:
         started = self._clock()
-        blinded = blind_set(self._engine, key, items)
+        blind_remote = getattr(self._engine.runner, "blind_remote", None)
+        if blind_remote is not None and len(items) > self.config.matching.bucket_items:
+            # A cluster engine keeps a large set's points on its workers: the
+            # bucketed filters are built there, and only they come back.
+            chunk = _REMOTE_CHUNK
+            handle = blind_remote(key, (items[i : i + chunk] for i in range(0, len(items), chunk)))
+            blinded: BlindedSet | RemoteBlindedSet = RemoteBlindedSet(key=key, handle=handle, item_count=len(items))
+        else:
+            blinded = blind_set(self._engine, key, items)
         log.info("blinded %d items of dataset %s (%d kinds) in %.2fs", len(items), dataset, len(kinds), self._clock() - started)
         return blinded
 
