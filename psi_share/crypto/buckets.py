@@ -40,8 +40,7 @@ from dataclasses import dataclass
 from private_set_intersection.python import ServerSetup
 
 from ..errors import RemoteProtocolError
-from . import golomb
-from .filter_check import SetupTerms, check_server_setup
+from .filter_check import CheckedSetup, SetupTerms, check_server_setup
 from .filters import build_setup
 from .openmined_params import bloom_element_hashes, gcs_buildable, gcs_element_hash
 
@@ -151,20 +150,19 @@ def check_buckets(
             checked = check_server_setup(setup, terms)
         except RemoteProtocolError as exc:
             raise RemoteProtocolError(f"bucket {index} of {buckets}: {exc}") from None
-        tests.append(_membership(setup))
+        tests.append(_membership(setup, checked))
         kinds.append(checked.kind)
     return CheckedBuckets(tuple(tests), tuple(kinds))
 
 
-def _membership(setup: ServerSetup) -> Membership:
+def _membership(setup: ServerSetup, checked: CheckedSetup) -> Membership:
     """OpenMined's lookup on a checked setup, in Python: GCS (hash mod range
-    among the decoded hashes), Bloom filter (every one of k bits set), raw
-    (the point itself)."""
+    among the hashes the check decoded), Bloom filter (every one of k bits
+    set), raw (the point itself)."""
     kind = setup.WhichOneof("data_structure")
     if kind == "gcs":
-        gcs = setup.gcs
-        hashes = frozenset(golomb.decode(gcs.bits, gcs.div, gcs.hash_range, 1 << 62))
-        hash_range = gcs.hash_range
+        hashes = frozenset(checked.hashes)
+        hash_range = setup.gcs.hash_range
         return lambda point: gcs_element_hash(point, hash_range) in hashes
     if kind == "bloom_filter":
         bits = setup.bloom_filter.bits
