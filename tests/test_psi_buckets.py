@@ -192,3 +192,14 @@ def test_nodes_match_over_buckets_and_a_foreign_client_gets_one_setup(federation
     values = [v for _, _, v in ours]
     found, kind = foreign_match(federation, "lab-a", "lab-b", values)
     assert found == [i for i, v in enumerate(values) if v in held] and kind in ("gcs", "raw", "bloom_filter")
+
+
+def test_the_audit_check_reads_a_bucketed_setup_only_as_the_log_describes_it() -> None:
+    from psi_share.audit.messages import check_message
+
+    _, prepared = _session([f"m{i}@x" for i in range(20)], [f"m{i}@x" for i in range(2500)], target=1024)
+    params = {"setup_buckets": prepared.bucket_count, "setup_items": 2500}
+    assert check_message("psi", "setup-chunk", prepared.setup, params) == []
+    assert check_message("psi", "setup-chunk", prepared.setup, {"setup_items": 2500})  # read as one ServerSetup: refused
+    assert any("add up to" in p for p in check_message("psi", "setup-chunk", prepared.setup, {**params, "setup_items": 2499}))
+    assert check_message("psi", "setup-chunk", prepared.setup, {**params, "setup_buckets": prepared.bucket_count + 1})
