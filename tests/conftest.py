@@ -30,7 +30,9 @@ class Federation:
     A test federation trusts its members: every node's ``[policy] reveal``
     is true unless the test passes ``policy__reveal``, and ``[policy]
     datasets`` follows ``exposure__datasets`` unless ``policy__datasets`` is
-    given. Config overrides are ``section__key=value``; a key or section the
+    given. Its figures are exact (``[privacy] enabled = false``) unless the
+    test passes ``privacy__enabled="true"``, as the differential-privacy tests
+    do with an injected sampler: a test about something else checks exact counts. Config overrides are ``section__key=value``; a key or section the
     rendered config lacks is added (``**{"policy.peers.lab-a__min_result": 3}``).
     """
 
@@ -50,7 +52,7 @@ class Federation:
 
     def node(self, name: str, **config: object) -> Node:
         home = init_home(self.root / name, name, "127.0.0.1:0", tls_from=self.issue(name))
-        config = {"policy__reveal": "true", **config}
+        config = {"policy__reveal": "true", "privacy__enabled": "false", **config}
         if "exposure__datasets" in config:  # a test exposing more datasets grants them too
             config.setdefault("policy__datasets", config["exposure__datasets"])
         if config:
@@ -179,9 +181,13 @@ def labs(tmp_path: Path) -> Labs:
                           "--format", "json", home=b))
     assert summary["actors"] == 9 and summary["identifiers"] == 9
     # Policy: by default a peer gets counts only; these two labs let each other see matches.
+    # Exact figures ([privacy] off): the noise is tested with injected randomness elsewhere.
     for home, peer in ((a, "lab-b"), (b, "lab-a")):
-        with (home / "config.toml").open("a") as fh:
-            fh.write(f"\n[policy.peers.{peer}]\nreveal = true\n")
+        config = home / "config.toml"
+        text = config.read_text()
+        assert "\n[privacy]\nenabled = true" in text
+        config.write_text(text.replace("\n[privacy]\nenabled = true", "\n[privacy]\nenabled = false")
+                          + f"\n[policy.peers.{peer}]\nreveal = true\n")
     assert "peer lab-b at 127.0.0.1:1" in ok(cli(tmp_path, "peers", "add", "lab-b", "127.0.0.1:1", home=a)).stdout
     ok(cli(tmp_path, "peers", "add", "lab-a", "127.0.0.1:1", "--note", "lab a", home=b))
     return Labs(a, b)

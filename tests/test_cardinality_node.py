@@ -400,9 +400,9 @@ def test_open_count_sessions_are_held_to_the_per_peer_quota(labs) -> None:  # ty
 def test_counts_carry_the_responders_noise_and_charge_the_peers_daily_budget(labs) -> None:  # type: ignore[no-untyped-def]
     a, b, stub = labs(privacy__enabled="true", privacy__epsilon_per_release="0.5",
                       privacy__daily_epsilon_budget="1.0", policy__min_result="3")
-    b.noise_sampler = Injected(-2, -48)
-    # truth 50, noise -2 (scale 1/epsilon = 2): the peer gets 48
-    assert a.match("lab-b", kinds=["email"], mode=Mode.COUNT).count == 48
+    b.noise_sampler = Injected(7, -48)
+    # truth 50, noise +7 (scale 1/epsilon = 2): 57, clamped to the 50 items lab-a sent
+    assert a.match("lab-b", kinds=["email"], mode=Mode.COUNT).count == 50
     # truth 50, noise -48: 2 is under min_result 3, applied to the noisy count: withheld
     outcome = a.match("lab-b", kinds=["email"], mode=Mode.COUNT)
     assert (outcome.count, outcome.fewer_than) == (None, 3)
@@ -417,7 +417,7 @@ def test_counts_carry_the_responders_noise_and_charge_the_peers_daily_budget(lab
     released = [e["result"] for e in load_entries(b.home.audit_path)
                 if e["type"] == "disclosure" and e.get("protocol") == "cardinality" and "mechanism" in e["result"]]
     assert released == [
-        {"count": 48, "mechanism": "discrete-laplace", "scale": "2.0", "sensitivity": 1, "epsilon": "1/2"},
+        {"count": 50, "mechanism": "discrete-laplace", "scale": "2.0", "sensitivity": 1, "epsilon": "1/2"},
         {"withheld": True, "fewer_than": 3, "mechanism": "discrete-laplace", "scale": "2.0", "sensitivity": 1,
          "epsilon": "1/2"},
     ]

@@ -50,7 +50,7 @@ HELP = {
     ("peers", "add"): "Add peer NAME reachable at ADDRESS (HOST:PORT).",
     ("peers", "list"): "List known peers.",
     ("peers", "remove"): "Forget peer NAME (its past sessions stay on record).",
-    ("peers", "check"): "Contact peer NAME: what it exposes, and whether our canonicalization versions agree.",
+    ("peers", "check"): "Prove that each PEER (default: every known peer) works end to end.",
     ("serve",): "Serve peers until SIGINT/SIGTERM, then shut down gracefully.",
     ("match",): "Match our DATASET against PEER's dataset with private set intersection.",
     ("results",): "Read stored match results.",
@@ -149,11 +149,13 @@ def test_full_session_two_nodes(tmp_path: Path, labs: Labs, start_server) -> Non
     refused = cli(tmp_path, "results", "show", session, home=labs.b)
     assert "learned only the set size" in failed_cleanly(refused)
 
-    check = ok_json(cli(tmp_path, "peers", "check", "lab-b", "--format", "json", home=labs.a))
-    assert check["peer"] == check["node_name"] == "lab-b"
-    assert check["exposed"] == {"flagged": "email,ip_prefix,phone"}
-    assert check["canonicalization_mismatch"] == "none"
-    assert "psi" in check["protocols"]
+    check = ok_json(cli(tmp_path, "peers", "check", "lab-b", "--no-canary", "--format", "json", home=labs.a))
+    [peer] = check["peers"]
+    by_check = {c["check"]: c for c in peer["checks"]}
+    assert peer["peer"] == by_check["identity"]["node_name"] == "lab-b" and check["ok"] is True
+    assert by_check["grants"]["datasets"] == {"flagged": ["email", "ip_prefix", "phone"]}
+    assert by_check["versions"]["canonicalization_differs"] == []
+    assert "psi" in by_check["grants"]["protocols"]
 
     info = ok_json(cli(tmp_path, "node", "info", "--format", "json", home=labs.a))
     assert info["name"] == "lab-a"

@@ -40,14 +40,14 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from private_set_intersection.python import Request, Response, ServerSetup
 
 from ..identifiers import KINDS
-from ..names import NAME_PATTERN
+from ..names import CANARY_DATASET_PATTERN, NAME_PATTERN
 from ..v1 import node_pb2 as pb
 
 POINT_BYTES = 33
 MAX_STATUS_TEXT = 2000
-_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
-_VERSION_TEXT = re.compile(r"^[0-9A-Za-z.+\-]{1,32}$")
-_PROTOCOL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_HEX_ID = re.compile(r"^[0-9a-f]{32}\Z")
+_VERSION_TEXT = re.compile(r"^[0-9A-Za-z.+\-]{1,32}\Z")
+_PROTOCOL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}\Z")
 
 
 #: What every error status is (steps ending in ``-status``, for every protocol).
@@ -179,7 +179,9 @@ def _node_info(step: str, payload: bytes) -> list[str]:
 
 def _psi_open(step: str, payload: bytes, params: Mapping[str, Any]) -> list[str]:
     m = parse_exact(pb.PsiOpenRequest, payload)
-    problems = _name(m.dataset, "dataset") + _kinds(m.kinds, "kinds")
+    # A canary session (peers check) names _canary.<dataset>[.<items>]: still only a name and a number.
+    dataset = [] if CANARY_DATASET_PATTERN.fullmatch(m.dataset) else _name(m.dataset, "dataset")
+    problems = dataset + _kinds(m.kinds, "kinds")
     if m.job_id and not _HEX_ID.match(m.job_id):
         problems.append("job_id is not a run id")
     if "set_size" in params and int(params["set_size"]) != m.set_size:

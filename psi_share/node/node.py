@@ -330,7 +330,17 @@ class Node:
                                    "cardinality": self.responder.counts.open_by_peer()}  # type: ignore[attr-defined]
         m.budget_limits = lambda peer: (self.responder.policy.for_peer(peer).sessions_per_day,
                                         self.responder.policy.for_peer(peer).items_per_day)
+        if self.config.privacy.enabled:  # today's epsilon per peer, from the ledger in the store
+            m.epsilon_source = self._epsilon_today
         return health_server, (m.serve(cfg.metrics_listen) if cfg.metrics_listen else None)
+
+    def _epsilon_today(self) -> dict[str, float]:
+        from ..privacy import spending, utc_day
+
+        spent: dict[str, float] = {}
+        for s in spending(self.store, day=utc_day(self.clock())):
+            spent[s.peer] = spent.get(s.peer, 0.0) + float(s.epsilon)
+        return spent
 
     # -- Paillier aggregates (intersection-sum, federation totals) -----------
 

@@ -19,10 +19,22 @@ that fails its own check is never built, cached or served. A peer that
 matches twice against one filter can tell whether our set changed between
 its sessions; rotating the key on every revision and after the lifetime
 bounds that.
+
+Canary sessions
+---------------
+A PsiOpen naming a canary dataset (``_canary.<dataset>[.<items>]``, see
+:mod:`psi_share.protocols.canary`) is checked by policy exactly as a session
+on ``<dataset>`` would be and held to the same session quotas, but is not
+charged to the daily budget (it has an hourly limit of its own). It is
+answered from a synthetic set blinded under a key of its own, through the
+same filter code and size class as a real session (:mod:`.canary_filters`):
+no real item is used, and the session is recorded under the canary's name
+with ``canary`` in its audit parameters.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -35,6 +47,7 @@ from ...crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_priv
 from ...errors import NotFound
 from ...identifiers import canonical_versions
 from ...protocols import PROTOCOL_VERSION, PROTOCOLS
+from ...protocols.canary import CanaryAsk, parse_canary_dataset
 from ...protocols.psi import (
     BlindedSet,
     PreparedSetup,
@@ -52,6 +65,8 @@ from ..config import NodeConfig
 from .itemsets import build_item_set
 from ..policy import AccessRequest, Policy
 from ..sessions import SessionTable
+from .canary_filters import CanaryFilters
+from .setups import SetupEntry
 
 log = logging.getLogger("psi_share.responder")
 
@@ -72,32 +87,16 @@ class NodeInfo:
 
 
 @dataclass
-class _SetupEntry:
-    """Our items of one dataset revision and kinds, blinded under ``key``,
-    and the filters built from them, one per size class."""
-
-    key: bytes
-    future: Future[BlindedSet | RemoteBlindedSet]
-    created: float
-    item_count: int  # announced to requesters; their filter must hold exactly this many
-    filters: dict[tuple[int, int], PreparedSetup] = field(default_factory=dict)  # (queries, buckets)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def usable(self, now: float, lifetime: float) -> bool:
-        failed = self.future.done() and self.future.exception() is not None
-        return not failed and now - self.created < lifetime
-
-
-@dataclass
 class _Session:
     id: str
     peer: str
     core: PsiResponderSession
-    entry: _SetupEntry
+    entry: SetupEntry
     expires: float
     lock: threading.Lock = field(default_factory=threading.Lock)
     queries: int = 0  # the size class of the filter this session gets
     buckets: int = 1  # and its number of buckets (1: one OpenMined setup)
+    canary: bool = False  # answered from a synthetic set (peers check)
 
 
 class Responder:
@@ -118,13 +117,17 @@ class Responder:
         self._clock = clock
         self._random_bytes = random_bytes
         self._lock = threading.Lock()
-        self._setups: dict[tuple[str, int, tuple[str, ...]], _SetupEntry] = {}
+        self._setups: dict[tuple[str, int, tuple[str, ...]], SetupEntry] = {}
         # The clock is read through this responder, so that winding its clock winds the table's.
         self._sessions: SessionTable[_Session] = SessionTable(
             name="PSI", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open,
             max_open_per_peer=config.sessions.max_open_per_peer, log=log,
         )
         self.policy = Policy(config, store, clock)
+        self.canaries = CanaryFilters(
+            node_name=config.name, engine=engine, executor=setup_executor, random_bytes=random_bytes,
+            clock=lambda: self._clock(), lifetime=config.sessions.setup_lifetime_seconds,
+        )
 
     # -- read-only information --------------------------------------------
 
@@ -183,17 +186,35 @@ class Responder:
             futures.append(self.prepare(name))
         return futures
 
-    def _setup_entry(self, dataset: str, kinds: tuple[str, ...]) -> _SetupEntry:
+    def _cache_key(self, dataset: str, kinds: tuple[str, ...]) -> tuple[str, int, tuple[str, ...]]:
         info = self._store.dataset(dataset)
         # Kinds the dataset does not hold add nothing to the filter: normalize
         # them away so that equivalent requests share one prepared filter.
-        kinds = tuple(k for k in kinds if k in info.kinds)
-        cache_key = (dataset, info.revision, kinds)
-        lifetime = self.config.sessions.setup_lifetime_seconds
+        return dataset, info.revision, tuple(k for k in kinds if k in info.kinds)
+
+    def _cached_entry(self, cache_key: tuple[str, int, tuple[str, ...]]) -> SetupEntry | None:
         with self._lock:
             entry = self._setups.get(cache_key)
-            if entry is not None and entry.usable(self._clock(), lifetime):
+            if entry is not None and entry.usable(self._clock(), self.config.sessions.setup_lifetime_seconds):
                 return entry
+        return None
+
+    def _item_count(self, dataset: str, kinds: tuple[str, ...]) -> int:
+        """How many items a session on ``dataset`` and ``kinds`` would be
+        answered from, without blinding them (a canary's size)."""
+        cache_key = self._cache_key(dataset, kinds)
+        entry = self._cached_entry(cache_key)
+        if entry is not None:
+            return entry.item_count
+        return len(build_item_set(self._store.identifiers(dataset, cache_key[2])).items)
+
+    def _setup_entry(self, dataset: str, kinds: tuple[str, ...]) -> SetupEntry:
+        cache_key = self._cache_key(dataset, kinds)
+        kinds = cache_key[2]
+        lifetime = self.config.sessions.setup_lifetime_seconds
+        entry = self._cached_entry(cache_key)
+        if entry is not None:
+            return entry
         # Read outside the lock (the set size is announced when a session opens).
         items = build_item_set(self._store.identifiers(dataset, kinds)).items
         now = self._clock()
@@ -206,7 +227,7 @@ class Responder:
             if entry is None:
                 key = new_private_key(self._random_bytes)
                 future = self._setup_executor.submit(self._blind, dataset, kinds, key, items)
-                entry = _SetupEntry(key=key, future=future, created=now, item_count=len(items))
+                entry = SetupEntry(key=key, future=future, created=now, item_count=len(items))
                 self._setups[cache_key] = entry
             return entry
 
@@ -233,7 +254,7 @@ class Responder:
         matching = self.config.matching
         return bucket_count(matching.false_positive_rate, queries, items, matching.bucket_items)
 
-    def _filter(self, entry: _SetupEntry, dataset: str, queries: int, buckets: int) -> PreparedSetup:
+    def _filter(self, entry: SetupEntry, dataset: str, queries: int, buckets: int = 1) -> PreparedSetup:
         """The filter of size class ``queries`` in ``buckets`` over ``entry`` (built once, checked)."""
         blinded = entry.future.result()
         with entry.lock:
@@ -255,14 +276,21 @@ class Responder:
     # -- sessions ---------------------------------------------------------
 
     def psi_open(self, peer: str, open_: PsiOpen) -> PsiOpened:
+        canary = parse_canary_dataset(open_.dataset)  # None for a real dataset
+        dataset = canary.dataset if canary is not None else open_.dataset
         access = AccessRequest(
-            protocol="psi", dataset=open_.dataset, kinds=dict(open_.kinds),
+            protocol="psi", dataset=dataset, kinds=dict(open_.kinds),
             set_size=open_.set_size, reveal=open_.mode.reveal, requester_counts=not open_.mode.reveal,
         )
         # Charged only once the session is sure to open (below, under the lock).
         grant = self.policy.check(peer, access, charge=False)
         kinds = tuple(sorted(open_.kinds))
-        entry = self._setup_entry(open_.dataset, kinds)
+        admit: Callable[[], None] | None = None  # a canary: its hourly limit, never the daily budget
+        if canary is None:
+            entry = self._setup_entry(dataset, kinds)
+            admit = functools.partial(self.policy.charge, peer, access)
+        else:
+            entry = self._canary_entry(peer, canary, kinds)
         queries = size_class(open_.set_size, self.config.matching.max_set_size)
         buckets = self._buckets(queries, entry.item_count, open_.setup_buckets_version)
         core = PsiResponderSession(
@@ -271,9 +299,9 @@ class Responder:
         now = self._clock()
         sid = uuid.UUID(bytes=self._random_bytes(16), version=4).hex
         self._sessions.add(
-            _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds, queries=queries, buckets=buckets),
-            now,
-            admit=lambda: self.policy.charge(peer, access),
+            _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds, queries=queries,
+                     canary=canary is not None, buckets=buckets),
+            now, admit=admit,
         )
         self._store.start_session(
             SessionRecord(
@@ -297,6 +325,13 @@ class Responder:
             setup_buckets_version=SETUP_BUCKETS_VERSION if buckets > 1 else 0,
             bucket_count=buckets,
         )
+
+    def _canary_entry(self, peer: str, canary: CanaryAsk, kinds: tuple[str, ...]) -> SetupEntry:
+        """The synthetic set a canary is answered from, as large as it asks
+        or (``_canary.<dataset>``) as the real set of ``kinds`` is."""
+        self.canaries.admit(peer)
+        real = 0 if canary.items is not None else self._item_count(canary.dataset, kinds)
+        return self.canaries.entry(canary.responder_count(real))
 
     def _session(self, peer: str, sid: str) -> _Session:
         return self._sessions.get(peer, sid)
@@ -371,8 +406,10 @@ class Responder:
             "setup_buckets": session.buckets,
             "false_positive_rate": self.config.matching.false_positive_rate,
             "setup_items": session.entry.item_count,
-            "our_items": session.entry.item_count,
+            "canary_items" if session.canary else "our_items": session.entry.item_count,
         }
+        if session.canary:
+            out["canary"] = True
         return out
 
     def setup_disclosure(self, peer: str, sid: str) -> dict[str, object]:
@@ -380,6 +417,18 @@ class Responder:
         session = self._session(peer, sid)
         prepared = self._filter(session.entry, session.core.open.dataset, session.queries, session.buckets)
         reveal = session.core.open.mode.reveal
+        if session.canary:
+            return {
+                "learns": "which of its canary items our synthetic canary set holds (no data of ours), and its size",
+                "canary": True,
+                "mode": session.core.open.mode.value,
+                "dataset": session.core.open.dataset,
+                "kinds": sorted(session.core.open.kinds),
+                "queries": session.core.open.set_size,
+                "canary_items": prepared.item_count,
+                "false_positive_rate": prepared.false_positive_rate,
+                "filter": prepared.kind,
+            }
         return {
             # OpenMined's count mode: an honest client learns the count, a modified one which items.
             "learns": "which of its items we hold" if reveal else "how many of its items we hold (modified software: which)",
