@@ -193,6 +193,30 @@ def labs(tmp_path: Path) -> Labs:
     return Labs(a, b)
 
 
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """A real Dask cluster: a scheduler and two workers, each its own process,
+    bound to 127.0.0.1 only, dashboards off, spilling off (``--memory-limit
+    0``). Yields ``{"address": "tcp://127.0.0.1:PORT", "pids": [...]}``."""
+    from psi_share.crypto.cluster.loopback import LoopbackCluster
+
+    with LoopbackCluster(tmp_path_factory.mktemp("dask")) as cluster:
+        yield {"address": cluster.address, "pids": cluster.pids}
+
+
+def foreign_match(fed: Federation, requester: str, responder: str, values: list[str]) -> tuple[list[int], str]:
+    """A foreign OpenMined client (tests/foreign_client.py: no psi-share code, no
+    setup_buckets_version) with ``requester``'s certificate matching email ``values`` against ``responder``:
+    (indices of the matching values, the setup kind it was served)."""
+    from foreign_client import ForeignClient, item, run_session
+
+    client = ForeignClient(f"127.0.0.1:{fed.servers[responder].port}", responder, fed.nodes[requester].home.tls_path)
+    items = [item("email", 1, v) for v in values]
+    result, _, kind = run_session(client, "flagged", {"email": 1}, items, True)
+    assert isinstance(result, list)
+    return result, kind
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
     """lab-a's node, no TLS material, its clock fixed (store and import tests)."""

@@ -220,6 +220,22 @@ def _psi_closed(step: str, payload: bytes) -> list[str]:
     return []
 
 
+def _psi_buckets(step: str, payload: bytes, params: Mapping[str, Any]) -> list[str]:
+    """A PsiBucketedSetup: as many buckets as the log says, sizes adding up
+    to our items, every bucket a well-formed ServerSetup of its size."""
+    m = parse_exact(pb.PsiBucketedSetup, payload)
+    buckets, items = int(params["setup_buckets"]), params.get("setup_items")
+    if len(m.bucket_sizes) != buckets or len(m.setups) != buckets:
+        return [f"bucketed setup holds {len(m.setups)} buckets, the log says {buckets}"]
+    if items is not None and sum(m.bucket_sizes) != int(items):
+        return [f"bucket sizes add up to {sum(m.bucket_sizes)}, the log says {items} items"]
+    problems = []
+    for index, (size, data) in enumerate(zip(m.bucket_sizes, m.setups)):
+        inner = {**params, "setup_buckets": 1, "setup_items": size}
+        problems += [f"bucket {index}: {p}" for p in _psi_setup(step, data, inner)]
+    return problems
+
+
 def _psi_request(step: str, payload: bytes, params: Mapping[str, Any]) -> list[str]:
     m = parse_exact(Request, payload)
     problems = check_points(m.encrypted_elements, "Request.encrypted_elements")
@@ -240,6 +256,8 @@ def _psi_response(step: str, payload: bytes, params: Mapping[str, Any]) -> list[
 
 
 def _psi_setup(step: str, payload: bytes, params: Mapping[str, Any]) -> list[str]:
+    if int(params.get("setup_buckets", 1)) > 1:
+        return _psi_buckets(step, payload, params)
     m = parse_exact(ServerSetup, payload)
     kind = m.WhichOneof("data_structure")
     items = params.get("setup_items")

@@ -208,6 +208,7 @@ class PeerClient:
                 set_size=open_.set_size,
                 reveal_intersection=open_.mode.reveal,
                 job_id=open_.job_id,
+                setup_buckets_version=open_.setup_buckets_version,
             ),
             "open",
             items=open_.set_size,
@@ -244,6 +245,8 @@ class PeerClient:
             protocol_version=reply.protocol_version,
             min_result=reply.min_result,
             responder_set_size=reply.responder_set_size,
+            setup_buckets_version=reply.setup_buckets_version,
+            bucket_count=reply.bucket_count,
         )
 
     def psi_process(self, session_id: str, request: bytes, items: int) -> bytes:

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
+from ...crypto.buckets import SETUP_BUCKETS_VERSION, bucket_count
 from ...crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_private_key
 from ...errors import NotFound
 from ...identifiers import canonical_versions
@@ -50,6 +51,7 @@ from ...protocols.canary import CanaryAsk, parse_canary_dataset
 from ...protocols.psi import (
     BlindedSet,
     PreparedSetup,
+    RemoteBlindedSet,
     PsiOpen,
     PsiOpened,
     PsiResponderSession,
@@ -69,6 +71,8 @@ from .setups import SetupEntry
 log = logging.getLogger("psi_share.responder")
 
 SOFTWARE_VERSION = "0.1.0"
+# Items per task when a cluster engine blinds a large set.
+_REMOTE_CHUNK = 200_000
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class _Session:
     expires: float
     lock: threading.Lock = field(default_factory=threading.Lock)
     queries: int = 0  # the size class of the filter this session gets
+    buckets: int = 1  # and its number of buckets (1: one OpenMined setup)
     canary: bool = False  # answered from a synthetic set (peers check)
 
 
@@ -162,7 +167,7 @@ class Responder:
         def build_filter(blinding: Future[BlindedSet]) -> None:
             try:
                 if blinding.exception() is None:
-                    self._filter(entry, dataset, queries)
+                    self._filter(entry, dataset, queries, self._buckets(queries, entry.item_count, SETUP_BUCKETS_VERSION))
             except Exception:  # noqa: BLE001  (a session asking for it will fail with the reason)
                 log.exception("could not prepare a PSI filter over dataset %s", dataset)
 
@@ -226,26 +231,45 @@ class Responder:
                 self._setups[cache_key] = entry
             return entry
 
-    def _blind(self, dataset: str, kinds: tuple[str, ...], key: bytes, items: tuple[str, ...]) -> BlindedSet:
+    def _blind(
+        self, dataset: str, kinds: tuple[str, ...], key: bytes, items: tuple[str, ...]
+    ) -> BlindedSet | RemoteBlindedSet:
         started = self._clock()
-        blinded = blind_set(self._engine, key, items)
+        blind_remote = getattr(self._engine.runner, "blind_remote", None)
+        if blind_remote is not None and len(items) > self.config.matching.bucket_items:
+            # A cluster engine keeps a large set's points on its workers: the
+            # bucketed filters are built there, and only they come back.
+            chunk = _REMOTE_CHUNK
+            handle = blind_remote(key, (items[i : i + chunk] for i in range(0, len(items), chunk)))
+            blinded: BlindedSet | RemoteBlindedSet = RemoteBlindedSet(key=key, handle=handle, item_count=len(items))
+        else:
+            blinded = blind_set(self._engine, key, items)
         log.info("blinded %d items of dataset %s (%d kinds) in %.2fs", len(items), dataset, len(kinds), self._clock() - started)
         return blinded
 
-    def _filter(self, entry: SetupEntry, dataset: str, queries: int) -> PreparedSetup:
-        """The filter of size class ``queries`` over ``entry`` (built once, checked)."""
+    def _buckets(self, queries: int, items: int, buckets_version: int) -> int:
+        """Buckets for a requester that reads ``buckets_version`` (0: one setup, always)."""
+        if buckets_version < SETUP_BUCKETS_VERSION:
+            return 1
+        matching = self.config.matching
+        return bucket_count(matching.false_positive_rate, queries, items, matching.bucket_items)
+
+    def _filter(self, entry: SetupEntry, dataset: str, queries: int, buckets: int = 1) -> PreparedSetup:
+        """The filter of size class ``queries`` in ``buckets`` over ``entry`` (built once, checked)."""
         blinded = entry.future.result()
         with entry.lock:
-            prepared = entry.filters.get(queries)
+            prepared = entry.filters.get((queries, buckets))
             if prepared is None:
                 started = self._clock()
                 prepared = filter_for(
-                    blinded, false_positive_rate=self.config.matching.false_positive_rate, max_set_size=queries
+                    blinded, false_positive_rate=self.config.matching.false_positive_rate, max_set_size=queries,
+                    buckets=buckets, engine=self._engine,
                 )
-                entry.filters[queries] = prepared
+                entry.filters[(queries, buckets)] = prepared
                 log.info(
-                    "prepared PSI filter over dataset %s (%d items, up to %d queries): %s, %d bytes, in %.2fs",
-                    dataset, prepared.item_count, queries, prepared.kind, len(prepared.setup), self._clock() - started,
+                    "prepared PSI filter over dataset %s (%d items, up to %d queries): %s%s, %d bytes, in %.2fs",
+                    dataset, prepared.item_count, queries, prepared.kind,
+                    f" x{buckets}" if buckets > 1 else "", len(prepared.setup), self._clock() - started,
                 )
         return prepared
 
@@ -268,6 +292,7 @@ class Responder:
         else:
             entry = self._canary_entry(peer, canary, kinds)
         queries = size_class(open_.set_size, self.config.matching.max_set_size)
+        buckets = self._buckets(queries, entry.item_count, open_.setup_buckets_version)
         core = PsiResponderSession(
             open_, key=entry.key, max_set_size=self.config.matching.max_set_size, engine=self._engine
         )
@@ -275,7 +300,7 @@ class Responder:
         sid = uuid.UUID(bytes=self._random_bytes(16), version=4).hex
         self._sessions.add(
             _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds, queries=queries,
-                     canary=canary is not None),
+                     canary=canary is not None, buckets=buckets),
             now, admit=admit,
         )
         self._store.start_session(
@@ -297,6 +322,8 @@ class Responder:
             session_ttl_seconds=self.config.sessions.ttl_seconds,
             min_result=grant.min_result,
             responder_set_size=entry.item_count,
+            setup_buckets_version=SETUP_BUCKETS_VERSION if buckets > 1 else 0,
+            bucket_count=buckets,
         )
 
     def _canary_entry(self, peer: str, canary: CanaryAsk, kinds: tuple[str, ...]) -> SetupEntry:
@@ -339,7 +366,7 @@ class Responder:
     def psi_setup(self, peer: str, sid: str) -> bytes:
         session = self._session(peer, sid)
         try:
-            prepared = self._filter(session.entry, session.core.open.dataset, session.queries)
+            prepared = self._filter(session.entry, session.core.open.dataset, session.queries, session.buckets)
         except Exception as exc:  # no filter to serve: the session failed here
             self._sessions.fail(session, exc)
             raise
@@ -376,6 +403,7 @@ class Responder:
             "requester_items": session.core.open.set_size,
             "response_items": session.core.open.set_size,
             "filter_max_queries": session.queries,
+            "setup_buckets": session.buckets,
             "false_positive_rate": self.config.matching.false_positive_rate,
             "setup_items": session.entry.item_count,
             "canary_items" if session.canary else "our_items": session.entry.item_count,
@@ -387,7 +415,7 @@ class Responder:
     def setup_disclosure(self, peer: str, sid: str) -> dict[str, object]:
         """What the requester of ``sid`` can learn once it has our filter."""
         session = self._session(peer, sid)
-        prepared = self._filter(session.entry, session.core.open.dataset, session.queries)
+        prepared = self._filter(session.entry, session.core.open.dataset, session.queries, session.buckets)
         reveal = session.core.open.mode.reveal
         if session.canary:
             return {
@@ -411,6 +439,8 @@ class Responder:
             "our_items": prepared.item_count,
             "false_positive_rate": prepared.false_positive_rate,
             "filter": prepared.kind,
+            **({"buckets": prepared.bucket_count, "bucket_filters": sorted(set(prepared.bucket_kinds))}
+               if prepared.bucket_count > 1 else {}),
         }
 
     def close(self) -> None:

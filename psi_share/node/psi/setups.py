@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from ...protocols.psi import BlindedSet, PreparedSetup
+from ...protocols.psi import BlindedSet, PreparedSetup, RemoteBlindedSet
 
 
 @dataclass
@@ -23,10 +23,10 @@ class SetupEntry:
     """Items blinded under ``key``, and the filters built from them, one per size class."""
 
     key: bytes
-    future: Future[BlindedSet]
+    future: Future[BlindedSet | RemoteBlindedSet]  # remote: the points stay on a cluster engine
     created: float
     item_count: int  # announced to requesters; their filter must hold exactly this many
-    filters: dict[int, PreparedSetup] = field(default_factory=dict)
+    filters: dict[tuple[int, int], PreparedSetup] = field(default_factory=dict)  # (queries, buckets)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def usable(self, now: float, lifetime: float) -> bool:
