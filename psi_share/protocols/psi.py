@@ -84,6 +84,9 @@ class PsiOpen:
     mode: Mode
     job_id: str = ""
     protocol_version: int = PROTOCOL_VERSION
+    # The prompt parameter set (psi_share.prompts.params.PromptParams.describe),
+    # required when ``kinds`` include "prompt"; None otherwise.
+    prompt_params: Mapping[str, object] | None = None
 
     def __post_init__(self) -> None:
         if self.protocol_version != PROTOCOL_VERSION:
@@ -278,6 +281,7 @@ class PsiRequester:
         key: bytes,
         engine: OpenMinedEngine,
         job_id: str = "",
+        prompt_params: Mapping[str, object] | None = None,
     ) -> None:
         check_key(key)
         if len(set(items)) != len(items):
@@ -289,7 +293,8 @@ class PsiRequester:
         self.state = RequesterState.NEW
         self.opened: PsiOpened | None = None
         self.open = PsiOpen(
-            dataset=dataset, kinds=dict(kinds), set_size=len(items), mode=mode, job_id=job_id
+            dataset=dataset, kinds=dict(kinds), set_size=len(items), mode=mode, job_id=job_id,
+            prompt_params=prompt_params,
         )
 
     def _next(self, event: str) -> RequesterState:

@@ -24,6 +24,7 @@ from ..names import NAME_PATTERN, check_name  # noqa: F401  (NAME_PATTERN: still
 from .aggregates import AggregateRecords, FederationRunRecord, SumResultRecord  # noqa: F401
 from .datasets import DatasetWrite, device_ids_v2, write_rows
 from .job_runs import JobRunPeerRecord, JobRunRecord, JobRunRecords  # noqa: F401
+from .prompt_matches import SCHEMA as _PROMPT_MATCHES_SCHEMA
 
 _SCHEMA = """
 CREATE TABLE datasets (
@@ -181,6 +182,8 @@ CREATE TABLE dp_spent (
     PRIMARY KEY (peer, day, protocol)
 );
 """),
+    # Prompt chains (issue 14): per prompt cluster, how many bands matched.
+    (7, _PROMPT_MATCHES_SCHEMA),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
