@@ -19,12 +19,15 @@ import grpc
 import pytest
 
 from psi_share import Mode
+from psi_share.audit.scan import NeedleIndex, load_sources, scan_audit
 from psi_share.errors import PeerRefused
+from psi_share.identifiers import DEFAULT_CONTEXT
+from psi_share.jobs.history import diff_runs
 from psi_share.jobs.exports import collect, to_stix
 from psi_share.jobs.runner import run_job
 from psi_share.jobs.spec import load_job
 from psi_share.node.prompts.matches import chain_actors, chain_sightings
-from psi_share.prompts import DEFAULT_THRESHOLD, PromptParams
+from psi_share.prompts import PromptParams, SignatureEngine
 from psi_share.prompts.synthetic import generate, score_matches, write_files
 from psi_share.protocols import PROTOCOL_VERSION
 from psi_share.store.prompt_matches import prompt_matches
@@ -99,6 +102,21 @@ def test_campaign_job_between_three_nodes(federation, campaign, tmp_path: Path) 
     assert patterns and all(o["name"].startswith("prompt chain chain-") for o in patterns)
     text = json.dumps(stix)
     assert not any(p.text[:30] in text for p in fed.prompts["lab-a"] if len(p.text) >= 30)
+    # A second run finds the same: its diff has no change, prompt chains included.
+    again = run_job(a, load_job(job))
+    diff = diff_runs(a.store, a.store.job_run(result.run_id), a.store.job_run(again.run_id))
+    assert diff.empty and not diff.chains and diff.compared_peers == ("lab-b", "lab-c")
+    # The compliance officer's scan: no form of any prompt left any of the three nodes.
+    params = PromptParams.from_config(SEED)
+    for lab in LABS:
+        scan = scan_audit(nodes[lab].home.audit_path, [files[f"{lab}/prompts.jsonl"]], DEFAULT_CONTEXT, params)
+        assert scan.transcripts > 0 and scan.identifiers > 1000 and scan.clean, (lab, scan.hits[:3], scan.invalid[:3])
+    # ... and the same needles do find a band item, a shingle and the raw text when they are there.
+    index = NeedleIndex(load_sources([files["lab-a/prompts.jsonl"]], DEFAULT_CONTEXT, params))
+    first = fed.prompts["lab-a"][0]
+    banded = SignatureEngine(params).band(first.text)
+    for planted in (banded.items[3], sorted(banded.shingles)[0], first.text):
+        assert index.find(b"\x00" * 40 + planted.encode() + b"\x00" * 40), "a planted form was not found"
 
 
 def test_count_only_on_prompt_items(federation, campaign) -> None:  # type: ignore[no-untyped-def]
