@@ -20,6 +20,7 @@ import pytest
 
 from psi_share import Mode
 from psi_share.audit.scan import NeedleIndex, load_sources, scan_audit
+from psi_share.cli.prompts import run_rows
 from psi_share.errors import PeerRefused
 from psi_share.identifiers import DEFAULT_CONTEXT
 from psi_share.jobs.history import diff_runs
@@ -96,6 +97,9 @@ def test_campaign_job_between_three_nodes(federation, campaign, tmp_path: Path) 
     both = {p.actor_id for p in fed.prompts["lab-a"]
             if p.template in fed.shared_templates("lab-a", "lab-b") & fed.shared_templates("lab-a", "lab-c")}
     assert set(linked) <= truth and len(set(linked) & both) >= 0.95 * len(both) > 0
+    # 'results run --chain-peers 2' lists exactly those actors, each with its chains.
+    rows = run_rows(a, result.run_id, 1, 2)
+    assert {r["actor_id"] for r in rows} == set(linked) and all(r["chains"] for r in rows)
     # The STIX export names chains as attack patterns, never with prompt text.
     stix = json.loads(to_stix(collect(a.store, "lab-a", a.store.job_run(result.run_id))))
     patterns = [o for o in stix["objects"] if o["type"] == "attack-pattern"]
