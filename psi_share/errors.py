@@ -115,12 +115,16 @@ class Refused(ProtocolError):
     ``code`` is the gRPC status code name the transport answers with
     (``NOT_FOUND``, ``PERMISSION_DENIED``, ``RESOURCE_EXHAUSTED``,
     ``UNAUTHENTICATED``, ``FAILED_PRECONDITION``, ``INVALID_ARGUMENT``); the
-    message is written for the peer's operator.
+    message is written for the peer's operator. ``reason``, when given, is a
+    short fixed slug saying why (``"previous-hop"``, ``"replay"``...): the
+    audit log records it beside the status, so a compliance officer can count
+    refusals by cause without reading free text.
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, reason: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason
 
 
 class PeerUnavailable(ProtocolError):

@@ -124,6 +124,44 @@ def node_name_of(cert: x509.Certificate) -> str:
     return name
 
 
+def issued_member_name(cert: x509.Certificate, ca_cert: x509.Certificate) -> str:
+    """The node ``cert`` names, once shown to be issued by the federation CA with
+    the name as CN and DNS SAN. What does not change with time (a caller may cache
+    it per certificate); :func:`check_member_current` is the rest. Raises PkiError."""
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise PkiError("certificate is not signed by this federation's CA") from None
+    return node_name_of(cert)
+
+
+def check_member_current(cert: x509.Certificate, name: str, is_revoked: Callable[[int], bool], now: dt.datetime) -> None:
+    """``cert`` of node ``name`` is within its validity at ``now`` (our clock) and
+    not revoked. Raises PkiError."""
+    serial = format(cert.serial_number, "x")
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise PkiError(f"certificate {serial} of node {name} is outside its validity period "
+                       f"({cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}); "
+                       "ask the federation CA for a new one")
+    if is_revoked(cert.serial_number):
+        raise PkiError(f"certificate {serial} of node {name} is revoked by the federation CA")
+
+
+def check_member_certificate(cert: x509.Certificate, ca_cert: x509.Certificate,
+                             is_revoked: Callable[[int], bool], now: dt.datetime) -> str:
+    """The federation member ``cert`` names, once it is shown to be one.
+
+    Checks what gRPC's handshake checks and what it does not: issued by the
+    federation CA, the name as CN and DNS SAN, valid at ``now`` (our clock),
+    not revoked. Used for certificates carried inside messages (a federation
+    total's signed statements); TLS callers get the same two checks, the
+    first cached. Raises PkiError.
+    """
+    name = issued_member_name(cert, ca_cert)
+    check_member_current(cert, name, is_revoked, now)
+    return name
+
+
 def describe(cert: x509.Certificate) -> dict[str, object]:
     """Public facts about a certificate (for people; never key material)."""
     try:

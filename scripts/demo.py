@@ -95,7 +95,7 @@ def _raw_call_refused(tls: Path, real_ca: Path, port: int) -> bool:
 
 def security_checks(out: Path, nodes: Path, ports: dict[str, int]) -> bool:
     """Outsiders and revoked members are refused; a member without a policy grant gets counts only."""
-    console.rule("[bold]9. who gets in: certificates and policy")
+    console.rule("[bold]10. who gets in: certificates and policy")
     ok = True
 
     def expect(what: str, proc: subprocess.CompletedProcess[str], needle: str) -> None:
@@ -167,9 +167,12 @@ def main() -> int:
     tls = federation_pki(out)
 
     console.rule("[bold]3. three node homes, data imported locally")
+    audit_keys: dict[str, str] = {}
     for lab in LABS:
         home = nodes / lab
         psi(home, "init", lab, "--listen", "127.0.0.1:0", "--tls-from", str(tls[lab]))
+        # The lab's compliance officer pins the audit key once, where the engineers cannot change it.
+        audit_keys[lab] = psi(home, "audit", "key").stdout.strip()
         keep_transcripts(home)
         grant_reveal(home, [p for p in LABS if p != lab])
         for dataset in ("customers", "flagged"):
@@ -210,9 +213,10 @@ def main() -> int:
             console.print(f"{lab}: job run {results[lab]['run_id'][:12]} {results[lab]['status']} in {time.monotonic() - t:.1f}s")
         aggregates_ok = aggregates(nodes, out, data, truth, results)
         next_day = run_next_day(args, out, nodes, jobfile)
+        witnessed = witness_verdicts(nodes, audit_keys)  # before any certificate is revoked
         refusals_ok = security_checks(out, nodes, ports)
     finally:
-        console.rule("[bold]10. shutting the nodes down (SIGTERM)")
+        console.rule("[bold]11. shutting the nodes down (SIGTERM)")
         for lab, proc in procs.items():
             proc.send_signal(signal.SIGTERM)
         for lab, proc in procs.items():
@@ -226,8 +230,8 @@ def main() -> int:
     verdict = report(results, truth, time.monotonic() - started)
     changes = report_next_day(*next_day)
     # day 1's customers.csv holds every identifier the lab had on either day
-    audited = audit_verdicts(nodes, out / "data-day1")
-    return verdict or changes or audited or (0 if refusals_ok else 1) or (0 if aggregates_ok else 1)
+    audited = audit_verdicts(nodes, out / "data-day1", audit_keys)
+    return verdict or changes or audited or witnessed or (0 if refusals_ok else 1) or (0 if aggregates_ok else 1)
 
 
 def keep_transcripts(home: Path) -> None:
@@ -238,9 +242,29 @@ def keep_transcripts(home: Path) -> None:
     config.write_text(text.replace("\ntranscripts = false", "\ntranscripts = true", 1))
 
 
-def audit_verdicts(nodes: Path, data: Path) -> int:
-    """Each lab's compliance check, as its officer would run it: verify, scan, report."""
-    console.rule("[bold]13. compliance: audit verify and audit scan on every lab")
+def witness_verdicts(nodes: Path, audit_keys: dict[str, str]) -> int:
+    """While the federation runs, each lab's officer checks its log against the pinned key
+    and against the signed heads its peers witnessed at every session close."""
+    console.rule("[bold]9. compliance: each lab's audit log against the heads its peers witnessed")
+    failed = 0
+    for lab in LABS:
+        proc = psi(nodes / lab, "audit", "verify", "--key", audit_keys[lab], "--witnesses", check=False)
+        failed += proc.returncode != 0
+        style = "green" if proc.returncode == 0 else "red"
+        console.print(f"[bold]{lab}[/] audit verify --key {audit_keys[lab][:16]}… --witnesses: exit {proc.returncode}")
+        for line in (proc.stdout + proc.stderr).strip().splitlines():
+            if line.startswith(("witness ", f"audit log of {lab}")) or proc.returncode:
+                console.print(f"  [{style}]{escape(line)}[/]", highlight=False, soft_wrap=True)
+    if failed:
+        console.print("[bold red]a lab's log does not extend the heads its peers witnessed")
+        return 1
+    console.print("[bold green]every lab's log extends every signed head its peers hold")
+    return 0
+
+
+def audit_verdicts(nodes: Path, data: Path, audit_keys: dict[str, str]) -> int:
+    """Each lab's compliance check, as its officer would run it: verify (pinned key), scan, report."""
+    console.rule("[bold]14. compliance: audit verify (pinned key), audit scan and audit report on every lab")
     scans = {
         lab: subprocess.Popen(
             [sys.executable, "-m", "psi_share.cli.main", "--home", str(nodes / lab), "audit", "scan",
@@ -251,7 +275,7 @@ def audit_verdicts(nodes: Path, data: Path) -> int:
     }  # the three scans run side by side, as three officers would
     failed = 0
     for lab in LABS:
-        verify = psi(nodes / lab, "audit", "verify", check=False)
+        verify = psi(nodes / lab, "audit", "verify", "--key", audit_keys[lab], check=False)
         out, err = scans[lab].communicate(timeout=600)
         report = psi(nodes / lab, "audit", "report", check=False)
         failed += verify.returncode != 0 or scans[lab].returncode != 0 or report.returncode != 0
@@ -369,7 +393,7 @@ def local_flagged_requests(lab_data: Path) -> int:
 
 
 def report(results: dict, truth: dict, seconds: float) -> int:
-    console.rule("[bold]11. what each lab learned, against the ground truth")
+    console.rule("[bold]12. what each lab learned, against the ground truth")
     table = Table()
     for col in ("lab", "peer", "shared (learned)", "shared (truth)", "precision", "recall"):
         table.add_column(col, justify="right" if col not in ("lab", "peer") else "left")
@@ -434,7 +458,7 @@ def report_next_day(results: dict, diffs: dict, truth: dict) -> int:
     when it is in new_since_previous_day.shared_with[peer]; it is *newly*
     shared when it was shared with no peer the day before.
     """
-    console.rule("[bold]12. what changed since the previous run, against the ground truth")
+    console.rule("[bold]13. what changed since the previous run, against the ground truth")
     table = Table()
     for col in ("lab", "newly shared", "truth", "peers changed", "truth", "no longer shared", "truth"):
         table.add_column(col, justify="left" if col == "lab" else "right")

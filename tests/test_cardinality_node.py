@@ -39,11 +39,13 @@ MINE = [domain_separated_item("email", f"user{i}@example.org") for i in range(50
 
 @pytest.fixture
 def labs(federation, csv_file):  # type: ignore[no-untyped-def]
-    """lab-b answers lab-a with counts only (and min_result 0 unless a test sets it)."""
+    """lab-b answers lab-a with counts only (and min_result 0 unless a test sets it); exact
+    counts (no noise) unless a test turns [privacy] on: the protocol's own checks are the subject."""
 
     def make(**b_config: object):  # type: ignore[no-untyped-def]
         a = federation.node("lab-a", audit__transcripts="true")
-        b = federation.node("lab-b", policy__reveal="false", audit__transcripts="true", **b_config)
+        b = federation.node("lab-b", policy__reveal="false", audit__transcripts="true",
+                            **{"privacy__enabled": "false", **b_config})
         a.import_file("flagged", csv_file("a.csv", A_ROWS), None)
         b.import_file("flagged", csv_file("b.csv", B_ROWS), None)
         federation.serve("lab-b")
@@ -391,3 +393,43 @@ def test_open_count_sessions_are_held_to_the_per_peer_quota(labs) -> None:  # ty
     code, details = refused(lambda: adversary.open(5))  # abandoned ones hold the quota until they expire
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_open_per_peer" in details
     assert b.responder.counts.open_by_peer() == {"lab-a": 2}
+
+
+class Injected:
+    """A NoiseSampler returning the noise the test chose, recording each scale asked for."""
+
+    def __init__(self, *noise: int) -> None:
+        self.noise, self.scales = list(noise), []  # type: ignore[var-annotated]
+
+    def discrete_laplace(self, scale: float) -> int:
+        self.scales.append(scale)
+        return self.noise.pop(0)
+
+    def discrete_gaussian(self, sigma: float) -> int:  # pragma: no cover - counts use Laplace
+        raise AssertionError("counts are released with discrete Laplace noise")
+
+
+def test_counts_carry_the_responders_noise_and_charge_the_peers_daily_budget(labs) -> None:  # type: ignore[no-untyped-def]
+    a, b, stub = labs(privacy__enabled="true", privacy__epsilon_per_release="0.5",
+                      privacy__daily_epsilon_budget="1.0", policy__min_result="3")
+    b.noise_sampler = Injected(-2, -48)
+    # truth 50, noise -2 (scale 1/epsilon = 2): the peer gets 48
+    assert a.match("lab-b", kinds=["email"], mode=Mode.COUNT).count == 48
+    # truth 50, noise -48: 2 is under min_result 3, applied to the noisy count: withheld
+    outcome = a.match("lab-b", kinds=["email"], mode=Mode.COUNT)
+    assert (outcome.count, outcome.fewer_than) == (None, 3)
+    assert b.noise_sampler.scales == [2.0, 2.0]
+    # the budget (1.0 = two releases of 0.5) is spent: refused before any count is computed
+    adversary = Adversary(stub)
+    adversary.open(50)
+    session_set = adversary.queries(blinded(adversary.key, MINE))
+    code, details = refused(lambda: adversary.reblinded([ec.blind_x_blob(adversary.key, p) for p in session_set]))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "budget" in details
+    assert b.noise_sampler.noise == []  # no third draw
+    released = [e["result"] for e in load_entries(b.home.audit_path)
+                if e["type"] == "disclosure" and e.get("protocol") == "cardinality" and "mechanism" in e["result"]]
+    assert released == [
+        {"count": 48, "mechanism": "discrete-laplace", "scale": "2.0", "sensitivity": 1, "epsilon": "1/2"},
+        {"withheld": True, "fewer_than": 3, "mechanism": "discrete-laplace", "scale": "2.0", "sensitivity": 1,
+         "epsilon": "1/2"},
+    ]

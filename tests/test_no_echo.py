@@ -74,9 +74,11 @@ def test_no_refusal_repeats_what_the_peer_sent(pair, federation) -> None:
         "chunk version": lambda s: s.PsiProcess(iter([_chunk(SID, protocol_version=SHORT)])),
         "sum dataset": lambda s: s.SumOpen(pb.SumOpenRequest(protocol_version=v, dataset=EMAIL, set_size=5,
                                                              kind=kind[0], value_holder=pb.VALUE_HOLDER_RESPONDER, key_bits=2048)),
-        "federation metric": lambda s: s.FederationPass(pb.FederationPassRequest(
-            protocol_version=v, run_id=SID, metric=EMAIL, initiator="lab-a", contributors=1, min_contributors=3,
-            route=["lab-c"])),
+        "federation pass": lambda s: s.FederationPass(pb.FederationPassRequest(
+            protocol_version=v, run_id=EMAIL, job_id=EMAIL, ciphertext=EMAIL.encode())),
+        "federation join": lambda s: s.FederationJoin(pb.FederationJoinRequest(
+            protocol_version=v, run_id=EMAIL, job_id=EMAIL,
+            signed_route=pb.FederationSigned(body=EMAIL.encode(), signature=EMAIL.encode(), certificate=EMAIL.encode()))),
         "federation run": lambda s: s.FederationRelease(pb.FederationReleaseRequest(
             protocol_version=v, run_id=EMAIL, metric="m", contributors=3)),
     }

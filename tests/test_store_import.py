@@ -13,7 +13,7 @@ from psi_share import ImportMode, Node, PsiShareError, init_home
 from psi_share.errors import ImportFileError, NotFound, StoreError
 from psi_share.identifiers import DEFAULT_CONTEXT, CanonicalizationContext
 from psi_share.store import SessionRecord, Store, parse_data_file
-from psi_share.store.db import IdentifierRow
+from psi_share.store.db import SCHEMA_VERSION, IdentifierRow
 
 CTX = DEFAULT_CONTEXT
 
@@ -457,10 +457,11 @@ def test_store_refuses_a_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
     Store(path).close()
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version=7")
+    newer = SCHEMA_VERSION + 1  # whatever this software's latest step is
+    db.execute(f"PRAGMA user_version={newer}")
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match="schema version 7"):
+    with pytest.raises(StoreError, match=f"schema version {newer}"):
         Store(path)
 
 

@@ -188,3 +188,26 @@ def test_a_spent_budget_refuses_with_resource_exhausted_and_discloses_nothing(fe
         a.intersection_sum("lab-b", dataset="usage", peer_dataset="flagged", kind="email", value_holder="requester")
     assert len(_disclosures(a)) == 2 and a.noise_sampler.noise == []
     assert sum(1 for s in b.store.sessions() if b.store.sum_result(s.id) is not None) == 4
+
+
+
+@pytest.mark.parametrize("power", [2, 5, 6, 2**40])
+def test_a_matcher_raising_one_ciphertext_to_a_power_is_clamped_to_count_times_bound_never_refused(power: int) -> None:
+    """The attacker counts one item ``power`` times (its ciphertext raised to that power)
+    and claims 5 matches. The value holder neither refuses (a refusal would answer
+    "is power * v above the bound?" exactly, without noise) nor lets the total past
+    5 * clip_bound before the noise: the multiplicity bought is at most the count claimed."""
+    rb = random.Random(power).randbytes
+    items = ["a", "b", "c", "d", "e"]
+    sampler = Injected(-3)
+    holder = _holder(items, [700] * 5, SumNoise(1000, Fraction(1, 2), sampler), rb)
+    own = blind_own_items(ENGINE, ec.new_scalar(rb), items)
+    reply = parse(holder.on_blinded_set(pb.SumMessage(
+        protocol_version=PROTOCOL_VERSION, step="blinded-set", points=b"".join(own.points)).SerializeToString()),
+        "double-blinded")
+    pk = KEY.public
+    lone = decode_ciphertexts(pk, reply.ciphertexts, 5)[0]
+    cheat = pb.SumMessage(protocol_version=PROTOCOL_VERSION, step="encrypted-sum", count=5,
+                          ciphertexts=encode_ciphertexts(pk, [pow(lone, power, pk.n2)])).SerializeToString()
+    _, held = holder.on_encrypted_sum(cheat)
+    assert held.sum == min(700 * power, 5 * 1000) - 3

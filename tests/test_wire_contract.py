@@ -237,6 +237,10 @@ def test_reflection_lists_services_under_v1_and_v1alpha(nodes) -> None:  # type:
     # gRPC's own reflection client library (v1alpha) finds every RPC of the contract.
     database = ProtoReflectionDescriptorDatabase(channel)
     service = database.FindFileContainingSymbol("psi_share.v1.PsiShareNode").service[0]
-    assert {m.name for m in service.method} == {
-        "NodeInfo", "PsiOpen", "PsiSetup", "PsiProcess", "PsiClose", "SumOpen", "SumExchange", "SumClose",
-        "FederationPass", "FederationRelease", "CardinalityOpen", "CardinalityExchange", "CardinalityClose"}
+    from psi_share.v1 import node_pb2
+
+    contract = {m.name for m in node_pb2.DESCRIPTOR.services_by_name["PsiShareNode"].methods}
+    assert {"NodeInfo", "PsiOpen", "PsiSetup", "PsiProcess", "PsiClose", "SumOpen", "SumExchange", "SumClose",
+            "FederationJoin", "FederationPass", "FederationRelease",
+            "CardinalityOpen", "CardinalityExchange", "CardinalityClose", "WitnessHeads", "GetWitnessedHeads"} <= contract
+    assert {m.name for m in service.method} == contract

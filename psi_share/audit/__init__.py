@@ -8,6 +8,8 @@
 * :mod:`.scan` -- searches transcripts for any form of the lab's identifiers
   and checks that each message holds only what its type may hold.
 * :mod:`.report` -- the Markdown/HTML report for the compliance officer.
+* :mod:`.witness` -- signed heads our peers hold (witnesses) and the
+  certificate binding of the audit key; registers the witness messages' checks.
 
 The log format is specified in the README ("Audit log format") so that it
 can be verified without this software.
@@ -15,5 +17,6 @@ can be verified without this software.
 
 from .log import AuditError, AuditLog
 from .verify import VerifyResult, verify_log
+from . import witness  # noqa: E402,F401  (registers the witness messages' checks)
 
 __all__ = ["AuditError", "AuditLog", "VerifyResult", "verify_log"]

@@ -220,6 +220,17 @@ class AuditLog:
                 return None
             return self._checkpoint_locked()
 
+    def signed_head(self) -> dict[str, Any]:
+        """The checkpoint that signs every entry so far: the last entry when it
+        is one, else a new one (what a node hands a witness)."""
+        with self._locked():
+            if self._tail.since_checkpoint == 0 and self._tail.seq > 0:
+                last, _ = self._scan_back(self._tail.size)
+                entry = json.loads(last)
+                if entry.get("type") == "checkpoint":
+                    return entry
+            return self._checkpoint_locked()
+
     def head(self) -> tuple[int, str]:
         """(number of entries, hash of the last entry)."""
         with self._locked():

@@ -4,13 +4,19 @@
 names and checks that it holds only what that type may hold. Each protocol
 registers one check per wire step it sends::
 
-    register_message_check("intersection-sum", "blinded-chunk", check)
+    register_message_check("intersection-sum", "blinded-set-chunk", check,
+                           description="the matcher's items hashed to P-256 and blinded ...")
 
 ``check(step, payload)`` returns (or yields) one line per problem, and
 returns nothing when the message is fine; an exception it raises is
 reported as a problem too. Register with ``wants_params=True`` to receive the
 entry's recorded parameters as a third argument. A (protocol, step) that no
 check is registered for is *reported*, never passed silently.
+
+Every registration carries a ``description``: what the message is and what
+protects its content. ``psi-share audit report`` reads it from here
+(:func:`describe`) for every step it lists, so a step cannot be checked
+without being described, nor described without being checked.
 
 Chunked steps (the step name ends in ``-chunk`` and the payload is a
 ``psi_share.v1.Chunk``) are reassembled per session and step first: the
@@ -44,25 +50,42 @@ _VERSION_TEXT = re.compile(r"^[0-9A-Za-z.+\-]{1,32}$")
 _PROTOCOL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 
+#: What every error status is (steps ending in ``-status``, for every protocol).
+STATUS_DESCRIPTION = "error status: a gRPC code and its message text, which never quotes the peer's data"
+
+
 @dataclass(frozen=True)
 class _Registered:
     check: Callable[..., Iterable[str] | None]
     wants_params: bool
+    description: str
 
 
 _CHECKS: dict[tuple[str, str], _Registered] = {}
 
 
 def register_message_check(
-    protocol: str, step: str, check: Callable[..., Iterable[str] | None], *, wants_params: bool = False
+    protocol: str, step: str, check: Callable[..., Iterable[str] | None], *, description: str,
+    wants_params: bool = False,
 ) -> None:
+    """Register the check of one (protocol, step) and what the message is and what protects it."""
     if (protocol, step) in _CHECKS:
         raise ValueError(f"a message check for ({protocol}, {step}) is already registered")
-    _CHECKS[(protocol, step)] = _Registered(check, wants_params)
+    if not description.strip():
+        raise ValueError(f"the message check for ({protocol}, {step}) must describe the message and its protection")
+    _CHECKS[(protocol, step)] = _Registered(check, wants_params, description.strip())
 
 
 def registered_steps() -> list[tuple[str, str]]:
     return sorted(_CHECKS)
+
+
+def describe(protocol: str, step: str) -> str | None:
+    """What the message of (protocol, step) is and what protects it; None if nobody registered it."""
+    if step.endswith("-status"):
+        return STATUS_DESCRIPTION
+    registered = _CHECKS.get((protocol, step))
+    return registered.description if registered else None
 
 
 def check_message(protocol: str, step: str, payload: bytes, params: Mapping[str, Any] | None = None) -> list[str]:
@@ -296,23 +319,42 @@ def _standard_services() -> None:
     from grpc_health.v1 import health_pb2
     from grpc_reflection.v1alpha import reflection_pb2
 
-    register_message_check("grpc-health", "Check", _parsed_as(health_pb2.HealthCheckResponse))
-    register_message_check("grpc-health", "Watch", _parsed_as(health_pb2.HealthCheckResponse))
-    register_message_check("grpc-reflection", "ServerReflectionInfo", _parsed_as(reflection_pb2.ServerReflectionResponse))
+    for step in ("Check", "Watch"):
+        register_message_check("grpc-health", step, _parsed_as(health_pb2.HealthCheckResponse),
+                               description="gRPC health status (an enum): no data")
+        register_message_check("grpc-health", f"{step}-request", _parsed_as(health_pb2.HealthCheckRequest),
+                               description="gRPC health request from an unauthenticated caller: a service name")
+    register_message_check("grpc-reflection", "ServerReflectionInfo", _parsed_as(reflection_pb2.ServerReflectionResponse),
+                           description="server reflection: the public wire contract's descriptors (proto files)")
+    register_message_check("grpc-reflection", "ServerReflectionInfo-request",
+                           _parsed_as(reflection_pb2.ServerReflectionRequest),
+                           description="server reflection request from an unauthenticated caller: a service or file name")
 
 
 _standard_services()
 # The checks of the other protocols register themselves from the layer above
 # (psi_share.node.audit_checks, imported with the node package, which
 # psi_share itself imports): the audit never imports upward.
-register_message_check("node", "info-request", _node_info_request)
-register_message_check("node", "info", _node_info)
-register_message_check("psi", "open", _psi_open, wants_params=True)
-register_message_check("psi", "opened", _psi_opened)
-register_message_check("psi", "setup-request", _session_only(pb.PsiSetupRequest))
-register_message_check("psi", "close", _psi_close)
-register_message_check("psi", "closed", _psi_closed)
-register_message_check("psi", "request-chunk", _psi_request, wants_params=True)
-register_message_check("psi", "response-chunk", _psi_response, wants_params=True)
-register_message_check("psi", "setup-chunk", _psi_setup, wants_params=True)
-
+register_message_check("node", "info-request", _node_info_request,
+                       description="NodeInfo request: the protocol version only")
+register_message_check("node", "info", _node_info,
+                       description="NodeInfo reply, metadata: the node's name, software and canonicalization versions, "
+                                   "the dataset names and kinds exposed to this peer")
+register_message_check("psi", "open", _psi_open, wants_params=True,
+                       description="PSI open, metadata: dataset name, kinds, the requester's set size (which the "
+                                   "responder learns), reveal or count")
+register_message_check("psi", "opened", _psi_opened,
+                       description="PSI session opened, metadata: session id, false-positive bound, limits, minimum result")
+register_message_check("psi", "setup-request", _session_only(pb.PsiSetupRequest),
+                       description="no content: the session id")
+register_message_check("psi", "close", _psi_close, description="no content: the session id and an outcome word")
+register_message_check("psi", "closed", _psi_closed, description="no content")
+register_message_check("psi", "request-chunk", _psi_request, wants_params=True,
+                       description="the requester's items as P-256 points blinded under a fresh session key "
+                                   "(ECDH; OpenMined Request)")
+register_message_check("psi", "response-chunk", _psi_response, wants_params=True,
+                       description="the requester's blinded points, blinded again under the responder's key "
+                                   "(OpenMined Response; sorted when count-only)")
+register_message_check("psi", "setup-chunk", _psi_setup, wants_params=True,
+                       description="a filter of the responder's items blinded under its key (OpenMined ServerSetup: "
+                                   "GCS or raw points, false-positive bound as logged)")

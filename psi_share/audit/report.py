@@ -6,7 +6,9 @@ self-contained HTML page (inline CSS and SVG, no external assets) with
 * the log's verification verdict and head;
 * bytes sent per peer per day, as a table and a stacked bar chart;
 * per peer, protocol and step: messages, bytes, first and last time, and
-  what protects the content (blinding, filter, false-positive rate, mode);
+  what the message is and what protects its content, as registered with its
+  message check (:func:`.messages.describe`), with the logged bounds
+  (false-positive rate, mode, set sizes);
 * a disclosure ledger per peer: how many queries it made against us, how
   many of our items those queries covered, and every result it received.
 """
@@ -21,29 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..timefmt import utc_text
+from .messages import describe
 from .verify import VerifyResult
 
-# What protects the content of each step we send (PSI and node info).
-PROTECTION = {
-    ("node", "info-request"): "no content: protocol version only",
-    ("node", "info"): "metadata: our name, versions, exposed dataset names and kinds",
-    ("psi", "open"): "metadata: dataset name, kinds, our set size, mode",
-    ("psi", "opened"): "metadata: session id, false-positive bound, limits",
-    ("psi", "request-chunk"): "our items as P-256 points blinded under a fresh session key (ECDH)",
-    ("psi", "response-chunk"): "the peer's blinded points, re-blinded under our key (sorted when count-only)",
-    ("psi", "setup-chunk"): "filter of our items blinded under our key (GCS or raw points)",
-    ("psi", "setup-request"): "no content: session id",
-    ("psi", "close"): "no content: session id and outcome word",
-    ("psi", "closed"): "no content",
-    ("cardinality", "open"): "metadata: dataset name, kinds, our set size",
-    ("cardinality", "opened"): "metadata: session id, limits, minimum result",
-    ("cardinality", "queries-chunk"): "our items as P-256 points blinded under our key, sorted; that key times the generator",
-    ("cardinality", "session-set-chunk"): "our items blinded under a fresh session key, mixed with random decoys, sorted",
-    ("cardinality", "reblinded-chunk"): "the peer's session-set re-blinded under our key, sorted",
-    ("cardinality", "count-chunk"): "one number: the count released (after min_result and noise) or 'withheld'",
-    ("cardinality", "close"): "no content: session id and outcome word",
-    ("cardinality", "closed"): "no content",
-}
 _PARAM_KEYS = ("mode", "curve", "false_positive_rate", "set_size", "requester_items", "setup_items")
 
 
@@ -136,7 +118,8 @@ def build_report(node: str, entries: Iterable[Mapping[str, Any]], verified: Veri
 
 
 def _protection(protocol: str, step: str, flow: _Flow) -> str:
-    base = PROTECTION.get((protocol, step)) or ("error status text" if step.endswith("-status") else "unknown step")
+    # From the registry audit scan checks messages against: every checked step is described there.
+    base = describe(protocol, step) or "unknown step"
     params = "; ".join(f"{k}={','.join(sorted(v))}" for k, v in flow.params.items())
     return f"{base}" + (f" ({params})" if params else "")
 

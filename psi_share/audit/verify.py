@@ -17,7 +17,9 @@ without this software. In the order they are checked:
    and the checkpoint it copies is in the log (a log cut below its last
    checkpoint contradicts it).
 6. With an exported head (``--expect-head``): the log still holds exactly
-   that prefix.
+   that prefix. With witnessed heads (``--witnesses``: signed heads of this
+   log that peers hold), the log *extends* each: entry ``count - 1`` has hash
+   ``head`` and entry ``count`` is still that checkpoint.
 7. Every kept transcript matches its entry's SHA-256.
 
 A run of 1 to MAX_UNSIGNED entries *after* the last checkpoint fails none of
@@ -33,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,8 @@ class VerifyResult:
     log_key: str = ""  # the audit key the genesis entry names (hex), as found
     transcripts_checked: int = 0
     transcripts_pruned: int = 0
+    # One per witnessed head asked about, in order: "" when the log extends it, else why not.
+    witnessed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -99,11 +103,15 @@ def verify_log(
     node: str | None = None,
     expect_head: tuple[int, str] | None = None,
     check_transcripts: bool = True,
+    witnessed: Sequence[tuple[int, str]] = (),
 ) -> VerifyResult:
     """Apply every rule above to the log in ``directory``, trusting ``public_key``.
 
     Stops the chain walk at the first bad entry (everything after it would
-    only repeat the damage) and names it in ``first_bad``.
+    only repeat the damage) and names it in ``first_bad``. ``witnessed``
+    heads ``(count, head)`` are checked as rule 6 says; the outcome of each is
+    in :attr:`VerifyResult.witnessed` (a failed one is not in ``problems``:
+    the caller names the witness).
     """
     result = VerifyResult()
 
@@ -113,7 +121,7 @@ def verify_log(
         result.problems.append(f"{where}: {why}")
 
     trusted = public_key_hex(public_key)
-    hashes, transcripts, pruned = _walk_chain(directory, trusted, node, result, bad)
+    hashes, transcripts, pruned, marks = _walk_chain(directory, trusted, node, result, bad)
     if result.entries and not result.checkpoints and not result.problems:
         bad(_where(1), "the log holds no signed checkpoint: nothing in it is signed by the audit key "
                        "(a log rebuilt without the key looks like this)")
@@ -125,6 +133,7 @@ def verify_log(
             bad("log", f"holds {result.entries} entries, fewer than the {count} of the exported head (truncated)")
         elif hashes[count - 1] != head if count else head != GENESIS_PREV:
             bad(_where(count), "hash differs from the exported head (the log was rewritten)")
+    result.witnessed = [_extends(hashes, marks, count, head, complete=not result.first_bad) for count, head in witnessed]
     if check_transcripts and not result.first_bad:
         for number, t, sha, length in transcripts:
             segment = directory / TRANSCRIPTS_DIR / str(t.get("segment", ""))
@@ -142,11 +151,27 @@ def verify_log(
 _Bad = Callable[[str, str], None]
 
 
+def _extends(hashes: list[str], marks: set[int], count: int, head: str, *, complete: bool) -> str:
+    """Rule 6 for one witnessed head: "" when the log extends it, else what happened to it."""
+    if len(hashes) <= count:
+        if not complete:
+            return f"cannot be checked: the log fails before entry seq {count}"
+        return (f"the log holds {len(hashes)} entries, but this head is the signed checkpoint at seq {count}: "
+                "the log was cut back below it")
+    if count < 1 or hashes[count - 1] != head:
+        return (f"entry seq {count - 1} has hash {hashes[count - 1] if count >= 1 else '(none)'}, not the witnessed "
+                f"{head}: the signed prefix was rewritten")
+    if count not in marks:
+        return f"entry seq {count} is no longer the signed checkpoint the witness holds: the log was rewritten there"
+    return ""
+
+
 def _walk_chain(directory: Path, trusted: str, node: str | None, result: VerifyResult,
-                bad: _Bad) -> tuple[list[str], list[tuple[int, dict[str, Any], str, int]], set[str]]:
-    """Rules 1-4 along the chain; (entry hashes, transcripts to check, pruned segments)."""
+                bad: _Bad) -> tuple[list[str], list[tuple[int, dict[str, Any], str, int]], set[str], set[int]]:
+    """Rules 1-4 along the chain; (entry hashes, transcripts to check, pruned segments, checkpoint seqs)."""
     prev = GENESIS_PREV
     hashes: list[str] = []
+    marks: set[int] = set()
     transcripts: list[tuple[int, dict[str, Any], str, int]] = []
     pruned: set[str] = set()
     log_node: object = None
@@ -171,6 +196,7 @@ def _walk_chain(directory: Path, trusted: str, node: str | None, result: VerifyR
         if kind == "checkpoint":
             result.checkpoints += 1
             result.last_checkpoint_count = seq
+            marks.add(seq)
             run = 0
         else:
             run += 1
@@ -193,7 +219,7 @@ def _walk_chain(directory: Path, trusted: str, node: str | None, result: VerifyR
     result.uncovered = run
     if not run:
         result.first_unsigned = ""
-    return hashes, transcripts, pruned
+    return hashes, transcripts, pruned, marks
 
 
 def _parse(raw: bytes, number: int, prev: str) -> tuple[dict[str, Any] | None, str]:

@@ -77,15 +77,20 @@ def federation_figures(fmt: str) -> None:
 
 @federation.command("total")
 @click.argument("metric")
-@click.option("--participants", required=True, help="Comma-separated node names, this node included.")
+@click.option("--participants", required=True,
+              help="Comma-separated node names, this node included: the ring, in this order after this node.")
 @click.option("--min-contributors", type=int, default=None, help="Refuse to release below this many (never < 3).")
 @format_option
 def federation_total(metric: str, participants: str, min_contributors: int | None, fmt: str) -> None:
     """Initiate a federation total of METRIC over PARTICIPANTS.
 
+    This node signs the route (the ring, k, a fresh Paillier key) with its
+    federation certificate's key; every participant joins it, adds its masked
+    figure when the pass comes from its previous hop and calls the next.
     Every participant learns the total and the number of contributors,
-    nothing about any other lab's figure. Fails cleanly when a participant
-    drops out or the minimum is not met; rerun when it is back.
+    nothing about any other lab's figure. Fails cleanly, naming the hop,
+    when a participant drops out, refuses or the minimum is not met; rerun
+    when it is back. Needs TLS (not --insecure).
     """
     names = [p.strip() for p in participants.split(",") if p.strip()]
     with _ctx().node() as n:
@@ -101,7 +106,7 @@ def federation_total(metric: str, participants: str, min_contributors: int | Non
 @click.option("--limit", default=50, show_default=True)
 @format_option
 def federation_runs(limit: int, fmt: str) -> None:
-    """Federation runs this node initiated or contributed to, with released totals."""
+    """Federation runs this node initiated or joined, with their status and released totals."""
     with _ctx().node() as n:
         rows = [{"run": r.id, "role": r.role, "metric": r.metric, "initiator": r.initiator, "status": r.status,
                  "contributors": r.contributors, "total": r.total, "error": r.error}

@@ -1,7 +1,9 @@
 """``psi-share audit``: verify, scan and report on the compliance audit log.
 
 These commands only read the node home: they never open the node, never
-append to the log, and run while ``serve`` is running.
+append to the log, and run while ``serve`` is running. The one exception is
+``verify --witnesses``, which asks the peers (cli/witness.py): those calls
+are logged like every message, before the log is verified.
 """
 
 from __future__ import annotations
@@ -75,8 +77,14 @@ def audit() -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path))  # the earlier spelling of --key FILE
 @click.option("--expect-head", default=None, metavar="COUNT:HASH",
               help="A head exported earlier ('audit head'): the log must still hold exactly that prefix.")
+@click.option("--witnesses", "witnesses", is_flag=True,
+              help="Ask every known peer for the signed heads of this log it holds, and prove the log extends "
+                   "each (the node calls its peers: run it where the node runs).")
+@click.option("--witness", "only", multiple=True, metavar="PEER",
+              help="With --witnesses: ask only this peer (repeatable).")
 @click.pass_context
-def audit_verify(ctx: click.Context, pinned: str | None, pinned_file: Path | None, expect_head: str | None) -> None:
+def audit_verify(ctx: click.Context, pinned: str | None, pinned_file: Path | None, expect_head: str | None,
+                 witnesses: bool, only: tuple[str, ...]) -> None:
     """Check the hash chain, checkpoint signatures, the bound on unsigned entries and transcripts.
 
     Detects an edited, deleted, inserted, reordered or truncated entry, a log
@@ -87,7 +95,15 @@ def audit_verify(ctx: click.Context, pinned: str | None, pinned_file: Path | Non
     seconds) or did not close the log (a crash), or the log was cut back and
     appended to. --expect-head and a pinned --key close the gaps a local check
     cannot.
+
+    With --witnesses, the peers' copies of this log's signed heads catch a log
+    cut back or rewritten after a peer saw it signed, even by someone holding
+    the audit key: exit 1 naming the peer and the head. Exit 5 when a peer
+    answers with heads that are not this node's (forged: the peer's fault),
+    4 when a peer cannot be asked. The worst wins: 1, 5, 4, then 3.
     """
+    from .witness import ask_witnesses, report_witnesses, worst
+
     home = _home(ctx)
     name = home.load_config().name
     if pinned is not None or pinned_file is not None:
@@ -96,16 +112,24 @@ def audit_verify(ctx: click.Context, pinned: str | None, pinned_file: Path | Non
     else:
         trusted = _node_key(home)
         source = "taken from keys/audit.key, NOT pinned: pass --key with the key recorded from 'psi-share audit key'"
-    result = verify_log(home.audit_path, trusted, node=name, expect_head=_parse_head(expect_head))
+    expected = _parse_head(expect_head)
+    if only and not witnesses:
+        raise click.BadParameter("--witness names a peer to ask with --witnesses", param_hint="--witness")
+    # Asked first: the questions are logged (and signed when the node closes) before the log is read.
+    asked = ask_witnesses(ctx.find_root().obj, name, public_key_hex(trusted), only) if witnesses else []
+    result = verify_log(home.audit_path, trusted, node=name, expect_head=expected,
+                        witnessed=[(h.count, h.head) for w in asked if w.answer for h in w.answer.heads])
     if not result.ok:
         click.echo(f"audit log of {name}: FAILED: first bad entry at {result.first_bad}", err=True)
         for problem in result.problems:
             click.echo(f"  {problem}", err=True)
         click.echo(f"  trusted audit key {public_key_hex(trusted)} ({source}); the log claims {result.log_key or 'none'}",
                    err=True)
-        sys.exit(EXIT_FAILED)
-    _report_intact(name, result, public_key_hex(trusted), source)
-    if not result.signed:
+    else:
+        _report_intact(name, result, public_key_hex(trusted), source)
+    code = report_witnesses(name, asked, result) if witnesses else 0
+    code = worst(EXIT_FAILED if not result.ok else 0, code, 0 if result.signed or not result.ok else EXIT_UNSIGNED)
+    if result.ok and not result.signed:
         click.echo(
             f"audit log of {name}: UNSIGNED TAIL: the last {result.uncovered} entries, from {result.first_unsigned}, "
             f"follow the last signed checkpoint (seq {result.last_checkpoint_count}) and are protected by the hash "
@@ -114,7 +138,8 @@ def audit_verify(ctx: click.Context, pinned: str | None, pinned_file: Path | Non
             "the log may have been cut back and appended to: check it against a head exported earlier "
             "(--expect-head).", err=True,
         )
-        sys.exit(EXIT_UNSIGNED)
+    if code:
+        sys.exit(code)
 
 
 def _report_intact(name: str, result: VerifyResult, key: str, source: str) -> None:
@@ -159,6 +184,15 @@ def audit_head(ctx: click.Context) -> None:
         click.echo(f"the log does not verify (first bad entry at {result.first_bad}); run 'audit verify'", err=True)
         sys.exit(EXIT_FAILED)
     click.echo(f"{result.entries}:{result.head}")
+
+
+def _register_witnesses() -> None:
+    from .witness import audit_witnesses
+
+    audit.add_command(audit_witnesses)
+
+
+_register_witnesses()
 
 
 @audit.command("scan")

@@ -44,6 +44,7 @@ from .home import NodeHome
 from .metrics import MetricsEndpoint, NodeMetrics
 from .psi.requester import MatchOutcome, MatchRequest, run_match
 from .psi.responder import Responder
+from .witness import Witness
 
 log = logging.getLogger("psi_share.node")
 
@@ -140,6 +141,10 @@ class Node:
         self.audit = self._open_audit()
         self.egress.add_recorder(self.metrics)
         self._init_aggregates()
+        # Signed audit heads exchanged after every session (both sides; see node/witness.py).
+        self.witness = Witness(name=config.name, store=store, audit_log=self.audit.log if self.audit else None,
+                               tls=lambda: self.tls, clock=clock)
+        self.responder.witness = self.witness  # type: ignore[attr-defined]  # the servicer reaches it there
 
     def _open_audit(self):  # type: ignore[no-untyped-def]
         """The compliance audit recorder on this node's egress (None when disabled)."""
@@ -237,6 +242,7 @@ class Node:
         return PeerClient(
             peer, record.address, local_name=self.config.name, egress=self.egress, timeout=timeout,
             tls=self.tls, insecure=self.insecure, liveness=self.config.transport,
+            after_session=self.witness.exchange,
         )
 
     # -- matching ----------------------------------------------------------
@@ -334,6 +340,7 @@ class Node:
         from ..crypto.ec import EcEngine
         from .counts.responder import CountResponder
         from .federation import FederationService
+        from .federation.credentials import load_credentials
         from .sums.keyring import PaillierKeyring, PreparedSums
         from .sums.responder import SumResponder
 
@@ -355,11 +362,19 @@ class Node:
         self.responder.counts = CountResponder(  # type: ignore[attr-defined]
             config=self.config, store=self.store, policy=self.responder.policy, prepared=self.prepared_sums,
             engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,
+            sampler=lambda: self.noise_sampler,
         )
+        # Routes, member keys and finals are signed with the node's federation certificate's key.
+        # DP: psi_share/privacy/ wires its per-figure noise here (FederationService's figure_noise).
         self.federation = FederationService(
             config=self.config, store=self.store, policy=self.responder.policy,
-            peer_client=self.peer_client, clock=self.clock, random_bytes=self.random_bytes,
+            peer_client=self.peer_client, credentials=lambda: load_credentials(self.tls, self.clock),
+            clock=self.clock, random_bytes=self.random_bytes,
         )
+        if self.config.privacy.enabled:  # each member adds its share of the total's noise
+            from .federation.figures import distributed_noise
+            self.federation.set_figure_noise(distributed_noise(
+                self.config.privacy, self.store, self.config.name, lambda: self.noise_sampler, self.clock))
         self.responder.federation = self.federation  # type: ignore[attr-defined]
         # The pool fills in idle time only: never while a session is open here.
         self.keyring.is_idle = lambda: (self.responder.sums.open_count()  # type: ignore[attr-defined]

@@ -13,11 +13,12 @@ from typing import Any
 
 from ..crypto.paillier import MAX_VALUE
 from ..errors import ConfigError, LocalProtocolError
-from ..privacy import DEFAULT_DAILY_BUDGET, DEFAULT_EPSILON_PER_RELEASE, laplace_scale
+from ..privacy import DEFAULT_DAILY_BUDGET, DEFAULT_EPSILON_PER_RELEASE, Charge, charge, laplace_scale
+from ..store import Store
 
 #: Keys of [privacy] and their TOML types (checked by config._check_shape).
 SCHEMA: dict[str, type] = {"enabled": bool, "epsilon_per_release": float, "daily_epsilon_budget": float,
-                           "sum_clip_bound": int}
+                           "sum_clip_bound": int, "figure_sensitivity": int}
 
 #: Per identifier item: the README's "per deployment" bound needs a starting
 #: point; 10 000 covers e.g. a day's API requests of an ordinary account.
@@ -36,6 +37,7 @@ class PrivacyConfig:
     epsilon_per_release: float = float(DEFAULT_EPSILON_PER_RELEASE)
     daily_epsilon_budget: float = float(DEFAULT_DAILY_BUDGET)
     sum_clip_bound: int = DEFAULT_SUM_CLIP_BOUND  # an identifier's amount is clipped to [0, bound]
+    figure_sensitivity: int = 1  # what one actor changes a federation-total figure by (1: a count of actors)
 
     @property
     def epsilon(self) -> Fraction:
@@ -46,6 +48,15 @@ class PrivacyConfig:
     def budget(self) -> Fraction:
         return Fraction(repr(float(self.daily_epsilon_budget)))
 
+    def charge(self, store: Store, peer: str, protocol: str, now: float) -> Charge | None:
+        """Charge one release under ``protocol`` to ``peer`` (raises
+        BudgetExhausted, a Refused); call it before the figure is computed
+        into anything that leaves, so that nothing leaves unpaid. None when
+        privacy is off (nothing is charged)."""
+        if not self.enabled:
+            return None
+        return charge(store, peer=peer, protocol=protocol, epsilon=self.epsilon, daily_budget=self.budget, now=now)
+
 
 def parse_privacy(p: dict[str, Any], where: str) -> PrivacyConfig:
     d = PrivacyConfig()
@@ -54,6 +65,7 @@ def parse_privacy(p: dict[str, Any], where: str) -> PrivacyConfig:
         epsilon_per_release=float(p.get("epsilon_per_release", d.epsilon_per_release)),
         daily_epsilon_budget=float(p.get("daily_epsilon_budget", d.daily_epsilon_budget)),
         sum_clip_bound=p.get("sum_clip_bound", d.sum_clip_bound),
+        figure_sensitivity=p.get("figure_sensitivity", d.figure_sensitivity),
     )
     if not 0 < cfg.epsilon_per_release <= 100:
         raise ConfigError(f"{where}: [privacy] epsilon_per_release must be in (0, 100]")
@@ -61,8 +73,10 @@ def parse_privacy(p: dict[str, Any], where: str) -> PrivacyConfig:
         raise ConfigError(f"{where}: [privacy] daily_epsilon_budget must be between epsilon_per_release and 10000")
     if not 1 <= cfg.sum_clip_bound <= MAX_VALUE:
         raise ConfigError(f"{where}: [privacy] sum_clip_bound must be between 1 and {MAX_VALUE}")
+    if not 1 <= cfg.figure_sensitivity <= MAX_VALUE:
+        raise ConfigError(f"{where}: [privacy] figure_sensitivity must be between 1 and {MAX_VALUE}")
     try:
-        laplace_scale(cfg.epsilon, cfg.sum_clip_bound)
+        laplace_scale(cfg.epsilon, max(cfg.sum_clip_bound, cfg.figure_sensitivity))
     except LocalProtocolError:
         raise ConfigError(f"{where}: [privacy] sum_clip_bound / epsilon_per_release is too large a noise scale") from None
     return cfg
@@ -77,4 +91,5 @@ enabled = true                    # noise on every sum a peer learns from us; fa
 epsilon_per_release = {d.epsilon_per_release}         # charged to the peer for each released sum
 daily_epsilon_budget = {d.daily_epsilon_budget}        # per peer per UTC day; past it, RESOURCE_EXHAUSTED
 sum_clip_bound = {d.sum_clip_bound}           # an identifier's amount is clipped to [0, this] before it is summed
+figure_sensitivity = {d.figure_sensitivity}           # what one actor can change a federation-total figure by
 """

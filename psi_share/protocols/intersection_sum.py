@@ -57,8 +57,12 @@ What stays outside that guarantee, stated plainly:
 * an actor with m identifiers of the session's kind weighs m items (m * epsilon);
 * a matcher may raise a ciphertext to a power k (count one item k times):
   the released figure then bears on that item with k * epsilon. The value
-  holder refuses a decrypted sum above ``count * MAX_VALUE`` only; a
-  secret-tag encoding that would detect the multiplicity is not built yet.
+  holder clamps the decrypted total to ``count * clip_bound`` before the
+  noise (never refusing, which would answer a threshold question exactly), so
+  k is at most the count the matcher claims, itself at most the smaller set
+  size: a release is (count * epsilon)-DP for one item against a matcher
+  running modified software, epsilon against an honest one. A secret-tag
+  encoding that would detect the multiplicity is not built.
 
 The value holder's key
 -----------------------
@@ -481,10 +485,15 @@ class ValueHolderParty:
         if count > min(self._peer_size, len(self._values)):
             raise RemoteProtocolError(f"matcher reports {count} matches, more than either set holds")
         total = self._key.decrypt(decode_ciphertext(self._key.public, m.ciphertexts))
-        if total > count * MAX_VALUE:
+        if self._noise is None and total > count * MAX_VALUE:
             raise RemoteProtocolError("the encrypted sum decrypts to more than count * MAX_VALUE (not a sum of our values)")
         # With noise the exact total goes no further than this line: whatever the
         # matcher multiplied, what leaves is noisy (the node charged the budget before).
+        # A total above count * clip_bound cannot be a sum of `count` of our clipped
+        # values; it is clamped, not refused: a refusal would answer "is k * v above
+        # this threshold?" for a ciphertext raised to k, exactly and without noise.
+        if self._noise is not None:
+            total = min(total, count * self._noise.clip_bound)
         released = self._noise.release(total, count) if self._noise else None
         figure = released.value if released else total
         reply = pb.SumMessage(protocol_version=PROTOCOL_VERSION, step="sum", count=count, sum=figure.to_bytes(_SUM_BYTES, "big"))

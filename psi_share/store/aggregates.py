@@ -57,13 +57,23 @@ class AggregateRecords:
         return [r[0] for r in rows]
 
     def set_figure(self, metric: str, value: int, *, now: float) -> None:
+        """Set a figure; ``updated_at`` moves only when the value changes (federation
+        totals compare it with their runs: an unchanged figure is one figure)."""
         check_name("metric", metric)
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO federation_figures(metric, value, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(metric) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                "ON CONFLICT(metric) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at "
+                "WHERE federation_figures.value != excluded.value",
                 (metric, str(value), now),
             )
+
+    def figure_changed_at(self, metric: str) -> float:
+        """When the figure for ``metric`` last took its current value."""
+        rows = self._query("SELECT updated_at FROM federation_figures WHERE metric = ?", (metric,))
+        if not rows:
+            raise NotFound(f"no figure for metric {metric!r} on this node (set one with 'psi-share federation figure')")
+        return float(rows[0][0])
 
     def figure(self, metric: str) -> int:
         rows = self._query("SELECT value FROM federation_figures WHERE metric = ?", (metric,))
@@ -96,6 +106,11 @@ class AggregateRecords:
 
     def federation_runs(self, limit: int = 50) -> list[FederationRunRecord]:
         rows = self._query("SELECT * FROM federation_runs ORDER BY started_at DESC LIMIT ?", (limit,))
+        return [_federation_run(r) for r in rows]
+
+    def federation_runs_of(self, metric: str) -> list[FederationRunRecord]:
+        """Every run of ``metric`` this node took part in, in either role."""
+        rows = self._query("SELECT * FROM federation_runs WHERE metric = ? ORDER BY started_at", (metric,))
         return [_federation_run(r) for r in rows]
 
     def federation_run(self, run_id: str, role: str) -> FederationRunRecord:

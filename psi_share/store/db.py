@@ -25,6 +25,7 @@ from .aggregates import AggregateRecords, FederationRunRecord, SumResultRecord  
 from .datasets import DatasetWrite, device_ids_v2, write_rows
 from .job_runs import JobRunPeerRecord, JobRunRecord, JobRunRecords  # noqa: F401
 from .prompt_matches import SCHEMA as _PROMPT_MATCHES_SCHEMA
+from .witnesses import SCHEMA as WITNESS_SCHEMA
 
 _SCHEMA = """
 CREATE TABLE datasets (
@@ -182,8 +183,10 @@ CREATE TABLE dp_spent (
     PRIMARY KEY (peer, day, protocol)
 );
 """),
+    # Witnessing (issue 13): peers' signed audit heads and the audit keys their certificates bound.
+    (7, WITNESS_SCHEMA),
     # Prompt chains (issue 14): per prompt cluster, how many bands matched.
-    (7, _PROMPT_MATCHES_SCHEMA),
+    (8, _PROMPT_MATCHES_SCHEMA),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 

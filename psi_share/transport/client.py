@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -24,6 +24,8 @@ from .server import MAX_MESSAGE_BYTES, NODE_HEADER
 
 # CANCELLED: the peer is shutting down (or dropped the call); retrying later is the fix.
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+# Calls that are no session: they never trigger the after-session hook.
+_NOT_SESSIONS = frozenset({"node", "witness"})
 
 
 class PeerClient:
@@ -42,6 +44,11 @@ class PeerClient:
     ``liveness`` sets keepalive and how long the peer may stay silent before
     the connection is given up (protos/PROTOCOL.md, "Timeouts and keepalive");
     ``timeout`` is the deadline of each long call (streams, federation hops).
+
+    ``after_session(client)`` runs when a ``with`` block that carried a
+    protocol session (any request but NodeInfo and the witness calls) ends
+    without an error: the node hands the peer its signed audit head there,
+    for every protocol alike.
     """
 
     def __init__(
@@ -56,8 +63,11 @@ class PeerClient:
         tls=None,  # type: ignore[no-untyped-def]
         insecure: bool = False,
         liveness: Liveness = Liveness(),
+        after_session: Callable[[PeerClient], None] | None = None,
     ) -> None:
         self.peer = peer
+        self._after_session = after_session
+        self._protocols: set[str] = set()  # protocols of the requests sent through this client
         self.address = address
         self._egress = egress
         self._timeout = timeout
@@ -94,8 +104,12 @@ class PeerClient:
     def __enter__(self) -> PeerClient:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if exc_type is None and self._after_session is not None and self._protocols - _NOT_SESSIONS:
+                self._after_session(self)
+        finally:
+            self.close()
 
     def _error(self, exc: grpc.RpcError) -> Exception:
         code = exc.code()
@@ -147,7 +161,9 @@ class PeerClient:
 
     def _send(self, message, step: str, session_id: str = "", **kw):  # type: ignore[no-untyped-def]
         self.check_server_certificate()
-        return self._egress.send(message, peer=self.peer, protocol=kw.pop("protocol", "psi"), step=step, session_id=session_id, **kw)
+        protocol = kw.pop("protocol", "psi")
+        self._protocols.add(protocol)
+        return self._egress.send(message, peer=self.peer, protocol=protocol, step=step, session_id=session_id, **kw)
 
     def wait_ready(self, timeout: float) -> None:
         try:
@@ -367,20 +383,28 @@ class PeerClient:
 
     # -- federation total ------------------------------------------------------
 
-    def federation_pass(self, request: pb.FederationPassRequest) -> tuple[bytes, int]:
-        """Hand the running ciphertext to this peer; returns (final ciphertext, contributors)."""
-        request = self._send(
-            request, "pass", request.run_id, protocol="federation-total", items=1, job_id=request.job_id,
-            parameters={"metric": request.metric, "contributors": request.contributors,
-                        "route_length": len(request.route), "min_contributors": request.min_contributors,
-                        "key_bits": (len(request.public_key) - 1) * 8},
-        )
+    def federation_join(self, request: pb.FederationJoinRequest, parameters: dict[str, object]) -> pb.FederationJoinResponse:
+        """Ask this peer to join a signed route; returns its signed mask key."""
+        request = self._send(request, "join", request.run_id, protocol="federation-total", job_id=request.job_id,
+                             parameters=parameters)
+        try:
+            reply = self._stub.FederationJoin(request, metadata=self._metadata, timeout=min(self._timeout, 60))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        self._egress.received(reply, peer=self.peer, protocol="federation-total", step="joined", session_id=request.run_id)
+        return reply
+
+    def federation_pass(self, request: pb.FederationPassRequest, parameters: dict[str, object]) -> pb.FederationPassResponse:
+        """Hand the running ciphertext to this peer, our next hop; returns the
+        last member's signed final, relayed back up the chain of calls."""
+        request = self._send(request, "pass", request.run_id, protocol="federation-total", items=1,
+                             job_id=request.job_id, parameters=parameters)
         try:
             reply = self._stub.FederationPass(request, metadata=self._metadata, timeout=self._timeout)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
         self._egress.received(reply, peer=self.peer, protocol="federation-total", step="passed", session_id=request.run_id)
-        return reply.ciphertext, reply.contributors
+        return reply
 
     def federation_release(self, run_id: str, metric: str, contributors: int, total: bytes, value: int) -> None:
         self._egress.disclosed(
@@ -396,3 +420,25 @@ class PeerClient:
             self._stub.FederationRelease(request, metadata=self._metadata, timeout=min(self._timeout, 60))
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+
+    # -- witnessing (audit metadata) ---------------------------------------------
+
+    def witness_heads(self, request: pb.WitnessHeadsRequest) -> pb.WitnessHeadsResponse:
+        """Hand the peer our signed audit head; returns its own."""
+        request = self._send(request, "exchange", protocol="witness", parameters={"count": request.head.count})
+        try:
+            reply = self._stub.WitnessHeads(request, metadata=self._metadata, timeout=min(self._timeout, 30))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        self._egress.received(reply, peer=self.peer, protocol="witness", step="exchanged")
+        return reply
+
+    def witnessed_heads(self) -> pb.GetWitnessedHeadsResponse:
+        """The signed heads of our own audit log this peer holds."""
+        request = self._send(pb.GetWitnessedHeadsRequest(protocol_version=PROTOCOL_VERSION), "query", protocol="witness")
+        try:
+            reply = self._stub.GetWitnessedHeads(request, metadata=self._metadata, timeout=min(self._timeout, 60))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        self._egress.received(reply, peer=self.peer, protocol="witness", step="held", items=len(reply.heads))
+        return reply

@@ -46,7 +46,7 @@ _ID_RULE = "letters, digits, '-' or '_', at most 64 characters"
 TEXT_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     **{f: (NAME_PATTERN, _NAME_RULE) for f in (
         "dataset", "name", "kind", "kinds", "metric", "initiator", "route", "node_name", "protocols",
-        "outcome", "step",
+        "outcome", "step", "member", "members", "node",
     )},
     **{f: (_ID, _ID_RULE) for f in ("session_id", "job_id", "run_id")},
     **{f: (_VERSION, "digits, letters, '.', '+' or '-'") for f in ("software_version", "openmined_psi_version")},
@@ -196,6 +196,7 @@ class Egress:
         step: str,
         session_id: str = "",
         repeats: int = 0,
+        reason: str = "",
     ) -> None:
         """Record an error status (code and message text) about to be sent to ``peer``.
 
@@ -204,11 +205,15 @@ class Egress:
         text is also in the entry's parameters (``text``), so that the audit
         scan reads it even when transcripts are off. ``repeats`` > 0 records
         that the same status, already on record, was sent that many more
-        times (the call gate counts floods of identical refusals).
+        times (the call gate counts floods of identical refusals). ``reason``
+        (a refusal's fixed slug, see ``Refused``) goes into the parameters too,
+        so refusals can be counted by cause.
         """
         parameters: dict[str, object] = {"status": code, "text": details}
         if repeats:
             parameters["repeats"] = repeats
+        if reason:
+            parameters["reason"] = reason
         self._emit(
             "sent", f"{code}: {details}".encode(), peer=peer, protocol=protocol, step=f"{step}-status",
             session_id=session_id, items=0, job_id="", parameters=parameters,

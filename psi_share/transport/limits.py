@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import grpc
 
 from ..errors import Refused
+from .egress import Egress
 
 log = logging.getLogger("psi_share.limits")
 
@@ -405,3 +406,54 @@ class CallGate(grpc.ServerInterceptor):
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream, False), **kw)
         return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream, True), **kw)
+
+
+class StandardServicesEgress(grpc.ServerInterceptor):
+    """Passes the replies of gRPC's health and reflection services through the egress.
+
+    On the federation port only members reach them (the :class:`CallGate`
+    in front refuses everyone else), so their peer is the authenticated
+    caller. Our own service records its messages itself and is not touched here.
+    """
+
+    PROTOCOLS = {"/grpc.health.v1.Health/": "grpc-health", "/grpc.reflection.v1alpha.ServerReflection/": "grpc-reflection",
+                 "/grpc.reflection.v1.ServerReflection/": "grpc-reflection"}
+
+    def __init__(self, egress: Egress, authenticator: Any) -> None:  # a server.PeerAuthenticator
+        self._egress = egress
+        self._auth = authenticator
+
+    def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
+        handler = continuation(details)
+        protocol = next((p for prefix, p in self.PROTOCOLS.items() if details.method.startswith(prefix)), None)
+        if handler is None or protocol is None:
+            return handler
+        step = details.method.rsplit("/", 1)[1]
+
+        def peer_of(ctx):  # type: ignore[no-untyped-def]
+            try:
+                return self._auth.authenticate(ctx)
+            except Refused:  # only without a gate in front (never on the federation port)
+                return caller_label(ctx)
+
+        def sent(reply, ctx):  # type: ignore[no-untyped-def]
+            return self._egress.send(reply, peer=peer_of(ctx), protocol=protocol, step=step)
+
+        def got(request, ctx):  # type: ignore[no-untyped-def]
+            self._egress.received(request, peer=peer_of(ctx), protocol=protocol, step=f"{step}-request")
+            return request
+
+        kw = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+        if handler.unary_unary:
+            inner = handler.unary_unary
+            return grpc.unary_unary_rpc_method_handler(lambda req, ctx: sent(inner(got(req, ctx), ctx), ctx), **kw)
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+            return grpc.unary_stream_rpc_method_handler(
+                lambda req, ctx: (sent(r, ctx) for r in inner_us(got(req, ctx), ctx)), **kw)
+        if handler.stream_stream:
+            inner_ss = handler.stream_stream
+            return grpc.stream_stream_rpc_method_handler(
+                lambda it, ctx: (sent(r, ctx) for r in inner_ss((got(q, ctx) for q in it), ctx)), **kw
+            )
+        return handler

@@ -202,39 +202,101 @@ class SumMessage(_message.Message):
     key_proof: bytes
     def __init__(self, protocol_version: _Optional[int] = ..., step: _Optional[str] = ..., points: _Optional[bytes] = ..., paired_points: _Optional[bytes] = ..., ciphertexts: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., count: _Optional[int] = ..., sum: _Optional[bytes] = ..., key_proof: _Optional[bytes] = ...) -> None: ...
 
-class FederationPassRequest(_message.Message):
-    __slots__ = ("protocol_version", "run_id", "metric", "initiator", "public_key", "ciphertext", "contributors", "route", "min_contributors", "job_id")
-    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+class FederationSigned(_message.Message):
+    __slots__ = ("body", "signature", "certificate")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    body: bytes
+    signature: bytes
+    certificate: bytes
+    def __init__(self, body: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., certificate: _Optional[bytes] = ...) -> None: ...
+
+class FederationRoute(_message.Message):
+    __slots__ = ("version", "run_id", "metric", "members", "min_contributors", "public_key", "issued_at", "expires_at")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
-    INITIATOR_FIELD_NUMBER: _ClassVar[int]
-    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
-    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
-    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
-    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     MIN_CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    run_id: str
+    metric: str
+    members: _containers.RepeatedScalarFieldContainer[str]
+    min_contributors: int
+    public_key: bytes
+    issued_at: int
+    expires_at: int
+    def __init__(self, version: _Optional[int] = ..., run_id: _Optional[str] = ..., metric: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., min_contributors: _Optional[int] = ..., public_key: _Optional[bytes] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ...) -> None: ...
+
+class FederationMemberKey(_message.Message):
+    __slots__ = ("run_id", "route_sha256", "member", "mask_key")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEY_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    route_sha256: bytes
+    member: str
+    mask_key: bytes
+    def __init__(self, run_id: _Optional[str] = ..., route_sha256: _Optional[bytes] = ..., member: _Optional[str] = ..., mask_key: _Optional[bytes] = ...) -> None: ...
+
+class FederationFinal(_message.Message):
+    __slots__ = ("run_id", "route_sha256", "ciphertext")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    route_sha256: bytes
+    ciphertext: bytes
+    def __init__(self, run_id: _Optional[str] = ..., route_sha256: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class FederationJoinRequest(_message.Message):
+    __slots__ = ("protocol_version", "run_id", "signed_route", "job_id")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_ROUTE_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     run_id: str
-    metric: str
-    initiator: str
-    public_key: bytes
-    ciphertext: bytes
-    contributors: int
-    route: _containers.RepeatedScalarFieldContainer[str]
-    min_contributors: int
+    signed_route: FederationSigned
     job_id: str
-    def __init__(self, protocol_version: _Optional[int] = ..., run_id: _Optional[str] = ..., metric: _Optional[str] = ..., initiator: _Optional[str] = ..., public_key: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., contributors: _Optional[int] = ..., route: _Optional[_Iterable[str]] = ..., min_contributors: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, protocol_version: _Optional[int] = ..., run_id: _Optional[str] = ..., signed_route: _Optional[_Union[FederationSigned, _Mapping]] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class FederationJoinResponse(_message.Message):
+    __slots__ = ("protocol_version", "member_key")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_KEY_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    member_key: FederationSigned
+    def __init__(self, protocol_version: _Optional[int] = ..., member_key: _Optional[_Union[FederationSigned, _Mapping]] = ...) -> None: ...
+
+class FederationPassRequest(_message.Message):
+    __slots__ = ("protocol_version", "run_id", "ciphertext", "job_id", "signed_route", "member_keys")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_ROUTE_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_KEYS_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    run_id: str
+    ciphertext: bytes
+    job_id: str
+    signed_route: FederationSigned
+    member_keys: _containers.RepeatedCompositeFieldContainer[FederationSigned]
+    def __init__(self, protocol_version: _Optional[int] = ..., run_id: _Optional[str] = ..., ciphertext: _Optional[bytes] = ..., job_id: _Optional[str] = ..., signed_route: _Optional[_Union[FederationSigned, _Mapping]] = ..., member_keys: _Optional[_Iterable[_Union[FederationSigned, _Mapping]]] = ...) -> None: ...
 
 class FederationPassResponse(_message.Message):
-    __slots__ = ("protocol_version", "ciphertext", "contributors")
+    __slots__ = ("protocol_version", "final")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
-    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
-    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
-    ciphertext: bytes
-    contributors: int
-    def __init__(self, protocol_version: _Optional[int] = ..., ciphertext: _Optional[bytes] = ..., contributors: _Optional[int] = ...) -> None: ...
+    final: FederationSigned
+    def __init__(self, protocol_version: _Optional[int] = ..., final: _Optional[_Union[FederationSigned, _Mapping]] = ...) -> None: ...
 
 class FederationReleaseRequest(_message.Message):
     __slots__ = ("protocol_version", "run_id", "metric", "contributors", "total")
@@ -305,3 +367,69 @@ class CardinalityMessage(_message.Message):
     withheld: bool
     min_result: int
     def __init__(self, protocol_version: _Optional[int] = ..., step: _Optional[str] = ..., points: _Optional[bytes] = ..., key_point: _Optional[bytes] = ..., decoys: _Optional[int] = ..., count: _Optional[int] = ..., withheld: bool = ..., min_result: _Optional[int] = ...) -> None: ...
+
+class SignedHead(_message.Message):
+    __slots__ = ("node", "count", "head", "time_ns", "audit_key", "signature", "witnessed_at_ns")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_KEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    WITNESSED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    count: int
+    head: bytes
+    time_ns: int
+    audit_key: bytes
+    signature: bytes
+    witnessed_at_ns: int
+    def __init__(self, node: _Optional[str] = ..., count: _Optional[int] = ..., head: _Optional[bytes] = ..., time_ns: _Optional[int] = ..., audit_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., witnessed_at_ns: _Optional[int] = ...) -> None: ...
+
+class AuditKeyBinding(_message.Message):
+    __slots__ = ("node", "audit_key", "certificate", "signature")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_KEY_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    audit_key: bytes
+    certificate: bytes
+    signature: bytes
+    def __init__(self, node: _Optional[str] = ..., audit_key: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class WitnessHeadsRequest(_message.Message):
+    __slots__ = ("protocol_version", "head", "binding")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    BINDING_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    head: SignedHead
+    binding: AuditKeyBinding
+    def __init__(self, protocol_version: _Optional[int] = ..., head: _Optional[_Union[SignedHead, _Mapping]] = ..., binding: _Optional[_Union[AuditKeyBinding, _Mapping]] = ...) -> None: ...
+
+class WitnessHeadsResponse(_message.Message):
+    __slots__ = ("protocol_version", "head", "binding")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    BINDING_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    head: SignedHead
+    binding: AuditKeyBinding
+    def __init__(self, protocol_version: _Optional[int] = ..., head: _Optional[_Union[SignedHead, _Mapping]] = ..., binding: _Optional[_Union[AuditKeyBinding, _Mapping]] = ...) -> None: ...
+
+class GetWitnessedHeadsRequest(_message.Message):
+    __slots__ = ("protocol_version",)
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    def __init__(self, protocol_version: _Optional[int] = ...) -> None: ...
+
+class GetWitnessedHeadsResponse(_message.Message):
+    __slots__ = ("protocol_version", "heads", "bindings")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    BINDINGS_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    heads: _containers.RepeatedCompositeFieldContainer[SignedHead]
+    bindings: _containers.RepeatedCompositeFieldContainer[AuditKeyBinding]
+    def __init__(self, protocol_version: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[SignedHead, _Mapping]]] = ..., bindings: _Optional[_Iterable[_Union[AuditKeyBinding, _Mapping]]] = ...) -> None: ...

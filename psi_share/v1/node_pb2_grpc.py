@@ -74,6 +74,11 @@ class PsiShareNodeStub(object):
                 request_serializer=psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.SerializeToString,
                 response_deserializer=psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.FromString,
                 _registered_method=True)
+        self.FederationJoin = channel.unary_unary(
+                '/psi_share.v1.PsiShareNode/FederationJoin',
+                request_serializer=psi__share_dot_v1_dot_node__pb2.FederationJoinRequest.SerializeToString,
+                response_deserializer=psi__share_dot_v1_dot_node__pb2.FederationJoinResponse.FromString,
+                _registered_method=True)
         self.FederationPass = channel.unary_unary(
                 '/psi_share.v1.PsiShareNode/FederationPass',
                 request_serializer=psi__share_dot_v1_dot_node__pb2.FederationPassRequest.SerializeToString,
@@ -98,6 +103,16 @@ class PsiShareNodeStub(object):
                 '/psi_share.v1.PsiShareNode/CardinalityClose',
                 request_serializer=psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.SerializeToString,
                 response_deserializer=psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.FromString,
+                _registered_method=True)
+        self.WitnessHeads = channel.unary_unary(
+                '/psi_share.v1.PsiShareNode/WitnessHeads',
+                request_serializer=psi__share_dot_v1_dot_node__pb2.WitnessHeadsRequest.SerializeToString,
+                response_deserializer=psi__share_dot_v1_dot_node__pb2.WitnessHeadsResponse.FromString,
+                _registered_method=True)
+        self.GetWitnessedHeads = channel.unary_unary(
+                '/psi_share.v1.PsiShareNode/GetWitnessedHeads',
+                request_serializer=psi__share_dot_v1_dot_node__pb2.GetWitnessedHeadsRequest.SerializeToString,
+                response_deserializer=psi__share_dot_v1_dot_node__pb2.GetWitnessedHeadsResponse.FromString,
                 _registered_method=True)
 
 
@@ -157,9 +172,16 @@ class PsiShareNodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def FederationPass(self, request, context):
-        """Federation total: one hop of the ring, and the initiator's release.
+    def FederationJoin(self, request, context):
+        """Federation total: each member joins the initiator's signed route, then
+        one pass per hop along it, then the initiator's release.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FederationPass(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -187,6 +209,22 @@ class PsiShareNodeServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def CardinalityClose(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WitnessHeads(self, request, context):
+        """Witnessing (audit metadata, never customer data): after a session the
+        requester hands the responder a signed head of its audit log and gets the
+        responder's back; each stores the other's. GetWitnessedHeads returns the
+        heads of the caller's own log that this node holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWitnessedHeads(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -235,6 +273,11 @@ def add_PsiShareNodeServicer_to_server(servicer, server):
                     request_deserializer=psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.FromString,
                     response_serializer=psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.SerializeToString,
             ),
+            'FederationJoin': grpc.unary_unary_rpc_method_handler(
+                    servicer.FederationJoin,
+                    request_deserializer=psi__share_dot_v1_dot_node__pb2.FederationJoinRequest.FromString,
+                    response_serializer=psi__share_dot_v1_dot_node__pb2.FederationJoinResponse.SerializeToString,
+            ),
             'FederationPass': grpc.unary_unary_rpc_method_handler(
                     servicer.FederationPass,
                     request_deserializer=psi__share_dot_v1_dot_node__pb2.FederationPassRequest.FromString,
@@ -259,6 +302,16 @@ def add_PsiShareNodeServicer_to_server(servicer, server):
                     servicer.CardinalityClose,
                     request_deserializer=psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.FromString,
                     response_serializer=psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.SerializeToString,
+            ),
+            'WitnessHeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.WitnessHeads,
+                    request_deserializer=psi__share_dot_v1_dot_node__pb2.WitnessHeadsRequest.FromString,
+                    response_serializer=psi__share_dot_v1_dot_node__pb2.WitnessHeadsResponse.SerializeToString,
+            ),
+            'GetWitnessedHeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWitnessedHeads,
+                    request_deserializer=psi__share_dot_v1_dot_node__pb2.GetWitnessedHeadsRequest.FromString,
+                    response_serializer=psi__share_dot_v1_dot_node__pb2.GetWitnessedHeadsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -488,6 +541,33 @@ class PsiShareNode(object):
             _registered_method=True)
 
     @staticmethod
+    def FederationJoin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psi_share.v1.PsiShareNode/FederationJoin',
+            psi__share_dot_v1_dot_node__pb2.FederationJoinRequest.SerializeToString,
+            psi__share_dot_v1_dot_node__pb2.FederationJoinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def FederationPass(request,
             target,
             options=(),
@@ -612,6 +692,60 @@ class PsiShareNode(object):
             '/psi_share.v1.PsiShareNode/CardinalityClose',
             psi__share_dot_v1_dot_node__pb2.PsiCloseRequest.SerializeToString,
             psi__share_dot_v1_dot_node__pb2.PsiCloseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WitnessHeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psi_share.v1.PsiShareNode/WitnessHeads',
+            psi__share_dot_v1_dot_node__pb2.WitnessHeadsRequest.SerializeToString,
+            psi__share_dot_v1_dot_node__pb2.WitnessHeadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWitnessedHeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psi_share.v1.PsiShareNode/GetWitnessedHeads',
+            psi__share_dot_v1_dot_node__pb2.GetWitnessedHeadsRequest.SerializeToString,
+            psi__share_dot_v1_dot_node__pb2.GetWitnessedHeadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,8 +40,18 @@ def _opened(step: str, payload: bytes) -> list[str]:
     return [] if _HEX_ID.match(m.session_id) else ["session_id is not a session id"]
 
 
-register_step_checks(PROTOCOL, pb.CardinalityMessage, cardinality.check_message, cardinality.step_of, cardinality.STEPS)
-register_message_check(PROTOCOL, "open", _open)
-register_message_check(PROTOCOL, "opened", _opened)
-register_message_check(PROTOCOL, "close", _psi_close)
-register_message_check(PROTOCOL, "closed", _psi_closed)
+#: What each cardinality step carries and what protects it (the report's table).
+STEPS = {
+    "queries": "the requester's items as P-256 points blinded under its key, sorted; that key times the generator",
+    "session-set": "the responder's items blinded under a fresh session key, mixed with random decoys, sorted",
+    "reblinded": "the session-set re-blinded under the requester's key, sorted",
+    "count": "one number: the count released (after min_result, and noise when [privacy] is on) or 'withheld'",
+}
+
+register_step_checks(PROTOCOL, pb.CardinalityMessage, cardinality.check_message, cardinality.step_of, STEPS)
+register_message_check(PROTOCOL, "open", _open, description="cardinality open, metadata: dataset name, kinds, the "
+                                                            "requester's set size")
+register_message_check(PROTOCOL, "opened", _opened, description="cardinality session opened, metadata: session id, "
+                                                                "limits, minimum result")
+register_message_check(PROTOCOL, "close", _psi_close, description="no content: the session id and an outcome word")
+register_message_check(PROTOCOL, "closed", _psi_closed, description="no content")

@@ -21,6 +21,16 @@ only: a decoy seen twice would no longer be hidden among our items.
 
 A re-blinded set that fails the decoy check ends its session as
 ``violation``; :class:`~psi_share.node.policy.Policy` then refuses that peer.
+
+Noise
+-----
+With ``[privacy] enabled`` (the default) the count carries discrete Laplace
+noise of scale 1 / epsilon_per_release (one actor changes a count by at most
+1), drawn here, by the party whose data the count is about, and the peer's
+daily epsilon budget is charged in the store *before* the count is computed
+into the reply: a peer past its budget gets RESOURCE_EXHAUSTED and no count.
+``min_result`` applies to the noisy count, so whether a count is withheld is
+covered by the noise too.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ from dataclasses import dataclass, field
 
 from ...crypto import ec
 from ...errors import NotFound, OutOfOrder, Refused
+from ...privacy import NoiseSampler, Release
+from ...privacy import release_count as dp_release_count
 from ...protocols.cardinality import (
     CardinalityOpen,
     CardinalityOpened,
@@ -193,6 +205,7 @@ class _CountSession:
     party: CardinalityResponder | None = None  # set once the session-set is taken
     points: int = 0  # in our session-set (our items and the decoys)
     items: int = 0  # our items among them
+    release: Release | None = None  # how the count was noised (for the disclosure ledger)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -207,8 +220,10 @@ class CountResponder:
         engine: ec.EcEngine,
         clock: Callable[[], float],
         random_bytes: Callable[[int], bytes],
+        sampler: Callable[[], NoiseSampler | None] = lambda: None,
     ) -> None:
         self.config = config
+        self._sampler = sampler  # read per release: tests inject noise through Node.noise_sampler
         self._store = store
         self._policy = policy
         self._prepared = prepared
@@ -220,9 +235,6 @@ class CountResponder:
             name="cardinality", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open,
             max_open_per_peer=config.sessions.max_open_per_peer, log=log, not_found="cardinality session",
         )
-        # TODO(privacy-core): the DP mechanism's noise for a peer, fed to
-        # release_count. None releases the count as it is.
-        self.noise: Callable[[str], Callable[[int], int] | None] = lambda peer: None
 
     def prepare_exposed(self) -> None:
         """At serve start: a session-set for every exposed dataset, over all its exposed kinds."""
@@ -257,7 +269,7 @@ class CountResponder:
         except Exception as exc:
             self._table.fail(session, exc)
             raise
-        release = functools.partial(release_count, min_result=grant.min_result, noise=self.noise(peer))
+        release = functools.partial(release_count, min_result=grant.min_result, noise=self._noise(session))
         session.points, session.items = len(session_set.points), session_set.items
         session.party = CardinalityResponder(
             session_set, engine=self._engine, set_size=open_.set_size, min_result=grant.min_result, release=release,
@@ -268,6 +280,20 @@ class CountResponder:
             session_id=sid, max_set_size=grant.max_set_size, session_ttl_seconds=self.config.sessions.ttl_seconds,
             min_result=grant.min_result,
         )
+
+    def _noise(self, session: _CountSession) -> Callable[[int], int] | None:
+        """The count's noise for this session ([privacy]); None when privacy is off.
+        The peer's budget is charged first: a refused charge releases nothing."""
+        privacy = self.config.privacy
+        if not privacy.enabled:
+            return None
+
+        def noisy(true_count: int) -> int:
+            privacy.charge(self._store, session.peer, PROTOCOL, self._clock())
+            session.release = dp_release_count(true_count, epsilon=privacy.epsilon, sampler=self._sampler())
+            return session.release.value
+
+        return noisy
 
     def request_limit(self, peer: str, sid: str) -> int:
         """Largest message this session may receive in one exchange (queries or the re-blinded set)."""
@@ -310,7 +336,9 @@ class CountResponder:
                       error=f"released as fewer than {s.min_result} ([policy] min_result)" if withheld else "")
             log.info("cardinality session %s with %s done: %d matching items, released %s", s.id, s.peer,
                      outcome.true_count, "nothing" if withheld else outcome.released)
-            disclosed = {"withheld": True, "fewer_than": s.min_result} if withheld else {"count": outcome.released}
+            disclosed: dict[str, object] = ({"withheld": True, "fewer_than": s.min_result} if withheld
+                                            else {"count": outcome.released})
+            disclosed.update(_noise_record(s.release))
             return ExchangeReply(reply, "count", 0, disclosed)
         raise OutOfOrder(f"step {step!r} is not expected by the responder of a cardinality session")
 
@@ -350,3 +378,11 @@ class CountResponder:
 
     def shutdown(self) -> None:
         self._table.close_all()
+
+
+def _noise_record(r: Release | None) -> dict[str, object]:
+    """How a released count was noised, in the disclosure ledger's terms (never the true count).
+    Scale and epsilon are text: the audit log holds no floats."""
+    if r is None:
+        return {"mechanism": "none"}
+    return {"mechanism": r.mechanism, "scale": repr(r.scale), "sensitivity": r.sensitivity, "epsilon": str(r.epsilon)}

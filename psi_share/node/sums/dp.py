@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ...privacy import Charge, NoiseSampler, Release, charge
+from ...privacy import Charge, NoiseSampler, Release
 from ...protocols.intersection_sum import SumNoise, SumResult
 from ...store import Store
 from ..privacy_config import PrivacyConfig
@@ -30,10 +30,7 @@ def sum_noise(privacy: PrivacyConfig, sampler: NoiseSampler | None) -> SumNoise 
 def charge_sum(store: Store, privacy: PrivacyConfig, peer: str, clock: Callable[[], float]) -> Charge | None:
     """Charge one released sum to ``peer`` (raises BudgetExhausted, a Refused);
     call it before decrypting, so that nothing leaves unpaid."""
-    if not privacy.enabled:
-        return None
-    return charge(store, peer=peer, protocol=PROTOCOL, epsilon=privacy.epsilon,
-                  daily_budget=privacy.budget, now=clock())
+    return privacy.charge(store, peer, PROTOCOL, clock())
 
 
 def disclosure(result: SumResult) -> dict[str, object]:
