@@ -477,6 +477,8 @@ def results_show(c: Ctx, session: str, fmt: str) -> None:
             raise PsiShareError(f"session {s.id} was answered by this node: it learned {learned}")
         if "prompt" in s.kinds and s.mode == "reveal" and s.status == "done":
             show_prompt_session(n, s.id, s.peer, fmt)
+            if set(s.kinds) == {"prompt"}:
+                return  # its actors are in the table of templates
         by_actor: dict[str, list[str]] = {}
         for m in n.store.matches([s.id]):
             by_actor.setdefault(m.actor_id, []).append(m.kind)
