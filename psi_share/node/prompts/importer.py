@@ -53,7 +53,7 @@ from ...prompts.records import read_lines
 from ...prompts.records import _record as parse_record  # one line, FILE:LINE errors without content
 from ...prompts.signature import KIND
 from ...store import ImportMode, Reason, Store
-from ...store.db import IdentifierRow, check_name
+from ...store.db import DatasetWrite, IdentifierRow, check_name
 from ...store.prompt_matches import ClusterLabel, format_raw
 from ...store.rejects import Rejection, RejectsFile, RejectTally
 from .config import PromptsConfig
@@ -72,12 +72,7 @@ class PromptImportSummary:
     chains: int
     stoplists: tuple[tuple[str, str], ...]  # (file, sha256)
     benign_common_shingles: int | None  # None without --benign
-    actors_added: int = 0
-    identifiers_added: int = 0
-    actors_removed: int = 0
-    identifiers_removed: int = 0
-    revision: int = 0
-    changed: bool = True
+    written: DatasetWrite  # what the store did (added, removed, revision)
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     rejects_file: str | None = None
@@ -95,10 +90,7 @@ class PromptImportSummary:
             "prompts_dropped_by_cap": r.prompts_dropped_by_cap, "band_items": r.items,
             "distinct_band_items": r.distinct_items,
             "stoplists": [{"file": f, "sha256": d} for f, d in self.stoplists],
-            "benign_common_shingles": self.benign_common_shingles,
-            "actors_added": self.actors_added, "identifiers_added": self.identifiers_added,
-            "actors_removed": self.actors_removed, "identifiers_removed": self.identifiers_removed,
-            "revision": self.revision, "changed": self.changed,
+            "benign_common_shingles": self.benign_common_shingles, **self.written._asdict(),
         }
 
 
@@ -221,8 +213,6 @@ def import_prompt_file(
     return PromptImportSummary(
         dataset=dataset, path=str(path), lines=read, report=prepared.report, chains=len(set(chains.values())),
         stoplists=tuple((s.path, s.sha256) for s in stoplists), benign_common_shingles=common,
-        actors_added=written.actors_added, identifiers_added=written.identifiers_added,
-        actors_removed=written.actors_removed, identifiers_removed=written.identifiers_removed,
-        revision=written.revision, changed=written.changed, rejected=tally.total,
+        written=written, rejected=tally.total,
         rejected_by_reason=dict(tally.by_reason), rejects_file=None if rejects is None else str(rejects),
     )
