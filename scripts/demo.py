@@ -141,7 +141,9 @@ def security_checks(out: Path, nodes: Path, ports: dict[str, int]) -> bool:
     shutil.copy(out / "federation-ca" / "crl.pem", nodes / "lab-b" / "tls" / "crl.pem")
     expect("lab-c after its certificate was revoked", psi(nodes / "lab-c", "peers", "check", "lab-b", check=False),
            "revoked")
-    return ok
+    from demo_attacks import AttackSection  # 10b: lab-d runs modified software (issue 11)
+
+    return AttackSection(out, nodes, ports, psi=psi, start_node=start_node, console=console).run() and ok
 
 
 def main() -> int:

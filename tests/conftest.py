@@ -14,6 +14,7 @@ import pytest
 from cli_helpers import LAB_A_ROWS, LAB_B_ROWS, Labs, Server, base_env, cli, issue_cert, ok, ok_json, write_csv
 
 from psi_share import Node, RunningServer, init_home
+from psi_share.store import Store
 from psi_share.pki import init_ca, issue_node
 
 
@@ -184,3 +185,34 @@ def labs(tmp_path: Path) -> Labs:
     assert "peer lab-b at 127.0.0.1:1" in ok(cli(tmp_path, "peers", "add", "lab-b", "127.0.0.1:1", home=a)).stdout
     ok(cli(tmp_path, "peers", "add", "lab-a", "127.0.0.1:1", "--note", "lab a", home=b))
     return Labs(a, b)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    """lab-a's node, no TLS material, its clock fixed (store and import tests)."""
+    home = init_home(tmp_path / "home", "lab-a", "127.0.0.1:0")
+    n = Node.open(home.path, clock=lambda: 1_700_000_000.0)
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Path:
+    """lab-a's home (certificate issued) with LAB_A_ROWS imported as "flagged", through the CLI."""
+    home = tmp_path / "lab"
+    ok(cli(tmp_path, "init", "lab-a", "--listen", "127.0.0.1:0", "--tls-from", issue_cert(tmp_path, "lab-a"), home=home))
+    write_csv(tmp_path / "good.csv", LAB_A_ROWS)
+    ok(cli(tmp_path, "data", "import", "flagged", "good.csv", home=home))
+    return home
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """An empty store on disk."""
+    s = Store(tmp_path / "store.sqlite3")
+    try:
+        yield s
+    finally:
+        s.close()

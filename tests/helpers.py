@@ -24,7 +24,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
 from psi_share.crypto.openmined import OpenMinedEngine, new_private_key
 from psi_share.protocols.psi import (

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 import private_set_intersection.python as openmined
+from injected_noise import Injected
 from private_set_intersection.python import Request, Response, ServerSetup
 
 from psi_share import Mode
@@ -286,7 +287,8 @@ def test_released_count_is_a_disclosure_and_every_message_scans_clean(labs, csv_
     assert {("sent", "queries-chunk"), ("sent", "reblinded-chunk"), ("received", "reply-chunk")} <= steps
     for node, rows in ((a, A_ROWS), (b, B_ROWS)):
         result = scan_audit(node.home.audit_path, [csv_file(f"{node.config.name}.csv", rows)], DEFAULT_CONTEXT)
-        assert result.messages_checked == 3 and result.clean, (result.hits, result.invalid)  # open/opened and 2 steps
+        # open/opened, 2 steps, and the signed audit head the two exchange after the session (witnessing)
+        assert result.messages_checked == 4 and result.clean, (result.hits, result.invalid)
 
 
 def test_policy_without_the_cardinality_protocol_refuses_counts(labs) -> None:  # type: ignore[no-untyped-def]
@@ -395,26 +397,12 @@ def test_open_count_sessions_are_held_to_the_per_peer_quota(labs) -> None:  # ty
     assert b.responder.counts.open_by_peer() == {"lab-a": 2}
 
 
-class Injected:
-    """A NoiseSampler returning the noise the test chose, recording each scale asked for."""
-
-    def __init__(self, *noise: int) -> None:
-        self.noise, self.scales = list(noise), []  # type: ignore[var-annotated]
-
-    def discrete_laplace(self, scale: float) -> int:
-        self.scales.append(scale)
-        return self.noise.pop(0)
-
-    def discrete_gaussian(self, sigma: float) -> int:  # pragma: no cover - counts use Laplace
-        raise AssertionError("counts are released with discrete Laplace noise")
-
-
 def test_counts_carry_the_responders_noise_and_charge_the_peers_daily_budget(labs) -> None:  # type: ignore[no-untyped-def]
     a, b, stub = labs(privacy__enabled="true", privacy__epsilon_per_release="0.5",
                       privacy__daily_epsilon_budget="1.0", policy__min_result="3")
-    b.noise_sampler = Injected(-2, -48)
-    # truth 50, noise -2 (scale 1/epsilon = 2): the peer gets 48
-    assert a.match("lab-b", kinds=["email"], mode=Mode.COUNT).count == 48
+    b.noise_sampler = Injected(7, -48)
+    # truth 50, noise +7 (scale 1/epsilon = 2): 57, clamped to the 50 items lab-a sent
+    assert a.match("lab-b", kinds=["email"], mode=Mode.COUNT).count == 50
     # truth 50, noise -48: 2 is under min_result 3, applied to the noisy count: withheld
     outcome = a.match("lab-b", kinds=["email"], mode=Mode.COUNT)
     assert (outcome.count, outcome.fewer_than) == (None, 3)
@@ -429,7 +417,7 @@ def test_counts_carry_the_responders_noise_and_charge_the_peers_daily_budget(lab
     released = [e["result"] for e in load_entries(b.home.audit_path)
                 if e["type"] == "disclosure" and e.get("protocol") == "cardinality" and "mechanism" in e["result"]]
     assert released == [
-        {"count": 48, "mechanism": "discrete-laplace", "scale": "2.0", "sensitivity": 1, "epsilon": "1/2"},
+        {"count": 50, "mechanism": "discrete-laplace", "scale": "2.0", "sensitivity": 1, "epsilon": "1/2"},
         {"withheld": True, "fewer_than": 3, "mechanism": "discrete-laplace", "scale": "2.0", "sensitivity": 1,
          "epsilon": "1/2"},
     ]

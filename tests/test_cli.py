@@ -20,7 +20,6 @@ import pytest
 from cli_helpers import (
     A_ITEMS_EMAIL_PHONE,
     EXPECTED_MATCHES,
-    LAB_A_ROWS,
     PSI_SHARE_SCRIPT,
     Labs,
     base_env,
@@ -29,7 +28,6 @@ from cli_helpers import (
     datasets,
     failed_cleanly,
     flat,
-    issue_cert,
     ok,
     ok_json,
     serve_b,
@@ -233,15 +231,6 @@ def test_job_ok_partial_and_failed(tmp_path: Path, labs: Labs, start_server) -> 
 
 
 # -- 4. bad input -------------------------------------------------------------
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Path:
-    home = tmp_path / "lab"
-    ok(cli(tmp_path, "init", "lab-a", "--listen", "127.0.0.1:0", "--tls-from", issue_cert(tmp_path, "lab-a"), home=home))
-    write_csv(tmp_path / "good.csv", LAB_A_ROWS)
-    ok(cli(tmp_path, "data", "import", "flagged", "good.csv", home=home))
-    return home
 
 
 def test_malformed_csv_names_file_and_line_and_writes_nothing(tmp_path: Path, lab: Path) -> None:

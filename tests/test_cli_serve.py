@@ -13,7 +13,6 @@ import socket
 from pathlib import Path
 
 from cli_helpers import Labs, cli, failed_cleanly, ok, ok_json
-from test_cli import lab  # noqa: F401 (a fixture)
 
 EXIT_CANNOT_LISTEN = 6
 

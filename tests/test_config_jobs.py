@@ -65,7 +65,7 @@ def test_every_key_is_read() -> None:
             "exposure": {"datasets": ["flagged", "accounts"], "kinds": ["phone", "email"], "reveal": False},
             "sessions": {"ttl_seconds": 60, "max_open": 3, "setup_lifetime_seconds": 120, "max_open_per_peer": 2},
             "server": {"threads": 8, "calls_per_peer": 2, "calls_per_second": 5, "call_burst": 7,
-                       "stream_idle_seconds": 3, "call_max_seconds": 30, "refusal_log_window_seconds": 1.5,
+                       "call_max_seconds": 30, "refusal_log_window_seconds": 1.5,
                        "health_listen": "127.0.0.1:7401", "metrics_listen": "0.0.0.0:9464"},
         },
         WHERE,
@@ -75,7 +75,8 @@ def test_every_key_is_read() -> None:
         matching=MatchingConfig(1e-6, 500, 4),
         exposure=ExposureConfig(("flagged", "accounts"), ("phone", "email"), False),
         sessions=SessionsConfig(60, 3, 120, 2),
-        server=ServerConfig(CallLimits(8, 2, 5.0, 7, 3.0, 30.0, 1.5), "127.0.0.1:7401", "0.0.0.0:9464"),
+        server=ServerConfig(CallLimits(8, 2, 5.0, 7, call_max_seconds=30.0, refusal_log_window_seconds=1.5),
+                            "127.0.0.1:7401", "0.0.0.0:9464"),
     )
     assert c.exposed_kinds() == ("phone", "email")
     assert c.canonicalization.default_phone_region == "GB"
@@ -132,7 +133,7 @@ def test_integer_false_positive_rate_is_not_a_type_error() -> None:
         (cfg(server={"calls_per_peer": 0}), "[server] calls_per_peer"),
         (cfg(server={"threads": 8, "calls_per_peer": 9}), "[server] calls_per_peer must not exceed threads"),
         (cfg(server={"calls_per_second": 0}), "[server] calls_per_second"),
-        (cfg(server={"stream_idle_seconds": 0.5}), "[server] stream_idle_seconds"),
+        (cfg(server={"stream_idle_seconds": 60}), "unknown key [server] stream_idle_seconds"),
         (cfg(server={"health_listen": "0.0.0.0:7401"}), "[server] health_listen must be a loopback address"),
         (cfg(server={"metrics_listen": "9464"}), "[server] metrics_listen must be HOST:PORT"),
         (cfg(server={"refusal_window": 1}), "unknown key [server] refusal_window"),
@@ -152,6 +153,7 @@ def test_integer_false_positive_rate_is_not_a_type_error() -> None:
         (cfg(privacy={"sum_clip_bound": 1.5}), "[privacy] sum_clip_bound must be of type int"),
         (cfg(privacy={"sum_clip_bound": 0}), "[privacy] sum_clip_bound"),
         (cfg(privacy={"sum_clip_bound": 2**64}), "[privacy] sum_clip_bound"),
+        (cfg(privacy={"figure_sensitivity": 0}), "[privacy] figure_sensitivity"),
         (cfg(privacy={"epsilon_per_release": 0}), "[privacy] epsilon_per_release"),
         (cfg(privacy={"epsilon_per_release": math.nan}), "[privacy] epsilon_per_release"),
         (cfg(privacy={"epsilon_per_release": 2.0, "daily_epsilon_budget": 1.0}), "[privacy] daily_epsilon_budget"),
@@ -187,7 +189,8 @@ def test_rendered_config_parses_back_to_the_defaults(tmp_path: Path, name: str, 
         "node", "identifiers", "matching", "exposure", "sessions", "audit", "jobs", "tls", "policy",
         "paillier", "intersection_sum", "federation", "transport", "server", "privacy",
     }
-    assert set(data["privacy"]) == {"enabled", "epsilon_per_release", "daily_epsilon_budget", "sum_clip_bound"}
+    assert set(data["privacy"]) == {"enabled", "epsilon_per_release", "daily_epsilon_budget", "sum_clip_bound",
+                                    "figure_sensitivity"}
     assert set(data["transport"]) == {"peer_silence_seconds", "keepalive_seconds"}
     assert set(data["server"]) == set(SERVER_SCHEMA)
     assert set(data["tls"]) == {"ca", "cert", "key", "crl"}  # insecure is never written, only set by hand

@@ -347,22 +347,10 @@ def test_audit_checks_are_registered_for_every_aggregate_step():
         protocol_version=1, run_id="0" * 32).SerializeToString())
 
 
-class _Shares:
-    """A NoiseSampler handing out the discrete Gaussian shares the test chose."""
-
-    def __init__(self, *shares: int) -> None:
-        self.shares, self.sigmas = list(shares), []  # type: ignore[var-annotated]
-
-    def discrete_gaussian(self, sigma: float) -> int:
-        self.sigmas.append(sigma)
-        return self.shares.pop(0)
-
-    def discrete_laplace(self, scale: float) -> int:  # pragma: no cover - totals use Gaussian shares
-        raise AssertionError("federation totals are noised with distributed discrete Gaussian shares")
-
-
 def test_with_privacy_on_every_member_adds_a_gaussian_share_and_charges_the_others(federation):
     from fractions import Fraction
+
+    from injected_noise import Injected
 
     from psi_share.privacy import DEFAULT_DELTA, BudgetExhausted, plan, spending
 
@@ -371,7 +359,7 @@ def test_with_privacy_on_every_member_adds_a_gaussian_share_and_charges_the_othe
                   privacy__daily_epsilon_budget="1.0", privacy__figure_sensitivity="5")
     shares = {"lab-a": 7, "lab-b": -3, "lab-c": 40}
     for name, node in nodes.items():
-        node.noise_sampler = _Shares(shares[name])
+        node.noise_sampler = Injected(shares=(shares[name],))
     total = nodes["lab-a"].federation_total("campaign", ["lab-a", "lab-b", "lab-c"]).total
     assert total == 321 + 7 - 3 + 40
     # every share has the sigma the plan gives for 3 members against a party knowing its own share
@@ -384,7 +372,7 @@ def test_with_privacy_on_every_member_adds_a_gaussian_share_and_charges_the_othe
     # budgets of 1.0 are spent: the next run is refused before any share is drawn
     for node in nodes.values():
         node.store.set_figure("campaign", 999, now=node.clock())
-        node.noise_sampler = _Shares(0)
+        node.noise_sampler = Injected(shares=(0,))
     with pytest.raises(BudgetExhausted, match="peer lab-b has used epsilon 1"):
         nodes["lab-a"].federation_total("campaign", ["lab-a", "lab-b", "lab-c"])
     assert nodes["lab-a"].noise_sampler.shares == [0]

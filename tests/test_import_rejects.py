@@ -22,7 +22,6 @@ from psi_share.errors import ImportFileError, NotFound
 from psi_share.store import ImportRejected
 from psi_share.store import rejects as rejects_module
 from psi_share.store.rejects import LISTED, REJECTS_HEADER
-from test_store_import import node  # noqa: F401  (a fixture)
 
 ALL_KINDS = ["email", "phone", "ipv4", "ipv6", "ip_prefix", "payment_fingerprint", "device_id", "account_handle"]
 

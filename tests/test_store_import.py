@@ -34,25 +34,6 @@ def jsonl_text(*records: object) -> str:
     return "".join(json.dumps(r) + "\n" for r in records)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "store.sqlite3")
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    home = init_home(tmp_path / "home", "lab-a", "127.0.0.1:0")
-    n = Node.open(home.path, clock=lambda: 1_700_000_000.0)
-    try:
-        yield n
-    finally:
-        n.close()
-
-
 def import_rows(store: Store, dataset: str, path: Path, *, replace: bool = True) -> tuple[int, int]:
     """(actors added, identifiers added)."""
     rows, _ = parse_data_file(path, CTX)

@@ -12,7 +12,6 @@ import pytest
 from psi_share.identifiers import canonicalize
 from psi_share.store import Store
 from psi_share.store.db import _MIGRATIONS, SCHEMA_VERSION, IdentifierRow
-from test_store_import import store  # noqa: F401  (a fixture)
 
 Key = tuple[str, str, str]  # actor, kind, canonical
 Model = dict[Key, tuple[int, str, int | None]]  # -> version, raw, amount

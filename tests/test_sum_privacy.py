@@ -15,6 +15,7 @@ from fractions import Fraction
 
 import pytest
 from cli_helpers import cli, ok_json
+from injected_noise import Injected
 from test_intersection_sum import A_FLAGGED, B_USAGE, write_amount_csv
 
 from psi_share import Node
@@ -29,20 +30,6 @@ from psi_share.v1 import node_pb2 as pb
 
 ENGINE = ec.EcEngine(workers=1)
 KEY = PrivateKey.generate(2048, secrets.token_bytes)
-
-
-class Injected:
-    """A NoiseSampler that returns the noise the test chose, and records each scale asked for."""
-
-    def __init__(self, *noise: int) -> None:
-        self.noise, self.scales = list(noise), []  # type: ignore[var-annotated]
-
-    def discrete_laplace(self, scale: float) -> int:
-        self.scales.append(scale)
-        return self.noise.pop(0)
-
-    def discrete_gaussian(self, sigma: float) -> int:  # pragma: no cover - sums never use it
-        raise AssertionError("intersection-sum releases use discrete Laplace")
 
 
 # -- protocol layer: honest sweep, and the cheating matcher -----------------------------

@@ -239,7 +239,7 @@ def test_a_witness_answering_with_forged_heads_is_blamed_not_our_log(witnessed: 
     forged = [line for line in result.stderr.splitlines() if line.startswith("witness lab-m: FORGED (the peer's fault")]
     assert len(forged) == 5, result.stderr
     assert any("its signature does not verify under the audit key" in line for line in forged)
-    assert any(f"head 1000000:" in line for line in forged)
+    assert any("head 1000000:" in line for line in forged)
     assert any("which this node's certificate never bound" in line and "names another node" in line for line in forged)
     assert any("head is not 32 bytes" in line for line in forged)
     assert any("names node lab-b, not this node" in line for line in forged)

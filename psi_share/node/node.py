@@ -16,6 +16,7 @@ parameters (defaults: wall clock, ``secrets``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import secrets
@@ -293,7 +294,11 @@ class Node:
             if tls.crl is not None and tls.crl.stale(dt.datetime.now(dt.timezone.utc)):
                 log.warning("the revocation list %s is past its next update (%s): ask the federation CA for a "
                             "fresh one; revocations made since are not known here", tls.crl.path, tls.crl.next_update)
-        gate = CallGate(auth, self.egress, self.config.server.limits, events=self.metrics)
+        # One silence limit: the gate's watchdog is the backstop of [transport] peer_silence_seconds
+        # (the SilenceLimit interceptor cuts first, with DEADLINE_EXCEEDED naming the limit).
+        silence = self.config.transport.peer_silence_seconds
+        limits = dataclasses.replace(self.config.server.limits, stream_idle_seconds=silence + max(1.0, silence / 10))
+        gate = CallGate(auth, self.egress, limits, events=self.metrics)
         server, port, health = create_server(self.responder, self.egress, auth, address or self.config.listen,
                                              gate=gate, tls=tls, liveness=self.config.transport)
         interrupted = interrupt_responder_sessions(self.store, now=self.clock())

@@ -24,22 +24,24 @@ class ServerConfig:
 
 SCHEMA: dict[str, type] = {
     "threads": int, "calls_per_peer": int, "calls_per_second": float, "call_burst": int,
-    "stream_idle_seconds": float, "call_max_seconds": float, "refusal_log_window_seconds": float,
+    "call_max_seconds": float, "refusal_log_window_seconds": float,
     "health_listen": str, "metrics_listen": str,
 }
 
 # (key, smallest, largest) for every number.
 _BOUNDS = (
     ("threads", 4, 1024), ("calls_per_peer", 1, 1024), ("calls_per_second", 0.1, 100_000),
-    ("call_burst", 1, 1_000_000), ("stream_idle_seconds", 1, 86_400), ("call_max_seconds", 1, 604_800),
+    ("call_burst", 1, 1_000_000), ("call_max_seconds", 1, 604_800),
     ("refusal_log_window_seconds", 0.1, 3600),
 )
 
 
 def parse_server(s: dict[str, Any], where: str) -> ServerConfig:
     d = CallLimits()
-    values = {f.name: s.get(f.name, getattr(d, f.name)) for f in fields(CallLimits)}
-    for key in ("calls_per_second", "stream_idle_seconds", "call_max_seconds", "refusal_log_window_seconds"):
+    # stream_idle_seconds is not a key of its own: the node sets it from [transport]
+    # peer_silence_seconds (one silence limit for the whole contract; see Node.serve).
+    values = {f.name: s.get(f.name, getattr(d, f.name)) for f in fields(CallLimits) if f.name != "stream_idle_seconds"}
+    for key in ("calls_per_second", "call_max_seconds", "refusal_log_window_seconds"):
         values[key] = float(values[key])
     limits = CallLimits(**values)
     for key, low, high in _BOUNDS:
@@ -67,7 +69,6 @@ threads = {d.threads}                    # worker threads of the federation port
 calls_per_peer = {d.calls_per_peer}              # calls one peer may have in progress at once
 calls_per_second = {d.calls_per_second:g}           # sustained calls per second per peer ...
 call_burst = {d.call_burst}                # ... and at once after a quiet spell
-stream_idle_seconds = {d.stream_idle_seconds:g}        # a request stream that brings nothing this long is cut
 call_max_seconds = {d.call_max_seconds:g}         # any call is cut after this
 refusal_log_window_seconds = {d.refusal_log_window_seconds:g}  # identical refusals within it: one audit entry and a count
 health_listen = ""         # e.g. "127.0.0.1:7401": plaintext health for the lab's own probes (loopback only)

@@ -17,7 +17,10 @@ reflection alike), as the outermost server interceptor:
    its stream. The pool has ``threads`` threads (``[server] threads``), so a
    peer's calls never take more than its share of them.
 4. **How long.** A watchdog thread cancels a call whose request stream
-   brings nothing for ``stream_idle_seconds`` while the handler waits for it,
+   brings nothing for ``stream_idle_seconds`` while the handler waits for it
+   (the node sets it just above ``[transport] peer_silence_seconds``, whose
+   SilenceLimit cuts such a stream first with a clear status: the watchdog is
+   the backstop),
    and any call older than ``call_max_seconds`` (a never-ending
    ``Health.Watch``, a reader that never reads).
 

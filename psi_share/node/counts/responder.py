@@ -291,7 +291,9 @@ class CountResponder:
         def noisy(true_count: int) -> int:
             privacy.charge(self._store, session.peer, PROTOCOL, self._clock())
             session.release = dp_release_count(true_count, epsilon=privacy.epsilon, sampler=self._sampler())
-            return session.release.value
+            # Clamped to [0, the requester's set size], where every true count lies: post-processing
+            # by a fact the requester announced, no loss of privacy (and release_count clamps at 0).
+            return min(session.release.value, session.open.set_size)
 
         return noisy
 
