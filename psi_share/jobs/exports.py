@@ -135,15 +135,15 @@ def collect(store: Store, node_name: str, run: JobRunRecord) -> RunExport:
 def to_csv(export: RunExport) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    chains = any(a.chains for a in export.actors)  # the column only for prompt runs
     writer.writerow(["actor_id", "peer_count", "peers", "matched_kinds", "first_seen", "change_since_previous",
-                     "identifiers", "prompt_chains"])
+                     "identifiers"] + (["prompt_chains"] if chains else []))
     for a in export.actors:
         writer.writerow([
             a.actor_id, len(a.peers), ";".join(a.peers),
             ";".join(f"{p}:{','.join(k)}" for p, k in a.matched_kinds.items()),
             _iso(a.first_seen), a.change, ";".join(f"{k}:{v}" for k, v in a.identifiers),
-            ";".join(f"{c.chain}:{','.join(c.peers)}" for c in a.chains),
-        ])
+        ] + ([";".join(f"{c.chain}:{','.join(c.peers)}" for c in a.chains)] if chains else []))
     return out.getvalue()
 
 
@@ -160,8 +160,8 @@ def to_json(export: RunExport) -> str:
              "matched_kinds": {p: list(k) for p, k in a.matched_kinds.items()},
              "first_seen": _iso(a.first_seen), "change_since_previous": a.change or None,
              "identifiers": [{"kind": k, "value": v} for k, v in a.identifiers],
-             "prompt_chains": [{"chain": c.chain, "peers": list(c.peers), "best_bands_matched": c.best_bands,
-                                "bands": c.bands} for c in a.chains]}
+             **({"prompt_chains": [{"chain": c.chain, "peers": list(c.peers), "best_bands_matched": c.best_bands,
+                                    "bands": c.bands} for c in a.chains]} if a.chains else {})}
             for a in export.actors
         ],
     }
