@@ -509,7 +509,12 @@ def _show_sum_session(n: Node, s, fmt: str) -> None:  # type: ignore[no-untyped-
 @format_option
 @pass_ctx
 def results_run(c: Ctx, run_id: str, min_peers: int, chain_peers: int, fmt: str) -> None:
-    """Per actor, the peers that matched it in job run RUN_ID (and the prompt chains linking it)."""
+    """Per actor, the peers that matched it in job run RUN_ID.
+
+    For a run over the prompt kind, also the chains (this lab's groups of
+    similar prompt templates) that link each actor, and with --chain-peers N
+    only the actors whose prompts share a chain seen at N or more peers.
+    """
     with c.node() as n:
         run = n.store.job_run(run_id)
         emit_run(run_rows(n, run.id, min_peers, chain_peers), fmt, f"job {run.job_name} run {run.id}: {run.status}")
