@@ -13,7 +13,14 @@ import re
 from .errors import StoreError
 
 #: A lowercase letter, then up to 62 lowercase letters, digits, ``_`` or ``-``.
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
+
+#: The dataset a canary session names (``peers check``): ``_canary.<dataset>``
+#: (a synthetic set as large as the filter of that dataset) or
+#: ``_canary.<dataset>.<items>`` (a synthetic set of that many items). No real
+#: dataset can carry it: a name starts with a letter, never ``_``. Match it with
+#: ``fullmatch`` (``$`` would let a trailing newline through).
+CANARY_DATASET_PATTERN = re.compile(r"_canary\.([a-z][a-z0-9_-]{0,62})(?:\.([1-9][0-9]{0,6}))?")
 
 
 def check_name(what: str, name: str) -> str:
@@ -26,4 +33,4 @@ def check_name(what: str, name: str) -> str:
     return name
 
 
-__all__ = ["NAME_PATTERN", "check_name"]
+__all__ = ["CANARY_DATASET_PATTERN", "NAME_PATTERN", "check_name"]

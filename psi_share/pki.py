@@ -44,7 +44,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from .crl import RevocationList, crl_number, load_crl
 from .errors import ConfigError, PkiError
 
-NODE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+NODE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
 
 CA_KEY, CA_CERT, CRL_FILE, ISSUED_DIR = "ca.key", "ca.crt", "crl.pem", "issued"
 NODE_KEY, NODE_CERT = "node.key", "node.crt"

@@ -30,7 +30,9 @@ class Federation:
     A test federation trusts its members: every node's ``[policy] reveal``
     is true unless the test passes ``policy__reveal``, and ``[policy]
     datasets`` follows ``exposure__datasets`` unless ``policy__datasets`` is
-    given. Config overrides are ``section__key=value``; a key or section the
+    given. Its figures are exact (``[privacy] enabled = false``) unless the
+    test passes ``privacy__enabled="true"``, as the differential-privacy tests
+    do with an injected sampler: a test about something else checks exact counts. Config overrides are ``section__key=value``; a key or section the
     rendered config lacks is added (``**{"policy.peers.lab-a__min_result": 3}``).
     """
 
@@ -50,7 +52,7 @@ class Federation:
 
     def node(self, name: str, **config: object) -> Node:
         home = init_home(self.root / name, name, "127.0.0.1:0", tls_from=self.issue(name))
-        config = {"policy__reveal": "true", **config}
+        config = {"policy__reveal": "true", "privacy__enabled": "false", **config}
         if "exposure__datasets" in config:  # a test exposing more datasets grants them too
             config.setdefault("policy__datasets", config["exposure__datasets"])
         if config:
@@ -179,12 +181,40 @@ def labs(tmp_path: Path) -> Labs:
                           "--format", "json", home=b))
     assert summary["actors"] == 9 and summary["identifiers"] == 9
     # Policy: by default a peer gets counts only; these two labs let each other see matches.
+    # Exact figures ([privacy] off): the noise is tested with injected randomness elsewhere.
     for home, peer in ((a, "lab-b"), (b, "lab-a")):
-        with (home / "config.toml").open("a") as fh:
-            fh.write(f"\n[policy.peers.{peer}]\nreveal = true\n")
+        config = home / "config.toml"
+        text = config.read_text()
+        assert "\n[privacy]\nenabled = true" in text
+        config.write_text(text.replace("\n[privacy]\nenabled = true", "\n[privacy]\nenabled = false")
+                          + f"\n[policy.peers.{peer}]\nreveal = true\n")
     assert "peer lab-b at 127.0.0.1:1" in ok(cli(tmp_path, "peers", "add", "lab-b", "127.0.0.1:1", home=a)).stdout
     ok(cli(tmp_path, "peers", "add", "lab-a", "127.0.0.1:1", "--note", "lab a", home=b))
     return Labs(a, b)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """A real Dask cluster: a scheduler and two workers, each its own process,
+    bound to 127.0.0.1 only, dashboards off, spilling off (``--memory-limit
+    0``). Yields ``{"address": "tcp://127.0.0.1:PORT", "pids": [...]}``."""
+    from psi_share.crypto.cluster.loopback import LoopbackCluster
+
+    with LoopbackCluster(tmp_path_factory.mktemp("dask")) as cluster:
+        yield {"address": cluster.address, "pids": cluster.pids}
+
+
+def foreign_match(fed: Federation, requester: str, responder: str, values: list[str]) -> tuple[list[int], str]:
+    """A foreign OpenMined client (tests/foreign_client.py: no psi-share code, no
+    setup_buckets_version) with ``requester``'s certificate matching email ``values`` against ``responder``:
+    (indices of the matching values, the setup kind it was served)."""
+    from foreign_client import ForeignClient, item, run_session
+
+    client = ForeignClient(f"127.0.0.1:{fed.servers[responder].port}", responder, fed.nodes[requester].home.tls_path)
+    items = [item("email", 1, v) for v in values]
+    result, _, kind = run_session(client, "flagged", {"email": 1}, items, True)
+    assert isinstance(result, list)
+    return result, kind
 
 
 @pytest.fixture

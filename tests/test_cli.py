@@ -42,15 +42,17 @@ HELP = {
     ("init",): "Create a node home for the lab called NAME.",
     ("node",): "Inspect this node.",
     ("node", "info"): "Show this node's name, settings, datasets and peers.",
-    ("data",): "Import and list the lab's datasets (they never leave the node).",
+    ("data",): "Import, register (Parquet) and list the lab's datasets (they never leave the node).",
     ("data", "import"): "Import FILE (CSV, TSV or JSON Lines) into DATASET, all or nothing.",
     ("data", "list"): "List datasets with actor and identifier counts per kind.",
+    ("data", "register"): "Register a Parquet SOURCE as DATASET: read in place, never copied.",
+    ("data", "show"): "Show DATASET: counts by kind, revision and, for a Parquet dataset, where it is read from,",
     ("data", "delete"): "Delete DATASET and its identifiers (match history is kept).",
     ("peers",): "Manage the peer labs this node talks to.",
     ("peers", "add"): "Add peer NAME reachable at ADDRESS (HOST:PORT).",
     ("peers", "list"): "List known peers.",
     ("peers", "remove"): "Forget peer NAME (its past sessions stay on record).",
-    ("peers", "check"): "Contact peer NAME: what it exposes, and whether our canonicalization versions agree.",
+    ("peers", "check"): "Prove that each PEER (default: every known peer) works end to end.",
     ("serve",): "Serve peers until SIGINT/SIGTERM, then shut down gracefully.",
     ("match",): "Match our DATASET against PEER's dataset with private set intersection.",
     ("results",): "Read stored match results.",
@@ -149,11 +151,13 @@ def test_full_session_two_nodes(tmp_path: Path, labs: Labs, start_server) -> Non
     refused = cli(tmp_path, "results", "show", session, home=labs.b)
     assert "learned only the set size" in failed_cleanly(refused)
 
-    check = ok_json(cli(tmp_path, "peers", "check", "lab-b", "--format", "json", home=labs.a))
-    assert check["peer"] == check["node_name"] == "lab-b"
-    assert check["exposed"] == {"flagged": "email,ip_prefix,phone"}
-    assert check["canonicalization_mismatch"] == "none"
-    assert "psi" in check["protocols"]
+    check = ok_json(cli(tmp_path, "peers", "check", "lab-b", "--no-canary", "--format", "json", home=labs.a))
+    [peer] = check["peers"]
+    by_check = {c["check"]: c for c in peer["checks"]}
+    assert peer["peer"] == by_check["identity"]["node_name"] == "lab-b" and check["ok"] is True
+    assert by_check["grants"]["datasets"] == {"flagged": ["email", "ip_prefix", "phone"]}
+    assert by_check["versions"]["canonicalization_differs"] == []
+    assert "psi" in by_check["grants"]["protocols"]
 
     info = ok_json(cli(tmp_path, "node", "info", "--format", "json", home=labs.a))
     assert info["name"] == "lab-a"

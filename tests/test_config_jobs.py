@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,9 @@ def test_rendered_config_parses_back_to_the_defaults(tmp_path: Path, name: str, 
     data = tomllib.loads(path.read_text())
     assert set(data) == {
         "node", "identifiers", "matching", "exposure", "sessions", "audit", "jobs", "tls", "policy",
-        "paillier", "intersection_sum", "federation", "transport", "server", "privacy",
+        "paillier", "intersection_sum", "federation", "transport", "server", "privacy", "engine",
     }
+    assert set(data["engine"]) == {"kind", "scheduler"}
     assert set(data["privacy"]) == {"enabled", "epsilon_per_release", "daily_epsilon_budget", "sum_clip_bound",
                                     "figure_sensitivity"}
     assert set(data["transport"]) == {"peer_silence_seconds", "keepalive_seconds"}
@@ -197,7 +199,7 @@ def test_rendered_config_parses_back_to_the_defaults(tmp_path: Path, name: str, 
     assert set(data["audit"]) == {"enabled", "transcripts", "transcript_max_bytes", "checkpoint_every"}
     assert set(data["jobs"]) == {"scheduled", "peer_attempts", "backoff_initial_seconds", "backoff_max_seconds"}
     assert set(data["paillier"]) == {"key_bits", "pool_size", "key_lifetime_seconds"}
-    assert set(data["matching"]) == {"false_positive_rate", "max_set_size", "workers"}
+    assert set(data["matching"]) == {"false_positive_rate", "max_set_size", "workers", "bucket_items"}
     assert set(data["sessions"]) == {"ttl_seconds", "max_open", "max_open_per_peer", "setup_lifetime_seconds"}
 
 
@@ -378,3 +380,15 @@ def test_item_set_order_does_not_depend_on_row_order() -> None:
 def test_empty_item_set() -> None:
     s = build_item_set([])
     assert len(s) == 0 and s.items == () and s.owners == ()
+
+
+@pytest.mark.parametrize("engine, says", [
+    ('kind = "spark"', '[engine] kind'),
+    ('kind = "dask"', '[engine] scheduler'),
+    ('kind = "dask"\nthreads = 4', 'threads'),
+])
+def test_engine_config_errors_name_the_key(tmp_path: Path, engine: str, says: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[node]\nname = "lab-a"\n[engine]\n{engine}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_config(path)

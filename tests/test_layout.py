@@ -133,3 +133,26 @@ def test_a_crowded_folder_is_caught(tmp_path: Path) -> None:
     for i in range(13):
         (root / "node" / f"m{i}.py").write_text("")
     assert layout_problems(root) == ["psi_share/node/ holds 13 modules (at most 12)"]
+
+
+def test_no_validating_pattern_lets_a_trailing_newline_through() -> None:
+    """``$`` in a Python regex also matches before a final newline: "lab-a\\n" passed the
+    name rule. Every anchored validation pattern ends with ``\\Z`` instead."""
+    import re as re_module
+
+    from psi_share.errors import StoreError
+    from psi_share.names import NAME_PATTERN, check_name
+    from psi_share.transport.egress import SESSION_ID
+
+    assert NAME_PATTERN.match("lab-a") and not NAME_PATTERN.match("lab-a\n")
+    assert not SESSION_ID.match("0" * 32 + "\n")
+    with pytest.raises(StoreError):
+        check_name("dataset", "flagged\n")
+    lax = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "/v1/" in str(path):
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re_module.search(r're\.compile\(r"\^.*\$"\)', line):
+                lax.append(f"{path.relative_to(PACKAGE.parent)}:{n}")
+    assert not lax, lax

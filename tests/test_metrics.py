@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from psi_share import Mode
+
 ROWS = [(f"r{i}", "email", f"user{i}@example.org") for i in range(12)]
 ALERTS = Path(__file__).resolve().parents[1] / "deploy" / "prometheus-alerts.yml"
 
@@ -60,11 +62,23 @@ def test_sessions_bytes_refusals_budget_and_audit_latency_after_real_traffic(pai
     assert "example.org" not in text and "user1" not in text
 
 
-def test_epsilon_is_a_hook_absent_until_the_privacy_ledger_sets_it(pair) -> None:
+def test_epsilon_spent_today_comes_from_the_privacy_ledger(pair) -> None:
     a, b = pair
-    assert "psi_share_epsilon_used{" not in _scrape(b)
+    assert "psi_share_epsilon_used{" not in _scrape(b)  # [privacy] off in this pair: no gauge samples
     b.metrics.epsilon_source = lambda: {"lab-a": 0.75}
     assert _value(_scrape(b), 'psi_share_epsilon_used{peer="lab-a"}') == 0.75
+
+
+def test_a_node_with_privacy_on_exports_what_each_peer_spent_today(federation, csv_file) -> None:
+    a = federation.node("lab-a")
+    b = federation.node("lab-b", privacy__enabled="true", policy__reveal="false")
+    a.import_file("flagged", csv_file("a.csv", ROWS), None)
+    b.import_file("flagged", csv_file("b.csv", ROWS), None)
+    federation.serve("lab-b")
+    federation.connect_all()
+    a.match("lab-b", kinds=["email"], mode=Mode.COUNT)
+    a.match("lab-b", kinds=["email"], mode=Mode.COUNT)
+    assert _value(_scrape(b), 'psi_share_epsilon_used{peer="lab-a"}') == 1.0  # two counts at 0.5
 
 
 def _exported_names(text: str) -> set[str]:

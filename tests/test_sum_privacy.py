@@ -100,7 +100,7 @@ def test_a_matcher_summing_one_ciphertext_while_claiming_five_gets_a_noisy_value
 
 
 def _pair(federation, tmp_path, csv_file, **privacy):  # type: ignore[no-untyped-def]
-    conf = {f"privacy__{k}": v for k, v in {"sum_clip_bound": 1000, **privacy}.items()}
+    conf = {f"privacy__{k}": v for k, v in {"enabled": "true", "sum_clip_bound": 1000, **privacy}.items()}
     a = federation.node("lab-a", paillier__pool_size=16, exposure__datasets='["flagged", "usage"]', **conf)
     b = federation.node("lab-b", paillier__pool_size=16, exposure__datasets='["flagged", "usage"]', **conf)
     a.import_file("flagged", csv_file("a.csv", A_FLAGGED), None)

@@ -40,14 +40,14 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from private_set_intersection.python import Request, Response, ServerSetup
 
 from ..identifiers import KINDS
-from ..names import NAME_PATTERN
+from ..names import CANARY_DATASET_PATTERN, NAME_PATTERN
 from ..v1 import node_pb2 as pb
 
 POINT_BYTES = 33
 MAX_STATUS_TEXT = 2000
-_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
-_VERSION_TEXT = re.compile(r"^[0-9A-Za-z.+\-]{1,32}$")
-_PROTOCOL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_HEX_ID = re.compile(r"^[0-9a-f]{32}\Z")
+_VERSION_TEXT = re.compile(r"^[0-9A-Za-z.+\-]{1,32}\Z")
+_PROTOCOL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}\Z")
 
 
 #: What every error status is (steps ending in ``-status``, for every protocol).
@@ -192,7 +192,9 @@ def _node_info(step: str, payload: bytes) -> list[str]:
 
 def _psi_open(step: str, payload: bytes, params: Mapping[str, Any]) -> list[str]:
     m = parse_exact(pb.PsiOpenRequest, payload)
-    problems = _name(m.dataset, "dataset") + _kinds(m.kinds, "kinds") + prompt_params_problems(m)
+    # A canary session (peers check) names _canary.<dataset>[.<items>]: still only a name and a number.
+    dataset = [] if CANARY_DATASET_PATTERN.fullmatch(m.dataset) else _name(m.dataset, "dataset")
+    problems = dataset + _kinds(m.kinds, "kinds") + prompt_params_problems(m)
     if m.job_id and not _HEX_ID.match(m.job_id):
         problems.append("job_id is not a run id")
     if "set_size" in params and int(params["set_size"]) != m.set_size:
@@ -231,6 +233,22 @@ def _psi_closed(step: str, payload: bytes) -> list[str]:
     return []
 
 
+def _psi_buckets(step: str, payload: bytes, params: Mapping[str, Any]) -> list[str]:
+    """A PsiBucketedSetup: as many buckets as the log says, sizes adding up
+    to our items, every bucket a well-formed ServerSetup of its size."""
+    m = parse_exact(pb.PsiBucketedSetup, payload)
+    buckets, items = int(params["setup_buckets"]), params.get("setup_items")
+    if len(m.bucket_sizes) != buckets or len(m.setups) != buckets:
+        return [f"bucketed setup holds {len(m.setups)} buckets, the log says {buckets}"]
+    if items is not None and sum(m.bucket_sizes) != int(items):
+        return [f"bucket sizes add up to {sum(m.bucket_sizes)}, the log says {items} items"]
+    problems = []
+    for index, (size, data) in enumerate(zip(m.bucket_sizes, m.setups)):
+        inner = {**params, "setup_buckets": 1, "setup_items": size}
+        problems += [f"bucket {index}: {p}" for p in _psi_setup(step, data, inner)]
+    return problems
+
+
 def _psi_request(step: str, payload: bytes, params: Mapping[str, Any]) -> list[str]:
     m = parse_exact(Request, payload)
     problems = check_points(m.encrypted_elements, "Request.encrypted_elements")
@@ -251,6 +269,8 @@ def _psi_response(step: str, payload: bytes, params: Mapping[str, Any]) -> list[
 
 
 def _psi_setup(step: str, payload: bytes, params: Mapping[str, Any]) -> list[str]:
+    if int(params.get("setup_buckets", 1)) > 1:
+        return _psi_buckets(step, payload, params)
     m = parse_exact(ServerSetup, payload)
     kind = m.WhichOneof("data_structure")
     items = params.get("setup_items")

@@ -5,7 +5,8 @@ Exit codes: 0 success; 1 an error (message on stderr); 2 bad usage;
 that failed (no peer succeeded); 5 a job run refused because another run of
 the same job is in progress (see cli/jobs.py); 6 ``serve`` cannot listen on
 its address (the port is in use, e.g. by another node, or the host is not
-this machine's).
+this machine's); 7 ``peers check`` found a failed check at some peer, 8 the
+only failures it found are peers that could not be reached.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..protocols.psi import Mode
 from ..timefmt import utc_text
 from ..transport.listen import ListenError
 from ..store import ImportMode
+from .datasets import register as register_data_commands
 from .jobs import register as register_job_commands
 from .jobs import run_job_command
 from .output import emit, emit_object, err_console, format_option
@@ -196,7 +198,7 @@ def _tls_summary(n: Node) -> str:
 
 @cli.group()
 def data() -> None:
-    """Import and list the lab's datasets (they never leave the node)."""
+    """Import, register (Parquet) and list the lab's datasets (they never leave the node)."""
 
 
 @data.command("import")
@@ -277,79 +279,6 @@ def data_delete(c: Ctx, dataset: str) -> None:
     with c.node() as n:
         n.store.delete_dataset(dataset)
         click.echo(f"deleted dataset {dataset}")
-
-
-# -- peers --------------------------------------------------------------------
-
-
-@cli.group()
-def peers() -> None:
-    """Manage the peer labs this node talks to."""
-
-
-@peers.command("add")
-@click.argument("name")
-@click.argument("address")
-@click.option("--note", default="", help="Free text kept with the peer.")
-@click.option("--replace", is_flag=True, help="Change the address of an existing peer.")
-@pass_ctx
-def peers_add(c: Ctx, name: str, address: str, note: str, replace: bool) -> None:
-    """Add peer NAME reachable at ADDRESS (HOST:PORT).
-
-    Only known peers may open sessions with this node, and a node only
-    matches against known peers.
-    """
-    if ":" not in address:
-        raise click.BadParameter("ADDRESS must be HOST:PORT", param_hint="ADDRESS")
-    with c.node() as n:
-        if name == n.config.name:
-            raise click.BadParameter("a node cannot be its own peer", param_hint="NAME")
-        n.store.add_peer(name, address, now=n.clock(), note=note, replace=replace)
-        click.echo(f"peer {name} at {address}")
-
-
-@peers.command("list")
-@format_option
-@pass_ctx
-def peers_list(c: Ctx, fmt: str) -> None:
-    """List known peers."""
-    with c.node() as n:
-        rows = [{"peer": p.name, "address": p.address, "added": _when(p.added_at), "note": p.note} for p in n.store.peers()]
-        emit(rows, ("peer", "address", "added", "note"), fmt, "peers")
-
-
-@peers.command("remove")
-@click.argument("name")
-@pass_ctx
-def peers_remove(c: Ctx, name: str) -> None:
-    """Forget peer NAME (its past sessions stay on record)."""
-    with c.node() as n:
-        n.store.remove_peer(name)
-        click.echo(f"removed peer {name}")
-
-
-@peers.command("check")
-@click.argument("name")
-@format_option
-@pass_ctx
-def peers_check(c: Ctx, name: str, fmt: str) -> None:
-    """Contact peer NAME: what it exposes, and whether our canonicalization versions agree."""
-    from ..identifiers import canonical_versions
-
-    with c.node() as n, n.peer_client(name, timeout=15) as client:
-        info = client.node_info()
-        ours = canonical_versions()
-        theirs = {kv.kind: kv.version for kv in info.canonicalization}
-        mismatched = sorted(k for k in ours if k in theirs and theirs[k] != ours[k])
-        emit_object(
-            {"peer": name, "node_name": info.node_name, "software_version": info.software_version,
-             "openmined_psi_version": info.openmined_psi_version, "protocols": list(info.protocols),
-             "exposed": {d.name: ",".join(d.kinds) for d in info.datasets},
-             "canonicalization_mismatch": mismatched or "none"},
-            fmt, title=f"peer {name}",
-        )
-        if info.node_name != name:
-            raise PsiShareError(f"peer at {client.address} calls itself {info.node_name!r}, not {name!r}")
 
 
 # -- serve and match ----------------------------------------------------------
@@ -573,8 +502,12 @@ cli.add_command(pki)
 from .policy import policy  # noqa: E402
 
 cli.add_command(policy)
+from .peers import peers  # noqa: E402
+
+cli.add_command(peers)
 
 register_job_commands(job, results)  # job history/schedule, results diff/export (cli/jobs.py)
+register_data_commands(data)  # data register/show: Parquet datasets (cli/datasets.py)
 
 # -- Paillier aggregates (cli/aggregates.py) -----------------------------------
 

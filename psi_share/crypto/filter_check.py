@@ -28,8 +28,8 @@ wrong; nothing in a message is derived from an identifier.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import gmpy2
 from private_set_intersection.python import ServerSetup
@@ -71,6 +71,8 @@ class CheckedSetup:
 
     kind: str  # "raw", "gcs" or "bloom_filter"
     elements: int  # elements it holds (GCS: distinct hashes; Bloom: bits set)
+    # GCS: the decoded hashes (so that a lookup in Python need not decode twice).
+    hashes: Sequence[int] = field(default=(), repr=False, compare=False)
 
 
 def check_server_setup(setup: ServerSetup, terms: SetupTerms, *, own_points: bool = False) -> CheckedSetup:
@@ -117,7 +119,7 @@ def _check_gcs(gcs, terms: SetupTerms) -> CheckedSetup:  # type: ignore[no-untyp
     expected_div = golomb_div(hashes[-1], items) if hashes else 0
     if gcs.div != expected_div:
         raise refuse(f"has divisor {gcs.div}, OpenMined's for its elements is {expected_div}")
-    return CheckedSetup("gcs", len(hashes))
+    return CheckedSetup("gcs", len(hashes), hashes)
 
 
 def _collision_slack(items: int, hash_range: int) -> int:

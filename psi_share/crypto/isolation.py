@@ -89,3 +89,11 @@ def run_isolated(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, wh
             raise RemoteProtocolError(
                 f"{what} crashed OpenMined in an isolated worker process; the session is refused, the node unharmed"
             ) from None
+
+
+def run_in_processes(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, workers: int) -> list[Any]:
+    """``[fn(*args) for args in calls]`` on ``workers`` forkserver processes
+    (pure-Python work that threads would serialize on the GIL: building
+    filters). Our own data only; the pool lives for this call."""
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(calls))), mp_context=_forkserver()) as pool:
+        return list(pool.map(fn, *zip(*calls)))

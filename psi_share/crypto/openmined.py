@@ -15,9 +15,9 @@ sort the whole response again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import private_set_intersection.python as openmined
 from private_set_intersection.python import Request, Response, ServerSetup
@@ -25,7 +25,7 @@ from private_set_intersection.python import Request, Response, ServerSetup
 from ..errors import LocalProtocolError, RemoteProtocolError
 from . import split_spans
 from .filters import build_setup
-from .isolation import run_isolated, start_in_background
+from .isolation import run_in_processes, run_isolated, start_in_background
 
 OPENMINED_PSI_VERSION: str = openmined.__version__
 
@@ -58,26 +58,55 @@ def _spans(n: int, workers: int) -> list[tuple[int, int]]:
     return split_spans(n, min(workers, n // MIN_CHUNK_ITEMS))
 
 
+class Runner(Protocol):
+    """Where an engine's tasks run: ``map(fn, calls)`` is ``[fn(*args) for
+    args in calls]``, in order. ``fn`` is a module-level function of bytes,
+    strings and ints (so that it can run in another process or on another
+    machine); each call builds its own OpenMined objects."""
+
+    workers: int
+
+    def map(self, fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], *, cpu_bound: bool = False) -> list[T]: ...
+
+
+class LocalRunner:
+    """Today's worker pool: OpenMined steps on the node's threads (OpenMined
+    releases the GIL), Python-bound work (``cpu_bound``: building filters)
+    in forkserver worker processes, or inline with one worker."""
+
+    def __init__(self, executor: Executor | None = None, workers: int = 1) -> None:
+        self._executor = executor
+        self.workers = max(1, workers)
+
+    def map(self, fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], *, cpu_bound: bool = False) -> list[T]:
+        if self.workers == 1 or len(calls) <= 1:
+            return [fn(*args) for args in calls]
+        if cpu_bound:
+            return run_in_processes(fn, calls, workers=self.workers)
+        if self._executor is None:
+            return [fn(*args) for args in calls]
+        futures = [self._executor.submit(fn, *args) for args in calls]
+        return [f.result() for f in futures]
+
+
 class OpenMinedEngine:
-    """Runs OpenMined PSI steps chunk-parallel on an executor.
+    """Runs OpenMined PSI steps chunk-parallel on a :class:`Runner`.
 
     ``executor`` is owned by the caller (the node shares one across sessions);
     with ``workers == 1`` or no executor everything runs on the calling thread.
-    With ``isolate`` (the default) the one step that reads a peer's filter,
-    :meth:`intersect`, runs in worker processes instead.
+    ``runner`` replaces both (the Dask engine, :mod:`psi_share.crypto.cluster`).
+    With ``isolate`` (the default) the one step that hands a peer's filter to
+    OpenMined, :meth:`intersect`, runs in worker processes instead.
     """
 
-    def __init__(self, executor: Executor | None = None, workers: int = 1, *, isolate: bool = True) -> None:
-        self._executor = executor
-        self._workers = max(1, workers)
+    def __init__(
+        self, executor: Executor | None = None, workers: int = 1, *, isolate: bool = True, runner: Runner | None = None
+    ) -> None:
+        self.runner: Runner = runner or LocalRunner(executor, workers)
         self._isolate = isolate
 
-    def _map(self, fn: Callable[[int, int], T], n: int) -> list[T]:
-        spans = _spans(n, self._workers)
-        if self._executor is None or len(spans) == 1:
-            return [fn(a, b) for a, b in spans]
-        futures = [self._executor.submit(fn, a, b) for a, b in spans]
-        return [f.result() for f in futures]
+    def _spans(self, n: int) -> list[tuple[int, int]]:
+        return _spans(n, self.runner.workers)
 
     # -- requester (OpenMined "client") ---------------------------------
 
@@ -85,13 +114,9 @@ class OpenMinedEngine:
         """H(x)^k for every item, in order: the requester's request."""
         if self._isolate:
             start_in_background()  # ready by the time the peer's filter arrives
-
-        def work(a: int, b: int) -> list[bytes]:
-            client = openmined.client.CreateFromKey(key, reveal)
-            return list(client.CreateRequest(list(items[a:b])).encrypted_elements)
-
+        calls = [(key, list(items[a:b]), reveal) for a, b in self._spans(len(items))]
         request = Request(reveal_intersection=reveal)
-        for part in self._map(work, len(items)):
+        for part in self.runner.map(blind_span, calls):
             request.encrypted_elements.extend(part)
         return request
 
@@ -109,15 +134,25 @@ class OpenMinedEngine:
         """
         elements = list(response.encrypted_elements)
         data = setup.SerializeToString()
-        spans = _spans(len(elements), self._workers)
-        calls = [(key, data, elements[a:b], reveal, a) for a, b in spans]
+        calls = [(key, data, elements[a:b], reveal, a) for a, b in self._spans(len(elements))]
         if self._isolate:
             parts = run_isolated(intersect_span, calls, what="peer's filter")
         else:
-            parts = self._map(lambda a, b: intersect_span(key, data, elements[a:b], reveal, a), len(elements))
+            parts = self.runner.map(intersect_span, calls)
         if not reveal:
             return sum(p for p in parts if isinstance(p, int))
         return sorted(i for p in parts if isinstance(p, list) for i in p)
+
+    def unblind(self, key: bytes, elements: Sequence[bytes]) -> list[bytes]:
+        """``H(x)^ab`` -> ``H(x)^b`` for the responder's points, in order:
+        OpenMined's server step under ``key``'s inverse (what OpenMined's
+        client does inside GetIntersection), so that a bucketed setup can be
+        looked up in Python. Bad points are the peer's (RemoteProtocolError)."""
+        if any(len(e) != POINT_BYTES or e[0] not in (2, 3) for e in elements):
+            raise RemoteProtocolError("peer's response holds an element that is not a compressed P-256 point")
+        inverse = pow(int.from_bytes(key, "big"), -1, P256_ORDER).to_bytes(32, "big")
+        calls = [(inverse, list(elements[a:b]), True) for a, b in self._spans(len(elements))]
+        return [e for part in self.runner.map(process_span, calls) for e in part]
 
     # -- responder (OpenMined "server") ---------------------------------
 
@@ -127,13 +162,8 @@ class OpenMinedEngine:
         Sorting hides the order of our items (which is the order of their
         plaintexts in the store) and makes the result independent of chunking.
         """
-
-        def work(a: int, b: int) -> list[bytes]:
-            server = openmined.server.CreateFromKey(key, True)
-            part = server.CreateSetupMessage(0.5, 1, list(items[a:b]), openmined.DataStructure.RAW)
-            return list(part.raw.encrypted_elements)
-
-        return sorted(e for part in self._map(work, len(items)) for e in part)
+        calls = [(key, list(items[a:b])) for a, b in self._spans(len(items))]
+        return sorted(e for part in self.runner.map(raw_points_span, calls) for e in part)
 
     def setup(self, key: bytes, items: Sequence[str], fpr: float, max_requester_items: int) -> ServerSetup:
         """The responder's filter over H(y)^k for its items, for requester sets
@@ -143,6 +173,33 @@ class OpenMinedEngine:
         correctly and is smallest (see :mod:`psi_share.crypto.filters`)."""
         return build_setup(self.blinded_points(key, items), fpr, max_requester_items)
 
+    def build_buckets(self, parts: Sequence[Sequence[bytes]], fpr: float, queries: int) -> list[bytes]:
+        """The serialized setup of every bucket (``parts``: the points of each), in parallel."""
+        from .buckets import build_bucket  # buckets builds on filters, as this module does
+
+        calls = [(list(part), fpr, queries, len(parts)) for part in parts]
+        return self.runner.map(build_bucket, calls, cpu_bound=True)
+
+    def stream_buckets(
+        self, key: bytes, chunks: Iterable[Sequence[str]], fpr: float, queries: int, buckets: int
+    ) -> tuple[list[int], list[bytes]]:
+        """Blind a set that arrives in chunks and build its bucketed setup:
+        ``(bucket sizes, serialized bucket setups)``. A runner with its own
+        ``stream_buckets`` (Dask) keeps the blinded points on its workers and
+        hands back only the setups; here they gather in this process."""
+        own = getattr(self.runner, "stream_buckets", None)
+        if own is not None:
+            return own(key, chunks, fpr, queries, buckets)  # type: ignore[no-any-return]
+        from .buckets import partition
+
+        parts: list[list[bytes]] = [[] for _ in range(buckets)]
+        for chunk in chunks:
+            for index, part in enumerate(partition(self.blinded_points(key, chunk), buckets)):
+                parts[index].extend(part)
+        for part in parts:
+            part.sort()
+        return [len(p) for p in parts], self.build_buckets(parts, fpr, queries)
+
     def process(self, key: bytes, request: Request, reveal: bool) -> Response:
         """Raise every blinded requester element to the responder's key."""
         if request.reveal_intersection != reveal:
@@ -150,19 +207,41 @@ class OpenMinedEngine:
                 "request's reveal_intersection does not match the session's mode"
             )
         elements = request.encrypted_elements
-
-        def work(a: int, b: int) -> list[bytes]:
-            server = openmined.server.CreateFromKey(key, reveal)
-            part = Request(reveal_intersection=reveal, encrypted_elements=elements[a:b])
-            return list(_remote(lambda: server.ProcessRequest(part), "request").encrypted_elements)
-
-        response = Response()
-        parts = self._map(work, len(elements))
-        joined = [e for part in parts for e in part]
+        calls = [(key, list(elements[a:b]), reveal) for a, b in self._spans(len(elements))]
+        joined = [e for part in self.runner.map(process_span, calls) for e in part]
         if not reveal:
             joined.sort()  # hide which request position each element came from
+        response = Response()
         response.encrypted_elements.extend(joined)
         return response
+
+
+def blind_span(key: bytes, items: list[str], reveal: bool) -> list[bytes]:
+    """OpenMined's client request over ``items``: H(x)^key, in order."""
+    client = openmined.client.CreateFromKey(key, reveal)
+    return list(client.CreateRequest(items).encrypted_elements)
+
+
+def raw_points_span(key: bytes, items: list[str]) -> list[bytes]:
+    """OpenMined's raw server setup over ``items``: H(y)^key, sorted."""
+    server = openmined.server.CreateFromKey(key, True)
+    part = server.CreateSetupMessage(0.5, 1, items, openmined.DataStructure.RAW)
+    return list(part.raw.encrypted_elements)
+
+
+def build_bucket_from_parts(parts: list[list[bytes]], fpr: float, queries: int, buckets: int) -> tuple[int, bytes]:
+    """One bucket's ``(size, serialized setup)`` from its points of every chunk."""
+    from .buckets import build_bucket
+
+    points = sorted(p for part in parts for p in part)
+    return len(points), build_bucket(points, fpr, queries, buckets)
+
+
+def process_span(key: bytes, elements: list[bytes], reveal: bool) -> list[bytes]:
+    """OpenMined's server step: every point raised to ``key`` (order kept when ``reveal``)."""
+    server = openmined.server.CreateFromKey(key, reveal)
+    part = Request(reveal_intersection=reveal, encrypted_elements=elements)
+    return list(_remote(lambda: server.ProcessRequest(part), "request").encrypted_elements)
 
 
 def intersect_span(key: bytes, setup: bytes, elements: list[bytes], reveal: bool, offset: int) -> list[int] | int:

@@ -36,7 +36,7 @@ from ..errors import ConfigError
 
 _KEYS = {"cron", "every", "timezone", "start"}
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_EVERY = re.compile(r"^(?:\d+[smhdw])+$")
+_EVERY = re.compile(r"^(?:\d+[smhdw])+\Z")
 #: Lateness beyond which a run counts as a catch-up rather than on time.
 ON_TIME_SECONDS = 60.0
 #: Missed slots are counted up to this many (for the message only).

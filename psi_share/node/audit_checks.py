@@ -22,7 +22,7 @@ from ..names import NAME_PATTERN
 from ..protocols import federation_total, intersection_sum
 from ..v1 import node_pb2 as pb
 
-_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+_HEX_ID = re.compile(r"^[0-9a-f]{32}\Z")
 
 
 def register_step_checks(protocol: str, cls, check_message, step_of, steps: dict[str, str]) -> None:  # type: ignore[no-untyped-def]

@@ -30,6 +30,19 @@ class MatchingConfig:
     false_positive_rate: float = DEFAULT_FALSE_POSITIVE_RATE
     max_set_size: int = 1_000_000
     workers: int = 2
+    # Above this many items a requester that reads bucketed setups gets one,
+    # of buckets of about this many items (crypto.buckets).
+    bucket_items: int = 1 << 20
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where blinding and filter building run: ``local`` (the node's own
+    worker pool) or ``dask`` (a Dask distributed scheduler of the lab's
+    cluster at ``scheduler``, e.g. ``tcp://10.0.0.5:8786``)."""
+
+    kind: str = "local"
+    scheduler: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,7 @@ class NodeConfig:
     default_phone_region: str = "US"
     log_level: str = "INFO"
     matching: MatchingConfig = field(default_factory=MatchingConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     exposure: ExposureConfig = field(default_factory=ExposureConfig)
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
@@ -146,6 +160,11 @@ default_phone_region = "{d.default_phone_region}"  # region for phone numbers wi
 false_positive_rate = {m.false_positive_rate:g}
 max_set_size = {m.max_set_size}   # largest set a peer may send, and we may send
 workers = {m.workers}              # threads for blinding; one OpenMined object each
+bucket_items = {m.bucket_items}     # above: bucketed setups of about this many items each
+
+[engine]
+kind = "local"             # or "dask": blinding and filters on a Dask cluster
+scheduler = ""             # kind = "dask": the scheduler's address, e.g. "tcp://10.0.0.5:8786"
 
 [exposure]
 datasets = {_toml_list(e.datasets)}  # what peers may match against
@@ -237,7 +256,8 @@ def _toml_list(values: tuple[str, ...]) -> str:
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "node": {"name": str, "listen": str, "log_level": str},
     "identifiers": {"default_phone_region": str},
-    "matching": {"false_positive_rate": float, "max_set_size": int, "workers": int},
+    "matching": {"false_positive_rate": float, "max_set_size": int, "workers": int, "bucket_items": int},
+    "engine": {"kind": str, "scheduler": str},
     "exposure": {"datasets": list, "kinds": list, "reveal": bool},
     "sessions": {"ttl_seconds": int, "max_open": int, "max_open_per_peer": int, "setup_lifetime_seconds": int},
     "server": SERVER_SCHEMA,
@@ -285,7 +305,9 @@ def parse_config(data: dict[str, Any], where: str) -> NodeConfig:
             false_positive_rate=float(m.get("false_positive_rate", DEFAULT_FALSE_POSITIVE_RATE)),
             max_set_size=m.get("max_set_size", MatchingConfig.max_set_size),
             workers=m.get("workers", MatchingConfig.workers),
+            bucket_items=m.get("bucket_items", MatchingConfig.bucket_items),
         ),
+        engine=EngineConfig(**data.get("engine", {})),
         exposure=ExposureConfig(
             datasets=tuple(e.get("datasets", ExposureConfig.datasets)),
             kinds=tuple(e.get("kinds", ())),
@@ -420,6 +442,12 @@ def _check_values(cfg: NodeConfig, where: str) -> None:
         raise bad("[matching] max_set_size", "must be at least 1")
     if not 1 <= cfg.matching.workers <= 64:
         raise bad("[matching] workers", "must be between 1 and 64")
+    if cfg.matching.bucket_items < 1024:
+        raise bad("[matching] bucket_items", "must be at least 1024")
+    if cfg.engine.kind not in ("local", "dask"):
+        raise bad("[engine] kind", 'must be "local" or "dask"')
+    if cfg.engine.kind == "dask" and not cfg.engine.scheduler:
+        raise bad("[engine] scheduler", 'is required with kind = "dask" (the scheduler\'s address)')
     for kind in cfg.exposure.kinds:
         if kind not in KINDS:
             raise bad("[exposure] kinds", f"names unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})")

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ..errors import ConfigError
 from .config import NodeConfig, load_config, parse_config, render_config
 
-_LISTEN_PATTERN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):\d{1,5}$")
+_LISTEN_PATTERN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):\d{1,5}\Z")
 
 CONFIG_FILE = "config.toml"
 STORE_FILE = "store.sqlite3"

@@ -129,7 +129,7 @@ class Node:
         workers = config.matching.workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="psi-blind")
         self._setup_executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="psi-setup")
-        self.engine = OpenMinedEngine(self._executor, workers)
+        self.engine = OpenMinedEngine(self._executor, workers, runner=self._runner(config))
         self.responder = Responder(
             config=config, store=store, engine=self.engine, setup_executor=self._setup_executor,
             clock=clock, random_bytes=random_bytes,
@@ -186,6 +186,17 @@ class Node:
         config = home.load_config()
         return cls(home, config, Store(home.store_path), **kwargs)
 
+    @staticmethod
+    def _runner(config: NodeConfig):  # type: ignore[no-untyped-def]
+        """``[engine]``: None for the local worker pool, else the Dask runner
+        (imported only then: ``psi-share[dask]`` is optional)."""
+        if config.engine.kind != "dask":
+            return None
+        from ..crypto.cluster import DaskRunner
+
+        log.info("engine: Dask scheduler %s", config.engine.scheduler)
+        return DaskRunner(config.engine.scheduler)
+
     def close(self) -> None:
         if self._closed.is_set():
             return
@@ -193,6 +204,7 @@ class Node:
         self._close_aggregates()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._setup_executor.shutdown(wait=True, cancel_futures=True)
+        getattr(self.engine.runner, "close", lambda: None)()
         self.store.close()
         if self.audit is not None:
             self.audit.log.close()  # a signed checkpoint over everything this node recorded
@@ -335,7 +347,17 @@ class Node:
                                    "cardinality": self.responder.counts.open_by_peer()}  # type: ignore[attr-defined]
         m.budget_limits = lambda peer: (self.responder.policy.for_peer(peer).sessions_per_day,
                                         self.responder.policy.for_peer(peer).items_per_day)
+        if self.config.privacy.enabled:  # today's epsilon per peer, from the ledger in the store
+            m.epsilon_source = self._epsilon_today
         return health_server, (m.serve(cfg.metrics_listen) if cfg.metrics_listen else None)
+
+    def _epsilon_today(self) -> dict[str, float]:
+        from ..privacy import spending, utc_day
+
+        spent: dict[str, float] = {}
+        for s in spending(self.store, day=utc_day(self.clock())):
+            spent[s.peer] = spent.get(s.peer, 0.0) + float(s.epsilon)
+        return spent
 
     # -- Paillier aggregates (intersection-sum, federation totals) -----------
 

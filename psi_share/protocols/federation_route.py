@@ -77,7 +77,7 @@ MAX_BODY_BYTES = 16384  # a route of 64 names and a 3072-bit key is below 5 KiB
 ROUTE_LIFETIME_SECONDS = 900  # what an initiator gives a run
 MAX_ROUTE_LIFETIME_SECONDS = 3600  # what a member accepts: it keeps a secret in memory that long
 CLOCK_SKEW_SECONDS = 300
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+RUN_ID = re.compile(r"^[0-9a-f]{32}\Z")
 
 
 class RouteRejected(RemoteProtocolError):

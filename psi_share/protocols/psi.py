@@ -43,10 +43,12 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 from private_set_intersection.python import Request, Response, ServerSetup
 
+from ..crypto.buckets import MAX_BUCKETS, SETUP_BUCKETS_VERSION, check_buckets, partition
 from ..crypto.filter_check import SetupTerms, check_server_setup
 from ..crypto.filters import build_setup
 from ..crypto.openmined import OPENMINED_PSI_VERSION, POINT_BYTES, OpenMinedEngine, check_key
 from ..errors import LocalProtocolError, OutOfOrder, RemoteProtocolError, VersionMismatch
+from ..v1 import node_pb2 as pb
 from . import PROTOCOL_VERSION, ProtocolSpec, register_protocol
 
 SPEC = register_protocol(
@@ -84,6 +86,8 @@ class PsiOpen:
     mode: Mode
     job_id: str = ""
     protocol_version: int = PROTOCOL_VERSION
+    # 1: the requester reads bucketed setups; 0 (foreign OpenMined clients): one setup.
+    setup_buckets_version: int = 0
     # The prompt parameter set (psi_share.prompts.params.PromptParams.describe),
     # required when ``kinds`` include "prompt"; None otherwise.
     prompt_params: Mapping[str, object] | None = None
@@ -118,6 +122,9 @@ class PsiOpened:
     # The responder's set size m: its filter must hold exactly this many
     # items (the requester learns m from any filter anyway).
     responder_set_size: int = 0
+    # 1 and bucket_count >= 2: the setup is a PsiBucketedSetup (crypto.buckets).
+    setup_buckets_version: int = 0
+    bucket_count: int = 1
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,17 @@ class BlindedSet:
 
 
 @dataclass(frozen=True)
+class RemoteBlindedSet:
+    """A responder's blinded set kept on the engine's cluster (Dask): only
+    ``handle`` (the engine's references to the points) is in this process.
+    Bucketed filters are built there; a single setup gathers the points."""
+
+    key: bytes = field(repr=False)
+    handle: object = field(repr=False)
+    item_count: int
+
+
+@dataclass(frozen=True)
 class PreparedSetup:
     """A responder's filter over one dataset's items, built before requests.
 
@@ -165,7 +183,9 @@ class PreparedSetup:
     item_count: int
     false_positive_rate: float
     max_set_size: int
-    kind: str = ""
+    kind: str = ""  # bucketed: "bucketed", with the kind of each bucket in ``bucket_kinds``
+    bucket_count: int = 1
+    bucket_kinds: tuple[str, ...] = ()
 
 
 # Filters are built for a size class of requester sets, never for the exact
@@ -199,14 +219,26 @@ def blind_set(engine: OpenMinedEngine, key: bytes, items: Sequence[str]) -> Blin
 
 
 def filter_for(
-    blinded: BlindedSet, *, false_positive_rate: float = DEFAULT_FALSE_POSITIVE_RATE, max_set_size: int
+    blinded: BlindedSet | RemoteBlindedSet,
+    *,
+    false_positive_rate: float = DEFAULT_FALSE_POSITIVE_RATE,
+    max_set_size: int,
+    buckets: int = 1,
+    engine: OpenMinedEngine | None = None,
 ) -> PreparedSetup:
     """The filter over ``blinded`` for requester sets of up to ``max_set_size``.
 
     Checked with the requester's own check before it is returned: a filter
-    that cannot be built correctly is never served (``build_setup``).
+    that cannot be built correctly is never served (``build_setup``). With
+    ``buckets`` >= 2, a PsiBucketedSetup of that many buckets
+    (:mod:`psi_share.crypto.buckets`), built in parallel on ``engine``.
     """
     _check_setup_terms(false_positive_rate, max_set_size)
+    if buckets >= 2:
+        return _bucketed_filter(blinded, false_positive_rate, max_set_size, buckets, engine or OpenMinedEngine())
+    if isinstance(blinded, RemoteBlindedSet):  # a single setup needs every point here
+        assert engine is not None
+        blinded = BlindedSet(key=blinded.key, points=tuple(engine.runner.gather_points(blinded.handle)))  # type: ignore[attr-defined]
     setup = build_setup(blinded.points, false_positive_rate, max_set_size)
     return PreparedSetup(
         key=blinded.key,
@@ -215,6 +247,27 @@ def filter_for(
         false_positive_rate=false_positive_rate,
         max_set_size=max_set_size,
         kind=setup.WhichOneof("data_structure") or "",
+    )
+
+
+def _bucketed_filter(
+    blinded: BlindedSet | RemoteBlindedSet, fpr: float, max_set_size: int, buckets: int, engine: OpenMinedEngine
+) -> PreparedSetup:
+    if buckets > MAX_BUCKETS:
+        raise LocalProtocolError(f"{buckets} buckets exceed the {MAX_BUCKETS} a requester accepts")
+    if isinstance(blinded, RemoteBlindedSet):
+        sizes, setups = engine.runner.remote_buckets(blinded.handle, fpr, max_set_size, buckets)  # type: ignore[attr-defined]
+    else:
+        parts = partition(blinded.points, buckets)
+        sizes, setups = [len(p) for p in parts], engine.build_buckets(parts, fpr, max_set_size)
+    message = pb.PsiBucketedSetup(
+        protocol_version=PROTOCOL_VERSION, setup_buckets_version=SETUP_BUCKETS_VERSION,
+        bucket_sizes=sizes, setups=setups,
+    )
+    return PreparedSetup(
+        key=blinded.key, setup=message.SerializeToString(), item_count=blinded.item_count,
+        false_positive_rate=fpr, max_set_size=max_set_size, kind="bucketed", bucket_count=buckets,
+        bucket_kinds=tuple(ServerSetup.FromString(s).WhichOneof("data_structure") or "" for s in setups),
     )
 
 
@@ -294,6 +347,7 @@ class PsiRequester:
         self.opened: PsiOpened | None = None
         self.open = PsiOpen(
             dataset=dataset, kinds=dict(kinds), set_size=len(items), mode=mode, job_id=job_id,
+            setup_buckets_version=SETUP_BUCKETS_VERSION,
             prompt_params=prompt_params,
         )
 
@@ -325,6 +379,13 @@ class PsiRequester:
             raise RemoteProtocolError(f"peer announced a set of {opened.responder_set_size} items")
         if not 0 < opened.false_positive_rate < 1 or math.isnan(opened.false_positive_rate):
             raise RemoteProtocolError(f"peer's false-positive rate {opened.false_positive_rate} is invalid")
+        if opened.setup_buckets_version not in (0, SETUP_BUCKETS_VERSION):
+            raise RemoteProtocolError(f"peer announced setup buckets version {opened.setup_buckets_version}")
+        bucketed = opened.setup_buckets_version == SETUP_BUCKETS_VERSION
+        if bucketed and not 2 <= opened.bucket_count <= MAX_BUCKETS:
+            raise RemoteProtocolError(f"peer announced {opened.bucket_count} buckets (2 to {MAX_BUCKETS})")
+        if not bucketed and opened.bucket_count > 1:
+            raise RemoteProtocolError(f"peer announced {opened.bucket_count} buckets without a buckets version")
         self.opened = opened
         self.state = nxt
 
@@ -351,8 +412,10 @@ class PsiRequester:
         RemoteProtocolError before OpenMined reads it, and nothing is learned.
         """
         self._step("setup")
-        setup = _parse(ServerSetup, data, "ServerSetup")
         assert self._response is not None and self.opened is not None
+        if self.opened.setup_buckets_version == SETUP_BUCKETS_VERSION:
+            return self._on_buckets(data)
+        setup = _parse(ServerSetup, data, "ServerSetup")
         terms = SetupTerms(
             false_positive_rate=self.opened.false_positive_rate,
             queries=self.opened.max_set_size,
@@ -368,6 +431,26 @@ class PsiRequester:
         if isinstance(found, int):
             return PsiOutcome(found, None, self.open.set_size, self.opened.false_positive_rate)
         return PsiOutcome(len(found), tuple(found), self.open.set_size, self.opened.false_positive_rate)
+
+
+    def _on_buckets(self, data: bytes) -> PsiOutcome:
+        """A bucketed setup: every bucket checked, then each of our items
+        (unblinded to H(x)^b by us) looked up in its own bucket, in Python."""
+        assert self._response is not None and self.opened is not None
+        message = _parse(pb.PsiBucketedSetup, data, "PsiBucketedSetup")
+        if message.protocol_version != PROTOCOL_VERSION or message.setup_buckets_version != SETUP_BUCKETS_VERSION:
+            raise RemoteProtocolError("peer's PsiBucketedSetup carries another version than the session's")
+        checked = check_buckets(
+            list(message.bucket_sizes), list(message.setups), fpr=self.opened.false_positive_rate,
+            queries=self.opened.max_set_size, items=self.opened.responder_set_size, buckets=self.opened.bucket_count,
+        )
+        points = self._engine.unblind(self._key, list(self._response.encrypted_elements)) if self.open.set_size else []
+        self._response = None
+        found = tuple(i for i, point in enumerate(points) if checked.matches(point))
+        fpr = self.opened.false_positive_rate
+        if not self.open.mode.reveal:
+            return PsiOutcome(len(found), None, self.open.set_size, fpr)
+        return PsiOutcome(len(found), found, self.open.set_size, fpr)
 
 
 def below_minimum(outcome: PsiOutcome, min_result: int) -> bool:

@@ -16,6 +16,7 @@ import sqlite3
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..identifiers import canonicalize
+from .sources import refuse_rows_into
 
 if TYPE_CHECKING:  # db.py imports this module
     from .db import IdentifierRow
@@ -51,6 +52,7 @@ def write_rows(
     """Extend dataset ``name`` with ``rows`` (an identifier the actor already
     has, same kind and canonical form, keeps its stored raw text and amount),
     or with ``replace`` make it hold exactly ``rows``. Creates the dataset."""
+    refuse_rows_into(db, name)
     created = db.execute(
         "INSERT INTO datasets(name, revision, updated_at) VALUES (?, 0, ?) ON CONFLICT(name) DO NOTHING", (name, now)
     ).rowcount

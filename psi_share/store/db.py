@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidIdentifier, NotFound, StoreError
 from ..names import NAME_PATTERN, check_name  # noqa: F401  (NAME_PATTERN: still importable from here)
@@ -25,7 +26,11 @@ from .aggregates import AggregateRecords, FederationRunRecord, SumResultRecord  
 from .datasets import DatasetWrite, device_ids_v2, write_rows
 from .job_runs import JobRunPeerRecord, JobRunRecord, JobRunRecords  # noqa: F401
 from .prompt_matches import SCHEMA as _PROMPT_MATCHES_SCHEMA
+from .sources import PARQUET_SCHEMA, ParquetRecord, load_record, load_skips
 from .witnesses import SCHEMA as WITNESS_SCHEMA
+
+if TYPE_CHECKING:  # rows.py reads through this module's types
+    from .rows import DatasetRows
 
 _SCHEMA = """
 CREATE TABLE datasets (
@@ -185,8 +190,11 @@ CREATE TABLE dp_spent (
 """),
     # Witnessing (issue 13): peers' signed audit heads and the audit keys their certificates bound.
     (7, WITNESS_SCHEMA),
+    # Datasets that stay in the warehouse (issue 15): a Parquet source's
+    # metadata and the rows its registration left out (store/sources.py).
+    (8, PARQUET_SCHEMA),
     # Prompt chains (issue 14): per prompt cluster, how many bands matched.
-    (8, _PROMPT_MATCHES_SCHEMA),
+    (9, _PROMPT_MATCHES_SCHEMA),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -355,14 +363,19 @@ class Store(JobRunRecords, AggregateRecords):
         row = self._query("SELECT * FROM datasets WHERE name = ?", (name,))
         if not row:
             raise NotFound(f"no dataset named {name!r} in this node's store")
-        kinds = {
-            r["kind"]: r["n"]
-            for r in self._query(
-                "SELECT kind, COUNT(*) AS n FROM identifiers WHERE dataset = ? GROUP BY kind ORDER BY kind",
-                (name,),
-            )
-        }
-        actors = self._query("SELECT COUNT(*) FROM actors WHERE dataset = ?", (name,))[0][0]
+        with self._lock:
+            source = load_record(self._db, name)
+        if source is not None:  # registered from Parquet: the counts its registration found
+            kinds, actors = dict(sorted(source.kinds.items())), source.actors
+        else:
+            kinds = {
+                r["kind"]: r["n"]
+                for r in self._query(
+                    "SELECT kind, COUNT(*) AS n FROM identifiers WHERE dataset = ? GROUP BY kind ORDER BY kind",
+                    (name,),
+                )
+            }
+            actors = self._query("SELECT COUNT(*) FROM actors WHERE dataset = ?", (name,))[0][0]
         return DatasetInfo(
             name=name,
             revision=row[0]["revision"],
@@ -372,23 +385,31 @@ class Store(JobRunRecords, AggregateRecords):
             updated_at=row[0]["updated_at"],
         )
 
-    def identifiers(self, dataset: str, kinds: Iterable[str]) -> list[IdentifierRow]:
-        """Every identifier of ``dataset`` whose kind is in ``kinds``."""
+    def rows(self, dataset: str) -> DatasetRows:
+        """The seam every reader of a dataset's identifiers goes through
+        (store/rows.py): SQLite rows for an imported dataset, its Parquet
+        source for a registered one. Raises NotFound."""
+        from .rows import ParquetRows, SqliteRows  # pyarrow only when a Parquet dataset is read
+
         self.dataset(dataset)
-        kinds = sorted(set(kinds))
-        marks = ",".join("?" * len(kinds))
-        rows = self._query(
-            f"SELECT actor_id, kind, version, canonical, raw, amount FROM identifiers "
-            f"WHERE dataset = ? AND kind IN ({marks}) ORDER BY actor_id, kind, canonical",
-            (dataset, *kinds),
-        )
-        return [
-            IdentifierRow(r["actor_id"], r["kind"], r["version"], r["canonical"], r["raw"], r["amount"]) for r in rows
-        ]
+        with self._lock:
+            source = load_record(self._db, dataset)
+            skips = load_skips(self._db, dataset) if source is not None else {}
+        return SqliteRows(self.path, dataset) if source is None else ParquetRows(source, skips)
+
+    def parquet_source(self, dataset: str) -> ParquetRecord | None:
+        """A registered dataset's source record; None for an imported one."""
+        self.dataset(dataset)
+        with self._lock:
+            return load_record(self._db, dataset)
+
+    def identifiers(self, dataset: str, kinds: Iterable[str]) -> list[IdentifierRow]:
+        """Every identifier of ``dataset`` whose kind is in ``kinds`` (all
+        batches of :meth:`rows`, in one list)."""
+        return [row for batch in self.rows(dataset).batches(kinds) for row in batch]
 
     def actor_ids(self, dataset: str) -> list[str]:
-        self.dataset(dataset)
-        return [r[0] for r in self._query("SELECT actor_id FROM actors WHERE dataset=? ORDER BY actor_id", (dataset,))]
+        return sorted({r.actor_id for batch in self.rows(dataset).batches(self.dataset(dataset).kinds) for r in batch})
 
     # -- peers -----------------------------------------------------------
 

@@ -80,7 +80,7 @@ class ImportSummary:
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Candidate:
     """One identifier row as the file gives it, not yet checked."""
 
     line: int
@@ -185,10 +185,29 @@ def read_data_file(path: Path, ctx: CanonicalizationContext, tally: RejectTally)
 
 
 def _check(
-    c: _Candidate, ctx: CanonicalizationContext, seen: dict[tuple[str, str, str], tuple[int | None, int]]
+    c: Candidate, ctx: CanonicalizationContext, seen: dict[tuple[str, str, str], tuple[int | None, int]]
 ) -> IdentifierRow | Rejection | None:
     """The row canonicalized, its refusal, or None for a duplicate."""
-    problem = _actor_id_problem(c.actor_id)
+    checked = check_candidate(c, ctx)
+    if isinstance(checked, Rejection):
+        return checked
+    key = (c.actor_id, c.kind, checked.canonical)
+    if key in seen:
+        amount, line = seen[key]
+        if amount != c.amount:
+            return Rejection(c.line, Reason.AMOUNT_CONFLICT, f"{c.where}{AMOUNT_CONFLICT_DETAIL} (line {line})", c.kind)
+        return None
+    seen[key] = (c.amount, c.line)
+    return checked
+
+
+AMOUNT_CONFLICT_DETAIL = "this actor already has this identifier with a different amount"
+
+
+def check_candidate(c: Candidate, ctx: CanonicalizationContext) -> IdentifierRow | Rejection:
+    """One row canonicalized, or its refusal; duplicates are the caller's
+    (a CSV file keeps the rows it has seen, a Parquet source their digests)."""
+    problem = actor_id_problem(c.actor_id)
     if problem:
         return Rejection(c.line, Reason.ACTOR_ID, c.where + problem)
     if c.kind not in KINDS:
@@ -203,20 +222,10 @@ def _check(
         return Rejection(c.line, Reason.INVALID_VALUE, f"{c.where}{exc}", c.kind)
     if c.amount_error:
         return Rejection(c.line, Reason.AMOUNT, c.where + c.amount_error, c.kind)
-    key = (c.actor_id, c.kind, canonical)
-    if key in seen:
-        amount, line = seen[key]
-        if amount != c.amount:
-            return Rejection(
-                c.line, Reason.AMOUNT_CONFLICT,
-                f"{c.where}this actor already has this identifier with a different amount (line {line})", c.kind,
-            )
-        return None
-    seen[key] = (c.amount, c.line)
     return IdentifierRow(c.actor_id, c.kind, KINDS[c.kind].version, canonical, c.value, c.amount)
 
 
-def _actor_id_problem(actor_id: str) -> str:
+def actor_id_problem(actor_id: str) -> str:
     if not actor_id or actor_id != actor_id.strip():
         return "actor_id is empty or has surrounding whitespace"
     if len(actor_id) > MAX_ACTOR_ID or not actor_id.isprintable():
@@ -237,11 +246,11 @@ def _read_text(path: Path) -> str:
     return raw.decode("utf-8-sig", errors="surrogateescape")
 
 
-def _not_utf8(text: str) -> bool:
+def not_utf8(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
-_ENCODING_DETAIL = "not valid UTF-8 (save the file as UTF-8)"
+ENCODING_DETAIL = "not valid UTF-8 (save the file as UTF-8)"
 
 
 def _csv_amount(text: str) -> tuple[int | None, str]:
@@ -264,7 +273,7 @@ def _json_amount(value: object) -> tuple[int | None, str]:
     return value, ""
 
 
-def _delimited_rows(path: Path, text: str, delimiter: str) -> Iterator[_Candidate | Rejection]:
+def _delimited_rows(path: Path, text: str, delimiter: str) -> Iterator[Candidate | Rejection]:
     tsv = delimiter == "\t"
     reader = csv.reader(
         io.StringIO(text, newline=""), delimiter=delimiter, strict=True,
@@ -287,13 +296,13 @@ def _delimited_rows(path: Path, text: str, delimiter: str) -> Iterator[_Candidat
         _refuse_runaway_quote(path, start, reader.line_num)
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
-        if any(_not_utf8(f) for f in row):
-            yield Rejection(start, Reason.ENCODING, _ENCODING_DETAIL)
+        if any(not_utf8(f) for f in row):
+            yield Rejection(start, Reason.ENCODING, ENCODING_DETAIL)
         elif len(row) != width:
             yield Rejection(start, Reason.COLUMNS, f"expected {width} columns, found {len(row)}")
         else:
             amount, amount_error = _csv_amount(row[3]) if width == 4 else (None, "")
-            yield _Candidate(start, row[0], row[1].strip(), row[2], amount, amount_error)
+            yield Candidate(start, row[0], row[1].strip(), row[2], amount, amount_error)
 
 
 def _header_width(path: Path, reader: csv.Reader, delimiter: str) -> int:
@@ -330,18 +339,18 @@ def _refuse_runaway_quote(path: Path, start: int, end: int) -> None:
         )
 
 
-def _jsonl_rows(text: str) -> Iterator[_Candidate | Rejection]:
+def _jsonl_rows(text: str) -> Iterator[Candidate | Rejection]:
     actors: dict[str, int] = {}
     for line, record_text in enumerate(io.StringIO(text, newline=""), start=1):
         if not record_text.strip():
             continue
-        if _not_utf8(record_text):
-            yield Rejection(line, Reason.ENCODING, _ENCODING_DETAIL)
+        if not_utf8(record_text):
+            yield Rejection(line, Reason.ENCODING, ENCODING_DETAIL)
             continue
         yield from _jsonl_record(line, record_text, actors)
 
 
-def _jsonl_record(line: int, text: str, actors: dict[str, int]) -> Iterator[_Candidate | Rejection]:
+def _jsonl_record(line: int, text: str, actors: dict[str, int]) -> Iterator[Candidate | Rejection]:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -361,7 +370,7 @@ def _jsonl_record(line: int, text: str, actors: dict[str, int]) -> Iterator[_Can
         )
         return
     actor_id = record["actor_id"]
-    problem = _actor_id_problem(actor_id)
+    problem = actor_id_problem(actor_id)
     if problem:
         yield Rejection(line, Reason.ACTOR_ID, problem)
         return
@@ -387,4 +396,4 @@ def _jsonl_record(line: int, text: str, actors: dict[str, int]) -> Iterator[_Can
             )
             continue
         amount, amount_error = _json_amount(ident.get("amount"))
-        yield _Candidate(line, actor_id, ident["kind"].strip(), ident["value"], amount, amount_error, where)
+        yield Candidate(line, actor_id, ident["kind"].strip(), ident["value"], amount, amount_error, where)

@@ -62,6 +62,7 @@ class Rejection:
     reason: Reason
     detail: str
     kind: str = ""
+    file: str = ""  # the row's file when a source has several (Parquet); empty: the tally's file
 
 
 class ImportRejected(ImportFileError):
@@ -101,7 +102,7 @@ class RejectTally:
         self.by_reason[rejection.reason.value] += 1
         self.by_reason_kind[(rejection.reason.value, rejection.kind)] += 1
         if self.out is not None:
-            self.out.write(str(self.path), rejection)
+            self.out.write(rejection.file or str(self.path), rejection)
 
     def counts_text(self) -> str:
         """``invalid_value 5 (device_id 4, account_handle 1), columns 2``."""
@@ -115,7 +116,9 @@ class RejectTally:
             parts.append(f"{reason} {count}{detail}")
         return ", ".join(parts)
 
-    def error(self, rows: int, *, fatal: ImportFileError | None = None) -> ImportFileError:
+    def error(
+        self, rows: int, *, fatal: ImportFileError | None = None, done: str = "imported"
+    ) -> ImportFileError:
         """The all-or-nothing error: every refused row listed (up to
         :data:`LISTED`), then the counts by reason and what to do."""
         if not self.first:
@@ -123,8 +126,8 @@ class RejectTally:
             return fatal
         path = str(self.path)
         valid = rows - self.total
-        lines = [f"{path}: {self.total} of {rows} rows refused; nothing was imported"]
-        lines += [f"{path}:{r.line}: {r.detail} ({r.reason.value})" for r in self.first]
+        lines = [f"{path}: {self.total} of {rows} rows refused; nothing was {done}"]
+        lines += [f"{r.file or path}:{r.line}: {r.detail} ({r.reason.value})" for r in self.first]
         if self.total > len(self.first):
             lines.append(f"{path}: ... and {self.total - len(self.first)} more refused rows (not listed)")
         if fatal is not None:
@@ -132,7 +135,8 @@ class RejectTally:
         lines.append(f"{path}: refused by reason: {self.counts_text()}")
         if fatal is None and valid > 0:
             rows_text = "row" if valid == 1 else "rows"
-            lines.append(f"--rejects FILE imports the {valid} valid {rows_text} and lists the refused ones in FILE.")
+            verb = done.removesuffix("ed") + "s"  # imports, registers
+            lines.append(f"--rejects FILE {verb} the {valid} valid {rows_text} and lists the refused ones in FILE.")
         elif fatal is None:
             lines.append("No row is valid: is this the right file, with the columns in the right order?")
         return ImportRejected(path, self.first[0], "\n".join(lines), dict(self.by_reason))

@@ -8,8 +8,10 @@ import threading
 from collections.abc import Callable, Iterator
 
 import grpc
+from cryptography import x509
 
 from ..errors import ConfigError, PeerRefused, PeerUnavailable, RemoteProtocolError, UntrustedPeer
+from ..names import CANARY_DATASET_PATTERN
 from ..prompts import wire as prompt_wire
 from ..protocols import PROTOCOL_VERSION
 from ..protocols.cardinality import CardinalityOpen, CardinalityOpened
@@ -130,28 +132,44 @@ class PeerClient:
         with self._check_lock:
             if self._checked.is_set():
                 return
-            tls = self._tls
-            host, _, port = self.address.rpartition(":")
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.load_verify_locations(cadata=tls.ca_pem.decode())
-            ctx.load_cert_chain(str(tls.cert_path), str(tls.key_path))
-            ctx.set_alpn_protocols(["h2"])
-            try:
-                with socket.create_connection((host.strip("[]"), int(port)), timeout=min(self._timeout, 15)) as raw:
-                    with ctx.wrap_socket(raw, server_hostname=self.peer) as conn:
-                        der = conn.getpeercert(binary_form=True)
-            except ssl.SSLCertVerificationError as exc:
-                raise UntrustedPeer(self.peer, f"the server at {self.address} presents no federation certificate "
-                                    f"naming {self.peer} ({exc.verify_message})") from None
-            except (OSError, ValueError) as exc:
-                raise PeerUnavailable(self.peer, f"{self.address}: {exc}") from None
-            from cryptography import x509
-
-            serial = x509.load_der_x509_certificate(der).serial_number
-            if tls.crl is not None and tls.crl.is_revoked(serial):
+            serial = self.server_certificate().serial_number
+            if self._tls.crl is not None and self._tls.crl.is_revoked(serial):
                 raise UntrustedPeer(self.peer, f"the server at {self.address} presents certificate {serial:x}, "
                                     "which the federation CA has revoked")
             self._checked.set()
+
+    def server_certificate(self, *, verify: bool = True) -> x509.Certificate:
+        """The certificate the peer's server presents, from one TLS connection
+        of our own (our client certificate, ALPN h2; no message is sent).
+
+        With ``verify`` the TLS library checks that it chains to the
+        federation CA and names the peer (UntrustedPeer otherwise); without,
+        it is returned as presented, for a diagnosis that checks each of
+        those itself (``peers check``). PeerUnavailable when nothing answers.
+        """
+        tls = self._tls
+        if tls is None:
+            raise ConfigError(f"no TLS material to reach peer {self.peer}: plaintext has no certificates")
+        host, _, port = self.address.rpartition(":")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cadata=tls.ca_pem.decode())
+        ctx.load_cert_chain(str(tls.cert_path), str(tls.key_path))
+        ctx.set_alpn_protocols(["h2"])
+        if not verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(self._timeout, 15)) as raw:
+                with ctx.wrap_socket(raw, server_hostname=self.peer) as conn:
+                    der = conn.getpeercert(binary_form=True)
+        except ssl.SSLCertVerificationError as exc:
+            raise UntrustedPeer(self.peer, f"the server at {self.address} presents no federation certificate "
+                                f"naming {self.peer} ({exc.verify_message})") from None
+        except (OSError, ValueError) as exc:
+            raise PeerUnavailable(self.peer, f"{self.address}: {exc}") from None
+        if not der:
+            raise UntrustedPeer(self.peer, f"the server at {self.address} presents no certificate")
+        return x509.load_der_x509_certificate(der)
 
     def _check_session_id(self, sid: str) -> None:
         """A session id from the peer is echoed in every later message: it must be an id, nothing else."""
@@ -181,6 +199,8 @@ class PeerClient:
         return reply
 
     def psi_open(self, open_: PsiOpen) -> PsiOpened:
+        # A canary (peers check) sends synthetic items only: its records say so.
+        canary = CANARY_DATASET_PATTERN.fullmatch(open_.dataset) is not None
         request = self._send(
             pb.PsiOpenRequest(
                 protocol_version=open_.protocol_version,
@@ -189,12 +209,14 @@ class PeerClient:
                 set_size=open_.set_size,
                 reveal_intersection=open_.mode.reveal,
                 job_id=open_.job_id,
+                setup_buckets_version=open_.setup_buckets_version,
                 prompt_params=prompt_wire.to_message(open_.prompt_params),
             ),
             "open",
             items=open_.set_size,
             job_id=open_.job_id,
-            parameters={"mode": open_.mode.value, "set_size": open_.set_size, "curve": "P-256"},
+            parameters={"mode": open_.mode.value, "set_size": open_.set_size, "curve": "P-256",
+                        **({"canary": True} if canary else {})},
         )
         try:
             reply = self._stub.PsiOpen(request, metadata=self._metadata, timeout=min(self._timeout, 60))
@@ -207,11 +229,14 @@ class PeerClient:
         self._session_parameters[reply.session_id] = {
             "mode": open_.mode.value, "set_size": open_.set_size, "curve": "P-256",
             "false_positive_rate": reply.false_positive_rate, "dataset": open_.dataset,
+            **({"canary": True} if canary else {}),
         }
         # The responder learns our set size (and which kinds we match on).
         self._egress.disclosed(
             peer=self.peer, protocol="psi", session_id=reply.session_id, job_id=open_.job_id,
-            result={"learns": "our set size", "requester_set_size": open_.set_size, "kinds": sorted(open_.kinds)},
+            result={"learns": "our canary set size (synthetic items)" if canary else "our set size",
+                    "requester_set_size": open_.set_size, "kinds": sorted(open_.kinds),
+                    **({"canary": True} if canary else {})},
         )
         return PsiOpened(
             session_id=reply.session_id,
@@ -222,6 +247,8 @@ class PeerClient:
             protocol_version=reply.protocol_version,
             min_result=reply.min_result,
             responder_set_size=reply.responder_set_size,
+            setup_buckets_version=reply.setup_buckets_version,
+            bucket_count=reply.bucket_count,
         )
 
     def psi_process(self, session_id: str, request: bytes, items: int) -> bytes:

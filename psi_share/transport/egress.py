@@ -29,23 +29,28 @@ from google.protobuf.message import Message
 
 from ..errors import LocalProtocolError
 from ..events import Disclosure, Recorder, WireEvent
-from ..names import NAME_PATTERN
+from ..names import CANARY_DATASET_PATTERN, NAME_PATTERN
 
 log = logging.getLogger("psi_share.egress")
 
 M = TypeVar("M", bound=Message)
 
 
-SESSION_ID = _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_VERSION = re.compile(r"^[0-9A-Za-z.+-]{1,32}$")
+SESSION_ID = _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_VERSION = re.compile(r"^[0-9A-Za-z.+-]{1,32}\Z")
 _NAME_RULE = "lowercase letters, digits, '-' or '_', starting with a letter, at most 63 characters"
+# A dataset field names a dataset, or the synthetic set of a canary session
+# (``peers check``): ``_canary.<name>`` or ``_canary.<name>.<number>``, still
+# only a name and a number. Anchored with \Z: ``$`` would let a newline through.
+_DATASET = re.compile(rf"(?:{NAME_PATTERN.pattern.strip('^$')}|{CANARY_DATASET_PATTERN.pattern})\Z")
 _ID_RULE = "letters, digits, '-' or '_', at most 64 characters"
 
 #: What each string field of the psi_share.v1 messages may hold, by field name.
 #: A field not listed here is held to the id rule (no '@', '.', '+' or space).
 TEXT_RULES: dict[str, tuple[re.Pattern[str], str]] = {
+    "dataset": (_DATASET, f"{_NAME_RULE} (or _canary.<name>[.<items>] for a canary)"),
     **{f: (NAME_PATTERN, _NAME_RULE) for f in (
-        "dataset", "name", "kind", "kinds", "metric", "initiator", "route", "node_name", "protocols",
+        "name", "kind", "kinds", "metric", "initiator", "route", "node_name", "protocols",
         "outcome", "step", "member", "members", "node",
     )},
     **{f: (_ID, _ID_RULE) for f in ("session_id", "job_id", "run_id")},

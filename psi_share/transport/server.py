@@ -251,12 +251,10 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         opened = self._responder.psi_open(
             call.peer,
             PsiOpen(
-                dataset=request.dataset,
-                kinds=kinds,
-                set_size=request.set_size,
+                dataset=request.dataset, kinds=kinds, set_size=request.set_size,
                 mode=Mode.REVEAL if request.reveal_intersection else Mode.COUNT,
                 job_id=request.job_id, prompt_params=cardinality_service.prompt_params_of(request),
-                protocol_version=request.protocol_version,
+                protocol_version=request.protocol_version, setup_buckets_version=request.setup_buckets_version,
             ),
         )
         reply = pb.PsiOpenResponse(
@@ -267,7 +265,8 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             openmined_psi_version=opened.openmined_psi_version,
             session_ttl_seconds=opened.session_ttl_seconds,
             min_result=opened.min_result,
-            responder_set_size=opened.responder_set_size,
+            responder_set_size=opened.responder_set_size, setup_buckets_version=opened.setup_buckets_version,
+            bucket_count=opened.bucket_count,
         )
         return lambda: self._egress.send(
             reply, peer=call.peer, protocol="psi", step="opened", session_id=opened.session_id, job_id=request.job_id,

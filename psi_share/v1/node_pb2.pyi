@@ -73,13 +73,14 @@ class NodeInfoResponse(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., node_name: _Optional[str] = ..., software_version: _Optional[str] = ..., openmined_psi_version: _Optional[str] = ..., canonicalization: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[ExposedDataset, _Mapping]]] = ..., protocols: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PsiOpenRequest(_message.Message):
-    __slots__ = ("protocol_version", "dataset", "kinds", "set_size", "reveal_intersection", "job_id", "prompt_params")
+    __slots__ = ("protocol_version", "dataset", "kinds", "set_size", "reveal_intersection", "job_id", "setup_buckets_version", "prompt_params")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     KINDS_FIELD_NUMBER: _ClassVar[int]
     SET_SIZE_FIELD_NUMBER: _ClassVar[int]
     REVEAL_INTERSECTION_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SETUP_BUCKETS_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROMPT_PARAMS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     dataset: str
@@ -87,11 +88,12 @@ class PsiOpenRequest(_message.Message):
     set_size: int
     reveal_intersection: bool
     job_id: str
+    setup_buckets_version: int
     prompt_params: PromptParameters
-    def __init__(self, protocol_version: _Optional[int] = ..., dataset: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., set_size: _Optional[int] = ..., reveal_intersection: bool = ..., job_id: _Optional[str] = ..., prompt_params: _Optional[_Union[PromptParameters, _Mapping]] = ...) -> None: ...
+    def __init__(self, protocol_version: _Optional[int] = ..., dataset: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., set_size: _Optional[int] = ..., reveal_intersection: bool = ..., job_id: _Optional[str] = ..., setup_buckets_version: _Optional[int] = ..., prompt_params: _Optional[_Union[PromptParameters, _Mapping]] = ...) -> None: ...
 
 class PsiOpenResponse(_message.Message):
-    __slots__ = ("protocol_version", "session_id", "false_positive_rate", "max_set_size", "openmined_psi_version", "session_ttl_seconds", "min_result", "responder_set_size")
+    __slots__ = ("protocol_version", "session_id", "false_positive_rate", "max_set_size", "openmined_psi_version", "session_ttl_seconds", "min_result", "responder_set_size", "setup_buckets_version", "bucket_count")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FALSE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,8 @@ class PsiOpenResponse(_message.Message):
     SESSION_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MIN_RESULT_FIELD_NUMBER: _ClassVar[int]
     RESPONDER_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SETUP_BUCKETS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_COUNT_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     session_id: str
     false_positive_rate: float
@@ -108,7 +112,21 @@ class PsiOpenResponse(_message.Message):
     session_ttl_seconds: int
     min_result: int
     responder_set_size: int
-    def __init__(self, protocol_version: _Optional[int] = ..., session_id: _Optional[str] = ..., false_positive_rate: _Optional[float] = ..., max_set_size: _Optional[int] = ..., openmined_psi_version: _Optional[str] = ..., session_ttl_seconds: _Optional[int] = ..., min_result: _Optional[int] = ..., responder_set_size: _Optional[int] = ...) -> None: ...
+    setup_buckets_version: int
+    bucket_count: int
+    def __init__(self, protocol_version: _Optional[int] = ..., session_id: _Optional[str] = ..., false_positive_rate: _Optional[float] = ..., max_set_size: _Optional[int] = ..., openmined_psi_version: _Optional[str] = ..., session_ttl_seconds: _Optional[int] = ..., min_result: _Optional[int] = ..., responder_set_size: _Optional[int] = ..., setup_buckets_version: _Optional[int] = ..., bucket_count: _Optional[int] = ...) -> None: ...
+
+class PsiBucketedSetup(_message.Message):
+    __slots__ = ("protocol_version", "setup_buckets_version", "bucket_sizes", "setups")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SETUP_BUCKETS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_SIZES_FIELD_NUMBER: _ClassVar[int]
+    SETUPS_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    setup_buckets_version: int
+    bucket_sizes: _containers.RepeatedScalarFieldContainer[int]
+    setups: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, protocol_version: _Optional[int] = ..., setup_buckets_version: _Optional[int] = ..., bucket_sizes: _Optional[_Iterable[int]] = ..., setups: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class PsiSetupRequest(_message.Message):
     __slots__ = ("protocol_version", "session_id")

@@ -21,7 +21,7 @@ from ...protocols import cardinality
 from ...v1 import node_pb2 as pb
 from ..audit_checks import register_step_checks
 
-_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+_HEX_ID = re.compile(r"^[0-9a-f]{32}\Z")
 PROTOCOL = cardinality.SPEC.name
 
 

@@ -19,10 +19,22 @@ that fails its own check is never built, cached or served. A peer that
 matches twice against one filter can tell whether our set changed between
 its sessions; rotating the key on every revision and after the lifetime
 bounds that.
+
+Canary sessions
+---------------
+A PsiOpen naming a canary dataset (``_canary.<dataset>[.<items>]``, see
+:mod:`psi_share.protocols.canary`) is checked by policy exactly as a session
+on ``<dataset>`` would be and held to the same session quotas, but is not
+charged to the daily budget (it has an hourly limit of its own). It is
+answered from a synthetic set blinded under a key of its own, through the
+same filter code and size class as a real session (:mod:`.canary_filters`):
+no real item is used, and the session is recorded under the canary's name
+with ``canary`` in its audit parameters.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -30,13 +42,16 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
+from ...crypto.buckets import SETUP_BUCKETS_VERSION, bucket_count
 from ...crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_private_key
 from ...errors import NotFound
 from ...identifiers import canonical_versions
 from ...protocols import PROTOCOL_VERSION, PROTOCOLS
+from ...protocols.canary import CanaryAsk, parse_canary_dataset
 from ...protocols.psi import (
     BlindedSet,
     PreparedSetup,
+    RemoteBlindedSet,
     PsiOpen,
     PsiOpened,
     PsiResponderSession,
@@ -50,10 +65,14 @@ from ..config import NodeConfig
 from .itemsets import build_item_set
 from ..policy import AccessRequest, Policy
 from ..sessions import SessionTable
+from .canary_filters import CanaryFilters
+from .setups import SetupEntry
 
 log = logging.getLogger("psi_share.responder")
 
 SOFTWARE_VERSION = "0.1.0"
+# Items per task when a cluster engine blinds a large set.
+_REMOTE_CHUNK = 200_000
 
 
 @dataclass(frozen=True)
@@ -68,31 +87,16 @@ class NodeInfo:
 
 
 @dataclass
-class _SetupEntry:
-    """Our items of one dataset revision and kinds, blinded under ``key``,
-    and the filters built from them, one per size class."""
-
-    key: bytes
-    future: Future[BlindedSet]
-    created: float
-    item_count: int  # announced to requesters; their filter must hold exactly this many
-    filters: dict[int, PreparedSetup] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def usable(self, now: float, lifetime: float) -> bool:
-        failed = self.future.done() and self.future.exception() is not None
-        return not failed and now - self.created < lifetime
-
-
-@dataclass
 class _Session:
     id: str
     peer: str
     core: PsiResponderSession
-    entry: _SetupEntry
+    entry: SetupEntry
     expires: float
     lock: threading.Lock = field(default_factory=threading.Lock)
     queries: int = 0  # the size class of the filter this session gets
+    buckets: int = 1  # and its number of buckets (1: one OpenMined setup)
+    canary: bool = False  # answered from a synthetic set (peers check)
 
 
 class Responder:
@@ -113,13 +117,17 @@ class Responder:
         self._clock = clock
         self._random_bytes = random_bytes
         self._lock = threading.Lock()
-        self._setups: dict[tuple[str, int, tuple[str, ...]], _SetupEntry] = {}
+        self._setups: dict[tuple[str, int, tuple[str, ...]], SetupEntry] = {}
         # The clock is read through this responder, so that winding its clock winds the table's.
         self._sessions: SessionTable[_Session] = SessionTable(
             name="PSI", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open,
             max_open_per_peer=config.sessions.max_open_per_peer, log=log,
         )
         self.policy = Policy(config, store, clock)
+        self.canaries = CanaryFilters(
+            node_name=config.name, engine=engine, executor=setup_executor, random_bytes=random_bytes,
+            clock=lambda: self._clock(), lifetime=config.sessions.setup_lifetime_seconds,
+        )
 
     # -- read-only information --------------------------------------------
 
@@ -159,7 +167,7 @@ class Responder:
         def build_filter(blinding: Future[BlindedSet]) -> None:
             try:
                 if blinding.exception() is None:
-                    self._filter(entry, dataset, queries)
+                    self._filter(entry, dataset, queries, self._buckets(queries, entry.item_count, SETUP_BUCKETS_VERSION))
             except Exception:  # noqa: BLE001  (a session asking for it will fail with the reason)
                 log.exception("could not prepare a PSI filter over dataset %s", dataset)
 
@@ -178,17 +186,35 @@ class Responder:
             futures.append(self.prepare(name))
         return futures
 
-    def _setup_entry(self, dataset: str, kinds: tuple[str, ...]) -> _SetupEntry:
+    def _cache_key(self, dataset: str, kinds: tuple[str, ...]) -> tuple[str, int, tuple[str, ...]]:
         info = self._store.dataset(dataset)
         # Kinds the dataset does not hold add nothing to the filter: normalize
         # them away so that equivalent requests share one prepared filter.
-        kinds = tuple(k for k in kinds if k in info.kinds)
-        cache_key = (dataset, info.revision, kinds)
-        lifetime = self.config.sessions.setup_lifetime_seconds
+        return dataset, info.revision, tuple(k for k in kinds if k in info.kinds)
+
+    def _cached_entry(self, cache_key: tuple[str, int, tuple[str, ...]]) -> SetupEntry | None:
         with self._lock:
             entry = self._setups.get(cache_key)
-            if entry is not None and entry.usable(self._clock(), lifetime):
+            if entry is not None and entry.usable(self._clock(), self.config.sessions.setup_lifetime_seconds):
                 return entry
+        return None
+
+    def _item_count(self, dataset: str, kinds: tuple[str, ...]) -> int:
+        """How many items a session on ``dataset`` and ``kinds`` would be
+        answered from, without blinding them (a canary's size)."""
+        cache_key = self._cache_key(dataset, kinds)
+        entry = self._cached_entry(cache_key)
+        if entry is not None:
+            return entry.item_count
+        return len(build_item_set(self._store.identifiers(dataset, cache_key[2])).items)
+
+    def _setup_entry(self, dataset: str, kinds: tuple[str, ...]) -> SetupEntry:
+        cache_key = self._cache_key(dataset, kinds)
+        kinds = cache_key[2]
+        lifetime = self.config.sessions.setup_lifetime_seconds
+        entry = self._cached_entry(cache_key)
+        if entry is not None:
+            return entry
         # Read outside the lock (the set size is announced when a session opens).
         items = build_item_set(self._store.identifiers(dataset, kinds)).items
         now = self._clock()
@@ -201,54 +227,82 @@ class Responder:
             if entry is None:
                 key = new_private_key(self._random_bytes)
                 future = self._setup_executor.submit(self._blind, dataset, kinds, key, items)
-                entry = _SetupEntry(key=key, future=future, created=now, item_count=len(items))
+                entry = SetupEntry(key=key, future=future, created=now, item_count=len(items))
                 self._setups[cache_key] = entry
             return entry
 
-    def _blind(self, dataset: str, kinds: tuple[str, ...], key: bytes, items: tuple[str, ...]) -> BlindedSet:
+    def _blind(
+        self, dataset: str, kinds: tuple[str, ...], key: bytes, items: tuple[str, ...]
+    ) -> BlindedSet | RemoteBlindedSet:
         started = self._clock()
-        blinded = blind_set(self._engine, key, items)
+        blind_remote = getattr(self._engine.runner, "blind_remote", None)
+        if blind_remote is not None and len(items) > self.config.matching.bucket_items:
+            # A cluster engine keeps a large set's points on its workers: the
+            # bucketed filters are built there, and only they come back.
+            chunk = _REMOTE_CHUNK
+            handle = blind_remote(key, (items[i : i + chunk] for i in range(0, len(items), chunk)))
+            blinded: BlindedSet | RemoteBlindedSet = RemoteBlindedSet(key=key, handle=handle, item_count=len(items))
+        else:
+            blinded = blind_set(self._engine, key, items)
         log.info("blinded %d items of dataset %s (%d kinds) in %.2fs", len(items), dataset, len(kinds), self._clock() - started)
         return blinded
 
-    def _filter(self, entry: _SetupEntry, dataset: str, queries: int) -> PreparedSetup:
-        """The filter of size class ``queries`` over ``entry`` (built once, checked)."""
+    def _buckets(self, queries: int, items: int, buckets_version: int) -> int:
+        """Buckets for a requester that reads ``buckets_version`` (0: one setup, always)."""
+        if buckets_version < SETUP_BUCKETS_VERSION:
+            return 1
+        matching = self.config.matching
+        return bucket_count(matching.false_positive_rate, queries, items, matching.bucket_items)
+
+    def _filter(self, entry: SetupEntry, dataset: str, queries: int, buckets: int = 1) -> PreparedSetup:
+        """The filter of size class ``queries`` in ``buckets`` over ``entry`` (built once, checked)."""
         blinded = entry.future.result()
         with entry.lock:
-            prepared = entry.filters.get(queries)
+            prepared = entry.filters.get((queries, buckets))
             if prepared is None:
                 started = self._clock()
                 prepared = filter_for(
-                    blinded, false_positive_rate=self.config.matching.false_positive_rate, max_set_size=queries
+                    blinded, false_positive_rate=self.config.matching.false_positive_rate, max_set_size=queries,
+                    buckets=buckets, engine=self._engine,
                 )
-                entry.filters[queries] = prepared
+                entry.filters[(queries, buckets)] = prepared
                 log.info(
-                    "prepared PSI filter over dataset %s (%d items, up to %d queries): %s, %d bytes, in %.2fs",
-                    dataset, prepared.item_count, queries, prepared.kind, len(prepared.setup), self._clock() - started,
+                    "prepared PSI filter over dataset %s (%d items, up to %d queries): %s%s, %d bytes, in %.2fs",
+                    dataset, prepared.item_count, queries, prepared.kind,
+                    f" x{buckets}" if buckets > 1 else "", len(prepared.setup), self._clock() - started,
                 )
         return prepared
 
     # -- sessions ---------------------------------------------------------
 
     def psi_open(self, peer: str, open_: PsiOpen) -> PsiOpened:
+        canary = parse_canary_dataset(open_.dataset)  # None for a real dataset
+        dataset = canary.dataset if canary is not None else open_.dataset
         access = AccessRequest(
-            protocol="psi", dataset=open_.dataset, kinds=dict(open_.kinds),
+            protocol="psi", dataset=dataset, kinds=dict(open_.kinds),
             set_size=open_.set_size, reveal=open_.mode.reveal, requester_counts=not open_.mode.reveal,
             prompt_params=open_.prompt_params,
         )
         # Charged only once the session is sure to open (below, under the lock).
         grant = self.policy.check(peer, access, charge=False)
         kinds = tuple(sorted(open_.kinds))
-        entry = self._setup_entry(open_.dataset, kinds)
+        admit: Callable[[], None] | None = None  # a canary: its hourly limit, never the daily budget
+        if canary is None:
+            entry = self._setup_entry(dataset, kinds)
+            admit = functools.partial(self.policy.charge, peer, access)
+        else:
+            entry = self._canary_entry(peer, canary, kinds)
         queries = size_class(open_.set_size, self.config.matching.max_set_size)
+        buckets = self._buckets(queries, entry.item_count, open_.setup_buckets_version)
         core = PsiResponderSession(
             open_, key=entry.key, max_set_size=self.config.matching.max_set_size, engine=self._engine
         )
         now = self._clock()
         sid = uuid.UUID(bytes=self._random_bytes(16), version=4).hex
         self._sessions.add(
-            _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds, queries=queries), now,
-            admit=lambda: self.policy.charge(peer, access),
+            _Session(sid, peer, core, entry, now + self.config.sessions.ttl_seconds, queries=queries,
+                     canary=canary is not None, buckets=buckets),
+            now, admit=admit,
         )
         self._store.start_session(
             SessionRecord(
@@ -269,7 +323,16 @@ class Responder:
             session_ttl_seconds=self.config.sessions.ttl_seconds,
             min_result=grant.min_result,
             responder_set_size=entry.item_count,
+            setup_buckets_version=SETUP_BUCKETS_VERSION if buckets > 1 else 0,
+            bucket_count=buckets,
         )
+
+    def _canary_entry(self, peer: str, canary: CanaryAsk, kinds: tuple[str, ...]) -> SetupEntry:
+        """The synthetic set a canary is answered from, as large as it asks
+        or (``_canary.<dataset>``) as the real set of ``kinds`` is."""
+        self.canaries.admit(peer)
+        real = 0 if canary.items is not None else self._item_count(canary.dataset, kinds)
+        return self.canaries.entry(canary.responder_count(real))
 
     def _session(self, peer: str, sid: str) -> _Session:
         return self._sessions.get(peer, sid)
@@ -304,7 +367,7 @@ class Responder:
     def psi_setup(self, peer: str, sid: str) -> bytes:
         session = self._session(peer, sid)
         try:
-            prepared = self._filter(session.entry, session.core.open.dataset, session.queries)
+            prepared = self._filter(session.entry, session.core.open.dataset, session.queries, session.buckets)
         except Exception as exc:  # no filter to serve: the session failed here
             self._sessions.fail(session, exc)
             raise
@@ -341,17 +404,32 @@ class Responder:
             "requester_items": session.core.open.set_size,
             "response_items": session.core.open.set_size,
             "filter_max_queries": session.queries,
+            "setup_buckets": session.buckets,
             "false_positive_rate": self.config.matching.false_positive_rate,
             "setup_items": session.entry.item_count,
-            "our_items": session.entry.item_count,
+            "canary_items" if session.canary else "our_items": session.entry.item_count,
         }
+        if session.canary:
+            out["canary"] = True
         return out
 
     def setup_disclosure(self, peer: str, sid: str) -> dict[str, object]:
         """What the requester of ``sid`` can learn once it has our filter."""
         session = self._session(peer, sid)
-        prepared = self._filter(session.entry, session.core.open.dataset, session.queries)
+        prepared = self._filter(session.entry, session.core.open.dataset, session.queries, session.buckets)
         reveal = session.core.open.mode.reveal
+        if session.canary:
+            return {
+                "learns": "which of its canary items our synthetic canary set holds (no data of ours), and its size",
+                "canary": True,
+                "mode": session.core.open.mode.value,
+                "dataset": session.core.open.dataset,
+                "kinds": sorted(session.core.open.kinds),
+                "queries": session.core.open.set_size,
+                "canary_items": prepared.item_count,
+                "false_positive_rate": prepared.false_positive_rate,
+                "filter": prepared.kind,
+            }
         return {
             # OpenMined's count mode: an honest client learns the count, a modified one which items.
             "learns": "which of its items we hold" if reveal else "how many of its items we hold (modified software: which)",
@@ -362,6 +440,8 @@ class Responder:
             "our_items": prepared.item_count,
             "false_positive_rate": prepared.false_positive_rate,
             "filter": prepared.kind,
+            **({"buckets": prepared.bucket_count, "bucket_filters": sorted(set(prepared.bucket_kinds))}
+               if prepared.bucket_count > 1 else {}),
         }
 
     def close(self) -> None:

@@ -1,0 +1,132 @@
+"""Reading a dataset's identifier rows: the one seam every consumer goes through.
+
+Everything that uses a dataset's items (the PSI responder's prepared sets
+and the requester's set, intersection-sum's blinded sets, job exports)
+reads them through :meth:`Store.rows <psi_share.store.db.Store.rows>`,
+which returns a :class:`DatasetRows`:
+
+* :class:`SqliteRows`: an imported dataset, streamed from SQLite with
+  ``fetchmany`` on a connection of its own, so that one read sees one
+  snapshot (WAL) without holding the store's lock between batches;
+* :class:`ParquetRows`: a registered dataset, read from its source a record
+  batch at a time and canonicalized as it is read, with the rows the
+  registration left out skipped.
+
+Both yield lists of at most ``batch_rows`` :class:`IdentifierRow`; neither
+holds more than one batch (a Parquet read also holds the skipped rows'
+numbers). Row order is the source's: consumers sort what they build.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import ImportFileError, StoreError
+from ..identifiers import CanonicalizationContext
+from .db import IdentifierRow
+from .importer import check_candidate
+from .parquet import BATCH_ROWS, ParquetSource, SourceFile
+from .rejects import Rejection
+from .sources import ParquetRecord
+
+
+class DatasetRows(Protocol):
+    """A dataset's identifier rows, streamed."""
+
+    def batches(self, kinds: Iterable[str], *, batch_rows: int = BATCH_ROWS) -> Iterator[list[IdentifierRow]]:
+        """The rows whose kind is in ``kinds``, in lists of at most
+        ``batch_rows`` (none empty). Raises StoreError when the data changed
+        under the dataset's registration (Parquet)."""
+        ...
+
+
+class SqliteRows:
+    """An imported dataset's rows, from the store's file."""
+
+    def __init__(self, path: Path, dataset: str) -> None:
+        self._path = path
+        self._dataset = dataset
+
+    def batches(self, kinds: Iterable[str], *, batch_rows: int = BATCH_ROWS) -> Iterator[list[IdentifierRow]]:
+        kinds = sorted(set(kinds))
+        marks = ",".join("?" * len(kinds))
+        # Read-only and apart from the store's connection: the whole read is
+        # one statement, hence one snapshot, and writers are never blocked.
+        db = sqlite3.connect(self._path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+        try:
+            cursor = db.execute(
+                f"SELECT actor_id, kind, version, canonical, raw, amount FROM identifiers "
+                f"WHERE dataset = ? AND kind IN ({marks}) ORDER BY actor_id, kind, canonical",
+                (self._dataset, *kinds),
+            )
+            while batch := cursor.fetchmany(batch_rows):
+                yield [IdentifierRow(*r) for r in batch]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read dataset {self._dataset!r}: {exc}") from None
+        finally:
+            db.close()
+
+
+class ParquetRows:
+    """A registered dataset's rows, read from its Parquet source."""
+
+    def __init__(self, record: ParquetRecord, skips: dict[str, set[int]]) -> None:
+        self._record = record
+        self._skips = skips
+        self._ctx = CanonicalizationContext(record.phone_region)
+
+    def batches(self, kinds: Iterable[str], *, batch_rows: int = BATCH_ROWS) -> Iterator[list[IdentifierRow]]:
+        record = self._record
+        wanted = set(kinds) & set(record.kinds)
+        if not wanted:
+            return
+        source, files = self.check_unchanged()
+        out: list[IdentifierRow] = []
+        for source_rows in source.rows(files, record.mapping, batch_rows=batch_rows):
+            for row in source_rows:
+                entry = row.entry
+                if entry.line in self._skips.get(row.file.relative, ()):
+                    continue
+                if isinstance(entry, Rejection):
+                    raise self._changed("a row it accepted is refused now")
+                if entry.kind not in wanted:
+                    continue  # before canonicalizing: the costly part
+                checked = check_candidate(entry, self._ctx)
+                if isinstance(checked, Rejection):
+                    raise self._changed("a row it accepted is refused now")
+                out.append(checked)
+                if len(out) >= batch_rows:
+                    yield out
+                    out = []
+        if out:
+            yield out
+        self.check_unchanged()  # a file rewritten while it was read
+
+    def check_unchanged(self) -> tuple[ParquetSource, list[SourceFile]]:
+        """The opened source and its files, if they are still what was registered."""
+        record = self._record
+        stale = record.stale_kinds()
+        if stale:
+            raise StoreError(
+                f"dataset {record.dataset!r}: the canonicalization of {', '.join(stale)} changed since it was "
+                f"registered; register it again ('psi-share data register {record.dataset} ...')"
+            )
+        try:
+            source = ParquetSource(record.uri)
+            files = source.files()
+            fingerprint = source.fingerprint(files)
+        except ImportFileError as exc:
+            raise StoreError(f"dataset {record.dataset!r}: {exc}") from None
+        if fingerprint != record.fingerprint:
+            raise self._changed("its files changed")
+        return source, files
+
+    def _changed(self, what: str) -> StoreError:
+        name = self._record.dataset
+        return StoreError(
+            f"dataset {name!r}: its Parquet source {self._record.uri} no longer matches its registration "
+            f"({what}); register it again ('psi-share data register {name} ...') to give it a new revision"
+        )
