@@ -31,7 +31,7 @@ from psi_share.node.prompts.matches import chain_actors, chain_sightings
 from psi_share.prompts import PromptParams, SignatureEngine
 from psi_share.prompts.synthetic import generate, score_matches, write_files
 from psi_share.protocols import PROTOCOL_VERSION
-from psi_share.store.prompt_matches import prompt_matches
+from psi_share.node.prompts.matches import prompt_matches
 from psi_share.v1 import node_pb2 as pb
 from psi_share.v1 import node_pb2_grpc as pb_grpc
 

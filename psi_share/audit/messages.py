@@ -149,8 +149,8 @@ def _name(value: str, what: str) -> list[str]:
     return [] if NAME_PATTERN.match(value) else [f"{what} is not a plain name"]
 
 
-_SEED_ID = re.compile(r"^[0-9a-f]{16}$")
-_SCHEME = re.compile(r"^[0-9A-Za-z./+\-]{1,64}$")
+_SEED_ID = re.compile(r"^[0-9a-f]{16}\Z")
+_SCHEME = re.compile(r"^[0-9A-Za-z./+\-]{1,64}\Z")
 
 
 def prompt_params_problems(m: Message) -> list[str]:

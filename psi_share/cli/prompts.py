@@ -17,7 +17,7 @@ from ..jobs.history import run_attribution
 from ..node.node import Node
 from ..node.prompts.matches import chain_actors, chain_sightings, implied_similarity
 from ..store import ImportMode
-from ..store.prompt_matches import prompt_matches
+from ..node.prompts.matches import prompt_matches
 from .output import emit, emit_object
 
 

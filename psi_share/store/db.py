@@ -25,7 +25,6 @@ from ..names import NAME_PATTERN, check_name  # noqa: F401  (NAME_PATTERN: still
 from .aggregates import AggregateRecords, FederationRunRecord, SumResultRecord  # noqa: F401
 from .datasets import DatasetWrite, device_ids_v2, write_rows
 from .job_runs import JobRunPeerRecord, JobRunRecord, JobRunRecords  # noqa: F401
-from .prompt_matches import SCHEMA as _PROMPT_MATCHES_SCHEMA
 from .sources import PARQUET_SCHEMA, ParquetRecord, load_record, load_skips
 from .witnesses import SCHEMA as WITNESS_SCHEMA
 
@@ -193,8 +192,20 @@ CREATE TABLE dp_spent (
     # Datasets that stay in the warehouse (issue 15): a Parquet source's
     # metadata and the rows its registration left out (store/sources.py).
     (8, PARQUET_SCHEMA),
-    # Prompt chains (issue 14): per prompt cluster, how many bands matched.
-    (9, _PROMPT_MATCHES_SCHEMA),
+    # Prompt chains (issue 14): per prompt template of a reveal session, how
+    # many of its bands matched (written and read by node/prompts/matches.py).
+    (9, """
+CREATE TABLE prompt_matches (
+    session_id     TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    actor_id       TEXT NOT NULL,
+    chain          TEXT NOT NULL,
+    cluster        TEXT NOT NULL,
+    line           INTEGER NOT NULL,
+    bands_matched  INTEGER NOT NULL CHECK (bands_matched > 0),
+    bands          INTEGER NOT NULL CHECK (bands >= bands_matched),
+    PRIMARY KEY (session_id, actor_id, cluster)
+);
+"""),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 

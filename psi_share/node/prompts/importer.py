@@ -17,7 +17,7 @@
    (:func:`~psi_share.prompts.prepare_prompts`).
 4. Kept clusters become identifier rows: kind ``prompt``, canonical text
    ``b<i>/<hex>`` (one row per band), raw text a label of ours
-   (:func:`psi_share.store.prompt_matches.format_raw`): the chain, the
+   (:func:`.matches.format_raw`): the chain, the
    cluster, the representative's line and how many prompts it stands for.
    The text itself is not stored.
 
@@ -54,7 +54,7 @@ from ...prompts.records import _record as parse_record  # one line, FILE:LINE er
 from ...prompts.signature import KIND
 from ...store import ImportMode, Reason, Store
 from ...store.db import DatasetWrite, IdentifierRow, check_name
-from ...store.prompt_matches import ClusterLabel, format_raw
+from .matches import ClusterLabel, format_raw
 from ...store.rejects import Rejection, RejectsFile, RejectTally
 from .config import PromptsConfig
 

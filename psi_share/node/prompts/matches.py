@@ -18,16 +18,88 @@ whose prompts share a chain seen at >= 2 other labs" is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ...identifiers import domain_separated_item
 from ...prompts.signature import KIND
 from ...store import Store
 from ...store.db import IdentifierRow
-from ...store.prompt_matches import PromptMatchRecord, parse_raw, prompt_matches
 
-__all__ = ["ChainSighting", "chain_actors", "chain_sightings", "implied_similarity", "match_records"]
+__all__ = [
+    "ChainSighting", "ClusterLabel", "PromptMatchRecord", "chain_actors", "chain_sightings", "format_raw",
+    "implied_similarity", "match_records", "parse_raw", "prompt_matches", "record_prompt_matches",
+]
+
+# -- the stored rows ----------------------------------------------------------------
+# A prompt dataset stores each kept cluster of an actor as ``bands`` identifier
+# rows of kind ``prompt``; their ``raw`` text is a label of ours, never the
+# prompt. The per-template counts of a session live in the store's
+# ``prompt_matches`` table (schema step in store/db.py), written in the
+# transaction that finishes the session, so a failed session stores none.
+
+_RAW = re.compile(r"(chain-[0-9a-f]{12}) (cluster-[0-9a-f]{12}) line (\d+) prompts (\d+)")
+
+
+@dataclass(frozen=True)
+class ClusterLabel:
+    """A stored prompt cluster's label (the ``raw`` text of its rows)."""
+
+    chain: str
+    cluster: str
+    line: int  # the representative prompt's line in its file
+    prompts: int  # prompts of the actor folded into it
+
+
+def format_raw(label: ClusterLabel) -> str:
+    return f"{label.chain} {label.cluster} line {label.line} prompts {label.prompts}"
+
+
+def parse_raw(raw: str) -> ClusterLabel | None:
+    """The label of a prompt row (None for a row not written by the prompt import)."""
+    m = _RAW.fullmatch(raw)
+    return ClusterLabel(m[1], m[2], int(m[3]), int(m[4])) if m else None
+
+
+@dataclass(frozen=True)
+class PromptMatchRecord:
+    session_id: str
+    peer: str
+    actor_id: str
+    chain: str
+    cluster: str
+    line: int
+    bands_matched: int
+    bands: int
+
+
+def record_prompt_matches(db: sqlite3.Connection, session_id: str, rows: Iterable[PromptMatchRecord]) -> None:
+    """Store a session's per-cluster matches (inside the caller's transaction)."""
+    db.executemany(
+        "INSERT OR REPLACE INTO prompt_matches(session_id, actor_id, chain, cluster, line, bands_matched, bands) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ((session_id, r.actor_id, r.chain, r.cluster, r.line, r.bands_matched, r.bands) for r in rows),
+    )
+
+
+def prompt_matches(store: Store, session_ids: Sequence[str]) -> list[PromptMatchRecord]:
+    """Per-cluster matches of the given sessions, with each session's peer."""
+    if not session_ids:
+        return []
+    marks = ",".join("?" * len(session_ids))
+    with store.transaction() as db:  # one consistent read
+        rows = db.execute(
+            "SELECT p.session_id, s.peer, p.actor_id, p.chain, p.cluster, p.line, p.bands_matched, p.bands "
+            f"FROM prompt_matches p JOIN sessions s ON s.id = p.session_id WHERE p.session_id IN ({marks}) "
+            "ORDER BY p.chain, p.actor_id, p.line, s.peer",
+            list(session_ids),
+        ).fetchall()
+    return [PromptMatchRecord(*r) for r in rows]
+
+
+# -- what they tell ------------------------------------------------------------------
 
 
 def implied_similarity(bands_matched: int, bands: int, rows: int) -> float:

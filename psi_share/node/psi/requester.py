@@ -20,7 +20,7 @@ from ...identifiers import KINDS, canonical_versions
 from ...protocols.psi import Mode, PsiRequester, below_minimum
 from ...prompts.signature import KIND as PROMPT_KIND
 from ...store import SessionRecord, Store
-from ...store.prompt_matches import record_prompt_matches
+from ..prompts.matches import record_prompt_matches
 from ...transport.client import PeerClient
 from .itemsets import build_item_set
 from ..prompts.matches import match_records
