@@ -16,7 +16,12 @@ from .jobs.spec import JobRunResult, JobSpec, load_job
 from .node.home import NodeHome, init_home
 from .node.node import Node, RunningServer
 from .protocols.psi import Mode
+from .prompts import register_prompt_kind
 from .store import ImportMode
+
+# The prompt kind (psi_share/prompts) joins the identifier registry here, at
+# the package root, so that every process that uses psi_share knows it.
+register_prompt_kind()
 
 __version__ = "0.1.0"
 

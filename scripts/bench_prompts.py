@@ -11,21 +11,33 @@ templates with fresh fillings, ``psi_share.prompts.synthetic.bulk_texts``):
 * the plaintext intersection of two labs' band item sets (a lower bound
   that any private matching adds its cryptography to).
 
-The node-to-node prompt match (two nodes over gRPC, beside an exact
-identifier match of the same number of items) needs the node hooks that
-are not wired yet; this script says so instead of printing a number.
+* with ``--nodes``, the node-to-node match: two real nodes (mutual TLS on
+  127.0.0.1; the responder a ``psi-share serve`` process that prepares its
+  filters before any request), each importing its prompt file with
+  ``data import --prompts`` (timed: signatures, deduplication, the store),
+  then lab-a matching its band items against lab-b's (``match --dataset
+  prompts --kinds prompt``) and, against the same serving node in the same
+  run, an exact-identifier match (``device_id``) of as many items on each
+  side as the prompt sets have.
 
 ``--table`` prints the banding table of the README (match probability at
 the threshold and 0.1, 0.2 either side, from 1 - (1 - s^r)^b).
 
-Usage: python scripts/bench_prompts.py [--prompts 100000] [--workers 2] [--table]
+Usage: python scripts/bench_prompts.py [--prompts 100000] [--workers 2] [--table] [--nodes]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 
 from psi_share.prompts import (
@@ -66,6 +78,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=0, help="also time banding on this many processes")
     parser.add_argument("--table", action="store_true", help="only print the README's banding table")
+    parser.add_argument("--nodes", action="store_true", help="also match between two real nodes (see above)")
     args = parser.parse_args()
     if args.table:
         table()
@@ -108,8 +121,77 @@ def main() -> None:
     common = a_items & b_items
     print(f"plaintext intersection of {len(a_items)} x {len(b_items)} band items: {len(common)} in common, "
           f"{time.perf_counter() - started:.2f} s (no cryptography: a lower bound)")
-    print("node-to-node prompt match and the exact-identifier match beside it: not measured here; "
-          "they need the node hooks (prompt kind, prompt import) that are not wired yet")
+    if args.nodes:
+        node_matches(lab_a, lab_b, n)
+
+
+def _cli(home: Path, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "psi_share.cli.main", "--home", str(home), *args],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"failed: psi-share {' '.join(args)}\n{proc.stderr}")
+    return proc.stdout
+
+
+def node_matches(lab_a: list[str], lab_b: list[str], n: int) -> None:
+    """Prompt match and exact match of the same size between two real nodes (see the module docstring)."""
+    work = Path(tempfile.mkdtemp(prefix="bench-prompts-"))
+    ca, homes = work / "ca", {"lab-a": work / "lab-a", "lab-b": work / "lab-b"}
+    _cli(work, "pki", "init-ca", "--ca-dir", str(ca))
+    for name, home in homes.items():
+        _cli(work, "pki", "issue", name, "--ca-dir", str(ca), "--address", "127.0.0.1", "--out", str(work / f"{name}-tls"))
+        _cli(home, "init", name, "--listen", "127.0.0.1:0", "--tls-from", str(work / f"{name}-tls"))
+        text = (home / "config.toml").read_text().replace('datasets = ["flagged"]', 'datasets = ["prompts", "exact"]')
+        text = re.sub(r"max_set_size = \d+", "max_set_size = 8000000", text)
+        text += f'\n[prompts]\nseed = "{SEED.hex()}"\n'
+        if name == "lab-b":
+            text += '\n[policy.peers.lab-a]\nreveal = true\nkinds = ["prompt", "device_id"]\n'
+        (home / "config.toml").write_text(text)
+    sizes = {}
+    for (name, home), texts in zip(homes.items(), (lab_a, lab_b)):
+        path = work / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"actor_id": f"actor-{i % (n // 5 or 1)}", "text": t}) + "\n"
+                                for i, t in enumerate(texts)))
+        started = time.perf_counter()
+        summary = json.loads(_cli(home, "data", "import", "prompts", str(path), "--prompts", "--format", "json"))
+        sizes[name] = summary["distinct_band_items"]
+        print(f"{name}: 'data import --prompts' of {n} prompts in {time.perf_counter() - started:.1f} s: "
+              f"{summary['clusters']} clusters, {sizes[name]} distinct band items", flush=True)
+    # The exact match: as many device ids per side as that side's prompt set, a tenth of lab-a's at lab-b too.
+    m_a, m_b = sizes["lab-a"], sizes["lab-b"]
+    for name, home, count, start in (("lab-a", homes["lab-a"], m_a, 0), ("lab-b", homes["lab-b"], m_b, m_a - m_a // 10)):
+        path = work / f"{name}-exact.csv"
+        path.write_text("actor_id,kind,value\n" + "".join(f"x{i},device_id,dev-{start + i:012d}\n" for i in range(count)))
+        _cli(home, "data", "import", "exact", str(path))
+    log_path = work / "serve.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "psi_share.cli.main", "--home", str(homes["lab-b"]),
+                                   "--log-level", "INFO", "serve", "--listen", "127.0.0.1:0"],
+                                  stderr=log, stdout=subprocess.DEVNULL)
+    try:
+        started, port = time.perf_counter(), None
+        while True:
+            text = " ".join(log_path.read_text().split())
+            if port is None and (m := re.search(r"listening on port (\d+)", text)):
+                port = int(m.group(1))
+            if text.count("prepared PSI filter") >= 2:
+                break
+            if server.poll() is not None:
+                raise SystemExit(f"responder exited:\n{text}")
+            time.sleep(0.2)
+        print(f"responder prepared both filters in {time.perf_counter() - started:.1f} s (before any request)", flush=True)
+        _cli(homes["lab-a"], "peers", "add", "lab-b", f"127.0.0.1:{port}")
+        _cli(homes["lab-b"], "peers", "add", "lab-a", "127.0.0.1:1")
+        for label, dataset, kind in (("prompt match", "prompts", "prompt"), ("exact match", "exact", "device_id")):
+            started = time.perf_counter()
+            out = json.loads(_cli(homes["lab-a"], "match", "lab-b", "--dataset", dataset, "--kinds", kind, "--format", "json"))
+            print(f"{label}: {out['our_items']} x {m_b} items in {out['seconds']:.1f} s "
+                  f"(command {time.perf_counter() - started:.1f} s): {out['matching_items']} matching items, "
+                  f"{out['matching_actors']} actors", flush=True)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    print(f"(work files in {work}; load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+import demo_prompts  # scripts/demo_prompts.py: the prompt-chain part of the demo
+
 ROOT = Path(__file__).resolve().parent.parent
 LABS = ("lab-a", "lab-b", "lab-c")
 console = Console()
@@ -165,6 +167,7 @@ def main() -> int:
         check=True, timeout=300,
     )
     truth = json.loads((data / "truth.json").read_text())
+    campaign, prompt_files = demo_prompts.make_campaign(out / "prompts-data", args.seed, LABS)
 
     tls = federation_pki(out)
 
@@ -180,13 +183,14 @@ def main() -> int:
         for dataset in ("customers", "flagged"):
             psi(home, "data", "import", dataset, str(data / lab / f"{dataset}.csv"))
         prepare_aggregates(home, data / lab)
+        console.print(demo_prompts.configure(home, lab, LABS, prompt_files))
         listing = json.loads(psi(home, "data", "list", "--format", "json").stdout)
         console.print(f"{lab}: " + ", ".join(f"{d['dataset']} {d['actors']} actors / {d['identifiers']} identifiers" for d in listing))
 
     console.rule("[bold]4. three nodes serving on 127.0.0.1")
     procs: dict[str, subprocess.Popen[str]] = {}
     ports: dict[str, int] = {}
-    aggregates_ok = False
+    aggregates_ok, prompts_failed = False, 1
     try:
         for lab in LABS:
             procs[lab], ports[lab] = start_node(nodes / lab, logs / f"{lab}.log")
@@ -214,6 +218,8 @@ def main() -> int:
             results[lab] = json.loads(proc.stdout)
             console.print(f"{lab}: job run {results[lab]['run_id'][:12]} {results[lab]['status']} in {time.monotonic() - t:.1f}s")
         aggregates_ok = aggregates(nodes, out, data, truth, results)
+        console.rule("[bold]7b. prompt chains: the same campaign's templates, matched by LSH band items")
+        prompts_failed = demo_prompts.run_and_score(nodes, out, campaign)
         next_day = run_next_day(args, out, nodes, jobfile)
         witnessed = witness_verdicts(nodes, audit_keys)  # before any certificate is revoked
         refusals_ok = security_checks(out, nodes, ports)
@@ -232,8 +238,9 @@ def main() -> int:
     verdict = report(results, truth, time.monotonic() - started)
     changes = report_next_day(*next_day)
     # day 1's customers.csv holds every identifier the lab had on either day
-    audited = audit_verdicts(nodes, out / "data-day1", audit_keys)
-    return verdict or changes or audited or witnessed or (0 if refusals_ok else 1) or (0 if aggregates_ok else 1)
+    audited = audit_verdicts(nodes, out / "data-day1", audit_keys, {lab: prompt_files[f"{lab}/prompts.jsonl"] for lab in LABS})
+    return (verdict or changes or audited or witnessed or (0 if refusals_ok else 1) or (0 if aggregates_ok else 1)
+            or prompts_failed)
 
 
 def keep_transcripts(home: Path) -> None:
@@ -264,13 +271,14 @@ def witness_verdicts(nodes: Path, audit_keys: dict[str, str]) -> int:
     return 0
 
 
-def audit_verdicts(nodes: Path, data: Path, audit_keys: dict[str, str]) -> int:
+def audit_verdicts(nodes: Path, data: Path, audit_keys: dict[str, str], prompt_files: dict[str, Path]) -> int:
     """Each lab's compliance check, as its officer would run it: verify (pinned key), scan, report."""
     console.rule("[bold]14. compliance: audit verify (pinned key), audit scan and audit report on every lab")
     scans = {
         lab: subprocess.Popen(
             [sys.executable, "-m", "psi_share.cli.main", "--home", str(nodes / lab), "audit", "scan",
-             "--against", str(data / lab / "customers.csv")],  # customers.csv holds every identifier of the lab
+             "--against", str(data / lab / "customers.csv"),  # customers.csv holds every identifier of the lab
+             "--against", str(prompt_files[lab])],  # and every prompt: raw, normalised, shingles, band items
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for lab in LABS
@@ -290,7 +298,7 @@ def audit_verdicts(nodes: Path, data: Path, audit_keys: dict[str, str]) -> int:
     if failed:
         console.print("[bold red]the compliance checks failed")
         return 1
-    console.print("[bold green]every lab's audit log is intact and no form of any identifier left any lab")
+    console.print("[bold green]every lab's audit log is intact and no form of any identifier or prompt left any lab")
     return 0
 
 

@@ -149,6 +149,19 @@ def _name(value: str, what: str) -> list[str]:
     return [] if NAME_PATTERN.match(value) else [f"{what} is not a plain name"]
 
 
+_SEED_ID = re.compile(r"^[0-9a-f]{16}\Z")
+_SCHEME = re.compile(r"^[0-9A-Za-z./+\-]{1,64}\Z")
+
+
+def prompt_params_problems(m: Message) -> list[str]:
+    """An open message's prompt parameter set holds only numbers, a scheme name and a seed id."""
+    if not m.HasField("prompt_params"):
+        return []
+    p = m.prompt_params
+    problems = [] if _SEED_ID.match(p.seed_id) else ["prompt_params.seed_id is not a seed id"]
+    return problems + ([] if _SCHEME.match(p.minhash) else ["prompt_params.minhash is not a scheme name"])
+
+
 def _kinds(kinds: Iterable[pb.KindVersion], what: str) -> list[str]:
     return [f"{what} names an unknown kind" for kv in kinds if kv.kind not in KINDS or not 1 <= kv.version <= 1000]
 
@@ -181,7 +194,7 @@ def _psi_open(step: str, payload: bytes, params: Mapping[str, Any]) -> list[str]
     m = parse_exact(pb.PsiOpenRequest, payload)
     # A canary session (peers check) names _canary.<dataset>[.<items>]: still only a name and a number.
     dataset = [] if CANARY_DATASET_PATTERN.fullmatch(m.dataset) else _name(m.dataset, "dataset")
-    problems = dataset + _kinds(m.kinds, "kinds")
+    problems = dataset + _kinds(m.kinds, "kinds") + prompt_params_problems(m)
     if m.job_id and not _HEX_ID.match(m.job_id):
         problems.append("job_id is not a run id")
     if "set_size" in params and int(params["set_size"]) != m.set_size:

@@ -41,9 +41,11 @@ from typing import Any
 import numpy as np
 
 from ..identifiers import CanonicalizationContext, domain_separated_item
+from ..prompts import PromptParams
 from ..store.importer import parse_data_file
 from .log import iter_transcripts, load_entries
 from .messages import check_chunk_envelope, check_message
+from .prompt_sources import is_prompt_file, prompt_form_sources
 
 ANCHOR = 8
 PIECE = 1 << 20
@@ -69,10 +71,15 @@ class Source:
         return f"{self.path} (actor {self.actor_id}, {self.kind})"
 
 
-def load_sources(paths: Sequence[Path], ctx: CanonicalizationContext) -> list[Source]:
-    """Every identifier of the given data files, parsed exactly as an import parses them."""
+def load_sources(paths: Sequence[Path], ctx: CanonicalizationContext,
+                 prompt_params: PromptParams | None = None) -> list[Source]:
+    """Every identifier of the given data files, parsed exactly as an import parses them
+    (and every form of every prompt of the prompt files among them, audit/prompt_sources.py)."""
     sources = []
     for path in paths:
+        if is_prompt_file(path):
+            sources += [Source(str(path), actor, label, bases) for actor, label, bases in prompt_form_sources(path, prompt_params)]
+            continue
         rows, _ = parse_data_file(path, ctx)  # a malformed file fails here, by file and line
         for row in rows:
             item = domain_separated_item(row.kind, row.canonical, row.version)
@@ -264,9 +271,10 @@ class _Unit:
     place: str
 
 
-def scan_audit(directory: Path, data_files: Sequence[Path], ctx: CanonicalizationContext) -> ScanResult:
+def scan_audit(directory: Path, data_files: Sequence[Path], ctx: CanonicalizationContext,
+               prompt_params: PromptParams | None = None) -> ScanResult:
     result = ScanResult()
-    index = NeedleIndex(load_sources(data_files, ctx))
+    index = NeedleIndex(load_sources(data_files, ctx, prompt_params))
     result.identifiers, result.needles, result.skipped_short = len(index.sources), len(index), index.skipped_short
     entries = load_entries(directory)
     result.sent_without_transcript = sum(1 for e in entries if e.get("type") == "sent" and "transcript" not in e)

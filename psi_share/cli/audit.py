@@ -204,7 +204,8 @@ _register_witnesses()
 def audit_scan(ctx: click.Context, against: tuple[Path, ...], more: tuple[Path, ...]) -> None:
     """Search every transcript for any form of the identifiers in FILE...
 
-    Forms: raw text, canonical text, the domain-separated item, and the MD5,
+    Forms: raw text, canonical text, the domain-separated item (for a prompt
+    file: raw and normalised text, shingles, band items, signature), and the MD5,
     SHA-1, SHA-256 and SHA-512 of each (raw bytes, hex, HEX, base64). Also
     checks that each recorded message parses as the type the log names and
     holds only what that type may hold. Reports every hit with its place
@@ -225,7 +226,8 @@ def audit_scan(ctx: click.Context, against: tuple[Path, ...], more: tuple[Path, 
                    "run 'psi-share audit verify'", err=True)
         sys.exit(EXIT_FAILED)
     started = time.perf_counter()
-    result = scan_audit(home.audit_path, [*against, *more], config.canonicalization)
+    prompt_params = config.prompts.params if config.prompts.enabled else None
+    result = scan_audit(home.audit_path, [*against, *more], config.canonicalization, prompt_params)
     seconds = time.perf_counter() - started
     click.echo(
         f"scanned {result.transcripts} transcripts ({result.transcript_bytes} bytes, {result.messages_checked} messages) "

@@ -136,7 +136,9 @@ def _diff_json(d: RunDiff) -> dict:
         out["counts"] = {p: {"before": a, "after": b} for p, (a, b) in d.counts.items()}
     else:
         out |= {"newly_shared": changes(d.newly_shared), "no_longer_shared": changes(d.no_longer_shared),
-                "peers_changed": changes(d.peers_changed)}
+                "peers_changed": changes(d.peers_changed),
+                "prompt_chains": [{"chain": c.actor_id, "before": list(c.before), "after": list(c.after)}
+                                  for c in d.chains]}
     return out
 
 
@@ -258,6 +260,9 @@ def results_diff(c, run_a: str, run_b: str | None, fmt: str, as_json: bool) -> N
                 + [{"change": "peers changed", "actor_id": x.actor_id, "before": x.before, "after": x.after} for x in d.peers_changed]
             )
             emit(rows, ("change", "actor_id", "before", "after"), fmt, title)
+            if d.chains:  # prompt runs: this lab's chains, by the peers they were seen at
+                emit([{"chain": c.actor_id, "before": c.before, "after": c.after} for c in d.chains],
+                     ("chain", "before", "after"), fmt, "prompt chains whose peers changed")
         (click.echo if fmt == "table" else lambda s: click.echo(s, err=True))(d.summary())
 
 

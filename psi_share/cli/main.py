@@ -23,7 +23,6 @@ from rich.logging import RichHandler
 from .. import __version__
 from ..errors import PsiShareError
 from ..identifiers import KINDS
-from ..jobs.history import run_attribution
 from ..jobs.scheduler import start_scheduler
 from ..node.home import init_home
 from ..node.node import Node
@@ -36,6 +35,7 @@ from .datasets import register as register_data_commands
 from .jobs import register as register_job_commands
 from .jobs import run_job_command
 from .output import emit, emit_object, err_console, format_option
+from .prompts import emit_run, import_prompts, run_rows, show_prompt_session
 
 EXIT_ERROR, EXIT_PARTIAL, EXIT_CANNOT_LISTEN = 1, 3, 6
 DEFAULT_HOME = str(Path("~/.psi-share").expanduser())
@@ -211,10 +211,13 @@ def data() -> None:
     help="Import the valid rows; write each refused row's file, line, kind and reason (never its value) "
          "to FILE (CSV). An existing FILE is overwritten only if it is a rejects file.",
 )
+@click.option("--prompts", "prompts", is_flag=True, help="FILE is a prompt file (JSONL: actor_id, text, seen_at).")
+@click.option("--benign", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --prompts: a sample of ordinary traffic; templates common in it are removed.")
 @format_option
 @pass_ctx
 def data_import(c: Ctx, dataset: str, file: Path, replace: bool, append: bool, rejects: Path | None,
-                fmt: str) -> None:
+                prompts: bool, benign: Path | None, fmt: str) -> None:
     """Import FILE (CSV, TSV or JSON Lines) into DATASET, all or nothing.
 
     \b
@@ -232,6 +235,9 @@ def data_import(c: Ctx, dataset: str, file: Path, replace: bool, append: bool, r
     if replace and append:
         raise click.UsageError("--replace and --append contradict each other; give one")
     mode = ImportMode.REPLACE if replace else ImportMode.APPEND if append else None
+    if prompts or benign:  # README "Prompt chains"
+        with c.node() as n:
+            return import_prompts(n, dataset, file, mode, rejects, benign, fmt)
     with c.node() as n:
         s = n.import_file(dataset, file, mode, rejects=rejects)
         emit_object(
@@ -398,6 +404,10 @@ def results_show(c: Ctx, session: str, fmt: str) -> None:
             learned = (f"the set size ({s.requester_set_size}) and the intersection size ({s.matched_count})"
                        if s.protocol == "cardinality" else f"only the set size ({s.requester_set_size})")
             raise PsiShareError(f"session {s.id} was answered by this node: it learned {learned}")
+        if "prompt" in s.kinds and s.mode == "reveal" and s.status == "done":
+            show_prompt_session(n, s.id, s.peer, fmt)
+            if set(s.kinds) == {"prompt"}:
+                return  # its actors are in the table of templates
         by_actor: dict[str, list[str]] = {}
         for m in n.store.matches([s.id]):
             by_actor.setdefault(m.actor_id, []).append(m.kind)
@@ -423,15 +433,20 @@ def _show_sum_session(n: Node, s, fmt: str) -> None:  # type: ignore[no-untyped-
 @results.command("run")
 @click.argument("run_id")
 @click.option("--min-peers", default=1, show_default=True, help="Only actors matched by at least this many peers.")
+@click.option("--chain-peers", default=0, show_default=True,
+              help="Only actors whose prompts share a chain seen at at least this many peers (prompt runs).")
 @format_option
 @pass_ctx
-def results_run(c: Ctx, run_id: str, min_peers: int, fmt: str) -> None:
-    """Per actor, the peers that matched it in job run RUN_ID."""
+def results_run(c: Ctx, run_id: str, min_peers: int, chain_peers: int, fmt: str) -> None:
+    """Per actor, the peers that matched it in job run RUN_ID.
+
+    For a run over the prompt kind, also the chains (this lab's groups of
+    similar prompt templates) that link each actor, and with --chain-peers N
+    only the actors whose prompts share a chain seen at N or more peers.
+    """
     with c.node() as n:
         run = n.store.job_run(run_id)
-        attribution = run_attribution(n.store, run.id)
-        rows = [{"actor_id": a, "peers": list(p), "peer_count": len(p)} for a, p in attribution.items() if len(p) >= min_peers]
-        emit(rows, ("actor_id", "peer_count", "peers"), fmt, f"job {run.job_name} run {run.id}: {run.status}")
+        emit_run(run_rows(n, run.id, min_peers, chain_peers), fmt, f"job {run.job_name} run {run.id}: {run.status}")
 
 
 # -- jobs ---------------------------------------------------------------------

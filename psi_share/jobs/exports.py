@@ -23,7 +23,12 @@ STIX mapping (one entry per actor matched in the run):
   ``observed-data``;
 * ``sighting`` of the threat actor, ``count`` = how many other labs matched
   it in this run, ``where_sighted_refs`` = those labs' ``identity``,
-  ``first_seen``/``last_seen`` as above.
+  ``first_seen``/``last_seen`` as above;
+* for a run over the ``prompt`` kind, each prompt chain that linked an actor
+  is an ``attack-pattern`` (named by this node's chain label, with the
+  number of bands matched and the similarity they imply; never the prompt
+  text), a ``relationship`` "uses" from the threat actor to it, and a
+  ``sighting`` of it at the labs that matched it.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from stix2.v21 import CustomObservable
 
 from ..errors import PsiShareError
 from ..store import JobRunRecord, Store
+from ..node.prompts.matches import ChainSighting, chain_actors, chain_sightings
+from ..prompts.signature import KIND as PROMPT_KIND
 from .history import is_reveal, previous_diff, run_attribution
 
 # Fixed namespace for the ids of psi-share's own SDOs (identities, actors),
@@ -77,6 +84,7 @@ class ExportedActor:
     first_seen: float  # start of the earliest run of this job that matched it
     change: str  # "new", "changed" or "" since the previous ok run ("" when there is none)
     identifiers: tuple[tuple[str, str], ...]  # (kind, raw value) of the job's kinds
+    chains: tuple[ChainSighting, ...] = ()  # prompt runs: the chains that link it, with their peers
 
 
 @dataclass(frozen=True)
@@ -104,9 +112,11 @@ def collect(store: Store, node_name: str, run: JobRunRecord) -> RunExport:
         change = {c.actor_id: "new" for c in diff.newly_shared} | {c.actor_id: "changed" for c in diff.peers_changed}
     dataset, job_kinds = run.parameters.get("dataset", "flagged"), run.parameters.get("kinds", [])
     idents: dict[str, list[tuple[str, str]]] = {}
+    linked = chain_actors(chain_sightings(store, sessions), 1) if PROMPT_KIND in job_kinds else {}
     try:
         for row in store.identifiers(dataset, job_kinds):
-            if row.actor_id in attribution:
+            # A prompt row's raw text is a label of ours; its chain stands for it.
+            if row.actor_id in attribution and row.kind != PROMPT_KIND:
                 idents.setdefault(row.actor_id, []).append((row.kind, row.raw))
     except PsiShareError:
         pass  # the dataset was deleted since: export without identifiers
@@ -115,7 +125,7 @@ def collect(store: Store, node_name: str, run: JobRunRecord) -> RunExport:
             actor_id=a, peers=peers,
             matched_kinds={p: tuple(sorted(k)) for p, k in sorted(kinds.get(a, {}).items())},
             first_seen=first.get(a, run.started_at), change=change.get(a, ""),
-            identifiers=tuple(idents.get(a, ())),
+            identifiers=tuple(idents.get(a, ())), chains=linked.get(a, ()),
         )
         for a, peers in attribution.items()
     )
@@ -125,13 +135,15 @@ def collect(store: Store, node_name: str, run: JobRunRecord) -> RunExport:
 def to_csv(export: RunExport) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["actor_id", "peer_count", "peers", "matched_kinds", "first_seen", "change_since_previous", "identifiers"])
+    chains = any(a.chains for a in export.actors)  # the column only for prompt runs
+    writer.writerow(["actor_id", "peer_count", "peers", "matched_kinds", "first_seen", "change_since_previous",
+                     "identifiers"] + (["prompt_chains"] if chains else []))
     for a in export.actors:
         writer.writerow([
             a.actor_id, len(a.peers), ";".join(a.peers),
             ";".join(f"{p}:{','.join(k)}" for p, k in a.matched_kinds.items()),
             _iso(a.first_seen), a.change, ";".join(f"{k}:{v}" for k, v in a.identifiers),
-        ])
+        ] + ([";".join(f"{c.chain}:{','.join(c.peers)}" for c in a.chains)] if chains else []))
     return out.getvalue()
 
 
@@ -147,7 +159,9 @@ def to_json(export: RunExport) -> str:
             {"actor_id": a.actor_id, "peer_count": len(a.peers), "peers": list(a.peers),
              "matched_kinds": {p: list(k) for p, k in a.matched_kinds.items()},
              "first_seen": _iso(a.first_seen), "change_since_previous": a.change or None,
-             "identifiers": [{"kind": k, "value": v} for k, v in a.identifiers]}
+             "identifiers": [{"kind": k, "value": v} for k, v in a.identifiers],
+             **({"prompt_chains": [{"chain": c.chain, "peers": list(c.peers), "best_bands_matched": c.best_bands,
+                                    "bands": c.bands} for c in a.chains]} if a.chains else {})}
             for a in export.actors
         ],
     }
@@ -201,6 +215,7 @@ def to_stix(export: RunExport) -> str:
             description=f"matched by {', '.join(a.peers)} in job {run.job_name} run {run.id}",
             **common,
         ))
+    objects += _chain_objects(export, lab, peers, common)
     if extension_used:
         objects.insert(1, stix2.ExtensionDefinition(
             id=EXTENSION_ID, created_by_ref=lab.id, name="psi-share identifier",
@@ -214,6 +229,32 @@ def to_stix(export: RunExport) -> str:
     # stix2's pretty=True orders properties with a quadratic search (minutes
     # for a few thousand objects); indent the compact form instead.
     return json.dumps(json.loads(bundle.serialize()), indent=2) + "\n"
+
+
+def _chain_objects(export: RunExport, lab, peers, common) -> list:  # type: ignore[no-untyped-def]
+    """Prompt chains: an attack-pattern each, "uses" from each actor it links, a sighting at its labs."""
+    run, out, done = export.run, [], set()
+    for a in export.actors:
+        actor_id = _sdo_id("threat-actor", f"{export.node}/{run.parameters.get('dataset', 'flagged')}/{a.actor_id}")
+        for c in a.chains:
+            pattern_id = _sdo_id("attack-pattern", f"{export.node}/{c.chain}")
+            if c.chain not in done:
+                done.add(c.chain)
+                out.append(stix2.AttackPattern(
+                    id=pattern_id, name=f"prompt chain {c.chain}", created_by_ref=lab.id,
+                    description=f"an automated prompt chain (template) sent to this lab, matched by its LSH band items "
+                                f"at {len(c.peers)} other lab(s); best match {c.best_bands} of {c.bands} bands. "
+                                "The prompts themselves are not exported.", **common,
+                ))
+                out.append(stix2.Sighting(
+                    id=_sdo_id("sighting", f"{run.id}/{c.chain}"), sighting_of_ref=pattern_id, count=len(c.peers),
+                    where_sighted_refs=[peers[p].id for p in c.peers], created_by_ref=lab.id, **common,
+                ))
+            out.append(stix2.Relationship(
+                id=_sdo_id("relationship", f"{run.id}/{a.actor_id}/{c.chain}"), relationship_type="uses",
+                source_ref=actor_id, target_ref=pattern_id, created_by_ref=lab.id, **common,
+            ))
+    return out
 
 
 def render(export: RunExport, fmt: str) -> str:

@@ -37,10 +37,12 @@ class RunDiff:
     # count-only runs: peer -> (matching items before, after)
     counts: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
     parameter_changes: dict[str, tuple[object, object]] = field(default_factory=dict)
+    # Prompt runs: this lab's chains whose set of peers changed (actor_id holds the chain label).
+    chains: tuple[ActorChange, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (self.newly_shared or self.no_longer_shared or self.peers_changed) and all(
+        return not (self.newly_shared or self.no_longer_shared or self.peers_changed or self.chains) and all(
             a == b for a, b in self.counts.values()
         )
 
@@ -48,10 +50,11 @@ class RunDiff:
         if self.count_only:
             changed = sum(1 for a, b in self.counts.values() if a != b)
             return f"count-only runs (no actors): {changed} of {len(self.counts)} peers' counts changed"
-        return (
+        text = (
             f"{len(self.newly_shared)} newly shared, {len(self.no_longer_shared)} no longer shared, "
             f"{len(self.peers_changed)} with changed peers"
         )
+        return text + (f", {len(self.chains)} prompt chains with changed peers" if self.chains else "")
 
 
 def is_reveal(run: JobRunRecord) -> bool:
@@ -114,8 +117,20 @@ def diff_runs(store: Store, base: JobRunRecord, run: JobRunRecord) -> RunDiff:
         newly_shared=tuple(ActorChange(x, (), b[x]) for x in sorted(set(b) - set(a))),
         no_longer_shared=tuple(ActorChange(x, a[x], ()) for x in sorted(set(a) - set(b))),
         peers_changed=tuple(ActorChange(x, a[x], b[x]) for x in sorted(set(a) & set(b)) if a[x] != b[x]),
-        parameter_changes=changes,
+        parameter_changes=changes, chains=_chain_changes(store, base, run, keep),
     )
+
+
+def _chain_changes(store: Store, base: JobRunRecord, run: JobRunRecord, peers: set[str]) -> tuple[ActorChange, ...]:
+    """Prompt chains whose peers (over the compared ones) differ between the runs."""
+    from ..node.prompts.matches import chain_sightings
+
+    def peers_of(r: JobRunRecord) -> dict[str, tuple[str, ...]]:
+        done = [s.id for s in store.sessions(job_run_id=r.id) if s.role == "requester" and s.status == "done"]
+        return _restrict({c: s.peers for c, s in chain_sightings(store, done).items()}, peers)
+
+    a, b = peers_of(base), peers_of(run)
+    return tuple(ActorChange(c, a.get(c, ()), b.get(c, ())) for c in sorted(set(a) | set(b)) if a.get(c) != b.get(c))
 
 
 def previous_diff(store: Store, run: JobRunRecord) -> RunDiff | None:

@@ -21,6 +21,8 @@ from .server_config import SCHEMA as SERVER_SCHEMA
 from .server_config import ServerConfig, parse_server, render_server
 from .privacy_config import SCHEMA as PRIVACY_SCHEMA
 from .privacy_config import PrivacyConfig, parse_privacy, render_privacy
+from .prompts.config import SCHEMA as PROMPTS_SCHEMA
+from .prompts.config import PromptsConfig, parse_prompts, render_prompts
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class NodeConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # noise and epsilon budgets (issue 11)
     transport: Liveness = field(default_factory=Liveness)  # keepalive, silence limit (protos/PROTOCOL.md)
     server: ServerConfig = field(default_factory=ServerConfig)  # fair share, health listener, metrics
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)  # prompt-chain matching (issue 14)
 
     @property
     def canonicalization(self) -> CanonicalizationContext:
@@ -173,7 +176,7 @@ ttl_seconds = {s.ttl_seconds}               # an abandoned session is dropped af
 max_open = {s.max_open}                  # open sessions this node serves (per protocol, all peers)
 max_open_per_peer = {s.max_open_per_peer}          # open sessions one peer may hold
 setup_lifetime_seconds = {s.setup_lifetime_seconds}  # prepared filters (and their keys) are rotated after this
-{_render_transport()}{render_server()}{_render_audit()}{_render_jobs()}{render_aggregates_config()}{render_privacy()}{_render_tls()}{render_policy()}"""
+{_render_transport()}{render_server()}{_render_audit()}{_render_jobs()}{render_aggregates_config()}{render_privacy()}{render_prompts()}{_render_tls()}{render_policy()}"""
 
 
 def _render_transport() -> str:
@@ -266,6 +269,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "intersection_sum": {"value_holders": list},
     "federation": {"min_contributors": int},
     "privacy": PRIVACY_SCHEMA,  # type: ignore[dict-item]
+    "prompts": PROMPTS_SCHEMA,  # type: ignore[dict-item]
     "transport": {"peer_silence_seconds": float, "keepalive_seconds": float},
 }
 
@@ -319,6 +323,7 @@ def parse_config(data: dict[str, Any], where: str) -> NodeConfig:
         server=parse_server(data.get("server", {}), where),
         policy=parse_policy(data.get("policy", {}), where),
         privacy=parse_privacy(data.get("privacy", {}), where),
+        prompts=parse_prompts(data.get("prompts", {}), where),
         **_parse_aggregates(data),
     )
     cfg = _with_audit(cfg, data.get("audit", {}))

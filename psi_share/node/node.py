@@ -233,6 +233,20 @@ class Node:
                  path.name, dataset, summary.rows, summary.rejected, summary.identifiers_added)
         return summary
 
+    def import_prompts(self, dataset: str, path: Path, mode: ImportMode | None, *, rejects: Path | None = None,
+                       benign: Path | None = None):  # type: ignore[no-untyped-def]
+        """Import a prompt file (JSONL) as band items of kind ``prompt``, after the
+        exclusions, deduplication and the cap of ``[prompts]`` (node/prompts/importer.py)."""
+        from .prompts.importer import import_prompt_file
+
+        summary = import_prompt_file(self.store, dataset, path, config=self.config.prompts, home=self.home.path,
+                                     mode=mode, now=self.clock(), rejects=rejects, benign=benign)
+        r = summary.report
+        log.info("imported prompts %s into dataset %s: %d prompts, %d refused, %d removed as benign, "
+                 "%d clusters in %d chains, %d band items", path.name, dataset, r.prompts, summary.rejected,
+                 r.excluded_prompts, r.clusters, summary.chains, r.items)
+        return summary
+
     # -- peers -------------------------------------------------------------
 
     def peer_client(self, peer: str, *, timeout: float = 600.0) -> PeerClient:
@@ -261,7 +275,10 @@ class Node:
         peer counts and releases nothing but the count)."""
         self.store.dataset(dataset)  # NotFound before we contact anyone
         _check_peer_dataset(peer_dataset or dataset)
-        request = MatchRequest(peer, dataset, peer_dataset or dataset, tuple(kinds), mode, job_run_id)
+        # Prompt band items mean something only under the same parameters: the
+        # responder checks ours (ConfigError here when [prompts] is off).
+        prompt_params = self.config.prompts.params.describe() if "prompt" in kinds else None
+        request = MatchRequest(peer, dataset, peer_dataset or dataset, tuple(kinds), mode, job_run_id, prompt_params)
         if mode is Mode.COUNT:  # counts only: the responder counts (protocol "cardinality")
             from .counts.requester import run_count
 

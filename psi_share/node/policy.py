@@ -16,8 +16,10 @@ check                  key                                         status when r
 caught cheating        (a session of it ended as ``violation``)    PERMISSION_DENIED
 protocol               ``protocols``                               PERMISSION_DENIED
 dataset                ``datasets`` and ``[exposure] datasets``    NOT_FOUND
-canonicalization       (both sides' versions)                      FAILED_PRECONDITION
+canonicalization       (both sides' versions; for ``prompt`` also  FAILED_PRECONDITION
+                       the prompt parameter set)
 identifier kinds       ``kinds`` and ``[exposure] kinds``          PERMISSION_DENIED
+                       (``prompt`` only when ``kinds`` names it)
 learn matches          ``reveal`` and ``[exposure] reveal``        PERMISSION_DENIED
                        (OpenMined's count mode counts as reveal)
 set size               ``min_set_size`` / ``max_set_size``         INVALID_ARGUMENT
@@ -46,10 +48,13 @@ from dataclasses import dataclass, field
 
 from ..errors import NotFound, Refused, VersionMismatch
 from ..identifiers import KINDS
+from ..prompts import PROMPT_KIND, check_agreement
 from ..store import Store
 from ..store.db import charge_usage, violations
 from .config import NodeConfig
 from .policy_config import PeerPolicy
+
+PROMPT = PROMPT_KIND.name
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class AccessRequest:
     requester_counts: bool = False
     value_holder: str = ""  # intersection-sum: "requester" or "responder" (whose data carries values)
     metric: str = ""  # federation-total: the figure asked for
+    # The requester's prompt parameter set (required when kinds include "prompt").
+    prompt_params: Mapping[str, object] | None = None
     participants: int = 0  # federation-total: labs whose figures the total will hold
 
 
@@ -103,8 +110,9 @@ class Policy:
         p: PeerPolicy = self.config.policy.for_peer(peer)
         exposure, limit = self.config.exposure, self.config.matching.max_set_size
         kinds = set(self.config.exposed_kinds())
-        if p.kinds:
-            kinds &= set(p.kinds)
+        # Prompt matching is granted only by name: an empty ``kinds`` means
+        # every identifier kind but ``prompt`` (README "Prompt chains").
+        kinds &= set(p.kinds) if p.kinds else kinds - {PROMPT}
         return EffectivePolicy(
             protocols=frozenset(p.protocols),
             datasets=frozenset(exposure.datasets) & frozenset(p.datasets),
@@ -150,6 +158,8 @@ class Policy:
                     f"kind {kind}: requester canonicalizes with version {version}, "
                     f"{name} with version {KINDS[kind].version}; both sides must upgrade to the same version"
                 )
+            if kind == PROMPT:
+                self._check_prompt_params(peer, request)
             if kind not in eff.kinds:
                 raise Refused("PERMISSION_DENIED", f"{name} does not expose identifier kind {kind!r} to {peer}")
         if request.reveal and not eff.reveal:
@@ -178,6 +188,18 @@ class Policy:
         if charge:
             self.charge(peer, request)
         return Grant(peer=peer, min_result=eff.min_result, max_set_size=eff.max_set_size)
+
+    def _check_prompt_params(self, peer: str, request: AccessRequest) -> None:
+        """Both sides must cut prompts into band items with the same parameters
+        (FAILED_PRECONDITION naming every field that differs, as for versions)."""
+        name = self.config.name
+        if not self.config.prompts.enabled:
+            raise VersionMismatch(f"{name} does not match prompts (no [prompts] seed configured)")
+        theirs = request.prompt_params
+        if theirs is None:
+            raise VersionMismatch(f"the request names the prompt kind without its prompt parameter set; "
+                                  f"{name} needs it to check that both sides cut prompts alike")
+        check_agreement(self.config.prompts.params.describe(), theirs, us=name, peer=peer)
 
     def charge(self, peer: str, request: AccessRequest) -> None:
         """Charge one session of ``request.set_size`` items to ``peer``'s

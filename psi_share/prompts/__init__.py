@@ -21,6 +21,7 @@ Pipeline (all local; the modules say how)::
 * :mod:`.prepare`     exclusion, per-actor LSH deduplication and the item cap
 * :mod:`.audit_forms` every form of a prompt the audit scan must search for
 * :mod:`.kind`        the ``prompt`` kind for the identifier registry
+* :mod:`.wire`        the parameter set as the ``PromptParameters`` message
 * :mod:`.synthetic`   synthetic campaigns with ground truth, for demos and tests
 
 Who learns what, in a PSI session over band items (the README's "Prompt
@@ -35,8 +36,9 @@ chains" section states it in the threat model's terms):
   whether a peer holds prompts similar to a guessed template, within its
   set-size and daily budgets, as for guessed identifiers.
 
-This package is ground floor: it imports only :mod:`psi_share.errors` and
-:mod:`psi_share.identifiers`.
+This package is ground floor: it imports only :mod:`psi_share.errors`,
+:mod:`psi_share.identifiers` and the generated :mod:`psi_share.v1`. The node
+wires it in from :mod:`psi_share.node.prompts`.
 """
 
 from __future__ import annotations

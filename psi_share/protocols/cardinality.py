@@ -473,6 +473,7 @@ class CardinalityOpen:
     set_size: int
     job_id: str = ""
     protocol_version: int = PROTOCOL_VERSION
+    prompt_params: Mapping[str, object] | None = None  # required when kinds include "prompt"
 
     def __post_init__(self) -> None:
         if self.protocol_version != PROTOCOL_VERSION:

@@ -88,6 +88,9 @@ class PsiOpen:
     protocol_version: int = PROTOCOL_VERSION
     # 1: the requester reads bucketed setups; 0 (foreign OpenMined clients): one setup.
     setup_buckets_version: int = 0
+    # The prompt parameter set (psi_share.prompts.params.PromptParams.describe),
+    # required when ``kinds`` include "prompt"; None otherwise.
+    prompt_params: Mapping[str, object] | None = None
 
     def __post_init__(self) -> None:
         if self.protocol_version != PROTOCOL_VERSION:
@@ -331,6 +334,7 @@ class PsiRequester:
         key: bytes,
         engine: OpenMinedEngine,
         job_id: str = "",
+        prompt_params: Mapping[str, object] | None = None,
     ) -> None:
         check_key(key)
         if len(set(items)) != len(items):
@@ -344,6 +348,7 @@ class PsiRequester:
         self.open = PsiOpen(
             dataset=dataset, kinds=dict(kinds), set_size=len(items), mode=mode, job_id=job_id,
             setup_buckets_version=SETUP_BUCKETS_VERSION,
+            prompt_params=prompt_params,
         )
 
     def _next(self, event: str) -> RequesterState:

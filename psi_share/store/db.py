@@ -192,6 +192,20 @@ CREATE TABLE dp_spent (
     # Datasets that stay in the warehouse (issue 15): a Parquet source's
     # metadata and the rows its registration left out (store/sources.py).
     (8, PARQUET_SCHEMA),
+    # Prompt chains (issue 14): per prompt template of a reveal session, how
+    # many of its bands matched (written and read by node/prompts/matches.py).
+    (9, """
+CREATE TABLE prompt_matches (
+    session_id     TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    actor_id       TEXT NOT NULL,
+    chain          TEXT NOT NULL,
+    cluster        TEXT NOT NULL,
+    line           INTEGER NOT NULL,
+    bands_matched  INTEGER NOT NULL CHECK (bands_matched > 0),
+    bands          INTEGER NOT NULL CHECK (bands >= bands_matched),
+    PRIMARY KEY (session_id, actor_id, cluster)
+);
+"""),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 

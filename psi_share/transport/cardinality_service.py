@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import RemoteProtocolError
 from ..protocols import PROTOCOL_VERSION
+from ..prompts.wire import from_message
 from ..protocols.cardinality import CardinalityOpen
 from ..v1 import node_pb2 as pb
 
@@ -25,6 +26,11 @@ PROTOCOL = "cardinality"
 _Answer = Callable[[], Any]
 
 
+def prompt_params_of(request: pb.PsiOpenRequest | pb.CardinalityOpenRequest) -> dict[str, object] | None:
+    """The prompt parameter set an open message carries (None: none sent)."""
+    return from_message(request.prompt_params, request.HasField("prompt_params"))
+
+
 def open_session(self: NodeServicer, request: pb.CardinalityOpenRequest, call: _Call) -> _Answer:
     kinds = {kv.kind: kv.version for kv in request.kinds}
     if len(kinds) != len(request.kinds):
@@ -32,6 +38,7 @@ def open_session(self: NodeServicer, request: pb.CardinalityOpenRequest, call: _
     open_ = CardinalityOpen(
         dataset=request.dataset, kinds=kinds, set_size=request.set_size, job_id=request.job_id,
         protocol_version=request.protocol_version,
+        prompt_params=prompt_params_of(request),
     )
     opened = self._responder.counts.open(call.peer, open_)
     reply = pb.CardinalityOpenResponse(

@@ -12,6 +12,7 @@ from cryptography import x509
 
 from ..errors import ConfigError, PeerRefused, PeerUnavailable, RemoteProtocolError, UntrustedPeer
 from ..names import CANARY_DATASET_PATTERN
+from ..prompts import wire as prompt_wire
 from ..protocols import PROTOCOL_VERSION
 from ..protocols.cardinality import CardinalityOpen, CardinalityOpened
 from ..protocols.intersection_sum import SumOpen, SumOpened, ValueHolder
@@ -209,6 +210,7 @@ class PeerClient:
                 reveal_intersection=open_.mode.reveal,
                 job_id=open_.job_id,
                 setup_buckets_version=open_.setup_buckets_version,
+                prompt_params=prompt_wire.to_message(open_.prompt_params),
             ),
             "open",
             items=open_.set_size,
@@ -371,6 +373,7 @@ class PeerClient:
                 protocol_version=open_.protocol_version, dataset=open_.dataset,
                 kinds=[pb.KindVersion(kind=k, version=v) for k, v in sorted(open_.kinds.items())],
                 set_size=open_.set_size, job_id=open_.job_id,
+                prompt_params=prompt_wire.to_message(open_.prompt_params),
             ),
             "open", protocol="cardinality", items=open_.set_size, job_id=open_.job_id,
             parameters={"mode": "count", "set_size": open_.set_size, "curve": "P-256"},

@@ -55,6 +55,10 @@ TEXT_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     )},
     **{f: (_ID, _ID_RULE) for f in ("session_id", "job_id", "run_id")},
     **{f: (_VERSION, "digits, letters, '.', '+' or '-'") for f in ("software_version", "openmined_psi_version")},
+    # PromptParameters.minhash names a scheme ("datasketch-legacy/blake2b-32").
+    "minhash": (re.compile(r"^[0-9A-Za-z./+-]{1,64}\Z"), "digits, letters, '.', '/', '+' or '-'"),
+    # PromptParameters.seed_id: a hash naming the federation seed, never the seed.
+    "seed_id": (re.compile(r"^[0-9a-f]{16}\Z"), "16 lowercase hexadecimal digits"),
 }
 
 

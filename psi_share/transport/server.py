@@ -253,7 +253,7 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             PsiOpen(
                 dataset=request.dataset, kinds=kinds, set_size=request.set_size,
                 mode=Mode.REVEAL if request.reveal_intersection else Mode.COUNT,
-                job_id=request.job_id,
+                job_id=request.job_id, prompt_params=cardinality_service.prompt_params_of(request),
                 protocol_version=request.protocol_version, setup_buckets_version=request.setup_buckets_version,
             ),
         )

@@ -24,6 +24,22 @@ class KindVersion(_message.Message):
     version: int
     def __init__(self, kind: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
+class PromptParameters(_message.Message):
+    __slots__ = ("normalisation_version", "shingle_words", "minhash", "bands", "rows", "seed_id")
+    NORMALISATION_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHINGLE_WORDS_FIELD_NUMBER: _ClassVar[int]
+    MINHASH_FIELD_NUMBER: _ClassVar[int]
+    BANDS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SEED_ID_FIELD_NUMBER: _ClassVar[int]
+    normalisation_version: int
+    shingle_words: int
+    minhash: str
+    bands: int
+    rows: int
+    seed_id: str
+    def __init__(self, normalisation_version: _Optional[int] = ..., shingle_words: _Optional[int] = ..., minhash: _Optional[str] = ..., bands: _Optional[int] = ..., rows: _Optional[int] = ..., seed_id: _Optional[str] = ...) -> None: ...
+
 class ExposedDataset(_message.Message):
     __slots__ = ("name", "kinds")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -57,7 +73,7 @@ class NodeInfoResponse(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., node_name: _Optional[str] = ..., software_version: _Optional[str] = ..., openmined_psi_version: _Optional[str] = ..., canonicalization: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[ExposedDataset, _Mapping]]] = ..., protocols: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PsiOpenRequest(_message.Message):
-    __slots__ = ("protocol_version", "dataset", "kinds", "set_size", "reveal_intersection", "job_id", "setup_buckets_version")
+    __slots__ = ("protocol_version", "dataset", "kinds", "set_size", "reveal_intersection", "job_id", "setup_buckets_version", "prompt_params")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     KINDS_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +81,7 @@ class PsiOpenRequest(_message.Message):
     REVEAL_INTERSECTION_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SETUP_BUCKETS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_PARAMS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     dataset: str
     kinds: _containers.RepeatedCompositeFieldContainer[KindVersion]
@@ -72,7 +89,8 @@ class PsiOpenRequest(_message.Message):
     reveal_intersection: bool
     job_id: str
     setup_buckets_version: int
-    def __init__(self, protocol_version: _Optional[int] = ..., dataset: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., set_size: _Optional[int] = ..., reveal_intersection: bool = ..., job_id: _Optional[str] = ..., setup_buckets_version: _Optional[int] = ...) -> None: ...
+    prompt_params: PromptParameters
+    def __init__(self, protocol_version: _Optional[int] = ..., dataset: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., set_size: _Optional[int] = ..., reveal_intersection: bool = ..., job_id: _Optional[str] = ..., setup_buckets_version: _Optional[int] = ..., prompt_params: _Optional[_Union[PromptParameters, _Mapping]] = ...) -> None: ...
 
 class PsiOpenResponse(_message.Message):
     __slots__ = ("protocol_version", "session_id", "false_positive_rate", "max_set_size", "openmined_psi_version", "session_ttl_seconds", "min_result", "responder_set_size", "setup_buckets_version", "bucket_count")
@@ -319,18 +337,20 @@ class FederationReleaseResponse(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ...) -> None: ...
 
 class CardinalityOpenRequest(_message.Message):
-    __slots__ = ("protocol_version", "dataset", "kinds", "set_size", "job_id")
+    __slots__ = ("protocol_version", "dataset", "kinds", "set_size", "job_id", "prompt_params")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     KINDS_FIELD_NUMBER: _ClassVar[int]
     SET_SIZE_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_PARAMS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     dataset: str
     kinds: _containers.RepeatedCompositeFieldContainer[KindVersion]
     set_size: int
     job_id: str
-    def __init__(self, protocol_version: _Optional[int] = ..., dataset: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., set_size: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+    prompt_params: PromptParameters
+    def __init__(self, protocol_version: _Optional[int] = ..., dataset: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., set_size: _Optional[int] = ..., job_id: _Optional[str] = ..., prompt_params: _Optional[_Union[PromptParameters, _Mapping]] = ...) -> None: ...
 
 class CardinalityOpenResponse(_message.Message):
     __slots__ = ("protocol_version", "session_id", "max_set_size", "session_ttl_seconds", "min_result")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from ...audit.messages import _psi_close, _psi_closed, parse_exact, register_message_check
+from ...audit.messages import _psi_close, _psi_closed, parse_exact, prompt_params_problems, register_message_check
 from ...identifiers import KINDS
 from ...names import NAME_PATTERN
 from ...protocols import cardinality
@@ -29,6 +29,7 @@ def _open(step: str, payload: bytes) -> list[str]:
     m = parse_exact(pb.CardinalityOpenRequest, payload)
     problems = [] if NAME_PATTERN.match(m.dataset) else ["dataset is not a plain name"]
     problems += ["kinds names an unknown kind" for kv in m.kinds if kv.kind not in KINDS or not 1 <= kv.version <= 1000]
+    problems += prompt_params_problems(m)
     if m.job_id and not _HEX_ID.match(m.job_id):
         problems.append("job_id is not a run id")
     return problems

@@ -48,7 +48,7 @@ def run_count(
     party = CardinalityRequester(own, engine=engine, max_peer_set_size=max_set_size)
     opened = client.cardinality_open(
         CardinalityOpen(dataset=request.peer_dataset, kinds=canonical_versions(kinds), set_size=n,
-                        job_id=request.job_run_id or "")
+                        job_id=request.job_run_id or "", prompt_params=request.prompt_params)
     )
     lap("open")
     sid = opened.session_id

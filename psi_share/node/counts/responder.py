@@ -248,6 +248,7 @@ class CountResponder:
     def open(self, peer: str, open_: CardinalityOpen) -> CardinalityOpened:
         access = AccessRequest(
             protocol=PROTOCOL, dataset=open_.dataset, kinds=dict(open_.kinds), set_size=open_.set_size, reveal=False,
+            prompt_params=open_.prompt_params,
         )
         grant = self._policy.check(peer, access, charge=False)
         now = self._clock()

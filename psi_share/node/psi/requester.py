@@ -11,16 +11,19 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ...crypto.openmined import OpenMinedEngine, new_private_key
 from ...errors import LocalProtocolError, PsiShareError
 from ...identifiers import KINDS, canonical_versions
 from ...protocols.psi import Mode, PsiRequester, below_minimum
+from ...prompts.signature import KIND as PROMPT_KIND
 from ...store import SessionRecord, Store
+from ..prompts.matches import record_prompt_matches
 from ...transport.client import PeerClient
 from .itemsets import build_item_set
+from ..prompts.matches import match_records
 from ..sessions import start_requester_session
 
 log = logging.getLogger("psi_share.requester")
@@ -34,6 +37,8 @@ class MatchRequest:
     kinds: tuple[str, ...]
     mode: Mode = Mode.REVEAL
     job_run_id: str | None = None
+    # Our prompt parameter set (PromptParams.describe), when kinds include "prompt".
+    prompt_params: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class MatchOutcome:
     seconds: float
     timings: dict[str, float]
     fewer_than: int = 0  # the responder's minimum k when the result was withheld
+    prompt_templates: int | None = None  # prompt clusters with a matching band (reveal with the prompt kind)
 
 
 class Laps:
@@ -77,7 +83,8 @@ def run_match(
     max_set_size: int,
 ) -> MatchOutcome:
     kinds = _check_kinds(request.kinds)
-    item_set = build_item_set(store.identifiers(request.dataset, kinds))
+    rows = store.identifiers(request.dataset, kinds)
+    item_set = build_item_set(rows)
     if len(item_set) > max_set_size:
         raise LocalProtocolError(
             f"dataset {request.dataset} has {len(item_set)} items of the chosen kinds; "
@@ -91,6 +98,7 @@ def run_match(
         key=new_private_key(random_bytes),
         engine=engine,
         job_id=request.job_run_id or "",
+        prompt_params=request.prompt_params,
     )
     lap = Laps()
     opened = client.psi_open(requester.open)
@@ -141,7 +149,12 @@ def run_match(
     if outcome.matched is not None:
         for index in outcome.matched:
             matches.extend(item_set.owners[index])
-    store.finish_session(local_id, "done", now=clock(), matched_count=outcome.count, matches=matches)
+    prompts = []
+    if PROMPT_KIND in kinds and outcome.matched is not None:
+        prompts = match_records(local_id, request.peer, rows, {item_set.items[i] for i in outcome.matched})
+    with store.transaction() as db:  # the session's end and all it learned, together
+        store.finish_session(local_id, "done", now=clock(), matched_count=outcome.count, matches=matches)
+        record_prompt_matches(db, local_id, prompts)
     _close_quietly(client, opened.session_id, "done")
     seconds = lap.elapsed()
     matched_actors = len({a for a, _ in matches}) if outcome.matched is not None else None
@@ -154,6 +167,7 @@ def run_match(
         session_id=local_id, peer=request.peer, count=outcome.count, requester_set_size=len(item_set),
         matched_actors=matched_actors, false_positive_rate=outcome.false_positive_rate,
         seconds=seconds, timings=lap.timings,
+        prompt_templates=len(prompts) if PROMPT_KIND in kinds and outcome.matched is not None else None,
     )
 
 

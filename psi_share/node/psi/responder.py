@@ -281,6 +281,7 @@ class Responder:
         access = AccessRequest(
             protocol="psi", dataset=dataset, kinds=dict(open_.kinds),
             set_size=open_.set_size, reveal=open_.mode.reveal, requester_counts=not open_.mode.reveal,
+            prompt_params=open_.prompt_params,
         )
         # Charged only once the session is sure to open (below, under the lock).
         grant = self.policy.check(peer, access, charge=False)
