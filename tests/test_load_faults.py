@@ -89,7 +89,10 @@ def _csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
 
 
 def _responder_home(federation, tmp_path: Path, peers: list[str]) -> Path:  # type: ignore[no-untyped-def]
-    r = federation.node("lab-r")
+    # Each peer runs 8 sessions at once: calls_per_peer above 8, since the gate counts a call
+    # until its handler returns, a moment after the peer already holds the reply and sends its
+    # next call (the fair-share tests hold peers to the default of 8).
+    r = federation.node("lab-r", server__calls_per_peer="12")
     r.import_file("flagged", _csv(tmp_path / "r.csv", [(f"r{i}", "email", e) for i, e in enumerate(RESPONDER_EMAILS)]), None)
     for p in peers:
         r.store.add_peer(p, "127.0.0.1:1", now=0)

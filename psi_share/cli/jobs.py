@@ -21,8 +21,7 @@ from pathlib import Path
 import click
 
 from ..errors import JobBusy, PsiShareError
-from ..jobs.exports import FORMATS as EXPORT_FORMATS
-from ..jobs.exports import collect, render
+from ..jobs import EXPORT_FORMATS
 from ..jobs.history import RunDiff, diff_runs, is_reveal, peer_outcomes, previous_diff, run_attribution, summary_line
 from ..jobs.retry import JobEvent
 from ..jobs.runner import run_job
@@ -283,6 +282,8 @@ def results_export(c, run_id: str, fmt: str, output: Path | None) -> None:  # ty
     hashes of their values, so they reveal the identifiers).
     """
     with c.node() as n:
+        from ..jobs.exports import collect, render  # the STIX library loads only for an export
+
         text = render(collect(n.store, n.config.name, n.store.find_job_run(run_id)), fmt)
     if output is None:
         click.echo(text, nl=False)

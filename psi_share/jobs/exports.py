@@ -46,6 +46,7 @@ from stix2.properties import StringProperty
 from stix2.v21 import CustomObservable
 
 from ..errors import PsiShareError
+from . import EXPORT_FORMATS as FORMATS
 from ..store import JobRunRecord, Store
 from ..node.prompts.matches import ChainSighting, chain_actors, chain_sightings
 from ..prompts.signature import KIND as PROMPT_KIND
@@ -55,7 +56,6 @@ from .history import is_reveal, previous_diff, run_attribution
 # so that exporting the same run twice gives the same bundle.
 _NAMESPACE = uuid.UUID("5b0a3c56-7d4e-4f7a-9a51-4b1e0c2f6e11")
 
-FORMATS = ("csv", "json", "stix")
 
 
 # STIX 2.1 has no object for phones, payment fingerprints or device ids. They

@@ -37,7 +37,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import MinHash
 
 from ..identifiers import ITEM_PREFIX
 from .normalise import normalise, shingles
@@ -106,6 +105,8 @@ class SignatureEngine:
         # numpy's RandomState takes a 32-bit seed; the permutations are only
         # as secret as that, the shingle hash below is keyed with all 256 bits.
         perm_seed = int.from_bytes(hashlib.blake2b(seed, digest_size=4, person=b"psi-prompt-perm").digest(), "big")
+        from datasketch import MinHash  # here, not at import: it pulls in scipy (0.3 s on every CLI start)
+
         self._template = MinHash(
             num_perm=params.num_perm,
             seed=perm_seed,
