@@ -144,8 +144,8 @@ def release_count(true_count: int, *, min_result: int, noise: Callable[[int], in
     """The single place a cardinality count leaves the responder.
 
     ``noise`` maps the true count to the count to release; None releases it
-    as is. TODO(privacy-core): the differential-privacy mechanism plugs in
-    here (the node passes its noise callable per peer). ``min_result`` is
+    as is. The node passes its differential-privacy noise here
+    (:mod:`psi_share.node.counts.responder`: discrete Laplace, charged first). ``min_result`` is
     applied to the noisy count, so that whether a count is withheld is
     itself covered by the noise. Returns the count to release, never below
     0, or None when it is withheld ("fewer than min_result").
