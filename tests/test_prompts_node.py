@@ -165,3 +165,15 @@ def test_attacker_open_without_or_with_forged_parameters(federation, campaign) -
             stub.PsiOpen(request, timeout=30)
         assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
         assert ("without its prompt parameter set" if params is None else "federation seed") in info.value.details()
+
+
+def test_peers_check_passes_against_a_peer_exposing_prompts(federation, campaign) -> None:  # type: ignore[no-untyped-def]
+    """A prompt dataset is granted but is no canary target (band items need the parameters
+    agreed in a session of their own): peers check stays green, its canaries on email."""
+    from psi_share.node.checks.peer import check_peer
+
+    nodes = _start(federation, campaign)
+    report = check_peer(nodes["lab-a"], "lab-b", sizes=(1,))
+    assert report.ok, [(f.check, f.detail) for f in report.failed]
+    canaries = [f for f in report.findings if f.check.startswith("canary")]
+    assert canaries and all("prompt" not in f.facts.get("kinds", []) for f in canaries)

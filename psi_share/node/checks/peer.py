@@ -26,6 +26,7 @@ from ...crypto.openmined import OPENMINED_PSI_VERSION
 from ...errors import PeerRefused, PeerUnavailable, PsiShareError, UntrustedPeer
 from ...identifiers import canonical_versions
 from ...names import NAME_PATTERN
+from ...prompts.signature import KIND as PROMPT_KIND
 from ...protocols import PROTOCOL_VERSION
 from ...v1 import node_pb2 as pb
 from .canary import DEFAULT_SIZES, CanaryTarget, run_canaries
@@ -168,5 +169,8 @@ def _grants(info: pb.NodeInfoResponse, agreeing: set[str], report: PeerReport) -
     report.add("grants", OK, detail, **facts)
     if "psi" not in protocols:
         return []
-    targets = [CanaryTarget(n, tuple(k for k in kinds if k in agreeing)) for n, kinds in sorted(datasets.items())]
+    # Canaries are identifier items; prompt band items need the prompt parameters agreed
+    # (a session of its own), so a prompt kind is never a canary kind.
+    targets = [CanaryTarget(n, tuple(k for k in kinds if k in agreeing and k != PROMPT_KIND))
+               for n, kinds in sorted(datasets.items())]
     return [t for t in targets if t.kinds]
