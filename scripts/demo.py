@@ -138,7 +138,10 @@ def security_checks(out: Path, nodes: Path, ports: dict[str, int]) -> bool:
 
     # lab-c's certificate is revoked; lab-b receives the new revocation list (no restart).
     psi(out, "pki", "revoke", "lab-c", "--ca-dir", str(out / "federation-ca"))
-    shutil.copy(out / "federation-ca" / "crl.pem", nodes / "lab-b" / "tls" / "crl.pem")
+    # as an operator should: a copy under another name, then one rename (the node reads crl.pem on
+    # every handshake; a copy in place could be read half written)
+    shutil.copyfile(out / "federation-ca" / "crl.pem", nodes / "lab-b" / "tls" / "crl.pem.new")
+    os.replace(nodes / "lab-b" / "tls" / "crl.pem.new", nodes / "lab-b" / "tls" / "crl.pem")
     expect("lab-c after its certificate was revoked", psi(nodes / "lab-c", "peers", "check", "lab-b", check=False),
            "revoked")
     from demo_attacks import AttackSection  # 10b: lab-d runs modified software (issue 11)

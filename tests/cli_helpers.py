@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,3 +201,12 @@ def write_job(path: Path, name: str, participants: list[str], extra: str = "") -
         encoding="utf-8",
     )
     return path
+
+
+def put_crl(src: Path, dst: Path) -> None:
+    """Install a revocation list as an operator should: a copy under a temporary name in the
+    same folder, then one rename. A node reads crl.pem on every handshake; a copy in place can be
+    read half written, and a CRL that does not parse leaves the previous one in force."""
+    tmp = dst.with_name(dst.name + ".new")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)

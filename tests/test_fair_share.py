@@ -8,11 +8,11 @@ with their default limits unless the test says otherwise.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import time
 
 import grpc
 import pytest
+from cli_helpers import put_crl
 from flood_attacker import Attacker, open_request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -113,7 +113,7 @@ def test_health_and_reflection_answer_only_authenticated_unrevoked_members(trio,
     a, b, c = trio()
     if who == "revoked":
         revoke(federation.ca, name="lab-a")
-        shutil.copy(federation.ca.crl_path, b.home.tls_path / "crl.pem")
+        put_crl(federation.ca.crl_path, b.home.tls_path / "crl.pem")
         frm = "lab-a"
     else:
         federation.node("lab-d")  # a federation certificate, but lab-b never added lab-d as a peer

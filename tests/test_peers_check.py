@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-import shutil
 
 import pytest
-from cli_helpers import LAB_A_ROWS, LAB_B_ROWS
+from cli_helpers import LAB_A_ROWS, LAB_B_ROWS, put_crl
 
 from psi_share import Mode, Node, init_home
 from psi_share.audit.log import load_entries
@@ -183,7 +182,7 @@ def test_a_revoked_server_certificate_fails_tls_and_one_ending_soon_warns(fed, t
     assert exit_code([soon]) == 0
     # lab-b's certificate is revoked and lab-a receives the new CRL: nothing more is sent to lab-b.
     revoke(fed.ca, name="lab-b")
-    shutil.copy(fed.ca.crl_path, a.home.tls_path / "crl.pem")
+    put_crl(fed.ca.crl_path, a.home.tls_path / "crl.pem")
     report = _check(a, "lab-b")
     assert [f.check for f in report.findings] == ["connect", "tls"]
     assert "which the federation CA has revoked (our revocation list)" in report.failed[0].detail

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cli_helpers import put_crl
 from cryptography import x509
 
 from psi_share import Node, init_home
@@ -211,7 +212,7 @@ def test_revoked_certificate_is_refused_once_the_crl_arrives(pair, federation) -
     a, b = pair
     assert a.match("lab-b", kinds=["email"]).count == 2
     revoke(federation.ca, name="lab-a")
-    shutil.copy(federation.ca.crl_path, b.home.tls_path / "crl.pem")  # lab-b receives the new CRL
+    put_crl(federation.ca.crl_path, b.home.tls_path / "crl.pem")  # lab-b receives the new CRL
     with pytest.raises(PeerRefused) as err:
         a.match("lab-b", kinds=["email"])
     assert err.value.code == "UNAUTHENTICATED" and "revoked" in err.value.details
@@ -221,7 +222,7 @@ def test_revoked_certificate_is_refused_once_the_crl_arrives(pair, federation) -
 def test_client_refuses_a_revoked_server(pair, federation) -> None:
     a, _ = pair
     revoke(federation.ca, name="lab-b")
-    shutil.copy(federation.ca.crl_path, a.home.tls_path / "crl.pem")
+    put_crl(federation.ca.crl_path, a.home.tls_path / "crl.pem")
     with pytest.raises(UntrustedPeer, match="refusing peer lab-b: .*revoked"):
         a.match("lab-b", kinds=["email"])
     assert a.store.sessions() == []
@@ -267,6 +268,9 @@ def test_authenticator_checks_expiry_on_its_own_clock(tmp_path: Path) -> None:
 
 def test_insecure_mode_is_explicit_and_warns(tmp_path: Path, csv_file, caplog) -> None:
     homes = {n: init_home(tmp_path / n, n, "127.0.0.1:0") for n in ("lab-a", "lab-b")}
+    for home in homes.values():  # exact counts: the noise is not this test's subject
+        home.config_path.write_text(home.config_path.read_text().replace("[privacy]\nenabled = true",
+                                                                          "[privacy]\nenabled = false"))
     with Node.open(homes["lab-a"].path, insecure=True) as a, Node.open(homes["lab-b"].path, insecure=True) as b:
         a.import_file("flagged", csv_file("a.csv", ROWS), None)
         b.import_file("flagged", csv_file("b.csv", ROWS), None)
