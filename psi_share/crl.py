@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import threading
 from pathlib import Path
 
 from cryptography import x509
@@ -86,6 +87,10 @@ class RevocationList:
         self.next_update: dt.datetime | None = None
         self.refused = ""  # why the CRL at ``path`` is not the one in force ("" when it is)
         self._failed = ""  # the last load error logged, to log each only once
+        # One reload at a time, and no answer while one runs: a handshake that saw the new file
+        # as already read ("_seen") must not answer from the revoked set the reload is replacing
+        # (a revoked member's call got through that gap while 40 arrived at once).
+        self._lock = threading.RLock()
         self._enforce_kept_copy()
         self.reload()
 
@@ -96,6 +101,10 @@ class RevocationList:
         CA; logs a warning when its CRL number is refused. Either way the CRL
         in force stays in force.
         """
+        with self._lock:
+            self._reload()
+
+    def _reload(self) -> None:
         # The bytes, not the mtime, tell a change: two CRLs copied within one
         # clock tick can share an mtime and a size. A CRL is a few KiB.
         data = _read(self.path)
@@ -113,15 +122,16 @@ class RevocationList:
         self._keep(crl)
 
     def is_revoked(self, serial: int) -> bool:
-        try:
-            self.reload()
-        except PkiError as exc:
-            # A CRL that became unreadable or unsigned must not open the door:
-            # keep enforcing the one in force.
-            if str(exc) != self._failed:
-                log.warning("%s; CRL number %s stays in force", exc, self.number)
-                self._failed = str(exc)
-        return serial in self._revoked
+        with self._lock:
+            try:
+                self._reload()
+            except PkiError as exc:
+                # A CRL that became unreadable or unsigned must not open the door:
+                # keep enforcing the one in force.
+                if str(exc) != self._failed:
+                    log.warning("%s; CRL number %s stays in force", exc, self.number)
+                    self._failed = str(exc)
+            return serial in self._revoked
 
     def stale(self, now: dt.datetime) -> bool:
         return self.next_update is not None and now > self.next_update

@@ -180,3 +180,39 @@ def test_an_unreadable_crl_or_a_foreign_copy_in_force_opens_nothing(tmp_path: Pa
         again = RevocationList(path, ca.certificate(), in_force=kept)
     assert again.number == 2 and "ignored" in caplog.text
     assert kept.read_bytes() == crls[1]
+
+
+def test_a_handshake_during_a_crl_reload_never_answers_from_the_old_list(tmp_path: Path, monkeypatch) -> None:
+    """Forty calls arrive as a new CRL lands: the first starts the reload; none may be admitted
+    from the revoked set the reload is replacing (the reload is slowed here to hold the gap open)."""
+    import threading
+    import time
+
+    from psi_share.crl import RevocationList
+
+    ca = init_ca(tmp_path / "ca", "fed")
+    issue_node(ca, "lab-a", tmp_path / "a")
+    node_crl = tmp_path / "crl.pem"
+    shutil.copyfile(ca.crl_path, node_crl)
+    revocations = RevocationList(node_crl, ca.certificate())
+    serial = x509.load_pem_x509_certificate((tmp_path / "a" / "node.crt").read_bytes()).serial_number
+    assert not revocations.is_revoked(serial)
+    revoke(ca, name="lab-a")
+    shutil.copyfile(ca.crl_path, node_crl)
+    slow = RevocationList._goes_back
+
+    def goes_back_slowly(self, crl):  # type: ignore[no-untyped-def]
+        time.sleep(0.3)
+        return slow(self, crl)
+
+    monkeypatch.setattr(RevocationList, "_goes_back", goes_back_slowly)
+    answers: list[bool] = []
+    first = threading.Thread(target=lambda: answers.append(revocations.is_revoked(serial)))
+    first.start()
+    time.sleep(0.1)  # the first call is inside the reload, the new file already read
+    others = [threading.Thread(target=lambda: answers.append(revocations.is_revoked(serial))) for _ in range(39)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join()
+    assert answers == [True] * 40
