@@ -9,9 +9,10 @@ same hashes, same parameters, byte-identical output, which the tests check
 against the library). Any OpenMined client reads them.
 
 Which filter: every kind OpenMined's arithmetic can build correctly for the
-sizes (``openmined_params.gcs_buildable`` / ``bloom_buildable``; raw always
-can), the smallest serialized one, raw on a tie (it has no false positives at
-all). What the requester learns is the same for all three: the responder's
+sizes and that meets the false-positive rate (``openmined_params.gcs_buildable``;
+``filter_check.bloom_meets_rate``, which rules the Bloom filter out at small
+rates: OpenMined's index scheme misses them; raw always can), the smallest
+serialized one, raw on a tie (it has no false positives at all). What the requester learns is the same for all three: the responder's
 set size, and whether each of its own items is in the set.
 """
 
@@ -24,7 +25,7 @@ from private_set_intersection.python import ServerSetup
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from . import golomb
-from .filter_check import SetupTerms, check_server_setup
+from .filter_check import SetupTerms, bloom_meets_rate, check_server_setup
 from .openmined_params import (
     bloom_buildable,
     bloom_element_hashes,
@@ -85,8 +86,9 @@ def bloom_setup(points: Sequence[bytes], fpr: float, queries: int) -> ServerSetu
 
 
 def bloom_setup_bytes(fpr: float, queries: int, items: int) -> int | None:
-    """The serialized size of the Bloom setup for these sizes, without building it."""
-    if not bloom_buildable(fpr, queries, items):
+    """The serialized size of the Bloom setup for these sizes, without building
+    it; None where OpenMined cannot build one or it cannot meet the rate."""
+    if not bloom_meets_rate(fpr, queries, items):
         return None
     hashes, num_bytes = bloom_shape(fpr, queries, items)
     setup = ServerSetup()
