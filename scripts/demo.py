@@ -279,7 +279,11 @@ def prepare_aggregates(home: Path, lab_data: Path) -> None:
     text = config.read_text()
     # [exposure] datasets and the [policy] grant to every peer both name it
     text = text.replace('datasets = ["flagged"]', 'datasets = ["flagged", "usage"]')
-    config.write_text(text.replace("pool_size = 16384", "pool_size = 4096", 1))
+    text = text.replace("pool_size = 16384", "pool_size = 4096", 1)
+    # The demo checks every sum against the generator's exact truth, so it runs
+    # these labs with differential privacy off ([privacy] enabled = false);
+    # scripts/dp_demo.py shows truth, released value and noise scale side by side.
+    config.write_text(text.replace("\n[privacy]\nenabled = true", "\n[privacy]\nenabled = false", 1))
 
 
 def aggregates(nodes: Path, out: Path, data: Path, truth: dict, results: dict) -> bool:
@@ -287,6 +291,8 @@ def aggregates(nodes: Path, out: Path, data: Path, truth: dict, results: dict) -
     two federation totals initiated by the first lab, each beside the truth."""
     usage = truth["usage"]
     console.rule("[bold]6. intersection-sum: API requests of the shared actors, at each peer")
+    console.print("differential privacy is off in this demo (\\[privacy] enabled = false) so that sums can be "
+                  "checked exactly; scripts/dp_demo.py shows noisy releases beside the truth")
     jobfile = out / "traffic-job.toml"
     jobfile.write_text(
         "[job]\n"

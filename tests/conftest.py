@@ -72,16 +72,17 @@ class Federation:
                 if a != b and b not in self.servers:
                     node.store.add_peer(b, "127.0.0.1:1", now=node.clock(), replace=True)
 
-    def channel(self, frm: str, to: str, *, tls_dir: Path | None = None) -> grpc.Channel:
+    def channel(self, frm: str, to: str, *, tls_dir: Path | None = None, port: int | None = None) -> grpc.Channel:
         """A raw mTLS channel to node ``to``'s server presenting ``frm``'s certificate
-        (or the files in ``tls_dir``: node.crt, node.key, ca.crt)."""
+        (or the files in ``tls_dir``: node.crt, node.key, ca.crt); ``port`` when
+        ``to`` is served by a ``psi-share serve`` process rather than in-process."""
         d = tls_dir or self.nodes[frm].home.tls_path
         credentials = grpc.ssl_channel_credentials(
             root_certificates=(d / "ca.crt").read_bytes(), private_key=(d / "node.key").read_bytes(),
             certificate_chain=(d / "node.crt").read_bytes(),
         )
         return grpc.secure_channel(
-            f"127.0.0.1:{self.servers[to].port}", credentials, options=[("grpc.ssl_target_name_override", to)]
+            f"127.0.0.1:{port or self.servers[to].port}", credentials, options=[("grpc.ssl_target_name_override", to)]
         )
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,7 +19,8 @@ from psi_share.audit.log import LOG_FILE, load_entries
 from psi_share.audit.messages import check_message
 from psi_share.audit.scan import ALGORITHMS, BASES, ENCODINGS, _FORMS_PER_BASE, load_sources, make_form, scan_audit
 from psi_share.audit.verify import verify_log
-from psi_share.errors import PeerRefused
+from psi_share.errors import LocalProtocolError, PeerRefused
+from psi_share.events import WireEvent
 from psi_share.identifiers import DEFAULT_CONTEXT
 from psi_share.jobs.runner import run_job
 from psi_share.jobs.spec import load_job
@@ -306,7 +308,13 @@ def test_cli_scan_reports_a_planted_identifier_and_exits_non_zero(federation, cs
     a = federation.node("lab-a", audit__transcripts="true")
     raw = csv_file("raw.csv", A_ROWS)
     leak = pb.PsiCloseRequest(protocol_version=1, session_id="ab" * 16, outcome="nobody@example.org")
-    a.egress.send(leak, peer="lab-b", protocol="psi", step="close", session_id="ab" * 16)
+    # The egress refuses to send free text that breaks its field's rule (issue 13) ...
+    with pytest.raises(LocalProtocolError, match="field outcome must be lowercase letters"):
+        a.egress.send(leak, peer="lab-b", protocol="psi", step="close", session_id="ab" * 16)
+    # ... so the leak is planted as software without that check would have logged it.
+    payload = leak.SerializeToString()
+    a.audit.record(WireEvent(direction="sent", peer="lab-b", protocol="psi", step="close", session_id="ab" * 16,
+                             byte_length=len(payload), sha256=hashlib.sha256(payload).hexdigest(), payload=payload))
     home = a.home.path
     a.close()
     result = _cli(home, "audit", "scan", "--against", raw)
@@ -327,21 +335,34 @@ def test_health_reflection_and_unauthenticated_callers_are_logged_too(pair, fede
 
     a, b = pair
     # Mutual TLS: only federation members connect at all; lab-c holds a valid
-    # certificate but is not a peer of lab-b, so its NodeInfo is refused.
+    # certificate but is not a peer of lab-b, so the call gate refuses every
+    # call it makes, health and reflection included (issue 13), each refusal
+    # on record; a member's health and reflection calls are recorded under its name.
     federation.node("lab-c")
     with federation.channel("lab-c", "lab-b") as channel:
+        for call in (
+            lambda: health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="")),
+            lambda: next(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]))),
+            lambda: pb_grpc.PsiShareNodeStub(channel).NodeInfo(pb.NodeInfoRequest(protocol_version=1),
+                                                              metadata=((NODE_HEADER, "mallory"),)),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with federation.channel("lab-a", "lab-b") as channel:
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
         next(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
-        with pytest.raises(grpc.RpcError):
-            pb_grpc.PsiShareNodeStub(channel).NodeInfo(pb.NodeInfoRequest(protocol_version=1), metadata=((NODE_HEADER, "mallory"),))
     sent = [e for e in load_entries(b.home.audit_path) if e["type"] == "sent"]
     assert [(e["protocol"], e["step"], e["peer"]) for e in sent] == [
-        ("grpc-health", "Check", "unauthenticated:-"),
-        ("grpc-reflection", "ServerReflectionInfo", "unauthenticated:-"),
-        ("node", "info-status", "unauthenticated:lab-c"),  # its certificate's name, not the claimed one
+        ("grpc-health", "Check-gate-status", "unauthenticated:lab-c"),  # its certificate's name
+        ("grpc-reflection", "ServerReflectionInfo-gate-status", "unauthenticated:lab-c"),
+        ("node", "NodeInfo-gate-status", "unauthenticated:lab-c"),  # not the name it claimed
+        ("grpc-health", "Check", "lab-a"),
+        ("grpc-reflection", "ServerReflectionInfo", "lab-a"),
     ]
     b_home = b.home.path
     b.close()
     result = scan_audit(b_home / "audit", [], DEFAULT_CONTEXT)
-    assert result.messages_checked == 3 and not result.invalid  # each parses as its type
+    assert result.messages_checked == 5 and not result.invalid  # each parses as its type

@@ -33,12 +33,21 @@ def expose(home: Path, *datasets: str) -> None:
     config.write_text(text.replace("pool_size = 16384", "pool_size = 32", 1))
 
 
+def exact_sums(home: Path) -> None:
+    """[privacy] enabled = false: released sums are exact (noise is tested in test_sum_privacy.py)."""
+    config = home / "config.toml"
+    text = config.read_text()
+    assert "[privacy]\nenabled = true" in text
+    config.write_text(text.replace("[privacy]\nenabled = true", "[privacy]\nenabled = false", 1))
+
+
 def test_sum_results_and_job_over_the_cli(tmp_path: Path, labs: Labs, start_server) -> None:  # type: ignore[no-untyped-def]
     bad = write_usage(tmp_path / "bad.csv", USAGE[:1] + [("b2", "email", "x@example.org", "-3")])
     err = failed_cleanly(cli(tmp_path, "data", "import", "usage", bad, home=labs.b))
     assert f"{bad}:3: amount must be a whole number" in err
     ok(cli(tmp_path, "data", "import", "usage", write_usage(tmp_path / "u.csv", USAGE), home=labs.b))
     expose(labs.b, "flagged", "usage")
+    exact_sums(labs.b)
     serve_b(labs, start_server, tmp_path)
     out = ok_json(cli(tmp_path, "sum", "lab-b", "--kind", "email", "--peer-dataset", "usage", "--format", "json",
                       home=labs.a))

@@ -21,7 +21,10 @@ from psi_share.node.config import (
     render_config,
 )
 from psi_share.node.home import init_home
-from psi_share.node.itemsets import build_item_set
+from psi_share.node.server_config import SCHEMA as SERVER_SCHEMA
+from psi_share.node.server_config import ServerConfig
+from psi_share.transport.limits import CallLimits
+from psi_share.node.psi.itemsets import build_item_set
 from psi_share.jobs.spec import load_job
 from psi_share.protocols.psi import DEFAULT_FALSE_POSITIVE_RATE, Mode
 from psi_share.store.db import IdentifierRow
@@ -47,7 +50,8 @@ def test_defaults() -> None:
     assert c.default_phone_region == "US"
     assert c.matching == MatchingConfig(false_positive_rate=DEFAULT_FALSE_POSITIVE_RATE, max_set_size=1_000_000, workers=2)
     assert c.exposure == ExposureConfig(datasets=("flagged",), kinds=(), reveal=True)
-    assert c.sessions == SessionsConfig(ttl_seconds=900, max_open=64, setup_lifetime_seconds=86_400)
+    assert c.sessions == SessionsConfig(ttl_seconds=900, max_open=256, setup_lifetime_seconds=86_400, max_open_per_peer=16)
+    assert c.server.limits == CallLimits() and (c.server.health_listen, c.server.metrics_listen) == ("", "")
     assert c.exposed_kinds() == tuple(sorted(KINDS))
     assert c.canonicalization.default_phone_region == "US"
 
@@ -59,7 +63,10 @@ def test_every_key_is_read() -> None:
             "identifiers": {"default_phone_region": "GB"},
             "matching": {"false_positive_rate": 1e-6, "max_set_size": 500, "workers": 4},
             "exposure": {"datasets": ["flagged", "accounts"], "kinds": ["phone", "email"], "reveal": False},
-            "sessions": {"ttl_seconds": 60, "max_open": 3, "setup_lifetime_seconds": 120},
+            "sessions": {"ttl_seconds": 60, "max_open": 3, "setup_lifetime_seconds": 120, "max_open_per_peer": 2},
+            "server": {"threads": 8, "calls_per_peer": 2, "calls_per_second": 5, "call_burst": 7,
+                       "stream_idle_seconds": 3, "call_max_seconds": 30, "refusal_log_window_seconds": 1.5,
+                       "health_listen": "127.0.0.1:7401", "metrics_listen": "0.0.0.0:9464"},
         },
         WHERE,
     )
@@ -67,7 +74,8 @@ def test_every_key_is_read() -> None:
         name="lab-b", listen="0.0.0.0:9000", default_phone_region="GB", log_level="DEBUG",
         matching=MatchingConfig(1e-6, 500, 4),
         exposure=ExposureConfig(("flagged", "accounts"), ("phone", "email"), False),
-        sessions=SessionsConfig(60, 3, 120),
+        sessions=SessionsConfig(60, 3, 120, 2),
+        server=ServerConfig(CallLimits(8, 2, 5.0, 7, 3.0, 30.0, 1.5), "127.0.0.1:7401", "0.0.0.0:9464"),
     )
     assert c.exposed_kinds() == ("phone", "email")
     assert c.canonicalization.default_phone_region == "GB"
@@ -86,7 +94,7 @@ def test_integer_false_positive_rate_is_not_a_type_error() -> None:
     [
         ({"node": {}}, "[node] name"),
         ({}, "[node] name"),
-        (cfg(server={"port": 1}), "unknown section [server]"),
+        (cfg(daemon={"port": 1}), "unknown section [daemon]"),
         ({"node": {"name": "lab-a"}, "matching": 5}, "[matching] must be a table"),
         (cfg(matching={"threads": 2}), "unknown key [matching] threads"),
         (cfg(node={"nmae": "x"}), "unknown key [node] nmae"),
@@ -119,6 +127,15 @@ def test_integer_false_positive_rate_is_not_a_type_error() -> None:
         (cfg(sessions={"ttl_seconds": 0}), "[sessions] ttl_seconds"),
         (cfg(sessions={"max_open": -1}), "[sessions] max_open"),
         (cfg(sessions={"setup_lifetime_seconds": 0}), "[sessions] setup_lifetime_seconds"),
+        (cfg(sessions={"max_open_per_peer": 0}), "[sessions] max_open_per_peer"),
+        (cfg(server={"threads": 2}), "[server] threads"),
+        (cfg(server={"calls_per_peer": 0}), "[server] calls_per_peer"),
+        (cfg(server={"threads": 8, "calls_per_peer": 9}), "[server] calls_per_peer must not exceed threads"),
+        (cfg(server={"calls_per_second": 0}), "[server] calls_per_second"),
+        (cfg(server={"stream_idle_seconds": 0.5}), "[server] stream_idle_seconds"),
+        (cfg(server={"health_listen": "0.0.0.0:7401"}), "[server] health_listen must be a loopback address"),
+        (cfg(server={"metrics_listen": "9464"}), "[server] metrics_listen must be HOST:PORT"),
+        (cfg(server={"refusal_window": 1}), "unknown key [server] refusal_window"),
         # values
         (cfg(exposure={"kinds": ["email", "fax"]}), "[exposure] kinds"),
         (cfg(exposure={"kinds": ["Email"]}), "[exposure] kinds"),
@@ -130,6 +147,17 @@ def test_integer_false_positive_rate_is_not_a_type_error() -> None:
         ({"node": {"name": ""}}, "[node] name"),
         (cfg(node={"listen": "localhost"}), "[node] listen"),
         (cfg(node={"log_level": "verbose"}), "[node] log_level"),
+        # [privacy]
+        (cfg(privacy={"enabled": "no"}), "[privacy] enabled must be of type bool"),
+        (cfg(privacy={"sum_clip_bound": 1.5}), "[privacy] sum_clip_bound must be of type int"),
+        (cfg(privacy={"sum_clip_bound": 0}), "[privacy] sum_clip_bound"),
+        (cfg(privacy={"sum_clip_bound": 2**64}), "[privacy] sum_clip_bound"),
+        (cfg(privacy={"epsilon_per_release": 0}), "[privacy] epsilon_per_release"),
+        (cfg(privacy={"epsilon_per_release": math.nan}), "[privacy] epsilon_per_release"),
+        (cfg(privacy={"epsilon_per_release": 2.0, "daily_epsilon_budget": 1.0}), "[privacy] daily_epsilon_budget"),
+        (cfg(privacy={"daily_epsilon_budget": math.inf}), "[privacy] daily_epsilon_budget"),
+        (cfg(privacy={"epsilon_per_release": 1e-12, "sum_clip_bound": 2**50}), "[privacy] sum_clip_bound / epsilon"),
+        (cfg(privacy={"clip": 5}), "unknown key [privacy] clip"),
     ],
 )
 def test_bad_config_names_the_key(data: dict[str, Any], key: str) -> None:
@@ -157,15 +185,17 @@ def test_rendered_config_parses_back_to_the_defaults(tmp_path: Path, name: str, 
     data = tomllib.loads(path.read_text())
     assert set(data) == {
         "node", "identifiers", "matching", "exposure", "sessions", "audit", "jobs", "tls", "policy",
-        "paillier", "intersection_sum", "federation", "transport",
+        "paillier", "intersection_sum", "federation", "transport", "server", "privacy",
     }
+    assert set(data["privacy"]) == {"enabled", "epsilon_per_release", "daily_epsilon_budget", "sum_clip_bound"}
     assert set(data["transport"]) == {"peer_silence_seconds", "keepalive_seconds"}
+    assert set(data["server"]) == set(SERVER_SCHEMA)
     assert set(data["tls"]) == {"ca", "cert", "key", "crl"}  # insecure is never written, only set by hand
     assert set(data["audit"]) == {"enabled", "transcripts", "transcript_max_bytes", "checkpoint_every"}
     assert set(data["jobs"]) == {"scheduled", "peer_attempts", "backoff_initial_seconds", "backoff_max_seconds"}
     assert set(data["paillier"]) == {"key_bits", "pool_size", "key_lifetime_seconds"}
     assert set(data["matching"]) == {"false_positive_rate", "max_set_size", "workers"}
-    assert set(data["sessions"]) == {"ttl_seconds", "max_open", "setup_lifetime_seconds"}
+    assert set(data["sessions"]) == {"ttl_seconds", "max_open", "max_open_per_peer", "setup_lifetime_seconds"}
 
 
 def test_init_home_writes_a_loadable_config(tmp_path: Path) -> None:

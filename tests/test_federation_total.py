@@ -104,7 +104,7 @@ def test_k_threshold_refusal(federation):
 
 def test_missing_figure_is_refused(federation):
     nodes = _ring(federation, ["lab-a", "lab-b", "lab-c"], {"lab-a": 1, "lab-b": 2})
-    with pytest.raises(PeerRefused, match="no figure for metric"):
+    with pytest.raises(PeerRefused, match="no figure for the metric this run names"):
         nodes["lab-a"].federation_total("campaign", ["lab-a", "lab-b", "lab-c"])
 
 
@@ -166,7 +166,7 @@ def test_aggregate_messages_scan_clean_in_the_audit_log(federation, tmp_path):
 
     names = ["lab-a", "lab-b", "lab-c"]
     nodes = {n: federation.node(n, audit__transcripts="true", paillier__pool_size=16,
-                                exposure__datasets='["flagged", "usage"]') for n in names}
+                                exposure__datasets='["flagged", "usage"]', privacy__enabled="false") for n in names}
     files = {}
     for i, (name, node) in enumerate(nodes.items()):
         path = tmp_path / f"{name}.csv"

@@ -36,7 +36,9 @@ PROPER = {
 @pytest.fixture
 def served(federation, csv_file):
     a = federation.node("lab-a")
-    b = federation.node("lab-b", sessions__max_open=256)  # the fuzz opens many sessions
+    # The fuzz opens many sessions and calls far faster than a real peer would.
+    b = federation.node("lab-b", sessions__max_open=256, sessions__max_open_per_peer=256, server__calls_per_second=10000,
+                        server__call_burst=10000)
     a.import_file("flagged", csv_file("a.csv", ROWS), None)
     b.import_file("flagged", csv_file("b.csv", ROWS[::2]), None)
     federation.serve("lab-b")

@@ -185,10 +185,15 @@ B_USAGE = [("b1", "email", "jsmith@gmail.com", "1200"), ("b2", "email", "eve@exa
            ("b3", "email", "bob@example.org", "999"), ("b4", "phone", "+14155550100", "")]
 
 
+#: Exact sums for the tests that compare with plaintext truth: DP is off here
+#: (tests/test_sum_privacy.py covers clipping, noise and budgets).
+EXACT = {"privacy__enabled": "false"}
+
+
 @pytest.fixture
 def sum_pair(federation, tmp_path, csv_file):
-    a = federation.node("lab-a", paillier__pool_size=64)
-    b = federation.node("lab-b", paillier__pool_size=64, exposure__datasets='["flagged", "usage"]')
+    a = federation.node("lab-a", paillier__pool_size=64, **EXACT)
+    b = federation.node("lab-b", paillier__pool_size=64, exposure__datasets='["flagged", "usage"]', **EXACT)
     a.import_file("flagged", csv_file("a.csv", A_FLAGGED), None)
     a.import_file("usage", write_amount_csv(tmp_path / "au.csv", [("a1", "email", "J.Smith+x@gmail.com", "7")]), None)
     b.import_file("usage", write_amount_csv(tmp_path / "bu.csv", B_USAGE), None)

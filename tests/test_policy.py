@@ -103,15 +103,18 @@ def test_set_size_bounds(make_pair) -> None:
     assert err.code == "INVALID_ARGUMENT" and "limit of 4" in err.details
 
 
-def test_a_session_without_a_set_is_not_held_to_the_minimum(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [0, 1, 9])
+def test_every_set_below_the_minimum_is_refused_an_empty_one_too(tmp_path: Path, size: int) -> None:
+    # Issue 13: size 0 used to skip min_set_size; it follows it now (and 10 passes).
     text = render_config("lab-b", "127.0.0.1:0") + "\n[policy.peers.lab-a]\nmin_set_size = 10\n"
     config = parse_config(tomllib.loads(text), "cfg")
     with Store(tmp_path / "s.sqlite3") as store:
         store.write_dataset("flagged", [], replace=True, now=0)
         policy = Policy(config, store)
-        policy.check("lab-a", AccessRequest("psi", "flagged", {}, 0, False))
-        with pytest.raises(Refused, match="minimum of 10"):
-            policy.check("lab-a", AccessRequest("psi", "flagged", {}, 9, False))
+        with pytest.raises(Refused, match="below lab-b's minimum of 10") as err:
+            policy.check("lab-a", AccessRequest("psi", "flagged", {}, size, False))
+        assert err.value.code == "INVALID_ARGUMENT" and str(size) not in str(err.value).replace("10", "")
+        policy.check("lab-a", AccessRequest("psi", "flagged", {}, 10, False))
 
 
 def test_session_budget_is_exhausted_then_refused(make_pair) -> None:

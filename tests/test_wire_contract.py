@@ -40,7 +40,7 @@ def nodes(tmp_path_factory):  # type: ignore[no-untyped-def]
     data = write_csv(root / "flagged.csv", [(f"e{i}", "email", v) for i, v in enumerate(EMAILS)]
                      + [(f"d{i}", "device_id", v) for i, v in enumerate(DEVICES)])
     fed.node("lab-b", matching__false_positive_rate="1e-15", exposure__datasets='["flagged", "usage"]',
-             paillier__pool_size=0)
+             paillier__pool_size=0, privacy__enabled="false")  # exact sums, checked against plaintext
     fed.node("lab-g", matching__max_set_size=65536, matching__false_positive_rate="1e-6")
     (root / "usage.csv").write_text("actor_id,kind,value,amount\n" + "".join(
         f"x{i},email,{v},{amount}\n" for i, (v, amount) in enumerate(USAGE.items())))
@@ -64,11 +64,9 @@ def _responder_items(versions: dict[str, int]) -> set[str]:
 
 CASES = [
     # (node, requester values by kind, reveal, chunk bytes, setup first)
-    ("lab-b", {}, False, 1 << 20, False),  # empty count-mode request: one empty last chunk
-    ("lab-g", {}, True, 1 << 20, False),
     ("lab-b", {"email": ["u4@example.org"]}, True, 1 << 20, False),
-    ("lab-g", {"email": ["u5@example.org"]}, True, 7, False),
-    ("lab-b", {"email": [f"u{i}@example.org" for i in range(1000)]}, True, 997, False),
+    ("lab-g", {"email": ["u5@example.org"]}, True, 4096, False),  # smaller than the request: one chunk
+    ("lab-b", {"email": [f"u{i}@example.org" for i in range(1000)]}, True, 4099, False),  # an odd size at the 4 KiB minimum
     ("lab-g", {"email": [f"u{i}@example.org" for i in range(1000)]}, False, 65536, False),
     ("lab-g", {"email": [f"u{i}@example.org" for i in range(2000, 3000)],
                "device_id": [f"dev-{i:06d}" for i in range(2000)]}, True, 65536, True),
@@ -76,6 +74,19 @@ CASES = [
     # over 1 MiB: two chunks at the node's own chunk size
     ("lab-b", {"email": [f"u{i}@example.org" for i in range(31000)]}, True, 1 << 20, False),
 ]
+
+
+@pytest.mark.parametrize("node", ["lab-b", "lab-g"])
+def test_an_empty_set_is_below_every_minimum(nodes, node) -> None:  # type: ignore[no-untyped-def]
+    """min_set_size is at least 1 (policy), so an empty set is refused at PsiOpen, before any
+    chunk: a set of 0 items is held to the same minimum as any other size (issue 13)."""
+    _, clients = nodes
+    client = clients[node]
+    versions = {kv.kind: kv.version for kv in client.node_info().canonicalization}
+    with pytest.raises(grpc.RpcError) as refused:
+        client.open("flagged", {"email": versions["email"]}, 0, True)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "below" in refused.value.details()
 
 
 @pytest.mark.parametrize("node, values, reveal, chunk_bytes, setup_first", CASES)
@@ -100,7 +111,7 @@ def test_foreign_client_matches_exactly(nodes, node, values, reveal, chunk_bytes
 
 
 @pytest.mark.parametrize("values", [
-    [], ["u3@example.org"], ["u4@example.org"], [f"u{i}@example.org" for i in range(0, 1200, 2)],
+    ["u3@example.org"], ["u4@example.org"], [f"u{i}@example.org" for i in range(0, 1200, 2)],
 ])
 def test_foreign_intersection_sum_as_matcher(nodes, values: list[str]) -> None:
     """Section 7 alone: hash to curve, x-only blinding, Paillier product and re-randomization."""
@@ -145,7 +156,7 @@ def test_set_size_is_exact_and_not_found_after_a_refused_request_means_failed(la
 def test_request_size_bound_is_the_stated_formula(lab_b) -> None:  # type: ignore[no-untyped-def]
     _, client = lab_b
     m = client.m
-    for set_size in (0, 1, 10, 1000):
+    for set_size in (1, 10, 1000):
         sid = client.open("flagged", {"email": 1}, set_size, True).session_id
         limit = request_limit(set_size)
         too_big = [m.Chunk(protocol_version=1, session_id=sid, index=0, last=False, total_bytes=limit + 1, data=b"")]
@@ -164,11 +175,11 @@ def test_reveal_intersection_must_match_the_open(lab_b) -> None:  # type: ignore
 
 def test_every_chunk_carries_the_session_and_counts_from_zero(lab_b) -> None:  # type: ignore[no-untyped-def]
     _, client = lab_b
-    request = _request([f"c{i}@example.org" for i in range(40)])
+    request = _request([f"c{i}@example.org" for i in range(400)])  # 14 KB: four 4 KiB chunks
     for broken, expect in ((lambda c: c.index == 1 and setattr(c, "session_id", ""), "another session"),
                            (lambda c: c.index == 1 and setattr(c, "index", 2), "where chunk 1 was expected")):
-        sid = client.open("flagged", {"email": 1}, 40, True).session_id
-        chunks = list(to_chunks(sid, request, 500))
+        sid = client.open("flagged", {"email": 1}, 400, True).session_id
+        chunks = list(to_chunks(sid, request, 4096))
         for c in chunks:
             broken(c)
         code, details = _refused(lambda: list(client._stream("PsiProcess", iter(chunks), "stream")))

@@ -18,6 +18,10 @@ Text forms shorter than 8 bytes (a short handle, an IPv4 address) are not
 searched as text -- in binary data such short strings occur by chance --
 but their items and digests, which are long, are.
 
+Every sent entry's own text (the parameters: names, ids, status texts, which
+the egress copies there from every message) is searched too, so text that
+left the node is seen even when its transcript was not kept.
+
 Messages travel as 1 MiB ``Chunk``s: a form could straddle two chunks, so
 the bytes around each boundary of a chunk stream are searched as well, and
 each stream is reassembled before its message is parsed.
@@ -238,6 +242,7 @@ class ScanResult:
     transcripts: int = 0
     transcript_bytes: int = 0
     sent_without_transcript: int = 0
+    entry_texts: int = 0  # sent entries whose recorded text (parameters) was searched
     messages_checked: int = 0
     hits: list[Finding] = field(default_factory=list)
     invalid: list[Finding] = field(default_factory=list)
@@ -290,6 +295,15 @@ def scan_audit(directory: Path, data_files: Sequence[Path], ctx: Canonicalizatio
                 result.invalid.append(Finding(_describe(entry), problem))
     for key, stream in streams.items():
         result.invalid.append(Finding(stream["place"], "chunk stream never reached its last chunk (transcript incomplete or pruned)"))
+    # The text an entry records itself (names, ids, status texts: the egress
+    # copies every text field into the parameters), searched whether or not
+    # the message's transcript was kept.
+    for entry in entries:
+        if entry.get("type") == "sent":
+            texts = list(_strings(entry.get("params") or {}))
+            if texts:
+                result.entry_texts += 1
+                add_unit("\n".join(texts).encode("utf-8", "replace"), f"{_describe(entry)}, its recorded text")
     haystack = b"".join(parts)
     starts = [u.start for u in units]
     for position, source, name, length in index.find(haystack):
@@ -298,6 +312,17 @@ def scan_audit(directory: Path, data_files: Sequence[Path], ctx: Canonicalizatio
             continue  # straddles two unrelated messages: never sent as one
         result.hits.append(Finding(f"{unit.place}, byte {position - unit.start}", f"{name} of {source.place}"))
     return result
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for inner in value.values():
+            yield from _strings(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _strings(inner)
 
 
 def _chunk(entry, data, streams, result, add_unit, margin) -> None:  # type: ignore[no-untyped-def]

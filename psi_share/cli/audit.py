@@ -177,7 +177,7 @@ def audit_scan(ctx: click.Context, against: tuple[Path, ...], more: tuple[Path, 
     (log entry and byte offset; the identifier by file and line, never by
     value). Exit code 0 when nothing is found, 1 on any hit or bad message.
     Messages sent while transcripts were off cannot be scanned: they are
-    counted.
+    counted, and the text fields their entries record are searched.
     """
     import time
 
@@ -201,7 +201,7 @@ def audit_scan(ctx: click.Context, against: tuple[Path, ...], more: tuple[Path, 
         click.echo(f"  ({result.skipped_short} text forms shorter than 8 bytes searched only through their items and digests)")
     if result.sent_without_transcript:
         click.echo(f"  {result.sent_without_transcript} messages were sent while transcripts were off: "
-                   "their digests are logged, their bytes cannot be scanned")
+                   "their digests and text fields are logged (the text was searched), their bytes cannot be scanned")
     for finding in result.hits:
         click.echo(f"IDENTIFIER FOUND: {finding.place}: {finding.what}", err=True)
     for finding in result.invalid:

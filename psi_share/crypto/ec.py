@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 
@@ -48,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from . import split_spans
+from .lifeline import watch_parent
 
 P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
 P256_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
@@ -155,7 +157,9 @@ class EcEngine:
 
     def _executor(self) -> Executor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+            # Workers end themselves when the node dies, even by SIGKILL (lifeline).
+            self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=watch_parent, initargs=(os.getpid(),))
         return self._pool
 
     def close(self) -> None:

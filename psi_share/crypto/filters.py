@@ -108,6 +108,12 @@ def setup_candidates(points: Sequence[bytes], fpr: float, queries: int) -> Itera
     sized: list[tuple[int, int, Callable[[], ServerSetup | None]]] = [(raw.ByteSize(), 0, lambda: raw)]
     if gcs is not None:
         sized.append((gcs.ByteSize(), 1, lambda: gcs))
+    # OpenMined's Bloom filter indexes bits by h1 + i*h2 mod m, and m is not
+    # prime: when h2 shares factors with m a query tests few distinct bits (with
+    # h2 = 0, one), so a query matches falsely about once in 2m at any size: h2 = 0
+    # alone gives C/2m = 1/(2.9 k) false matches over C queries, all short periods
+    # 0.016 per 1M x 1M session at 1e-9 (bloom_false_matches), not 1e-9.
+    # bloom_setup_bytes is None unless that expectation stays within fpr.
     bloom_bytes = bloom_setup_bytes(fpr, queries, len(points))
     if bloom_bytes is not None:
         sized.append((bloom_bytes, 2, lambda: bloom_setup(points, fpr, queries)))

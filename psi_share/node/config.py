@@ -17,6 +17,10 @@ from ..identifiers import KINDS, CanonicalizationContext
 from ..protocols.psi import DEFAULT_FALSE_POSITIVE_RATE
 from ..transport.liveness import Liveness
 from .policy_config import PolicyConfig, parse_policy, render_policy
+from .server_config import SCHEMA as SERVER_SCHEMA
+from .server_config import ServerConfig, parse_server, render_server
+from .privacy_config import SCHEMA as PRIVACY_SCHEMA
+from .privacy_config import PrivacyConfig, parse_privacy, render_privacy
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,9 @@ class ExposureConfig:
 @dataclass(frozen=True)
 class SessionsConfig:
     ttl_seconds: int = 900
-    max_open: int = 64
+    max_open: int = 256  # open sessions of all peers together, per protocol
     setup_lifetime_seconds: int = 86_400
+    max_open_per_peer: int = 16  # one peer's abandoned sessions exhaust only its own quota
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,9 @@ class NodeConfig:
     paillier: PaillierConfig = field(default_factory=PaillierConfig)
     intersection_sum: IntersectionSumConfig = field(default_factory=IntersectionSumConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # noise and epsilon budgets (issue 11)
     transport: Liveness = field(default_factory=Liveness)  # keepalive, silence limit (protos/PROTOCOL.md)
+    server: ServerConfig = field(default_factory=ServerConfig)  # fair share, health listener, metrics
 
     @property
     def canonicalization(self) -> CanonicalizationContext:
@@ -144,9 +151,10 @@ reveal = {str(e.reveal).lower()}              # false: peers learn only counts
 
 [sessions]
 ttl_seconds = {s.ttl_seconds}               # an abandoned session is dropped after this
-max_open = {s.max_open}                   # concurrent sessions this node serves
+max_open = {s.max_open}                  # open sessions this node serves (per protocol, all peers)
+max_open_per_peer = {s.max_open_per_peer}          # open sessions one peer may hold
 setup_lifetime_seconds = {s.setup_lifetime_seconds}  # prepared filters (and their keys) are rotated after this
-{_render_transport()}{_render_audit()}{_render_jobs()}{render_aggregates_config()}{_render_tls()}{render_policy()}"""
+{_render_transport()}{render_server()}{_render_audit()}{_render_jobs()}{render_aggregates_config()}{render_privacy()}{_render_tls()}{render_policy()}"""
 
 
 def _render_transport() -> str:
@@ -228,7 +236,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "identifiers": {"default_phone_region": str},
     "matching": {"false_positive_rate": float, "max_set_size": int, "workers": int},
     "exposure": {"datasets": list, "kinds": list, "reveal": bool},
-    "sessions": {"ttl_seconds": int, "max_open": int, "setup_lifetime_seconds": int},
+    "sessions": {"ttl_seconds": int, "max_open": int, "max_open_per_peer": int, "setup_lifetime_seconds": int},
+    "server": SERVER_SCHEMA,
     "audit": {"enabled": bool, "transcripts": bool, "transcript_max_bytes": int, "checkpoint_every": int},
     "jobs": {"scheduled": list, "peer_attempts": int, "backoff_initial_seconds": float, "backoff_max_seconds": float},
     "tls": {"ca": str, "cert": str, "key": str, "crl": str, "insecure": bool},
@@ -236,6 +245,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "paillier": {"key_bits": int, "pool_size": int, "key_lifetime_seconds": int},
     "intersection_sum": {"value_holders": list},
     "federation": {"min_contributors": int},
+    "privacy": PRIVACY_SCHEMA,  # type: ignore[dict-item]
     "transport": {"peer_silence_seconds": float, "keepalive_seconds": float},
 }
 
@@ -280,10 +290,13 @@ def parse_config(data: dict[str, Any], where: str) -> NodeConfig:
         sessions=SessionsConfig(
             ttl_seconds=s.get("ttl_seconds", SessionsConfig.ttl_seconds),
             max_open=s.get("max_open", SessionsConfig.max_open),
+            max_open_per_peer=s.get("max_open_per_peer", SessionsConfig.max_open_per_peer),
             setup_lifetime_seconds=s.get("setup_lifetime_seconds", SessionsConfig.setup_lifetime_seconds),
         ),
         tls=_parse_tls(data.get("tls", {})),
+        server=parse_server(data.get("server", {}), where),
         policy=parse_policy(data.get("policy", {}), where),
+        privacy=parse_privacy(data.get("privacy", {}), where),
         **_parse_aggregates(data),
     )
     cfg = _with_audit(cfg, data.get("audit", {}))
@@ -408,7 +421,7 @@ def _check_values(cfg: NodeConfig, where: str) -> None:
     for ds in cfg.exposure.datasets:
         if not NAME_PATTERN.match(ds):
             raise bad("[exposure] datasets", f"holds an invalid dataset name {ds!r}")
-    for key in ("ttl_seconds", "max_open", "setup_lifetime_seconds"):
+    for key in ("ttl_seconds", "max_open", "max_open_per_peer", "setup_lifetime_seconds"):
         if getattr(cfg.sessions, key) < 1:
             raise bad(f"[sessions] {key}", "must be at least 1")
 

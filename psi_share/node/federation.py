@@ -90,18 +90,18 @@ class FederationService:
         p = from_message(message)
         check_pass(p, receiver=name, own_minimum=self.config.federation.min_contributors)
         if p.contributors == 1 and peer != p.initiator:
-            raise RemoteProtocolError(f"{peer} passed a first hop on behalf of {p.initiator}")
+            raise RemoteProtocolError(f"{peer} passed a first hop on behalf of another initiator")
         if p.route:
             try:
                 self._store.peer(p.route[0])
             except NotFound:
-                raise Refused("FAILED_PRECONDITION", f"next hop {p.route[0]!r} is not a known peer of {name}") from None
+                raise Refused("FAILED_PRECONDITION", f"the next hop the route names is not a known peer of {name}") from None
         try:
             self._store.federation_run(p.run_id, "contributor")
         except NotFound:
             pass
         else:
-            raise Refused("FAILED_PRECONDITION", f"{name} already contributed to federation run {p.run_id}")
+            raise Refused("FAILED_PRECONDITION", f"{name} already contributed to the federation run this pass names")
         now = self._clock()
         self._store.start_federation_run(
             FederationRunRecord(
@@ -119,7 +119,7 @@ class FederationService:
                     with self._peer_client(nxt) as client:
                         ciphertext, contributors = client.federation_pass(to_message(out))
                 except (PeerUnavailable, PeerRefused) as exc:
-                    raise Refused("ABORTED", f"federation run {p.run_id} stopped at {name}: {exc}") from None
+                    raise Refused("ABORTED", f"the federation run stopped at {name}: {exc}") from None
             else:
                 ciphertext, contributors = encode_ciphertexts(out.public_key, [out.ciphertext]), out.contributors
         except Exception as exc:
@@ -133,9 +133,9 @@ class FederationService:
         try:
             run = self._store.federation_run(message.run_id, "contributor")
         except NotFound:
-            raise Refused("NOT_FOUND", f"{self.config.name} did not contribute to federation run {message.run_id!r}") from None
+            raise Refused("NOT_FOUND", f"{self.config.name} did not contribute to the federation run this release names") from None
         if run.initiator != peer or run.metric != message.metric:
-            raise Refused("PERMISSION_DENIED", f"federation run {message.run_id} was not initiated by {peer}")
+            raise Refused("PERMISSION_DENIED", f"the federation run this release names was not initiated by {peer}")
         total = decode_total(message.total, message.contributors)
         self._store.finish_federation_run(
             run.id, "contributor", "released", now=self._clock(), contributors=message.contributors, total=total

@@ -28,15 +28,20 @@ from pathlib import Path
 import grpc
 
 from ..crypto.openmined import OpenMinedEngine
-from ..errors import NotFound, PsiShareError
+from ..errors import LocalProtocolError, NotFound, PsiShareError
+from ..names import NAME_PATTERN
+from ..privacy import NoiseSampler
 from ..protocols.psi import Mode
 from ..store import ImportMode, ImportSummary, Store, import_data_file
 from ..store.db import interrupt_responder_sessions
 from ..transport.client import PeerClient
 from ..transport.egress import Egress
+from ..transport.limits import CallGate
+from ..transport.probes import create_health_listener
 from ..transport.server import CertificateAuthenticator, ClaimedNameAuthenticator, create_server
 from .config import NodeConfig
 from .home import NodeHome
+from .metrics import MetricsEndpoint, NodeMetrics
 from .psi.requester import MatchOutcome, MatchRequest, run_match
 from .psi.responder import Responder
 
@@ -44,12 +49,22 @@ log = logging.getLogger("psi_share.node")
 
 
 class RunningServer:
-    """A started gRPC server; ``stop`` drains it gracefully."""
+    """A started gRPC server; ``stop`` drains it gracefully.
+
+    ``health_port`` and ``metrics_port`` are the local health listener's and
+    the metrics endpoint's ports (None when off).
+    """
 
     def __init__(self, server: grpc.Server, port: int, health, responder: Responder,  # type: ignore[no-untyped-def]
-                 *, reap_every: float | None = None) -> None:
+                 *, reap_every: float | None = None, gate: CallGate | None = None,
+                 health_server: tuple[grpc.Server, int] | None = None, metrics: MetricsEndpoint | None = None) -> None:
         self.server = server
         self.port = port
+        self.gate = gate
+        self._health_server = health_server[0] if health_server else None
+        self.health_port = health_server[1] if health_server else None
+        self._metrics = metrics
+        self.metrics_port = metrics.port if metrics else None
         self._health = health
         self._responder = responder
         self._stopping = threading.Event()
@@ -69,9 +84,17 @@ class RunningServer:
     def stop(self, grace: float = 5.0) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls get
         ``grace`` seconds to finish; sessions still open are recorded aborted."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         self._health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.gate is not None:
+            self.gate.stop()  # and records the counts of refusal floods still open
+        if self._health_server is not None:
+            self._health_server.stop(0).wait()
+        if self._metrics is not None:
+            self._metrics.stop()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
         self._responder.close()
@@ -98,6 +121,8 @@ class Node:
         self.clock = clock
         self.random_bytes = random_bytes
         self.egress = egress or Egress()
+        # Noise for released figures ([privacy]); None: OpenDP's exact samplers. Tests inject their own.
+        self.noise_sampler: NoiseSampler | None = None
         workers = config.matching.workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="psi-blind")
         self._setup_executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="psi-setup")
@@ -110,7 +135,9 @@ class Node:
         # Plaintext only when asked for explicitly (argument or [tls] insecure).
         self.insecure = config.tls.insecure if insecure is None else insecure
         self._tls = None
+        self.metrics = NodeMetrics(config.name, store, clock=clock)
         self.audit = self._open_audit()
+        self.egress.add_recorder(self.metrics)
         self._init_aggregates()
 
     def _open_audit(self):  # type: ignore[no-untyped-def]
@@ -127,7 +154,7 @@ class Node:
             transcript_max_bytes=self.config.audit.transcript_max_bytes,
         )
         recorder = AuditRecorder(log_, transcripts=self.config.audit.transcripts)
-        self.egress.add_recorder(recorder)
+        self.egress.add_recorder(self.metrics.timed(recorder))  # the append latency is a metric
         return recorder
 
     @property
@@ -210,6 +237,7 @@ class Node:
         job_run_id: str | None = None,
     ) -> MatchOutcome:
         self.store.dataset(dataset)  # NotFound before we contact anyone
+        _check_peer_dataset(peer_dataset or dataset)
         with self.peer_client(peer) as client:
             return run_match(
                 MatchRequest(peer, dataset, peer_dataset or dataset, tuple(kinds), mode, job_run_id),
@@ -231,13 +259,17 @@ class Node:
             if tls.crl is not None and tls.crl.stale(dt.datetime.now(dt.timezone.utc)):
                 log.warning("the revocation list %s is past its next update (%s): ask the federation CA for a "
                             "fresh one; revocations made since are not known here", tls.crl.path, tls.crl.next_update)
-        server, port, health = create_server(self.responder, self.egress, auth, address or self.config.listen, tls=tls,
-                                             liveness=self.config.transport)
+        gate = CallGate(auth, self.egress, self.config.server.limits, events=self.metrics)
+        server, port, health = create_server(self.responder, self.egress, auth, address or self.config.listen,
+                                             gate=gate, tls=tls, liveness=self.config.transport)
         interrupted = interrupt_responder_sessions(self.store, now=self.clock())
         if interrupted:
             log.warning("%d session(s) were still open when this node last stopped; recorded as interrupted", interrupted)
         server.start()
+        gate.start()
+        self.metrics.calls_in_progress = gate.calls.active
         log.info("node %s serving on port %d", self.config.name, port)
+        health_server, metrics = self._local_listeners(health)
         if prepare:
             self.responder.prepare_exposed()
         if self.store.has_amounts():  # only a node that can hold values needs the pool
@@ -246,7 +278,23 @@ class Node:
             if prepare:
                 self.prepared_sums.prepare_valued(self.config.exposure.datasets)
         reap_every = min(30.0, max(0.5, self.config.sessions.ttl_seconds / 4))
-        return RunningServer(server, port, health, self.responder, reap_every=reap_every)
+        return RunningServer(server, port, health, self.responder, reap_every=reap_every, gate=gate,
+                             health_server=health_server, metrics=metrics)
+
+    def _local_listeners(self, health):  # type: ignore[no-untyped-def]
+        """The loopback health listener and the metrics endpoint, when configured."""
+        cfg = self.config.server
+        health_server = None
+        if cfg.health_listen:
+            health_server = create_health_listener(health, cfg.health_listen)
+            health_server[0].start()
+            log.info("health (plaintext, local probes only) on port %d", health_server[1])
+        m = self.metrics
+        m.open_sessions = lambda: {"psi": self.responder.open_by_peer(),
+                                   "intersection-sum": self.responder.sums.open_by_peer()}  # type: ignore[attr-defined]
+        m.budget_limits = lambda peer: (self.responder.policy.for_peer(peer).sessions_per_day,
+                                        self.responder.policy.for_peer(peer).items_per_day)
+        return health_server, (m.serve(cfg.metrics_listen) if cfg.metrics_listen else None)
 
     # -- Paillier aggregates (intersection-sum, federation totals) -----------
 
@@ -271,6 +319,7 @@ class Node:
         self.responder.sums = SumResponder(  # type: ignore[attr-defined]
             config=self.config, store=self.store, policy=self.responder.policy, prepared=self.prepared_sums,
             keyring=self.keyring, engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,
+            sampler=lambda: self.noise_sampler,
         )
         self.federation = FederationService(
             config=self.config, store=self.store, policy=self.responder.policy,
@@ -306,6 +355,7 @@ class Node:
         from .sums.responder import value_holder_of
 
         self.store.dataset(dataset)
+        _check_peer_dataset(peer_dataset or dataset)
         request = SumRequest(
             peer, dataset, peer_dataset or dataset, kind, value_holder_of(value_holder),
             key_bits or self.config.paillier.key_bits, job_run_id,
@@ -315,6 +365,7 @@ class Node:
                 request, store=self.store, client=client, prepared=self.prepared_sums, keyring=self.keyring,
                 engine=self.ec_engine, clock=self.clock, random_bytes=self.random_bytes,
                 max_set_size=self.config.matching.max_set_size, own_name=self.config.name,
+                privacy=self.config.privacy, sampler=self.noise_sampler,
             )
 
     def federation_total(self, metric: str, participants: Sequence[str], *, min_contributors: int | None = None,
@@ -323,3 +374,15 @@ class Node:
         return self.federation.run_total(metric, participants, min_contributors=min_contributors, job_run_id=job_run_id)
 
 
+
+
+def _check_peer_dataset(name: str) -> None:
+    """A peer dataset name leaves the node: refuse anything but a name, before any contact.
+
+    The message never repeats the value (it may be an identifier typed by mistake).
+    """
+    if not NAME_PATTERN.match(name):
+        raise LocalProtocolError(
+            "--peer-dataset (peer_dataset) is not a dataset name: use lowercase letters, digits, '-' or '_', "
+            "starting with a letter (at most 63 characters); nothing was sent"
+        )

@@ -115,17 +115,21 @@ class Policy:
         if request.protocol not in eff.protocols:
             raise Refused("PERMISSION_DENIED", f"{name} does not allow {peer} the protocol {request.protocol!r} "
                           f"(allowed: {', '.join(sorted(eff.protocols)) or 'none'}); {fix} protocols")
-        if request.dataset not in self.config.exposure.datasets:
-            raise Refused("NOT_FOUND", f"no dataset {request.dataset!r} is exposed to peers by {name}")
-        if request.dataset not in eff.datasets:
-            raise Refused("NOT_FOUND", f"no dataset {request.dataset!r} is exposed to {peer} by {name}")
+        # One text for a hidden, a missing and an empty dataset, which never
+        # repeats the name asked for (the peer's text): a peer cannot map
+        # what exists here beyond what NodeInfo shows it.
+        not_found = Refused("NOT_FOUND", f"{name} has no dataset of that name for {peer} (NodeInfo lists those "
+                            "it may match against)")
+        if request.dataset not in self.config.exposure.datasets or request.dataset not in eff.datasets:
+            raise not_found
         try:
             self._store.dataset(request.dataset)
         except NotFound:
-            raise Refused("NOT_FOUND", f"dataset {request.dataset!r} of {name} holds no data yet") from None
+            raise not_found from None
         for kind, version in sorted(request.kinds.items()):
             if kind not in KINDS:
-                raise VersionMismatch(f"identifier kind {kind!r} is unknown to {name}")
+                raise VersionMismatch(f"the request names an identifier kind unknown to {name} "
+                                      f"(known: {', '.join(sorted(KINDS))})")
             if version != KINDS[kind].version:
                 raise VersionMismatch(
                     f"kind {kind}: requester canonicalizes with version {version}, "
@@ -136,17 +140,17 @@ class Policy:
         if request.reveal and not eff.reveal:
             raise Refused("PERMISSION_DENIED", f"{name} answers {peer} with counts only; ask with --count "
                           f"(mode = \"count\"), or {fix} reveal")
+        # Sizes are the peer's numbers: described, never repeated back.
         if request.set_size > eff.max_set_size:
             raise Refused(
-                "INVALID_ARGUMENT",
-                f"set of {request.set_size} items exceeds {name}'s limit of {eff.max_set_size} for {peer}",
+                "INVALID_ARGUMENT", f"the announced set exceeds {name}'s limit of {eff.max_set_size} items for {peer}",
             )
-        # A session without a set (set_size 0, e.g. a federation total, or a
-        # PSI over no items) probes nothing; only real sets have a minimum.
-        if 0 < request.set_size < eff.min_set_size:
+        # Every session that matches a set is held to the minimum, an empty
+        # one (size 0) included: "no minimum for size 0" was a way around it.
+        if request.set_size < eff.min_set_size:
             raise Refused(
                 "INVALID_ARGUMENT",
-                f"set of {request.set_size} items is below {name}'s minimum of {eff.min_set_size} for {peer} "
+                f"the announced set is below {name}'s minimum of {eff.min_set_size} items for {peer} "
                 "(small sets are how identifiers get probed); send a larger set",
             )
         if request.protocol == "intersection-sum":
@@ -166,8 +170,7 @@ class Policy:
             if result.sessions_used + 1 > eff.sessions_per_day:
                 what = f"all {eff.sessions_per_day} sessions"
             else:
-                what = (f"{result.items_used} of its {eff.items_per_day} items (this session would add "
-                        f"{request.set_size})")
+                what = f"{result.items_used} of its {eff.items_per_day} items (this session's set would exceed them)"
             raise Refused("RESOURCE_EXHAUSTED", f"{peer} has used {what} of its daily budget at "
                           f"{self.config.name} for {day}; the budget resets at 00:00 UTC")
 
@@ -194,12 +197,12 @@ class Policy:
         try:
             self._store.figure(request.metric)
         except NotFound:
-            raise Refused("NOT_FOUND", f"{name} holds no figure for metric {request.metric!r}") from None
+            raise Refused("NOT_FOUND", f"{name} holds no figure for the metric this run names") from None
         minimum = self.config.federation.min_contributors
         if request.participants < minimum:
             raise Refused(
                 "FAILED_PRECONDITION",
-                f"{name} contributes only to totals over at least {minimum} labs; this run has {request.participants}",
+                f"{name} contributes only to totals over at least {minimum} labs; this run announces fewer",
             )
         if charge:
             self.charge(peer, request)  # one session, no items

@@ -3,7 +3,8 @@
 A peer opens a session, then calls again naming its id; the table finds the
 session (only for the peer that opened it: another peer's id looks exactly
 like an unknown one), drops sessions past their time to live, caps how many
-are open at once, and records in the store how each one ended (expired,
+are open at once (per peer, so that one peer's abandoned sessions exhaust
+only its own quota, and in all), and records in the store how each one ended (expired,
 failed, aborted at shutdown). What a peer learns from the table is only
 whether an id it names is open for it.
 """
@@ -11,12 +12,13 @@ whether an id it names is open for it.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from ..errors import Refused
-from ..store import Store
+from ..errors import Refused, RemoteProtocolError
+from ..store import SessionRecord, Store
 
 
 class OpenSession(Protocol):
@@ -38,6 +40,7 @@ class SessionTable(Generic[S]):
         store: Store,
         clock: Callable[[], float],
         max_open: int,
+        max_open_per_peer: int | None = None,
         log: logging.Logger,
         not_found: str = "session",
     ) -> None:
@@ -45,6 +48,7 @@ class SessionTable(Generic[S]):
         self._store = store
         self._clock = clock
         self._max_open = max_open
+        self._max_per_peer = min(max_open_per_peer or max_open, max_open)
         self._log = log
         self._not_found = not_found  # what a NOT_FOUND refusal calls the session
         self._lock = threading.Lock()
@@ -60,6 +64,10 @@ class SessionTable(Generic[S]):
             self._expire(now)
             if len(self._sessions) >= self._max_open:
                 raise Refused("RESOURCE_EXHAUSTED", "this node has too many open sessions; retry later")
+            held = sum(1 for s in self._sessions.values() if s.peer == session.peer)
+            if held >= self._max_per_peer:
+                raise Refused("RESOURCE_EXHAUSTED", f"{session.peer} has {held} open {self._not_found}s here, its "
+                              "limit ([sessions] max_open_per_peer): close them or let them expire")
             if admit is not None:
                 admit()
             self._sessions[session.id] = session
@@ -72,7 +80,9 @@ class SessionTable(Generic[S]):
             session = self._sessions.get(sid)
         if session is None or session.peer != peer:
             # Another peer's session id looks exactly like an unknown one.
-            raise Refused("NOT_FOUND", f"no open {self._not_found} {sid!r} (expired, closed or never opened)")
+            # The id is the caller's text: described, never echoed.
+            raise Refused("NOT_FOUND", f"no open {self._not_found} has the id this request names "
+                          "(expired, closed or never opened)")
         return session
 
     def pop(self, sid: str) -> None:
@@ -82,6 +92,14 @@ class SessionTable(Generic[S]):
     def count(self) -> int:
         with self._lock:
             return len(self._sessions)
+
+    def count_by_peer(self) -> dict[str, int]:
+        """Open sessions per peer (for metrics)."""
+        with self._lock:
+            out: dict[str, int] = {}
+            for session in self._sessions.values():
+                out[session.peer] = out.get(session.peer, 0) + 1
+            return out
 
     def _expire(self, now: float) -> None:
         for sid in [s for s, v in self._sessions.items() if v.expires <= now]:
@@ -116,3 +134,19 @@ class SessionTable(Generic[S]):
             sessions, self._sessions = self._sessions, {}
         for sid in sessions:
             self._store.finish_session(sid, "aborted", now=now, error="node shut down")
+
+
+def start_requester_session(store: Store, record: SessionRecord) -> None:
+    """Record a session we requested, under the id the responder gave it.
+
+    The id is the peer's choice: a peer that hands out an id this node has
+    already recorded (its own earlier session, or one of ours as responder)
+    gets a RemoteProtocolError naming it, never a crash or a record overwritten.
+    """
+    try:
+        store.start_session(record)
+    except sqlite3.IntegrityError:
+        raise RemoteProtocolError(
+            f"peer {record.peer} opened a session under an id this node has already recorded (a reused "
+            "session id); the session is refused and nothing is stored"
+        ) from None

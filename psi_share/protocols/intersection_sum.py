@@ -33,11 +33,32 @@ Who learns what
   points under k2 only and its own points double-blinded in shuffled order;
   the value holder sees only the matcher's points under k1 and one
   re-randomized ciphertext.
-* Neither learns any single value (unless |I| = 1, when the sum is that
-  value; or by differencing two sessions whose sets differ by one item,
-  which set-size budgets in policy bound). The matcher only ever holds
+* Neither learns any single value exactly. The matcher only ever holds
   ciphertexts; the sum is re-randomized before the value holder decrypts,
   so the value holder cannot tell which ciphertexts were multiplied.
+
+Differential privacy (``noise``: a :class:`SumNoise`, issue 11)
+--------------------------------------------------------------
+Without noise the matcher learns a single value whenever |I| = 1, by
+differencing two sessions whose sets differ by one item, or by lying: it
+may multiply fewer ciphertexts than the count it claims (one, say, while
+claiming 5). So the value holder clips every item's value to ``[0,
+clip_bound]`` *before encrypting* and adds discrete Laplace noise of scale
+``clip_bound / epsilon`` to whatever it decrypts, *always*, whatever the
+matcher did: the released sum is epsilon-DP for each identifier's value.
+What stays outside that guarantee, stated plainly:
+
+* |I| is not noised: the matcher computes it itself (noise added by the
+  value holder would buy nothing) and the value holder learns it from the
+  matcher's message;
+* the value holder decrypts the exact sum of its own (clipped) values over I
+  (and keeps only the released figure); a matcher's membership is protected
+  from it by set-size policy only;
+* an actor with m identifiers of the session's kind weighs m items (m * epsilon);
+* a matcher may raise a ciphertext to a power k (count one item k times):
+  the released figure then bears on that item with k * epsilon. The value
+  holder refuses a decrypted sum above ``count * MAX_VALUE`` only; a
+  secret-tag encoding that would detect the multiplicity is not built yet.
 
 The value holder's key
 -----------------------
@@ -71,6 +92,7 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from google.protobuf.message import DecodeError
 
@@ -87,6 +109,7 @@ from ..crypto.paillier import (
     encode_ciphertexts,
 )
 from ..errors import LocalProtocolError, OutOfOrder, RemoteProtocolError, VersionMismatch
+from ..privacy.mechanisms import NoiseSampler, Release, clip, release_sum
 from ..v1 import node_pb2 as pb
 from . import PROTOCOL_VERSION, ProtocolSpec, register_protocol
 
@@ -94,9 +117,10 @@ SPEC = register_protocol(
     ProtocolSpec(
         name="intersection-sum",
         asks="how much activity do the actors we share generate? (count and sum over the intersection)",
-        requester_learns="the intersection size and the sum of the value holder's values over it; "
-        "the responder's set size",
-        responder_learns="the same intersection size and sum; the requester's set size",
+        requester_learns="the intersection size and the sum of the value holder's values over it "
+        "(clipped and noised when the responder holds the values); the responder's set size",
+        responder_learns="the same intersection size and sum (noised when the requester holds the values); "
+        "the requester's set size",
     )
 )
 
@@ -111,12 +135,34 @@ class ValueHolder(str, enum.Enum):
 
 @dataclass(frozen=True)
 class SumResult:
-    """What a party learned."""
+    """What a party learned (the value holder: what it released; with noise,
+    ``sum`` is the released figure and ``release`` says how it was made)."""
 
     intersection_size: int
     sum: int
     own_set_size: int
     peer_set_size: int
+    release: Release | None = None
+
+
+@dataclass(frozen=True)
+class SumNoise:
+    """How the value holder protects each identifier's value in the sum it releases:
+    values clipped to [0, clip_bound] before encryption, discrete Laplace noise of
+    scale clip_bound / epsilon on every decrypted sum. ``sampler`` None: OpenDP's."""
+
+    clip_bound: int
+    epsilon: Fraction | float
+    sampler: NoiseSampler | None = None
+
+    def release(self, total: int, count: int) -> Release:
+        """``total`` plus noise, then clamped to [0, count * clip_bound]: every
+        honest sum lies there and the wire carries no negative sum; clamping a
+        noisy figure by public facts (count, bound) is post-processing, so the
+        guarantee holds."""
+        r = release_sum(total, bound=self.clip_bound, epsilon=self.epsilon, sampler=self.sampler)
+        clamped = min(max(r.value, 0), count * self.clip_bound)
+        return Release(clamped, r.mechanism, r.scale, r.sensitivity, r.epsilon, r.delta)
 
 
 # -- messages -----------------------------------------------------------
@@ -358,6 +404,7 @@ class ValueHolderParty:
         random_bytes: Callable[[int], bytes],
         max_peer_set_size: int,
         context: bytes = b"",
+        noise: SumNoise | None = None,
     ) -> None:
         if len(values) != len(own.points):
             raise LocalProtocolError("one value per item")
@@ -366,7 +413,9 @@ class ValueHolderParty:
         for v in values:
             check_value(v)
         self._own = own
-        self._values = list(values)
+        self._noise = noise
+        # Clipped before encryption: no ciphertext the matcher holds exceeds the bound.
+        self._values = clip(values, noise.clip_bound) if noise else list(values)
         self._key = key
         self._encrypt = encrypt
         self._engine = engine
@@ -434,8 +483,12 @@ class ValueHolderParty:
         total = self._key.decrypt(decode_ciphertext(self._key.public, m.ciphertexts))
         if total > count * MAX_VALUE:
             raise RemoteProtocolError("the encrypted sum decrypts to more than count * MAX_VALUE (not a sum of our values)")
-        reply = pb.SumMessage(protocol_version=PROTOCOL_VERSION, step="sum", count=count, sum=total.to_bytes(_SUM_BYTES, "big"))
-        return encode(reply), SumResult(count, total, len(self._values), self._peer_size)
+        # With noise the exact total goes no further than this line: whatever the
+        # matcher multiplied, what leaves is noisy (the node charged the budget before).
+        released = self._noise.release(total, count) if self._noise else None
+        figure = released.value if released else total
+        reply = pb.SumMessage(protocol_version=PROTOCOL_VERSION, step="sum", count=count, sum=figure.to_bytes(_SUM_BYTES, "big"))
+        return encode(reply), SumResult(count, figure, len(self._values), self._peer_size, released)
 
 
 def control(step: str) -> bytes:

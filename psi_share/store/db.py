@@ -534,3 +534,14 @@ def _session(r: sqlite3.Row) -> SessionRecord:
         finished_at=r["finished_at"], requester_set_size=r["requester_set_size"],
         matched_count=r["matched_count"], false_positive_rate=r["false_positive_rate"], error=r["error"],
     )
+
+
+def session_stats(store: Store) -> list[tuple[str, str, str, str, int, float]]:
+    """(protocol, peer, role, status, sessions, seconds of the finished ones) over every
+    recorded session: what the operator's metrics show as sessions by outcome."""
+    rows = store._query(
+        "SELECT protocol, peer, role, status, count(*), "
+        "coalesce(sum(CASE WHEN finished_at IS NOT NULL THEN finished_at - started_at END), 0.0) "
+        "FROM sessions GROUP BY protocol, peer, role, status ORDER BY protocol, peer, role, status"
+    )
+    return [(r[0], r[1], r[2], r[3], r[4], float(r[5])) for r in rows]

@@ -15,8 +15,8 @@ from ..protocols.intersection_sum import SumOpen, SumOpened, ValueHolder
 from ..protocols.psi import PsiOpen, PsiOpened
 from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
-from .chunks import from_chunks, to_chunks
-from .egress import Egress
+from .chunks import MIN_CHUNK_BYTES, from_chunks, to_chunks
+from .egress import SESSION_ID, Egress
 from .liveness import Liveness
 from .server import MAX_MESSAGE_BYTES, NODE_HEADER
 
@@ -137,6 +137,12 @@ class PeerClient:
                                     "which the federation CA has revoked")
             self._checked.set()
 
+    def _check_session_id(self, sid: str) -> None:
+        """A session id from the peer is echoed in every later message: it must be an id, nothing else."""
+        if not SESSION_ID.match(sid):
+            raise RemoteProtocolError(f"peer {self.peer} opened a session without a valid id "
+                                      "(letters, digits, '-' or '_', 1 to 64 characters)")
+
     def _send(self, message, step: str, session_id: str = "", **kw):  # type: ignore[no-untyped-def]
         self.check_server_certificate()
         return self._egress.send(message, peer=self.peer, protocol=kw.pop("protocol", "psi"), step=step, session_id=session_id, **kw)
@@ -178,6 +184,7 @@ class PeerClient:
         self._egress.received(
             reply, peer=self.peer, protocol="psi", step="opened", session_id=reply.session_id, job_id=open_.job_id
         )
+        self._check_session_id(reply.session_id)
         self._session_parameters[reply.session_id] = {
             "mode": open_.mode.value, "set_size": open_.set_size, "curve": "P-256",
             "false_positive_rate": reply.false_positive_rate, "dataset": open_.dataset,
@@ -240,7 +247,8 @@ class PeerClient:
                 self._egress.received(chunk, peer=self.peer, protocol=protocol, step=step, session_id=session_id)
                 yield chunk
 
-        sid, data = from_chunks(noted(), max_bytes=self._max_reply, session_id=session_id)
+        sid, data = from_chunks(noted(), max_bytes=self._max_reply, session_id=session_id,
+                                min_chunk_bytes=MIN_CHUNK_BYTES)
         if sid != session_id:
             raise RemoteProtocolError("peer answered for another session")
         return data
@@ -267,8 +275,9 @@ class PeerClient:
             reply, peer=self.peer, protocol="intersection-sum", step="opened", session_id=reply.session_id,
             job_id=open_.job_id,
         )
-        if reply.protocol_version != PROTOCOL_VERSION or not reply.session_id:
-            raise RemoteProtocolError("peer opened an intersection-sum session without an id or with another version")
+        self._check_session_id(reply.session_id)
+        if reply.protocol_version != PROTOCOL_VERSION:
+            raise RemoteProtocolError("peer opened an intersection-sum session with another protocol version")
         return SumOpened(session_id=reply.session_id, max_set_size=reply.max_set_size,
                          session_ttl_seconds=reply.session_ttl_seconds, protocol_version=reply.protocol_version)
 

@@ -7,23 +7,82 @@ it was given back; received messages are reported with
 a recorder that writes durably (the compliance audit log) can guarantee that
 no byte reaches the wire unrecorded. The default recorder only logs sizes:
 log lines never contain identifiers or payload bytes.
+
+Free text is where an identifier could leave unseen (a customer's email typed
+as a dataset name), so every string field of our own messages is checked
+here against the rule for what it holds (:data:`TEXT_RULES`: names follow
+:data:`psi_share.names.NAME_PATTERN`, ids and versions their own patterns)
+before anything is sent, and is copied into the record's parameters
+(``text``), so that ``audit scan`` reads it even without transcripts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from google.protobuf.message import Message
 
+from ..errors import LocalProtocolError
 from ..events import Disclosure, Recorder, WireEvent
+from ..names import NAME_PATTERN
 
 log = logging.getLogger("psi_share.egress")
 
 M = TypeVar("M", bound=Message)
+
+
+SESSION_ID = _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_VERSION = re.compile(r"^[0-9A-Za-z.+-]{1,32}$")
+_NAME_RULE = "lowercase letters, digits, '-' or '_', starting with a letter, at most 63 characters"
+_ID_RULE = "letters, digits, '-' or '_', at most 64 characters"
+
+#: What each string field of the psi_share.v1 messages may hold, by field name.
+#: A field not listed here is held to the id rule (no '@', '.', '+' or space).
+TEXT_RULES: dict[str, tuple[re.Pattern[str], str]] = {
+    **{f: (NAME_PATTERN, _NAME_RULE) for f in (
+        "dataset", "name", "kind", "kinds", "metric", "initiator", "route", "node_name", "protocols",
+        "outcome", "step",
+    )},
+    **{f: (_ID, _ID_RULE) for f in ("session_id", "job_id", "run_id")},
+    **{f: (_VERSION, "digits, letters, '.', '+' or '-'") for f in ("software_version", "openmined_psi_version")},
+}
+
+
+def text_fields(message: Message, prefix: str = "") -> dict[str, object]:
+    """Every non-empty string field of ``message`` (nested ones as ``outer.inner``), checked.
+
+    Raises LocalProtocolError naming the message type and field (never the
+    value) when one breaks its rule in :data:`TEXT_RULES`.
+    """
+    out: dict[str, object] = {}
+    for descriptor, value in message.ListFields():
+        path = f"{prefix}{descriptor.name}"
+        repeated = descriptor.label == descriptor.LABEL_REPEATED
+        values = list(value) if repeated else [value]
+        if descriptor.type == descriptor.TYPE_MESSAGE:
+            for inner in values:
+                for key, text in text_fields(inner, f"{path}.").items():
+                    if repeated:
+                        out.setdefault(key, []).append(text)  # type: ignore[attr-defined]
+                    else:
+                        out[key] = text
+            continue
+        if descriptor.type != descriptor.TYPE_STRING:
+            continue
+        pattern, rule = TEXT_RULES.get(descriptor.name, (_ID, _ID_RULE))
+        for text in values:
+            if text and not pattern.match(text):
+                raise LocalProtocolError(
+                    f"refusing to send {message.DESCRIPTOR.full_name}: its field {path} must be {rule} "
+                    "(a value that is not could be customer data); nothing was sent"
+                )
+        out[path] = values if repeated else value
+    return out
 
 
 class LoggingRecorder:
@@ -92,10 +151,20 @@ class Egress:
         job_id: str = "",
         parameters: Mapping[str, object] | None = None,
     ) -> M:
-        """Record ``message`` as sent to ``peer`` and return it for sending."""
+        """Record ``message`` as sent to ``peer`` and return it for sending.
+
+        Our own messages' text fields are checked first (:func:`text_fields`)
+        and recorded in the parameters as ``text``, except a session id the
+        record names anyway.
+        """
+        recorded = dict(parameters or {})
+        if message.DESCRIPTOR.file.package == "psi_share.v1":
+            text = {k: v for k, v in text_fields(message).items() if v not in (session_id, [])}
+            if text:
+                recorded["text"] = text
         self._emit(
             "sent", message.SerializeToString(), peer=peer, protocol=protocol, step=step, session_id=session_id,
-            items=items, job_id=job_id, parameters=dict(parameters or {}),
+            items=items, job_id=job_id, parameters=recorded,
         )
         return message
 
@@ -124,15 +193,23 @@ class Egress:
         protocol: str,
         step: str,
         session_id: str = "",
+        repeats: int = 0,
     ) -> None:
         """Record an error status (code and message text) about to be sent to ``peer``.
 
         A refusal's text is bytes on the wire too. ``payload`` is
-        ``"<CODE>: <details>"`` in UTF-8, exactly what the peer reads.
+        ``"<CODE>: <details>"`` in UTF-8, exactly what the peer reads; the
+        text is also in the entry's parameters (``text``), so that the audit
+        scan reads it even when transcripts are off. ``repeats`` > 0 records
+        that the same status, already on record, was sent that many more
+        times (the call gate counts floods of identical refusals).
         """
+        parameters: dict[str, object] = {"status": code, "text": details}
+        if repeats:
+            parameters["repeats"] = repeats
         self._emit(
             "sent", f"{code}: {details}".encode(), peer=peer, protocol=protocol, step=f"{step}-status",
-            session_id=session_id, items=0, job_id="", parameters={"status": code},
+            session_id=session_id, items=0, job_id="", parameters=parameters,
         )
 
     def disclosed(

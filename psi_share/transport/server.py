@@ -32,15 +32,15 @@ from ..protocols.intersection_sum import SumOpen, ValueHolder
 from ..protocols.psi import Mode, PsiOpen
 from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
-from .chunks import from_chunks, to_chunks
+from .chunks import MIN_CHUNK_BYTES, from_chunks, to_chunks
 from .egress import Egress
 from .listen import ListenError, why_not_listening
 from .liveness import Liveness, SilenceLimit
 from .reflection import enable_reflection
+from .limits import NODE_HEADER, CallGate, CallLimits, caller_label
 
 log = logging.getLogger("psi_share.server")
 
-NODE_HEADER = "psi-share-node"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PsiShareNode"].full_name
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -68,23 +68,23 @@ class CertificateAuthenticator:
         self._ca = ca_cert
         self._revocations = revocations
         self._now = now
+        # PEM -> its parsed, CA-checked certificate and name: every call is
+        # authenticated (the gate and the RPC), and a flood of calls must not
+        # cost a signature check each. Revocation, validity and membership
+        # are still checked on every call.
+        self._parsed: dict[bytes, tuple[Any, str]] = {}
 
     def authenticate(self, context: grpc.ServicerContext) -> str:
-        from cryptography import x509
-
-        from ..pki import PkiError, node_name_of
-
         pems = (context.auth_context() or {}).get("x509_pem_cert") or []
         if not pems:
             raise Refused("UNAUTHENTICATED", "the call presented no client certificate from the federation CA")
-        try:
-            cert = x509.load_pem_x509_certificate(pems[0])
-            cert.verify_directly_issued_by(self._ca)
-            name = node_name_of(cert)
-        except (ValueError, TypeError, PkiError) as exc:
-            raise Refused("UNAUTHENTICATED", f"client certificate refused: {exc}") from None
-        except Exception:  # noqa: BLE001 - InvalidSignature and friends
-            raise Refused("UNAUTHENTICATED", "client certificate is not signed by this federation's CA") from None
+        parsed = self._parsed.get(pems[0])
+        if parsed is None:
+            parsed = self._parse(pems[0])
+            if len(self._parsed) > 1024:  # certificates are few; bound it anyway
+                self._parsed.clear()
+            self._parsed[pems[0]] = parsed
+        cert, name = parsed
         serial = format(cert.serial_number, "x")
         now = self._now()
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
@@ -97,6 +97,21 @@ class CertificateAuthenticator:
             raise Refused("UNAUTHENTICATED", f"node {name!r} is not a known peer of this node; its operator must "
                           f"add it ('psi-share peers add {name} ADDRESS')")
         return name
+
+    def _parse(self, pem: bytes) -> tuple[Any, str]:
+        from cryptography import x509
+
+        from ..pki import PkiError, node_name_of
+
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+            cert.verify_directly_issued_by(self._ca)
+            name = node_name_of(cert)
+        except (ValueError, TypeError, PkiError) as exc:
+            raise Refused("UNAUTHENTICATED", f"client certificate refused: {exc}") from None
+        except Exception:  # noqa: BLE001 - InvalidSignature and friends
+            raise Refused("UNAUTHENTICATED", "client certificate is not signed by this federation's CA") from None
+        return cert, name
 
 
 class ClaimedNameAuthenticator:
@@ -112,18 +127,9 @@ class ClaimedNameAuthenticator:
         if not claimed:
             raise Refused("UNAUTHENTICATED", f"call carries no {NODE_HEADER} metadata naming the calling node")
         if claimed not in self._known_peers():
-            raise Refused("UNAUTHENTICATED", f"node {claimed!r} is not a known peer of this node")
+            # The claimed name is the caller's text: never echoed back.
+            raise Refused("UNAUTHENTICATED", f"the node named in the {NODE_HEADER} metadata is not a known peer of this node")
         return claimed
-
-
-def _caller(context: grpc.ServicerContext) -> str:
-    """Who an unauthenticated status goes to, marked as such: under mutual TLS
-    the name in the caller's certificate (the handshake checked it; the node
-    refused it as a peer), otherwise the name it claimed."""
-    names = (context.auth_context() or {}).get("x509_common_name") or []
-    claimed = names[0].decode("utf-8", "replace") if names else dict(context.invocation_metadata()).get(NODE_HEADER, "")
-    cleaned = "".join(ch for ch in str(claimed)[:64] if ch.isprintable())
-    return f"unauthenticated:{cleaned or '-'}"
 
 
 def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
@@ -211,7 +217,7 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         """Send ``exc`` as a status; its text is recorded first, like every message."""
         code, message = _status_of(exc)
         self._egress.send_status(
-            code.name, message, peer=peer or _caller(context), protocol=protocol, step=step, session_id=session_id
+            code.name, message, peer=peer or caller_label(context), protocol=protocol, step=step, session_id=session_id
         )
         context.abort(code, message)
 
@@ -221,7 +227,7 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
 
     def _check_version(self, version: int) -> None:
         if version != PROTOCOL_VERSION:
-            raise VersionMismatch(f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})")
+            raise VersionMismatch(f"the request's protocol version is not supported (this node speaks {PROTOCOL_VERSION})")
 
     @_rpc("node", "info", "info-request", version="after")
     def NodeInfo(self, request: pb.NodeInfoRequest, call: _Call) -> _Answer:
@@ -314,7 +320,8 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
                 yield chunk
 
         try:
-            _, data = from_chunks(noted(itertools.chain([first], rest)), max_bytes=limit, session_id=sid)
+            _, data = from_chunks(noted(itertools.chain([first], rest)), max_bytes=limit, session_id=sid,
+                                  min_chunk_bytes=MIN_CHUNK_BYTES)
         except Exception as exc:
             abort(peer, sid, exc)
             raise
@@ -421,44 +428,50 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
 class StandardServicesEgress(grpc.ServerInterceptor):
     """Passes the replies of gRPC's health and reflection services through the egress.
 
-    They answer anyone who connects (load balancers, grpcurl), so their
-    peer is whatever name the caller claimed, marked unauthenticated.
-    Our own service records its messages itself and is not touched here.
+    On the federation port only members reach them (the :class:`CallGate`
+    in front refuses everyone else), so their peer is the authenticated
+    caller. Our own service records its messages itself and is not touched here.
     """
 
     PROTOCOLS = {"/grpc.health.v1.Health/": "grpc-health", "/grpc.reflection.v1alpha.ServerReflection/": "grpc-reflection",
                  "/grpc.reflection.v1.ServerReflection/": "grpc-reflection"}
 
-    def __init__(self, egress: Egress) -> None:
+    def __init__(self, egress: Egress, authenticator: PeerAuthenticator) -> None:
         self._egress = egress
+        self._auth = authenticator
 
     def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
         handler = continuation(details)
         protocol = next((p for prefix, p in self.PROTOCOLS.items() if details.method.startswith(prefix)), None)
         if handler is None or protocol is None:
             return handler
-        claimed = dict(details.invocation_metadata or ()).get(NODE_HEADER, "")
-        peer = "unauthenticated:" + ("".join(ch for ch in str(claimed)[:64] if ch.isprintable()) or "-")
         step = details.method.rsplit("/", 1)[1]
 
-        def sent(reply):  # type: ignore[no-untyped-def]
-            return self._egress.send(reply, peer=peer, protocol=protocol, step=step)
+        def peer_of(ctx):  # type: ignore[no-untyped-def]
+            try:
+                return self._auth.authenticate(ctx)
+            except Refused:  # only without a gate in front (never on the federation port)
+                return caller_label(ctx)
 
-        def got(request):  # type: ignore[no-untyped-def]
-            self._egress.received(request, peer=peer, protocol=protocol, step=f"{step}-request")
+        def sent(reply, ctx):  # type: ignore[no-untyped-def]
+            return self._egress.send(reply, peer=peer_of(ctx), protocol=protocol, step=step)
+
+        def got(request, ctx):  # type: ignore[no-untyped-def]
+            self._egress.received(request, peer=peer_of(ctx), protocol=protocol, step=f"{step}-request")
             return request
 
         kw = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
         if handler.unary_unary:
             inner = handler.unary_unary
-            return grpc.unary_unary_rpc_method_handler(lambda req, ctx: sent(inner(got(req), ctx)), **kw)
+            return grpc.unary_unary_rpc_method_handler(lambda req, ctx: sent(inner(got(req, ctx), ctx), ctx), **kw)
         if handler.unary_stream:
             inner_us = handler.unary_stream
-            return grpc.unary_stream_rpc_method_handler(lambda req, ctx: (sent(r) for r in inner_us(got(req), ctx)), **kw)
+            return grpc.unary_stream_rpc_method_handler(
+                lambda req, ctx: (sent(r, ctx) for r in inner_us(got(req, ctx), ctx)), **kw)
         if handler.stream_stream:
             inner_ss = handler.stream_stream
             return grpc.stream_stream_rpc_method_handler(
-                lambda it, ctx: (sent(r) for r in inner_ss((got(q) for q in it), ctx)), **kw
+                lambda it, ctx: (sent(r, ctx) for r in inner_ss((got(q, ctx) for q in it), ctx)), **kw
             )
         return handler
 
@@ -528,7 +541,7 @@ def create_server(
     authenticator: PeerAuthenticator,
     address: str,
     *,
-    max_workers: int = 16,
+    gate: CallGate | None = None,
     tls=None,  # type: ignore[no-untyped-def]  # psi_share.pki.NodeTls; None = plaintext
     liveness: Liveness = Liveness(),
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
@@ -540,10 +553,17 @@ def create_server(
     never shared (no SO_REUSEPORT): a port in use raises :class:`ListenError`.
     ``liveness`` sets keepalive and how long a peer may stay silent
     (protos/PROTOCOL.md, "Timeouts and keepalive").
+    Every call on
+    the port, health and reflection included, passes ``gate`` first (by
+    default one with the default :class:`~psi_share.transport.limits.CallLimits`;
+    its watchdog is started and stopped by the caller): only authenticated
+    members get in, and each within its share of the server's threads.
     """
+    gate = gate or CallGate(authenticator, egress, CallLimits())
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="psi-grpc"),
-        interceptors=[StandardServicesEgress(egress), SilenceLimit(liveness.peer_silence_seconds, SERVICE_NAME)],
+        futures.ThreadPoolExecutor(max_workers=gate.limits.threads, thread_name_prefix="psi-grpc"),
+        interceptors=[gate, StandardServicesEgress(egress, authenticator),
+                      SilenceLimit(liveness.peer_silence_seconds, SERVICE_NAME)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -567,3 +587,4 @@ def create_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer
+

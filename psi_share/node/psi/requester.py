@@ -20,7 +20,8 @@ from ...identifiers import KINDS, canonical_versions
 from ...protocols.psi import Mode, PsiRequester, below_minimum
 from ...store import SessionRecord, Store
 from ...transport.client import PeerClient
-from ..itemsets import build_item_set
+from .itemsets import build_item_set
+from ..sessions import start_requester_session
 
 log = logging.getLogger("psi_share.requester")
 
@@ -96,15 +97,17 @@ def run_match(
     lap("open")
     requester.on_opened(opened)
     local_id = opened.session_id  # the responder's id names the session on both sides
-    store.start_session(
-        SessionRecord(
+    try:
+        start_requester_session(store, SessionRecord(
             id=local_id, role="requester", protocol="psi", peer=request.peer, local_dataset=request.dataset,
             peer_dataset=request.peer_dataset, kinds=dict(requester.open.kinds), mode=request.mode.value,
             job_run_id=request.job_run_id, status="running", started_at=clock(), finished_at=None,
             requester_set_size=len(item_set), matched_count=None,
             false_positive_rate=opened.false_positive_rate, error="",
-        )
-    )
+        ))
+    except PsiShareError:
+        _close_quietly(client, opened.session_id, "failed")
+        raise
     log.info(
         "PSI session %s with %s: %d items of dataset %s against %s (%s)",
         local_id, request.peer, len(item_set), request.dataset, request.peer_dataset, request.mode.value,

@@ -47,7 +47,7 @@ from ...protocols.psi import (
 )
 from ...store import SessionRecord, Store
 from ..config import NodeConfig
-from ..itemsets import build_item_set
+from .itemsets import build_item_set
 from ..policy import AccessRequest, Policy
 from ..sessions import SessionTable
 
@@ -116,7 +116,8 @@ class Responder:
         self._setups: dict[tuple[str, int, tuple[str, ...]], _SetupEntry] = {}
         # The clock is read through this responder, so that winding its clock winds the table's.
         self._sessions: SessionTable[_Session] = SessionTable(
-            name="PSI", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open, log=log,
+            name="PSI", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open,
+            max_open_per_peer=config.sessions.max_open_per_peer, log=log,
         )
         self.policy = Policy(config, store, clock)
 
@@ -278,6 +279,9 @@ class Responder:
 
     def open_sessions(self) -> int:
         return self._sessions.count()
+
+    def open_by_peer(self) -> dict[str, int]:
+        return self._sessions.count_by_peer()
 
     def abort(self, peer: str, sid: str, exc: Exception) -> None:
         """End ``sid`` as failed after a broken or hostile stream (if it is ``peer``'s)."""

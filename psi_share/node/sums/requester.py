@@ -3,8 +3,9 @@
 The requester chooses who holds the values (``value_holder``): ``responder``
 asks "how much do the actors we share weigh in *your* data?", ``requester``
 offers our own values. Either way both sides learn the intersection size and
-the sum, and the session is stored with its result in one transaction; a
-failed session stores no result.
+the sum (the value holder's released figure: clipped and noised under
+[privacy], see :mod:`.dp`), and the session is stored with its result in one
+transaction; a failed session stores no result.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from ...crypto import ec
 from ...errors import LocalProtocolError, PsiShareError
+from ...privacy import NoiseSampler
 from ...identifiers import KINDS
 from ...protocols.intersection_sum import (
     EXCHANGES,
@@ -29,7 +31,10 @@ from ...protocols.intersection_sum import (
 )
 from ...store import SessionRecord, Store, SumResultRecord
 from ...transport.client import PeerClient
+from ..privacy_config import PrivacyConfig
 from ..psi.requester import Laps
+from ..sessions import start_requester_session
+from .dp import charge_sum, disclosure, sum_noise
 from .keyring import PaillierKeyring, PreparedSums
 
 log = logging.getLogger("psi_share.sum_requester")
@@ -72,7 +77,12 @@ def run_intersection_sum(
     random_bytes: Callable[[int], bytes],
     max_set_size: int,
     own_name: str,
+    privacy: PrivacyConfig | None = None,
+    sampler: NoiseSampler | None = None,
 ) -> SumOutcome:
+    """Run one session; as value holder, clip and noise per ``privacy`` (None:
+    [privacy] defaults) and charge the peer's budget before the sum leaves."""
+    privacy = privacy or PrivacyConfig()
     if request.kind not in KINDS:
         raise LocalProtocolError(f"unknown identifier kind {request.kind!r} (known: {', '.join(sorted(KINDS))})")
     lap = Laps()
@@ -99,27 +109,28 @@ def run_intersection_sum(
         party: Matcher | ValueHolderParty = ValueHolderParty(
             items.blinded, values, key=private, encrypt=lambda v: keyring.encrypt(private, v), engine=engine,
             random_bytes=random_bytes, max_peer_set_size=max_set_size, context=context,
+            noise=sum_noise(privacy, sampler),
         )
     else:
         party = Matcher(items.blinded, engine=engine, random_bytes=random_bytes,
                         max_peer_set_size=max_set_size, key_bits=request.key_bits, context=context)
-    store.start_session(
-        SessionRecord(
+    try:
+        start_requester_session(store, SessionRecord(
             id=sid, role="requester", protocol="intersection-sum", peer=request.peer, local_dataset=request.dataset,
             peer_dataset=request.peer_dataset, kinds={request.kind: KINDS[request.kind].version},
             mode=f"values:{request.value_holder.value}", job_run_id=request.job_run_id, status="running",
             started_at=clock(), finished_at=None, requester_set_size=n, matched_count=None,
             false_positive_rate=None, error="",
-        )
-    )
+        ))
+    except PsiShareError:
+        _close_quietly(client, sid)
+        raise
     try:
-        result = _drive(party, client, sid, request.value_holder, lap, n)
+        pay = lambda: charge_sum(store, privacy, request.peer, clock)  # noqa: E731
+        result = _drive(party, client, sid, request.value_holder, lap, n, pay)
     except BaseException as exc:
         store.finish_session(sid, "failed", now=clock(), error=str(exc)[:500])
-        try:
-            client.sum_close(sid, "failed")
-        except PsiShareError as close_exc:
-            log.warning("could not close session %s at %s: %s", sid, client.peer, close_exc)
+        _close_quietly(client, sid)
         raise
     store.finish_sum_session(
         sid,
@@ -140,7 +151,7 @@ def run_intersection_sum(
     )
 
 
-def _drive(party, client: PeerClient, sid: str, holder: ValueHolder, lap, n: int) -> SumResult:  # type: ignore[no-untyped-def]
+def _drive(party, client: PeerClient, sid: str, holder: ValueHolder, lap, n: int, pay) -> SumResult:  # type: ignore[no-untyped-def]
     steps = EXCHANGES[holder]
     if holder is ValueHolder.RESPONDER:
         assert isinstance(party, Matcher)
@@ -164,7 +175,15 @@ def _drive(party, client: PeerClient, sid: str, holder: ValueHolder, lap, n: int
     lap("blind-and-encrypt")
     encrypted_sum = client.sum_exchange(sid, message, steps[1][0], items=n)
     lap("exchange")
+    pay()  # the peer's budget pays before we decrypt; spent: the session fails, nothing sent
     sum_message, result = party.on_encrypted_sum(encrypted_sum)
-    client.sum_exchange(sid, sum_message, steps[2][0], disclosed={"intersection_size": result.intersection_size, "sum": result.sum})
+    client.sum_exchange(sid, sum_message, steps[2][0], disclosed=disclosure(result))
     lap("sum")
     return result
+
+
+def _close_quietly(client: PeerClient, sid: str) -> None:
+    try:
+        client.sum_close(sid, "failed")
+    except PsiShareError as exc:
+        log.warning("could not close session %s at %s: %s", sid, client.peer, exc)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ...crypto import ec, modulus_proof
 from ...crypto.paillier import PublicKey
 from ...errors import LocalProtocolError, OutOfOrder, Refused
+from ...privacy import NoiseSampler
 from ...protocols.intersection_sum import (
     Matcher,
     SumOpen,
@@ -33,6 +34,7 @@ from ...store import SessionRecord, Store, SumResultRecord
 from ..config import NodeConfig
 from ..policy import AccessRequest, Policy
 from ..sessions import SessionTable
+from .dp import charge_sum, disclosure, sum_noise
 from .keyring import PaillierKeyring, PreparedItems, PreparedSums
 
 log = logging.getLogger("psi_share.sum_responder")
@@ -72,8 +74,10 @@ class SumResponder:
         engine: ec.EcEngine,
         clock: Callable[[], float],
         random_bytes: Callable[[int], bytes],
+        sampler: Callable[[], NoiseSampler | None] = lambda: None,
     ) -> None:
         self.config = config
+        self._sampler = sampler  # read per session: tests inject noise through Node.noise_sampler
         self._store = store
         self._policy = policy
         self._prepared = prepared
@@ -84,17 +88,18 @@ class SumResponder:
         # The clock is read through this responder, so that winding its clock winds the table's.
         self._sessions: SessionTable[_SumSession] = SessionTable(
             name="intersection-sum", store=store, clock=lambda: self._clock(), max_open=config.sessions.max_open,
+            max_open_per_peer=config.sessions.max_open_per_peer,
             log=log, not_found="intersection-sum session",
         )
 
     def open(self, peer: str, open_: SumOpen) -> SumOpened:
-        grant = self._policy.check(
-            peer,
-            AccessRequest(
-                protocol="intersection-sum", dataset=open_.dataset, kinds={open_.kind: open_.kind_version},
-                set_size=open_.set_size, reveal=False, value_holder=open_.value_holder.value,
-            ),
+        access = AccessRequest(
+            protocol="intersection-sum", dataset=open_.dataset, kinds={open_.kind: open_.kind_version},
+            set_size=open_.set_size, reveal=False, value_holder=open_.value_holder.value,
         )
+        # Charged only once the session is sure to open (below, under the table's lock):
+        # an open refused for [sessions] max_open costs the peer nothing.
+        grant = self._policy.check(peer, access, charge=False)
         prepared = self._prepared.get(open_.dataset, open_.kind).result()
         limit = self.config.matching.max_set_size
         sid = uuid.UUID(bytes=self._random(16), version=4).hex
@@ -113,7 +118,7 @@ class SumResponder:
             party = ValueHolderParty(
                 prepared.blinded, values, key=private, encrypt=lambda v: self._keyring.encrypt(private, v),
                 engine=self._engine, random_bytes=self._random, max_peer_set_size=open_.set_size,
-                context=context,
+                context=context, noise=sum_noise(self.config.privacy, self._sampler()),
             )
             key = private.public
             # Encrypt our values while the requester blinds its set (exchange waits for it).
@@ -121,7 +126,7 @@ class SumResponder:
         now = self._clock()
         self._sessions.add(_SumSession(
             sid, peer, open_, prepared, party, now + self.config.sessions.ttl_seconds, key, grant.min_result,
-        ), now)
+        ), now, admit=lambda: self._policy.charge(peer, access))
         self._store.start_session(
             SessionRecord(
                 id=sid, role="responder", protocol="intersection-sum", peer=peer, local_dataset=open_.dataset,
@@ -162,6 +167,9 @@ class SumResponder:
     def open_count(self) -> int:
         return self._sessions.count()
 
+    def open_by_peer(self) -> dict[str, int]:
+        return self._sessions.count_by_peer()
+
     def exchange(self, peer: str, sid: str, payload: bytes) -> ExchangeReply:
         session = self._session(peer, sid)
         self._keyring.touch()
@@ -182,9 +190,11 @@ class SumResponder:
                 return ExchangeReply(reply, "double-blinded", own, {"set_size": own})
             if step == "encrypted-sum":
                 self._withhold_below_minimum(s, parse(payload, "encrypted-sum").count)
+                # The peer's budget pays before anything is decrypted (RESOURCE_EXHAUSTED when spent).
+                charge_sum(self._store, self.config.privacy, s.peer, self._clock)
                 reply, result = party.on_encrypted_sum(payload)
                 self._finish(s, result)
-                return ExchangeReply(reply, "sum", 0, {"intersection_size": result.intersection_size, "sum": result.sum})
+                return ExchangeReply(reply, "sum", 0, disclosure(result))
         else:
             if step == "start":
                 return ExchangeReply(party.blinded_set(), "blinded-set", own, {"set_size": own})

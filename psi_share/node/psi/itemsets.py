@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..identifiers import domain_separated_item
-from ..store.db import IdentifierRow
+from ...identifiers import domain_separated_item
+from ...store.db import IdentifierRow
 
 
 @dataclass(frozen=True)
