@@ -17,11 +17,13 @@ from private_set_intersection import python as openmined
 
 from helpers import deterministic_random_bytes
 from psi_share.crypto import golomb
+from psi_share.crypto.filter_check import bloom_meets_rate
 from psi_share.crypto.filters import bloom_setup, bloom_setup_bytes, gcs_setup, raw_setup
 from psi_share.crypto.openmined import OpenMinedEngine, new_private_key
 from psi_share.crypto.openmined_params import (
     INT64_MIN,
     MAX_GCS_DIV,
+    bloom_false_matches,
     bloom_shape,
     cast_int64,
     cpp_round,
@@ -99,7 +101,9 @@ def test_bloom_shape_is_exactly_openmineds(fpr: float) -> None:
         for size in (0, 1, 7) + ((queries + 3,) if queries < 2000 else ()):
             setup = SERVER.CreateSetupMessage(fpr, queries, items(size), DS.BLOOM_FILTER)
             assert (setup.bloom_filter.num_hash_functions, len(setup.bloom_filter.bits)) == bloom_shape(fpr, queries, size)
-            assert bloom_setup_bytes(fpr, queries, size) == setup.ByteSize()
+            # Sized without building it, where the node would consider it at all.
+            assert bloom_setup_bytes(fpr, queries, size) in (None, setup.ByteSize())
+            assert (bloom_setup_bytes(fpr, queries, size) is None) == (not bloom_meets_rate(fpr, queries, size))
 
 
 def test_the_issue_12_window_is_openmineds_overflow() -> None:
@@ -202,3 +206,37 @@ def test_golomb_decode_takes_only_what_the_encoder_writes(bits: bytes, div: int,
 def test_golomb_decode_refuses(bits: bytes, div: int, hash_range: int, limit: int, why: str) -> None:
     with pytest.raises(golomb.GolombError, match=why):
         golomb.decode(bits, div, hash_range, limit)
+
+
+# -- OpenMined's Bloom filter and its rate --------------------------------------------------
+
+
+def test_openmineds_bloom_filter_makes_far_more_false_matches_than_it_is_sized_for() -> None:
+    """Built and read by the library itself: 10 items, sized for 10 queries at
+    1e-9, queried with 5,000 items it does not hold. The index scheme's
+    repeating indices (h2 sharing a factor with the bit count, h2 = 0 above
+    all) give false matches at about 1 in 2 * num_bits, which
+    ``bloom_false_matches`` predicts and ``bloom_meets_rate`` refuses."""
+    server_key, client_key = new_private_key(deterministic_random_bytes(5)), new_private_key(deterministic_random_bytes(6))
+    server, client = openmined.server.CreateFromKey(server_key, True), openmined.client.CreateFromKey(client_key, True)
+    setup = server.CreateSetupMessage(1e-9, 10, items(10, "held-"), DS.BLOOM_FILTER)
+    queries = items(5000, "not-held-")
+    false = len(client.GetIntersection(setup, server.ProcessRequest(client.CreateRequest(queries))))
+    bloom = setup.bloom_filter
+    num_bits = len(bloom.bits) * 8
+    predicted = bloom_false_matches(len(queries), bloom.num_hash_functions, num_bits,
+                                    int.from_bytes(bloom.bits, "little").bit_count())
+    nominal = len(queries) * 1e-9 / 10
+    assert false >= 3 and predicted / 3 <= false <= predicted * 3, (false, predicted)
+    assert false > 1e6 * nominal
+    assert not bloom_meets_rate(1e-9, 10, 10)
+    assert all(not bloom_meets_rate(1e-9, c, s) for c in (1, 1024, 1 << 20) for s in (1, 1000, 1 << 20))
+
+
+def test_bloom_false_matches_counts_every_period_of_the_index_sequence() -> None:
+    # 12 bits, 3 hash functions, all bits set: every query matches.
+    assert bloom_false_matches(7, 3, 12, 12) == pytest.approx(7.0)
+    # Half the bits set, 4 hash functions, 6 bits: periods 1, 2, 3 (phi 1, 1, 2) test 1, 2, 3
+    # distinct bits; the other 2 values of h2 (period 6) test 4.
+    expected = (1 * 0.5 + 1 * 0.25 + 2 * 0.125 + 2 * 0.0625) / 6
+    assert bloom_false_matches(1, 4, 6, 3) == pytest.approx(expected)

@@ -9,9 +9,10 @@ same hashes, same parameters, byte-identical output, which the tests check
 against the library). Any OpenMined client reads them.
 
 Which filter: every kind OpenMined's arithmetic can build correctly for the
-sizes (``openmined_params.gcs_buildable`` / ``bloom_buildable``; raw always
-can), the smallest serialized one, raw on a tie (it has no false positives at
-all). What the requester learns is the same for all three: the responder's
+sizes and that meets the false-positive rate (``openmined_params.gcs_buildable``;
+``filter_check.bloom_meets_rate``, which rules the Bloom filter out at small
+rates: OpenMined's index scheme misses them; raw always can), the smallest
+serialized one, raw on a tie (it has no false positives at all). What the requester learns is the same for all three: the responder's
 set size, and whether each of its own items is in the set.
 """
 
@@ -24,7 +25,7 @@ from private_set_intersection.python import ServerSetup
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from . import golomb
-from .filter_check import SetupTerms, check_server_setup
+from .filter_check import SetupTerms, bloom_meets_rate, check_server_setup
 from .openmined_params import (
     bloom_buildable,
     bloom_element_hashes,
@@ -38,8 +39,6 @@ RAW, GCS, BLOOM = "raw", "gcs", "bloom_filter"
 
 # Hash indices computed per batch while filling a Bloom filter (bounds memory).
 _BLOOM_BATCH_INDICES = 1 << 22
-# Below this raw size a Bloom filter is never offered (see setup_candidates).
-_BLOOM_MIN_RAW_BYTES = 1 << 20
 
 
 def raw_setup(points: Sequence[bytes]) -> ServerSetup:
@@ -87,8 +86,9 @@ def bloom_setup(points: Sequence[bytes], fpr: float, queries: int) -> ServerSetu
 
 
 def bloom_setup_bytes(fpr: float, queries: int, items: int) -> int | None:
-    """The serialized size of the Bloom setup for these sizes, without building it."""
-    if not bloom_buildable(fpr, queries, items):
+    """The serialized size of the Bloom setup for these sizes, without building
+    it; None where OpenMined cannot build one or it cannot meet the rate."""
+    if not bloom_meets_rate(fpr, queries, items):
         return None
     hashes, num_bytes = bloom_shape(fpr, queries, items)
     setup = ServerSetup()
@@ -109,14 +109,12 @@ def setup_candidates(points: Sequence[bytes], fpr: float, queries: int) -> Itera
     if gcs is not None:
         sized.append((gcs.ByteSize(), 1, lambda: gcs))
     # OpenMined's Bloom filter indexes bits by h1 + i*h2 mod m, and m is not
-    # prime: when h2 shares factors with m an element sets (and a query tests)
-    # few distinct bits, so on small filters its real false-positive rate is far
-    # above the one asked for (1 x 1 items at 1e-9 gave a false match). It is
-    # offered only where no GCS can be built and raw would pass 1 MiB (a filter
-    # of millions of bits, where a short cycle needs gcd(h2, m) > m / k).
-    bloom_bytes = None
-    if gcs is None and raw.ByteSize() > _BLOOM_MIN_RAW_BYTES:
-        bloom_bytes = bloom_setup_bytes(fpr, queries, len(points))
+    # prime: when h2 shares factors with m a query tests few distinct bits (with
+    # h2 = 0, one), so a query matches falsely about once in 2m at any size: h2 = 0
+    # alone gives C/2m = 1/(2.9 k) false matches over C queries, all short periods
+    # 0.016 per 1M x 1M session at 1e-9 (bloom_false_matches), not 1e-9.
+    # bloom_setup_bytes is None unless that expectation stays within fpr.
+    bloom_bytes = bloom_setup_bytes(fpr, queries, len(points))
     if bloom_bytes is not None:
         sized.append((bloom_bytes, 2, lambda: bloom_setup(points, fpr, queries)))
     for _, _, build in sorted(sized, key=lambda entry: (entry[0], entry[1])):
