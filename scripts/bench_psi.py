@@ -175,7 +175,7 @@ def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path, max_set
         run(cli(b, "peers", "add", "lab-a", "127.0.0.1:1"))
         errlog = (workdir / "match.log").open("w")
         requester = subprocess.Popen(
-            cli(a, "match", "lab-b", "--kinds", KIND, "--format", "json"), stdout=subprocess.PIPE, stderr=errlog, text=True
+            cli(a, "--log-level", "INFO", "match", "lab-b", "--kinds", KIND, "--format", "json"), stdout=subprocess.PIPE, stderr=errlog, text=True
         )
         out = requester.stdout.read()
         # wait4 gives this child's own peak RSS (not the max over all children).
@@ -184,6 +184,8 @@ def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path, max_set
         if requester.returncode:
             raise SystemExit(f"match failed:\n{(workdir / 'match.log').read_text()}")
         result = json.loads(out)
+        steps = re.search(r"done in [\d.]+s \(([^)]*)\)", " ".join((workdir / "match.log").read_text().split()))
+        result["steps"] = steps.group(1) if steps else "?"
         requester_rss = usage.ru_maxrss / 1024
         counted = count_runs(a, workdir / "serve.log", server) if counts else {}
         responder_rss = peak_rss_mib(server.pid)
@@ -223,7 +225,7 @@ def main() -> int:
         node = node_match(req_vals, resp_vals, Path(tmp), max_set_size, args.verify, counts=not args.no_count)
     m = node["match"]
     assert m["matching_items"] == shared, (m["matching_items"], shared)
-    print(f"psi-share node-to-node over gRPC (match only): {m['seconds']:.2f}s, {m['matching_items']} matches")
+    print(f"psi-share node-to-node over gRPC (match only): {m['seconds']:.2f}s, {m['matching_items']} matches ({m['steps']})")
     print(f"  responder filter prepared before the request: {node['prepare_seconds']:.1f}s "
           f"({node['kind']}, {node['filter_bytes']} bytes)")
     print(f"  peak RSS: requester node {node['requester_rss']:.0f} MiB, responder node {node['responder_rss']:.0f} MiB")

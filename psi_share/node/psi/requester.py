@@ -159,8 +159,8 @@ def run_match(
     seconds = lap.elapsed()
     matched_actors = len({a for a, _ in matches}) if outcome.matched is not None else None
     log.info(
-        "PSI session %s with %s done in %.2fs: %d matching items%s",
-        local_id, request.peer, seconds, outcome.count,
+        "PSI session %s with %s done in %.2fs (%s): %d matching items%s",
+        local_id, request.peer, seconds, ", ".join(f"{k} {v:.2f}s" for k, v in lap.timings.items()), outcome.count,
         "" if matched_actors is None else f", {matched_actors} actors",
     )
     return MatchOutcome(
