@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
-from private_set_intersection.python import Request, Response, ServerSetup
+from private_set_intersection.python import Response, ServerSetup
 
 from ..crypto.buckets import MAX_BUCKETS, SETUP_BUCKETS_VERSION, CheckedBuckets, check_buckets, membership, partition
 from ..crypto.filter_check import SetupTerms, check_server_setup

@@ -34,7 +34,7 @@ from ..protocols.psi import Mode, PsiOpen
 from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
 from . import cardinality_service, witness_service
-from .chunks import MIN_CHUNK_BYTES, chunk_payloads, from_chunks, stream_chunks, to_chunks
+from .chunks import MIN_CHUNK_BYTES, chunk_payloads, stream_chunks, to_chunks
 from .egress import Egress
 from .listen import ListenError, why_not_listening
 from .liveness import Liveness, SilenceLimit
