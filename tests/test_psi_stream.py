@@ -39,6 +39,16 @@ def cut(data: bytes, rng: random.Random, most: int = 97) -> list[bytes]:
     return pieces
 
 
+def honest_response(ours: list[str], theirs: list[str], batch: int):  # type: ignore[no-untyped-def]
+    """A streamed session up to the responder's whole, honest response:
+    ``(exchange, response, requester)``, the response not yet fed back."""
+    pair = make_psi_pair(ours, theirs)
+    pair.requester.on_opened(pair.opened)
+    pair.requester.take_setup(pair.responder.setup(pair.prepared))
+    exchange = pair.requester.stream(batch)
+    return exchange, b"".join(pair.responder.process_stream(exchange.request_pieces())), pair.requester
+
+
 def streamed_match(ours: list[str], theirs: list[str], batch: int, seed: int, **pair_args) -> tuple[int, ...]:
     """One streamed session in memory: both directions cut at random places."""
     rng = random.Random(seed)
@@ -168,11 +178,7 @@ def test_a_bad_request_is_refused_when_it_shows(case: str) -> None:
 @pytest.mark.parametrize("case", ["one more", "one fewer", "a short element"])
 def test_the_requester_refuses_a_response_of_another_shape(case: str) -> None:
     ours = [f"item-{i}" for i in range(9)]
-    pair = make_psi_pair(ours, ours[:4])
-    pair.requester.on_opened(pair.opened)
-    pair.requester.take_setup(pair.responder.setup(pair.prepared))
-    exchange = pair.requester.stream(4)
-    response = b"".join(pair.responder.process_stream(exchange.request_pieces()))
+    exchange, response, requester = honest_response(ours, ours[:4], 4)
     if case == "one more":
         response += response[:35]
     elif case == "one fewer":
@@ -182,7 +188,7 @@ def test_the_requester_refuses_a_response_of_another_shape(case: str) -> None:
     with pytest.raises(RemoteProtocolError, match="more elements|has 8 elements, we sent 9|not a compressed"):
         for piece in cut(response, random.Random(5)):
             exchange.feed(piece)
-        pair.requester.on_streamed(exchange)
+        requester.on_streamed(exchange)
 
 
 def test_count_sessions_are_not_streamed() -> None:
@@ -249,13 +255,9 @@ def test_a_response_point_off_the_curve_is_refused_not_crashed_on() -> None:
 
     x = next(x for x in range(1, 100) if not _is_x_on_curve(x))
     ours = [f"item-{i}" for i in range(5)]
-    pair = make_psi_pair(ours, ours[:2])
-    pair.requester.on_opened(pair.opened)
-    pair.requester.take_setup(pair.responder.setup(pair.prepared))
-    exchange = pair.requester.stream(8)
-    response = b"".join(pair.responder.process_stream(exchange.request_pieces()))
+    exchange, response, requester = honest_response(ours, ours[:2], 8)
     forged = response[:-33] + b"\x02" + x.to_bytes(32, "big")
     assert x < P256_P
     with pytest.raises(RemoteProtocolError):
         exchange.feed(forged)
-        pair.requester.on_streamed(exchange)
+        requester.on_streamed(exchange)

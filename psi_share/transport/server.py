@@ -313,21 +313,6 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         call.session_id = first.session_id
         return first
 
-    def _read_stream(
-        self,
-        first: pb.Chunk,
-        rest: Iterator[pb.Chunk],
-        peer: str,
-        protocol: str,
-        step: str,
-        limit: int,
-        abort: Callable[[str, str, Exception], None],
-    ) -> bytes:
-        """Reassemble a request stream whose first chunk was already read,
-        recording every chunk as received before it is used. A bad or broken
-        stream ends its session through ``abort``: nothing half-received is kept."""
-        return b"".join(self._stream_pieces(first, rest, peer, protocol, step, limit, abort))
-
     def _stream_pieces(
         self,
         first: pb.Chunk,
@@ -338,8 +323,10 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         limit: int,
         abort: Callable[[str, str, Exception], None],
     ) -> Iterator[bytes]:
-        """:meth:`_read_stream`, a chunk's payload at a time: each recorded
-        as received and checked (``chunk_payloads``) before it is handed on."""
+        """A request stream whose first chunk was already read, a payload at
+        a time: every chunk recorded as received and checked
+        (``chunk_payloads``) before it is handed on. A bad or broken stream
+        ends its session through ``abort``: nothing half-received is kept."""
         sid = first.session_id
 
         def noted(chunks: Iterator[pb.Chunk]) -> Iterator[pb.Chunk]:
@@ -433,7 +420,8 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         peer, sid = call.peer, call.session_id
         sums = self._responder.sums
         limit = sums.request_limit(peer, sid)
-        data = self._read_stream(first, request_iterator, peer, "intersection-sum", "message-chunk", limit, sums.abort)
+        data = b"".join(self._stream_pieces(first, request_iterator, peer, "intersection-sum", "message-chunk", limit,
+                                            sums.abort))
         reply = sums.exchange(peer, sid, data)
         if reply.disclosed is not None:
             self._egress.disclosed(peer=peer, protocol="intersection-sum", session_id=sid, result=reply.disclosed)
