@@ -252,13 +252,18 @@ class PeerClient:
         )
 
     def psi_process(self, session_id: str, request: bytes, items: int) -> bytes:
-        return b"".join(self.psi_process_stream(session_id, len(request), [request], items))
+        replies, _ = self.psi_process_stream(session_id, len(request), [request], items)
+        return b"".join(replies)
 
-    def psi_process_stream(self, session_id: str, total: int, pieces: Iterable[bytes], items: int) -> Iterator[bytes]:
-        """Send a Request of ``total`` bytes as its ``pieces`` are produced and
-        yield the Response's payload a chunk at a time as it arrives (each
-        chunk recorded and checked first); the two directions overlap. An
-        error producing the pieces is raised as itself, not as the call's."""
+    def psi_process_stream(
+        self, session_id: str, total: int, pieces: Iterable[bytes], items: int
+    ) -> tuple[Iterator[bytes], Callable[[], None]]:
+        """Send a Request of ``total`` bytes as its ``pieces`` are produced;
+        return the Response's payloads, a chunk at a time as they arrive (each
+        chunk recorded and checked first), and a function that cancels the
+        call (safe from any thread: the consumer of the payloads may be on
+        another). The two directions overlap. An error producing the pieces
+        is raised as itself, not as the call's."""
         failure: list[BaseException] = []
 
         def outgoing() -> Iterator[pb.Chunk]:
@@ -273,14 +278,18 @@ class PeerClient:
                 raise
 
         replies = self._stub.PsiProcess(outgoing(), metadata=self._metadata, timeout=self._timeout)
-        try:
-            yield from self._payloads(replies, session_id, "response-chunk")
-        except grpc.RpcError as exc:
-            if failure:
-                raise failure[0] from None
-            raise self._error(exc) from None
-        finally:
-            replies.cancel()  # a no-op once the call ended; stops the peer when we gave up midway
+
+        def received() -> Iterator[bytes]:
+            try:
+                yield from self._payloads(replies, session_id, "response-chunk")
+            except grpc.RpcError as exc:
+                if failure:
+                    raise failure[0] from None
+                raise self._error(exc) from None
+            finally:
+                replies.cancel()  # a no-op once the call ended; stops the peer when we gave up midway
+
+        return received(), replies.cancel
 
     def psi_setup(self, session_id: str) -> bytes:
         request = self._send(

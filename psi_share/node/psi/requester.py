@@ -184,9 +184,13 @@ def _streamed(requester: PsiRequester, client: PeerClient, sid: str, items: int,
     requester.take_setup(client.psi_setup(sid))
     lap("setup")
     exchange = requester.stream(STREAM_BATCH_ITEMS)
-    pieces = client.psi_process_stream(sid, exchange.request_bytes, exchange.request_pieces(), items)
-    for piece in prefetch(pieces, depth=64):
-        exchange.feed(piece)
+    pieces, cancel = client.psi_process_stream(sid, exchange.request_bytes, exchange.request_pieces(), items)
+    try:
+        for piece in prefetch(pieces, depth=64):
+            exchange.feed(piece)
+    except BaseException:
+        cancel()  # the peer stops working for us, and the reading thread ends
+        raise
     outcome = requester.on_streamed(exchange)
     lap("blind+process+intersect")
     return outcome
