@@ -67,13 +67,14 @@ def test_every_message_both_ways_is_logged_with_its_digest_and_bounds(pair) -> N
         client.node_info()
     ours, theirs = load_entries(a.home.audit_path), load_entries(b.home.audit_path)
     sent_a = [e for e in ours if e["type"] == "sent"]
-    # (after the session, the two nodes exchange signed heads of their logs: witness/exchange)
-    assert [e["step"] for e in sent_a] == ["open", "request-chunk", "setup-request", "close", "exchange", "info-request"]
+    # (a reveal session asks for the filter first, then streams its request; after the
+    # session, the two nodes exchange signed heads of their logs: witness/exchange)
+    assert [e["step"] for e in sent_a] == ["open", "setup-request", "request-chunk", "close", "exchange", "info-request"]
     # What one side sent is exactly what the other logged as received (same SHA-256).
     received_b = {(e["step"], e["sha256"]) for e in theirs if e["type"] == "received"}
     assert {(e["step"], e["sha256"]) for e in sent_a} <= received_b
     sent_b = [e for e in theirs if e["type"] == "sent"]
-    assert [e["step"] for e in sent_b] == ["opened", "response-chunk", "setup-chunk", "closed", "exchanged", "info"]
+    assert [e["step"] for e in sent_b] == ["opened", "setup-chunk", "response-chunk", "closed", "exchanged", "info"]
     received_a = {(e["step"], e["sha256"]) for e in ours if e["type"] == "received"}
     assert {(e["step"], e["sha256"]) for e in sent_b} <= received_a
     # parameters bounding what the peer learns are on every PSI message
