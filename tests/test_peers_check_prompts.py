@@ -29,7 +29,7 @@ def _prompts(seed: str = SEED, **extra: str) -> dict[str, str]:
 def fed(federation):  # type: ignore[no-untyped-def]
     federation.node("lab-a", **_prompts())
     federation.node("lab-b", **_prompts())
-    federation.node("lab-c", **_prompts(OTHER_SEED, prompts__threshold="0.6"))
+    federation.node("lab-c", **_prompts(OTHER_SEED, prompts__threshold="0.7"))
     federation.node("lab-d")  # no [prompts]
     for name in ("lab-a", "lab-b", "lab-c", "lab-d"):
         federation.serve(name)
@@ -45,7 +45,7 @@ def test_node_info_carries_the_prompt_parameters_only_when_configured(fed) -> No
     ask = pb.NodeInfoRequest(protocol_version=PROTOCOL_VERSION)
     info = pb_grpc.PsiShareNodeStub(fed.channel("lab-a", "lab-c")).NodeInfo(ask, timeout=30)
     assert info.HasField("prompt_params")
-    expected = PromptParams.from_config(OTHER_SEED, threshold=0.6).describe()
+    expected = PromptParams.from_config(OTHER_SEED, threshold=0.7).describe()
     assert {k: getattr(info.prompt_params, k) for k in expected} == expected
     assert OTHER_SEED not in str(info) and bytes.fromhex(OTHER_SEED) not in info.SerializeToString()
     bare = pb_grpc.PsiShareNodeStub(fed.channel("lab-a", "lab-d")).NodeInfo(ask, timeout=30)
@@ -62,7 +62,7 @@ def test_peers_check_reports_prompt_parameters_before_any_session(fed) -> None: 
     assert f"{ours['bands']} bands x {ours['rows']} rows" in agree.detail and ours["seed_id"] in agree.detail
 
     [differ] = _finding(other, "prompts")
-    theirs = PromptParams.from_config(OTHER_SEED, threshold=0.6).describe()
+    theirs = PromptParams.from_config(OTHER_SEED, threshold=0.7).describe()
     assert differ.status == FAIL
     for field in ("bands", "rows", "seed_id"):
         assert ours[field] != theirs[field], field  # the two settings really differ in these fields

@@ -48,7 +48,9 @@ def run_federation(fed: SyntheticFederation, tmp_path: Path, params: PromptParam
     scores = {}
     for lab, peer in itertools.permutations(fed.labs, 2):
         peer_items = set(prepared[peer].actors_by_item())
-        matched = {c.line for kept in prepared[lab].clusters.values() for c in kept if peer_items.intersection(c.items)}
+        # A template is found when at least min_bands of its items match (what results show lists).
+        matched = {c.line for kept in prepared[lab].clusters.values() for c in kept
+                   if len(peer_items.intersection(c.items)) >= params.min_bands}
         scores[lab, peer] = score_matches(fed, lab, peer, matched)
     return scores
 
@@ -56,11 +58,14 @@ def run_federation(fed: SyntheticFederation, tmp_path: Path, params: PromptParam
 SEED_HEX = "5e" * 32
 
 
-@pytest.mark.parametrize("seed", [7, 9])
-def test_campaign_is_found_at_the_configured_threshold(tmp_path: Path, seed: int) -> None:
+# (7, "a1") and (9, "d3") are pairs of generator and federation seed where the parameters
+# before 25 x 5 with one band deciding failed (a near-miss found, a campaign template missed);
+# scripts/eval_prompt_seeds.py sweeps 80 such pairs.
+@pytest.mark.parametrize(("seed", "federation_seed"), [(7, SEED_HEX), (7, "a1" * 32), (9, "d3" * 32)])
+def test_campaign_is_found_at_the_configured_threshold(tmp_path: Path, seed: int, federation_seed: str) -> None:
     fed = generate(seed=seed)
-    params = PromptParams.from_config(SEED_HEX)
-    assert (params.bands, params.rows, DEFAULT_THRESHOLD) == (25, 5, 0.5)
+    params = PromptParams.from_config(federation_seed)
+    assert (params.bands, params.rows, params.min_bands, DEFAULT_THRESHOLD) == (48, 3, 7, 0.5)
     scores = run_federation(fed, tmp_path, params)
     for (lab, peer), score in scores.items():
         assert score.templates[0] > 3 and score.actors[0] > 10, (lab, peer, score)  # non-trivial truth
@@ -91,8 +96,10 @@ def test_generator_properties() -> None:
     assert [p.text for p in fed.prompts["lab-b"]] == [p.text for p in again.prompts["lab-b"]]
     assert len({p.template for lab in fed.labs for p in fed.prompts[lab] if p.template.startswith("campaign")}) == 20
 
+    k = PromptParams.from_config(SEED_HEX).shingle_words
+
     def jaccard(a: str, b: str) -> float:
-        x, y = shingles(normalise(a), 3), shingles(normalise(b), 3)
+        x, y = shingles(normalise(a), k), shingles(normalise(b), k)
         return len(x & y) / len(x | y)
 
     by_template: dict[tuple[str, str], list[str]] = {}

@@ -135,7 +135,7 @@ def test_count_only_on_prompt_items(federation, campaign) -> None:  # type: igno
 
 
 @pytest.mark.parametrize("b_extra, named", [
-    ({"prompts__threshold": "0.6"}, "bands: 18 at lab-b, 25 at lab-a; rows per band: 7 at lab-b, 5 at lab-a"),
+    ({"prompts__threshold": "0.7"}, "bands: 38 at lab-b, 48 at lab-a; rows per band: 5 at lab-b, 3 at lab-a"),
     ({"prompts__seed": f'"{"6f" * 32}"'}, "federation seed (by id)"),
 ])
 def test_parameter_mismatch_is_failed_precondition(federation, campaign, b_extra, named) -> None:  # type: ignore[no-untyped-def]
