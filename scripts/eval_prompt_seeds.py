@@ -11,8 +11,11 @@ band items matched (the parameter set's rule, what ``results show`` lists;
 "actors linked" against the generator's truth, per seed set.
 
 Seed sets: ``tuned`` are the seeds the default parameters were chosen on
-(generator 7-11 x federation 5e,d3,a1,07,11,22,33,44); ``held-out`` were
-not looked at while choosing (generator 20-24 x federation b7,c4,e9,f2,6a,8d,3c,95).
+(generator 7-11 x federation 5e,d3,a1,07,11,22,33,44); ``held-out``
+(generator 20-24 x federation b7,c4,e9,f2,6a,8d,3c,95) were first run on a
+candidate (48 x 3, 7 bands) that failed 2 of its pairs, which led to the
+rows >= 4 rule, so they informed the choice too; ``fresh`` (generator 30-34 x
+federation 1f,2e,4b,5a,69,78,87,96) were run once, on the final parameters.
 A federation seed is given as one byte, repeated 32 times, or as 64 hex digits.
 
 Usage: python scripts/eval_prompt_seeds.py [--set tuned|held-out|all] [--generator-seeds 7,8]
@@ -46,6 +49,7 @@ from psi_share.prompts.synthetic import SyntheticFederation, generate, score_mat
 SEED_SETS = {
     "tuned": ((7, 8, 9, 10, 11), ("5e", "d3", "a1", "07", "11", "22", "33", "44")),
     "held-out": ((20, 21, 22, 23, 24), ("b7", "c4", "e9", "f2", "6a", "8d", "3c", "95")),
+    "fresh": ((30, 31, 32, 33, 34), ("1f", "2e", "4b", "5a", "69", "78", "87", "96")),
 }
 
 
@@ -118,7 +122,7 @@ def _near_source(fed: SyntheticFederation, a: str, b: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", choices=("tuned", "held-out", "all"), default="all")
+    parser.add_argument("--set", choices=("tuned", "held-out", "fresh", "all"), default="all")
     parser.add_argument("--generator-seeds", help="instead of --set, with --federation-seeds")
     parser.add_argument("--federation-seeds")
     parser.add_argument("--threshold", type=float)

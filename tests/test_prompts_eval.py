@@ -65,7 +65,7 @@ SEED_HEX = "5e" * 32
 def test_campaign_is_found_at_the_configured_threshold(tmp_path: Path, seed: int, federation_seed: str) -> None:
     fed = generate(seed=seed)
     params = PromptParams.from_config(federation_seed)
-    assert (params.bands, params.rows, params.min_bands, DEFAULT_THRESHOLD) == (48, 3, 7, 0.5)
+    assert (params.bands, params.rows, params.min_bands, DEFAULT_THRESHOLD) == (48, 4, 4, 0.5)
     scores = run_federation(fed, tmp_path, params)
     for (lab, peer), score in scores.items():
         assert score.templates[0] > 3 and score.actors[0] > 10, (lab, peer, score)  # non-trivial truth

@@ -179,7 +179,7 @@ def test_banding_matches_its_formula(bands: int, rows: int, min_bands: int) -> N
 
 
 def test_recommended_banding_is_the_stated_optimum() -> None:
-    """Every (b, r, m) with b <= 48, b*r <= 192, m <= 8 is tried; RECOMMENDED holds the one with
+    """Every (b, r, m) with b <= 48, 4 <= r, b*r <= 192, m <= 8 is tried; RECOMMENDED holds the one with
     the least false-positive area below the threshold plus false-negative area above it.
     Computed here with scipy's binomial on one grid of 2,000 midpoints, independently of
     params.py's own computation."""
@@ -189,7 +189,7 @@ def test_recommended_banding_is_the_stated_optimum() -> None:
     s = (np.arange(steps) + 0.5) / steps
     errors: dict[float, dict[tuple[int, int, int], float]] = {t: {} for t in RECOMMENDED}
     for b in range(1, 49):
-        for r in range(1, 192 // b + 1):
+        for r in range(4, 192 // b + 1):
             ms = np.arange(1, min(8, b) + 1)
             matched = binom.sf(ms[:, None] - 1, b, s[None, :] ** r)  # P(K >= m), one row per m
             for t in RECOMMENDED:
@@ -205,7 +205,7 @@ def test_recommended_banding_is_the_stated_optimum() -> None:
 def test_params_from_config() -> None:
     seed = "ab" * 32
     default = PromptParams.from_config(seed)
-    assert (default.bands, default.rows, default.min_bands, default.shingle_words) == (48, 3, 7, 2)
+    assert (default.bands, default.rows, default.min_bands, default.shingle_words) == (48, 4, 4, 2)
     params = PromptParams.from_config(seed, threshold=0.8)
     assert (params.bands, params.rows, params.min_bands, params.num_perm) == (29, 6, 8, 174)
     assert PromptParams.from_config(seed.upper(), bands=4, rows=4).seed == bytes.fromhex(seed)

@@ -39,10 +39,17 @@ seen through many fillings needs (each filling is another chance).
 For each threshold :data:`RECOMMENDED` holds the ``(bands, rows, min_bands)``
 of :func:`optimal_banding`: at most :data:`RECOMMENDED_MAX_BANDS` bands (each
 band is one PSI item per prompt), at most :data:`RECOMMENDED_MAX_VALUES`
-MinHash values, ``min_bands`` at most :data:`RECOMMENDED_MAX_MIN_BANDS`, the
-triple that minimises the area under the false-positive part of the curve
+MinHash values, at least :data:`RECOMMENDED_MIN_ROWS` rows per band,
+``min_bands`` at most :data:`RECOMMENDED_MAX_MIN_BANDS`, the triple that
+minimises the area under the false-positive part of the curve
 below the threshold plus the false-negative part above it (datasketch's
-rule for ``(bands, rows)``, extended to ``min_bands``). The README's table is
+rule for ``(bands, rows)``, extended to ``min_bands``). Why at least four
+rows: the requester counts a template's items found anywhere in the peer's
+set, so every peer prompt of unrelated but similar wording adds chances of a
+chance band; a band of 3 rows agrees for a 0.2-similar pair with probability
+0.8 %, of 4 rows with 0.16 %, and on the synthetic campaign 3-row bands let a
+template collect 8 chance bands from 6 different peer templates (README,
+"Prompt chains"). The README's table is
 printed from it (``scripts/bench_prompts.py --table``) and
 ``tests/test_prompts_signature.py`` recomputes it independently.
 """
@@ -90,12 +97,13 @@ DEFAULT_SHINGLE_WORDS = 2
 RECOMMENDED_MAX_BANDS = 48
 RECOMMENDED_MAX_VALUES = 192
 RECOMMENDED_MAX_MIN_BANDS = 8
+RECOMMENDED_MIN_ROWS = 4
 
 #: threshold -> (bands, rows, min_bands): :func:`optimal_banding` of each
 #: threshold, pinned here (computing it takes a second). Changing an entry's
 #: bands or rows changes every band item made with it.
 RECOMMENDED: Mapping[float, tuple[int, int, int]] = {
-    0.5: (48, 3, 7),
+    0.5: (48, 4, 4),
     0.6: (48, 4, 7),
     0.7: (38, 5, 7),
     0.8: (29, 6, 8),
@@ -127,14 +135,14 @@ def _curves(rows: int, bands: int, s: np.ndarray, max_min_bands: int) -> np.ndar
 
 def optimal_banding(threshold: float, *, max_bands: int = RECOMMENDED_MAX_BANDS,
                     max_values: int = RECOMMENDED_MAX_VALUES, max_min_bands: int = RECOMMENDED_MAX_MIN_BANDS,
-                    steps: int = 400) -> tuple[int, int, int]:
+                    min_rows: int = RECOMMENDED_MIN_ROWS, steps: int = 400) -> tuple[int, int, int]:
     """The ``(bands, rows, min_bands)`` minimising false-positive area below ``threshold`` plus
     false-negative area above it (midpoint rule, ``steps`` points each side); ties: fewer bands."""
     low = (np.arange(steps) + 0.5) * threshold / steps
     high = threshold + (np.arange(steps) + 0.5) * (1.0 - threshold) / steps
     best: tuple[float, int, int, int] | None = None
     for bands in range(1, max_bands + 1):
-        for rows in range(1, max_values // bands + 1):
+        for rows in range(min_rows, max_values // bands + 1):
             fp = _curves(rows, bands, low, min(max_min_bands, bands)).sum(axis=1) * threshold / steps
             fn = (1.0 - _curves(rows, bands, high, min(max_min_bands, bands))).sum(axis=1) * (1.0 - threshold) / steps
             for m, error in enumerate(fp + fn, start=1):
