@@ -3,7 +3,8 @@
 
 For each generator seed and federation seed, prepares the synthetic
 campaign's three labs exactly as ``data import --prompts --benign`` does
-(stoplist, the lab's benign sample, near-duplicate folding, cap, chains),
+(stoplist, the lab's benign sample, near-duplicate folding, cap;
+``psi_share.prompts.evaluation``),
 intersects every ordered pair of labs' band items in plain Python (what PSI
 gives the requester) and keeps a template when at least ``min_bands`` of its
 band items matched (the parameter set's rule, what ``results show`` lists;
@@ -32,18 +33,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from psi_share.node.prompts.importer import label_clusters
-from psi_share.prompts import (
-    DEFAULT_THRESHOLD,
-    ExclusionIndex,
-    PromptParams,
-    SignatureEngine,
-    load_stoplist,
-    normalise,
-    prepare_prompts,
-    read_prompts_jsonl,
-    shingles,
-)
+from psi_share.prompts import DEFAULT_THRESHOLD, PromptParams, normalise, shingles
+from psi_share.prompts.evaluation import found_lines, prepare_labs
 from psi_share.prompts.synthetic import SyntheticFederation, generate, score_matches, write_files
 
 SEED_SETS = {
@@ -55,26 +46,6 @@ SEED_SETS = {
 
 def _seed_hex(text: str) -> str:
     return text * 32 if len(text) == 2 else text
-
-
-def found_lines(fed: SyntheticFederation, params: PromptParams, files: dict[str, Path],
-                min_bands: int) -> dict[tuple[str, str], set[int]]:
-    """(lab, peer) -> lines of lab's representatives with at least ``min_bands`` items held by peer."""
-    engine = SignatureEngine(params)
-    stoplist = load_stoplist(files["stoplist.txt"])
-    prepared = {}
-    for lab in fed.labs:
-        index = ExclusionIndex(params.shingle_words)
-        index.add_stoplist(stoplist)
-        index.add_frequent(read_prompts_jsonl(files[f"{lab}/benign-sample.jsonl"]), 5)
-        prepared[lab] = prepare_prompts(read_prompts_jsonl(files[f"{lab}/prompts.jsonl"]), engine, index)
-        label_clusters(prepared[lab].clusters, params.min_bands)  # as the import does (and as costly)
-    out = {}
-    for lab, peer in itertools.permutations(fed.labs, 2):
-        theirs = set(prepared[peer].actors_by_item())
-        out[(lab, peer)] = {c.line for kept in prepared[lab].clusters.values() for c in kept
-                            if len(theirs.intersection(c.items)) >= min_bands}
-    return out
 
 
 def measure(generator_seeds: list[int], shingle_words: int) -> None:
@@ -154,7 +125,7 @@ def main() -> None:
             for fseed in fseeds:
                 params = PromptParams.from_config(_seed_hex(fseed), **extra)  # type: ignore[arg-type]
                 min_bands = args.min_bands or params.min_bands
-                for (lab, peer), lines in found_lines(fed, params, files, min_bands).items():
+                for (lab, peer), lines in found_lines(prepare_labs(fed.labs, files, params), min_bands).items():
                     s = score_matches(fed, lab, peer, lines)
                     scores.append(s)
                     low = min(s.template_precision, s.template_recall, s.actor_precision, s.actor_recall) < 0.95

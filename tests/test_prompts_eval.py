@@ -13,46 +13,21 @@ and no benign prompt links two actors.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
 
-from psi_share.prompts import (
-    DEFAULT_THRESHOLD,
-    ExclusionIndex,
-    PromptParams,
-    SignatureEngine,
-    load_stoplist,
-    normalise,
-    prepare_prompts,
-    read_prompts_jsonl,
-    shingles,
-)
+from psi_share.prompts import DEFAULT_THRESHOLD, PromptParams, normalise, shingles
+from psi_share.prompts.evaluation import found_lines, prepare_labs
 from psi_share.prompts.synthetic import Score, SyntheticFederation, generate, score_matches, write_files
 
 
 def run_federation(fed: SyntheticFederation, tmp_path: Path, params: PromptParams, *,
                    exclusions: bool = True) -> dict[tuple[str, str], Score]:
-    """Write the federation's files, prepare each lab from them, intersect, score."""
-    files = write_files(fed, tmp_path)
-    engine = SignatureEngine(params)
-    stoplist = load_stoplist(files["stoplist.txt"])
-    prepared = {}
-    for lab in fed.labs:
-        index = ExclusionIndex(params.shingle_words)
-        if exclusions:
-            index.add_stoplist(stoplist)
-            index.add_frequent(read_prompts_jsonl(files[f"{lab}/benign-sample.jsonl"]), min_actors=5)
-        prepared[lab] = prepare_prompts(read_prompts_jsonl(files[f"{lab}/prompts.jsonl"]), engine, index)
-    scores = {}
-    for lab, peer in itertools.permutations(fed.labs, 2):
-        peer_items = set(prepared[peer].actors_by_item())
-        # A template is found when at least min_bands of its items match (what results show lists).
-        matched = {c.line for kept in prepared[lab].clusters.values() for c in kept
-                   if len(peer_items.intersection(c.items)) >= params.min_bands}
-        scores[lab, peer] = score_matches(fed, lab, peer, matched)
-    return scores
+    """Write the federation's files, prepare each lab from them, intersect, score (a template is
+    found with at least min_bands of its items at the peer: what results show lists)."""
+    prepared = prepare_labs(fed.labs, write_files(fed, tmp_path), params, exclusions=exclusions)
+    return {pair: score_matches(fed, *pair, lines) for pair, lines in found_lines(prepared, params.min_bands).items()}
 
 
 SEED_HEX = "5e" * 32
