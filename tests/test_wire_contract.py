@@ -16,10 +16,12 @@ count and sum. Reflection answers under v1 and v1alpha.
 
 from __future__ import annotations
 
+import threading
+
 import grpc
 import private_set_intersection.python as openmined
 import pytest
-from foreign_client import ForeignClient, item, request_limit, run_session, sum_as_matcher, to_chunks
+from foreign_client import ForeignClient, intersect, item, request_limit, run_session, sum_as_matcher, to_chunks
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -184,6 +186,53 @@ def test_every_chunk_carries_the_session_and_counts_from_zero(lab_b) -> None:  #
             broken(c)
         code, details = _refused(lambda: list(client._stream("PsiProcess", iter(chunks), "stream")))
         assert code is grpc.StatusCode.INVALID_ARGUMENT and expect in details
+
+
+def test_the_response_streams_while_the_request_still_arrives(lab_b) -> None:  # type: ignore[no-untyped-def]
+    """PROTOCOL.md, PsiProcess: response chunks may come before the request's
+    last chunk is sent (the node answers a batch at a time). The client holds
+    its last chunk back until a response chunk arrives (or 60 s pass) and the
+    result is still exactly OpenMined's own."""
+    _, client = lab_b
+    values = [f"u{i}@example.org" for i in range(40_000)]  # two batches of the node's 32,768
+    psi_client = openmined.client.CreateWithNewKey(True)
+    request = psi_client.CreateRequest([item("email", 1, v) for v in values]).SerializeToString()
+    sid = client.open("flagged", {"email": 1}, len(values), True).session_id
+    answered, held_back = threading.Event(), []
+
+    def outgoing():  # type: ignore[no-untyped-def]
+        for chunk in to_chunks(sid, request, 65536):
+            if chunk.last:
+                held_back.append(answered.wait(60))
+            yield chunk
+
+    replies = []
+    for reply in client._stream("PsiProcess", outgoing(), "stream"):
+        answered.set()
+        replies.append(reply)
+    assert held_back == [True], "no response chunk came before the request's last chunk"
+    response = b"".join(r.data for r in replies)
+    found = intersect(True, psi_client.GetPrivateKeyBytes(), client.setup(sid), response)
+    assert found == [i for i, v in enumerate(values) if v in set(EMAILS)]
+    client.close(sid, "done")
+
+
+def test_a_client_that_gives_up_midway_fails_only_its_session(lab_b) -> None:  # type: ignore[no-untyped-def]
+    node, client = lab_b
+    values = [f"g{i}@example.org" for i in range(40_000)]
+    request = _request(values)
+    sid = client.open("flagged", {"email": 1}, len(values), True).session_id
+    chunks = list(to_chunks(sid, request, 65536))
+    call = client._stream("PsiProcess", iter(chunks[: len(chunks) - 3]), "stream")  # ends without its last chunk
+    code = None
+    try:
+        list(call)
+    except grpc.RpcError as exc:
+        code = exc.code()
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert node.store.session(sid).status == "failed"
+    result, _, _ = run_session(client, "flagged", {"email": 1}, [item("email", 1, v) for v in EMAILS[:5]], True)
+    assert result == [0, 1, 2, 3, 4]  # the node goes on serving
 
 
 def test_what_psi_close_records(lab_b) -> None:  # type: ignore[no-untyped-def]

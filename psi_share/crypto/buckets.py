@@ -150,12 +150,12 @@ def check_buckets(
             checked = check_server_setup(setup, terms)
         except RemoteProtocolError as exc:
             raise RemoteProtocolError(f"bucket {index} of {buckets}: {exc}") from None
-        tests.append(_membership(setup, checked))
+        tests.append(membership(setup, checked))
         kinds.append(checked.kind)
     return CheckedBuckets(tuple(tests), tuple(kinds))
 
 
-def _membership(setup: ServerSetup, checked: CheckedSetup) -> Membership:
+def membership(setup: ServerSetup, checked: CheckedSetup) -> Membership:
     """OpenMined's lookup on a checked setup, in Python: GCS (hash mod range
     among the hashes the check decoded), Bloom filter (every one of k bits
     set), raw (the point itself)."""

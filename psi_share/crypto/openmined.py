@@ -114,11 +114,14 @@ class OpenMinedEngine:
         """H(x)^k for every item, in order: the requester's request."""
         if self._isolate:
             start_in_background()  # ready by the time the peer's filter arrives
-        calls = [(key, list(items[a:b]), reveal) for a, b in self._spans(len(items))]
         request = Request(reveal_intersection=reveal)
-        for part in self.runner.map(blind_span, calls):
-            request.encrypted_elements.extend(part)
+        request.encrypted_elements.extend(self.blind_points(key, items, reveal))
         return request
+
+    def blind_points(self, key: bytes, items: Sequence[str], reveal: bool = True) -> list[bytes]:
+        """H(x)^k for every item, in order (one batch of a streamed request)."""
+        calls = [(key, list(items[a:b]), reveal) for a, b in self._spans(len(items))]
+        return [e for part in self.runner.map(blind_span, calls) for e in part]
 
     def intersect(
         self, key: bytes, setup: ServerSetup, response: Response, reveal: bool
@@ -143,6 +146,11 @@ class OpenMinedEngine:
             return sum(p for p in parts if isinstance(p, int))
         return sorted(i for p in parts if isinstance(p, list) for i in p)
 
+    def process_points(self, key: bytes, elements: Sequence[bytes], reveal: bool = True) -> list[bytes]:
+        """Every point raised to ``key``, in order (OpenMined's server step, chunk-parallel)."""
+        calls = [(key, list(elements[a:b]), reveal) for a, b in self._spans(len(elements))]
+        return [e for part in self.runner.map(process_span, calls) for e in part]
+
     def unblind(self, key: bytes, elements: Sequence[bytes]) -> list[bytes]:
         """``H(x)^ab`` -> ``H(x)^b`` for the responder's points, in order:
         OpenMined's server step under ``key``'s inverse (what OpenMined's
@@ -151,8 +159,7 @@ class OpenMinedEngine:
         if any(len(e) != POINT_BYTES or e[0] not in (2, 3) for e in elements):
             raise RemoteProtocolError("peer's response holds an element that is not a compressed P-256 point")
         inverse = pow(int.from_bytes(key, "big"), -1, P256_ORDER).to_bytes(32, "big")
-        calls = [(inverse, list(elements[a:b]), True) for a, b in self._spans(len(elements))]
-        return [e for part in self.runner.map(process_span, calls) for e in part]
+        return self.process_points(inverse, elements)
 
     # -- responder (OpenMined "server") ---------------------------------
 
@@ -206,9 +213,7 @@ class OpenMinedEngine:
             raise RemoteProtocolError(
                 "request's reveal_intersection does not match the session's mode"
             )
-        elements = request.encrypted_elements
-        calls = [(key, list(elements[a:b]), reveal) for a, b in self._spans(len(elements))]
-        joined = [e for part in self.runner.map(process_span, calls) for e in part]
+        joined = self.process_points(key, request.encrypted_elements, reveal)
         if not reveal:
             joined.sort()  # hide which request position each element came from
         response = Response()

@@ -37,19 +37,20 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
-from private_set_intersection.python import Request, Response, ServerSetup
+from private_set_intersection.python import Response, ServerSetup
 
-from ..crypto.buckets import MAX_BUCKETS, SETUP_BUCKETS_VERSION, check_buckets, partition
+from ..crypto.buckets import MAX_BUCKETS, SETUP_BUCKETS_VERSION, CheckedBuckets, check_buckets, membership, partition
 from ..crypto.filter_check import SetupTerms, check_server_setup
 from ..crypto.filters import build_setup
 from ..crypto.openmined import OPENMINED_PSI_VERSION, POINT_BYTES, OpenMinedEngine, check_key
 from ..errors import LocalProtocolError, OutOfOrder, RemoteProtocolError, VersionMismatch
 from ..v1 import node_pb2 as pb
 from . import PROTOCOL_VERSION, ProtocolSpec, register_protocol
+from .psi_stream import StreamedExchange, message_bytes, process_stream
 
 SPEC = register_protocol(
     ProtocolSpec(
@@ -65,6 +66,10 @@ DEFAULT_FALSE_POSITIVE_RATE = 1e-9
 # Bytes of one blinded element inside a serialized Request/Response: a
 # 33-byte point plus its field tag and length.
 _ELEMENT_WIRE_BYTES = POINT_BYTES + 2
+# Elements per batch of a streamed request or response: ~1 MB of points,
+# small enough that the first batch is under way almost at once, large
+# enough that each is split across the engine's workers.
+STREAM_BATCH_ITEMS = 32768
 
 
 class Mode(str, enum.Enum):
@@ -291,6 +296,8 @@ class RequesterState(enum.Enum):
     OPENED = "opened"
     REQUEST_SENT = "request-sent"
     RESPONSE_RECEIVED = "response-received"
+    SETUP_TAKEN = "setup-taken"  # streamed: the filter first (psi_stream)
+    STREAMING = "streaming"
     DONE = "done"
 
 
@@ -307,6 +314,9 @@ _REQUESTER_STEPS = {
     (RequesterState.OPENED, "request"): RequesterState.REQUEST_SENT,
     (RequesterState.REQUEST_SENT, "response"): RequesterState.RESPONSE_RECEIVED,
     (RequesterState.RESPONSE_RECEIVED, "setup"): RequesterState.DONE,
+    (RequesterState.OPENED, "setup-first"): RequesterState.SETUP_TAKEN,
+    (RequesterState.SETUP_TAKEN, "stream"): RequesterState.STREAMING,
+    (RequesterState.STREAMING, "streamed"): RequesterState.DONE,
 }
 _RESPONDER_STEPS = {
     (ResponderState.OPEN, "setup"): ResponderState.OPEN,
@@ -404,6 +414,53 @@ class PsiRequester:
             )
         self._response = response
 
+    # -- streamed (reveal mode): the filter first, then request and response overlap --
+
+    def take_setup(self, data: bytes) -> None:
+        """The responder's filter, before anything of ours is sent: checked
+        exactly as :meth:`on_setup` checks it, kept as a membership test that
+        :meth:`stream` looks our unblinded points up in, in Python."""
+        if not self.open.mode.reveal:
+            raise LocalProtocolError("only reveal sessions are streamed")
+        self._step("setup-first")
+        assert self.opened is not None
+        if self.opened.setup_buckets_version == SETUP_BUCKETS_VERSION:
+            self._matches = self._checked_buckets(data).matches
+        else:
+            setup = _parse(ServerSetup, data, "ServerSetup")
+            self._matches = membership(setup, check_server_setup(setup, self._terms()))
+
+    def stream(self, batch_items: int) -> StreamedExchange:
+        """The exchange to drive: its request pieces out, the response's in
+        (see :class:`~psi_share.protocols.psi_stream.StreamedExchange`)."""
+        self._step("stream")
+        return StreamedExchange(self._engine, self._key, self._items, self._matches, batch_items)
+
+    def on_streamed(self, exchange: StreamedExchange) -> PsiOutcome:
+        """What we learn once the whole response went through ``exchange``."""
+        self._step("streamed")
+        assert self.opened is not None
+        found = exchange.found()
+        return PsiOutcome(len(found), found, self.open.set_size, self.opened.false_positive_rate)
+
+    def _terms(self) -> SetupTerms:
+        assert self.opened is not None
+        return SetupTerms(
+            false_positive_rate=self.opened.false_positive_rate,
+            queries=self.opened.max_set_size,
+            items=self.opened.responder_set_size,
+        )
+
+    def _checked_buckets(self, data: bytes) -> CheckedBuckets:
+        assert self.opened is not None
+        message = _parse(pb.PsiBucketedSetup, data, "PsiBucketedSetup")
+        if message.protocol_version != PROTOCOL_VERSION or message.setup_buckets_version != SETUP_BUCKETS_VERSION:
+            raise RemoteProtocolError("peer's PsiBucketedSetup carries another version than the session's")
+        return check_buckets(
+            list(message.bucket_sizes), list(message.setups), fpr=self.opened.false_positive_rate,
+            queries=self.opened.max_set_size, items=self.opened.responder_set_size, buckets=self.opened.bucket_count,
+        )
+
     def on_setup(self, data: bytes) -> PsiOutcome:
         """Take the responder's filter, check it, and compute what we learn.
 
@@ -416,12 +473,7 @@ class PsiRequester:
         if self.opened.setup_buckets_version == SETUP_BUCKETS_VERSION:
             return self._on_buckets(data)
         setup = _parse(ServerSetup, data, "ServerSetup")
-        terms = SetupTerms(
-            false_positive_rate=self.opened.false_positive_rate,
-            queries=self.opened.max_set_size,
-            items=self.opened.responder_set_size,
-        )
-        checked = check_server_setup(setup, terms)
+        checked = check_server_setup(setup, self._terms())
         reveal = self.open.mode.reveal
         if self.open.set_size == 0 or checked.elements == 0:
             found: list[int] | int = [] if reveal else 0  # nothing can match: no native call
@@ -437,13 +489,7 @@ class PsiRequester:
         """A bucketed setup: every bucket checked, then each of our items
         (unblinded to H(x)^b by us) looked up in its own bucket, in Python."""
         assert self._response is not None and self.opened is not None
-        message = _parse(pb.PsiBucketedSetup, data, "PsiBucketedSetup")
-        if message.protocol_version != PROTOCOL_VERSION or message.setup_buckets_version != SETUP_BUCKETS_VERSION:
-            raise RemoteProtocolError("peer's PsiBucketedSetup carries another version than the session's")
-        checked = check_buckets(
-            list(message.bucket_sizes), list(message.setups), fpr=self.opened.false_positive_rate,
-            queries=self.opened.max_set_size, items=self.opened.responder_set_size, buckets=self.opened.bucket_count,
-        )
+        checked = self._checked_buckets(data)
         points = self._engine.unblind(self._key, list(self._response.encrypted_elements)) if self.open.set_size else []
         self._response = None
         found = tuple(i for i, point in enumerate(points) if checked.matches(point))
@@ -499,21 +545,24 @@ class PsiResponderSession:
         self._step("setup")
         return prepared.setup
 
+    def response_bytes(self) -> int:
+        """The length of the serialized Response to a well-formed request."""
+        return message_bytes(self.open.set_size, request=False, reveal=False)
+
     def process(self, data: bytes) -> bytes:
         """Blind the requester's blinded items with our key (serialized Response)."""
-        self._step("process")
         if len(data) > self.max_request_bytes():
             raise RemoteProtocolError("request is larger than the announced set size allows")
-        request = _parse(Request, data, "Request")
-        count = len(request.encrypted_elements)
-        if count != self.open.set_size:
-            raise RemoteProtocolError(f"request has {count} elements, session announced {self.open.set_size}")
-        if any(len(e) != POINT_BYTES for e in request.encrypted_elements):
-            raise RemoteProtocolError("request holds an element that is not a compressed P-256 point")
-        if count and len(set(request.encrypted_elements)) != count:
-            raise RemoteProtocolError("request holds duplicate elements")
-        response = self._engine.process(self._key, request, self.open.mode.reveal)
-        return response.SerializeToString()
+        return b"".join(self.process_stream([data]))
+
+    def process_stream(self, pieces: Iterable[bytes], batch_items: int = STREAM_BATCH_ITEMS) -> Iterator[bytes]:
+        """The serialized Response, a batch at a time, to a Request that
+        arrives in ``pieces`` (:func:`~psi_share.protocols.psi_stream.process_stream`
+        checks it as it reads). The step is taken when called: a second
+        request in the session is out of order even before it is read."""
+        self._step("process")
+        return process_stream(self._engine, self._key, pieces, expected=self.open.set_size,
+                              reveal=self.open.mode.reveal, batch_items=batch_items)
 
     def close(self) -> None:
         if self.state is not ResponderState.CLOSED:

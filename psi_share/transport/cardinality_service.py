@@ -57,7 +57,7 @@ def exchange(self: NodeServicer, request_iterator: Iterator[pb.Chunk], call: _Ca
     peer, sid = call.peer, call.session_id
     counts = self._responder.counts
     limit = counts.request_limit(peer, sid)
-    data = self._read_stream(first, request_iterator, peer, PROTOCOL, "message-chunk", limit, counts.abort)
+    data = b"".join(self._stream_pieces(first, request_iterator, peer, PROTOCOL, "message-chunk", limit, counts.abort))
     reply = counts.exchange(peer, sid, data)
     if reply.disclosed is not None:
         self._egress.disclosed(peer=peer, protocol=PROTOCOL, session_id=sid, result=reply.disclosed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 from cryptography import x509
@@ -19,7 +19,7 @@ from ..protocols.intersection_sum import SumOpen, SumOpened, ValueHolder
 from ..protocols.psi import PsiOpen, PsiOpened
 from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
-from .chunks import MIN_CHUNK_BYTES, from_chunks, to_chunks
+from .chunks import MIN_CHUNK_BYTES, chunk_payloads, stream_chunks, to_chunks
 from .egress import SESSION_ID, Egress
 from .liveness import Liveness
 from .server import MAX_MESSAGE_BYTES, NODE_HEADER
@@ -252,18 +252,44 @@ class PeerClient:
         )
 
     def psi_process(self, session_id: str, request: bytes, items: int) -> bytes:
-        def outgoing() -> Iterator[pb.Chunk]:
-            for chunk in to_chunks(session_id, request):
-                yield self._send(
-                    chunk, "request-chunk", session_id, items=items if chunk.index == 0 else 0,
-                    parameters=self._session_parameters.get(session_id, {}),
-                )
+        replies, _ = self.psi_process_stream(session_id, len(request), [request], items)
+        return b"".join(replies)
 
-        try:
-            replies = self._stub.PsiProcess(outgoing(), metadata=self._metadata, timeout=self._timeout)
-            return self._receive(replies, session_id, "response-chunk")
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
+    def psi_process_stream(
+        self, session_id: str, total: int, pieces: Iterable[bytes], items: int
+    ) -> tuple[Iterator[bytes], Callable[[], None]]:
+        """Send a Request of ``total`` bytes as its ``pieces`` are produced;
+        return the Response's payloads, a chunk at a time as they arrive (each
+        chunk recorded and checked first), and a function that cancels the
+        call (safe from any thread: the consumer of the payloads may be on
+        another). The two directions overlap. An error producing the pieces
+        is raised as itself, not as the call's."""
+        failure: list[BaseException] = []
+
+        def outgoing() -> Iterator[pb.Chunk]:
+            try:
+                for chunk in stream_chunks(session_id, total, pieces):
+                    yield self._send(
+                        chunk, "request-chunk", session_id, items=items if chunk.index == 0 else 0,
+                        parameters=self._session_parameters.get(session_id, {}),
+                    )
+            except BaseException as exc:
+                failure.append(exc)
+                raise
+
+        replies = self._stub.PsiProcess(outgoing(), metadata=self._metadata, timeout=self._timeout)
+
+        def received() -> Iterator[bytes]:
+            try:
+                yield from self._payloads(replies, session_id, "response-chunk")
+            except grpc.RpcError as exc:
+                if failure:
+                    raise failure[0] from None
+                raise self._error(exc) from None
+            finally:
+                replies.cancel()  # a no-op once the call ended; stops the peer when we gave up midway
+
+        return received(), replies.cancel
 
     def psi_setup(self, session_id: str) -> bytes:
         request = self._send(
@@ -288,16 +314,17 @@ class PeerClient:
         self._egress.received(reply, peer=self.peer, protocol="psi", step="closed", session_id=session_id)
 
     def _receive(self, replies: Iterator[pb.Chunk], session_id: str, step: str, protocol: str = "psi") -> bytes:
+        return b"".join(self._payloads(replies, session_id, step, protocol))
+
+    def _payloads(self, replies: Iterator[pb.Chunk], session_id: str, step: str, protocol: str = "psi") -> Iterator[bytes]:
+        """The payloads of one reply stream, each chunk recorded as received
+        and checked (``chunk_payloads``: order, this session, the limits)."""
         def noted() -> Iterator[pb.Chunk]:
             for chunk in replies:
                 self._egress.received(chunk, peer=self.peer, protocol=protocol, step=step, session_id=session_id)
                 yield chunk
 
-        sid, data = from_chunks(noted(), max_bytes=self._max_reply, session_id=session_id,
-                                min_chunk_bytes=MIN_CHUNK_BYTES)
-        if sid != session_id:
-            raise RemoteProtocolError("peer answered for another session")
-        return data
+        return chunk_payloads(noted(), max_bytes=self._max_reply, session_id=session_id, min_chunk_bytes=MIN_CHUNK_BYTES)
 
     # -- intersection-sum ----------------------------------------------------
 

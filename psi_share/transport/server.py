@@ -16,7 +16,8 @@ import datetime as dt
 import functools
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,7 +35,7 @@ from ..prompts import wire as prompt_wire
 from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
 from . import cardinality_service, witness_service
-from .chunks import MIN_CHUNK_BYTES, from_chunks, to_chunks
+from .chunks import MIN_CHUNK_BYTES, chunk_payloads, stream_chunks, to_chunks
 from .egress import Egress
 from .listen import ListenError, why_not_listening
 from .liveness import Liveness, SilenceLimit
@@ -208,7 +209,10 @@ def _rpc(
                 answer = body(self, request, call)
             except Exception as exc:  # noqa: BLE001 - every error becomes a status
                 self._abort(context, exc, call.peer, protocol, error_step, call.session_id)
-            return answer()
+            reply = answer()
+            if not isinstance(reply, types.GeneratorType):
+                return reply
+            return self._streamed(reply, context, call, protocol, error_step)
 
         method.rpc_steps = (protocol, error_step, received)  # type: ignore[attr-defined]  # what the egress records
         return method
@@ -232,6 +236,17 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             reason=getattr(exc, "reason", ""),
         )
         context.abort(code, message)
+
+    def _streamed(
+        self, reply: Iterator[Any], context: grpc.ServicerContext, call: _Call, protocol: str, step: str
+    ) -> Iterator[Any]:
+        """A streamed reply whose remaining messages are still being computed
+        (PsiProcess): an error on the way becomes a status as before the
+        first message. Nothing already sent is taken back."""
+        try:
+            yield from reply
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status
+            self._abort(context, exc, call.peer, protocol, step, call.session_id)
 
     def _parameters(self, peer: str, sid: str) -> dict[str, object]:
         parameters = getattr(self._responder, "audit_parameters", None)
@@ -313,7 +328,7 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         call.session_id = first.session_id
         return first
 
-    def _read_stream(
+    def _stream_pieces(
         self,
         first: pb.Chunk,
         rest: Iterator[pb.Chunk],
@@ -322,10 +337,11 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         step: str,
         limit: int,
         abort: Callable[[str, str, Exception], None],
-    ) -> bytes:
-        """Reassemble a request stream whose first chunk was already read,
-        recording every chunk as received before it is used. A bad or broken
-        stream ends its session through ``abort``: nothing half-received is kept."""
+    ) -> Iterator[bytes]:
+        """A request stream whose first chunk was already read, a payload at
+        a time: every chunk recorded as received and checked
+        (``chunk_payloads``) before it is handed on. A bad or broken stream
+        ends its session through ``abort``: nothing half-received is kept."""
         sid = first.session_id
 
         def noted(chunks: Iterator[pb.Chunk]) -> Iterator[pb.Chunk]:
@@ -334,22 +350,23 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
                 yield chunk
 
         try:
-            _, data = from_chunks(noted(itertools.chain([first], rest)), max_bytes=limit, session_id=sid,
-                                  min_chunk_bytes=MIN_CHUNK_BYTES)
+            yield from chunk_payloads(noted(itertools.chain([first], rest)), max_bytes=limit, session_id=sid,
+                                      min_chunk_bytes=MIN_CHUNK_BYTES)
         except Exception as exc:
             abort(peer, sid, exc)
             raise
-        return data
 
     @_rpc("psi", "response")
     def PsiProcess(self, request_iterator: Iterator[pb.Chunk], call: _Call) -> _Answer:
         first = self._first_chunk(request_iterator, "PsiProcess", call, sid_first=False)
         peer, sid = call.peer, call.session_id
         limit = self._responder.request_limit(peer, sid)
-        data = self._read_stream(first, request_iterator, peer, "psi", "request-chunk", limit, self._responder.abort)
-        reply = self._responder.psi_process(peer, sid, data)
+        pieces = self._stream_pieces(first, request_iterator, peer, "psi", "request-chunk", limit, self._responder.abort)
+        total, replies = self._responder.psi_process(peer, sid, pieces)
         parameters = self._parameters(peer, sid)
-        return lambda: self._send_chunks(peer, sid, "response", reply, parameters)
+        # Streamed: each batch of the response leaves as soon as it is computed, while
+        # the request is still arriving (protocols/psi_stream.py).
+        return lambda: self._send_chunks(peer, sid, "response", replies, parameters, total=total)
 
     @_rpc("psi", "closed", "close", session="session_id", version="before")
     def PsiClose(self, request: pb.PsiCloseRequest, call: _Call) -> _Answer:
@@ -358,10 +375,13 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         return lambda: self._egress.send(reply, peer=call.peer, protocol="psi", step="closed", session_id=request.session_id)
 
     def _send_chunks(
-        self, peer: str, sid: str, step: str, data: bytes, parameters: dict[str, object]
+        self, peer: str, sid: str, step: str, data: bytes | Iterable[bytes], parameters: dict[str, object],
+        *, total: int | None = None,
     ) -> Iterator[pb.Chunk]:
+        """``data``, or with ``total`` the pieces of a message of that length, as recorded chunks."""
         items = int(parameters.get(f"{step}_items", 0) or 0)  # type: ignore[call-overload]
-        for chunk in to_chunks(sid, data):
+        chunks = to_chunks(sid, data) if total is None else stream_chunks(sid, total, data)  # type: ignore[arg-type]
+        for chunk in chunks:
             yield self._egress.send(
                 chunk, peer=peer, protocol="psi", step=f"{step}-chunk", session_id=sid,
                 items=items if chunk.index == 0 else 0, parameters=parameters,
@@ -415,7 +435,8 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
         peer, sid = call.peer, call.session_id
         sums = self._responder.sums
         limit = sums.request_limit(peer, sid)
-        data = self._read_stream(first, request_iterator, peer, "intersection-sum", "message-chunk", limit, sums.abort)
+        data = b"".join(self._stream_pieces(first, request_iterator, peer, "intersection-sum", "message-chunk", limit,
+                                            sums.abort))
         reply = sums.exchange(peer, sid, data)
         if reply.disclosed is not None:
             self._egress.disclosed(peer=peer, protocol="intersection-sum", session_id=sid, result=reply.disclosed)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from ...crypto.openmined import OpenMinedEngine, new_private_key
 from ...errors import LocalProtocolError, PsiShareError
 from ...identifiers import KINDS, canonical_versions
-from ...protocols.psi import Mode, PsiRequester, below_minimum
+from ...crypto import prefetch
+from ...protocols.psi import STREAM_BATCH_ITEMS, Mode, PsiOutcome, PsiRequester, below_minimum
 from ...prompts.signature import KIND as PROMPT_KIND
 from ...store import SessionRecord, Store
 from ..prompts.matches import record_prompt_matches
@@ -121,14 +122,17 @@ def run_match(
         local_id, request.peer, len(item_set), request.dataset, request.peer_dataset, request.mode.value,
     )
     try:
-        blinded = requester.request()
-        lap("blind")
-        requester.on_response(client.psi_process(opened.session_id, blinded, len(item_set)))
-        lap("process")
-        setup = client.psi_setup(opened.session_id)
-        lap("setup")
-        outcome = requester.on_setup(setup)
-        lap("intersect")
+        if request.mode.reveal:
+            outcome = _streamed(requester, client, opened.session_id, len(item_set), lap)
+        else:  # OpenMined's count mode answers sorted: nothing to overlap
+            blinded = requester.request()
+            lap("blind")
+            requester.on_response(client.psi_process(opened.session_id, blinded, len(item_set)))
+            lap("process")
+            setup = client.psi_setup(opened.session_id)
+            lap("setup")
+            outcome = requester.on_setup(setup)
+            lap("intersect")
     except BaseException as exc:
         store.finish_session(local_id, "failed", now=clock(), error=str(exc)[:500])
         _close_quietly(client, opened.session_id, "failed")
@@ -169,6 +173,27 @@ def run_match(
         seconds=seconds, timings=lap.timings,
         prompt_templates=len(prompts) if PROMPT_KIND in kinds and outcome.matched is not None else None,
     )
+
+
+def _streamed(requester: PsiRequester, client: PeerClient, sid: str, items: int, lap: Laps) -> PsiOutcome:
+    """Reveal mode: the peer's filter first, then our request and its
+    response overlapped (``protocols/psi_stream.py``): the peer raises our
+    first batches while we still blind the last, and we unblind and look up
+    what comes back while it still works. Responses are read off the wire on
+    a thread of their own, so the peer is never held up by our lookups."""
+    requester.take_setup(client.psi_setup(sid))
+    lap("setup")
+    exchange = requester.stream(STREAM_BATCH_ITEMS)
+    pieces, cancel = client.psi_process_stream(sid, exchange.request_bytes, exchange.request_pieces(), items)
+    try:
+        for piece in prefetch(pieces, depth=64):
+            exchange.feed(piece)
+    except BaseException:
+        cancel()  # the peer stops working for us, and the reading thread ends
+        raise
+    outcome = requester.on_streamed(exchange)
+    lap("blind+process+intersect")
+    return outcome
 
 
 def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:

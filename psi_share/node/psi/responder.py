@@ -38,7 +38,7 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
@@ -355,14 +355,26 @@ class Responder:
         """Largest serialized request this session may receive."""
         return self._session(peer, sid).core.max_request_bytes()
 
-    def psi_process(self, peer: str, sid: str, data: bytes) -> bytes:
+    def psi_process(self, peer: str, sid: str, pieces: Iterable[bytes]) -> tuple[int, Iterator[bytes]]:
+        """``(length, pieces)`` of the serialized Response to the request
+        arriving in ``pieces``, computed a batch at a time as it arrives; a
+        request that turns out bad midway fails the session there."""
         session = self._session(peer, sid)
         with session.lock:
             try:
-                return session.core.process(data)
+                replies = session.core.process_stream(pieces)
             except Exception as exc:
                 self._sessions.fail(session, exc)
                 raise
+
+        def failing_the_session() -> Iterator[bytes]:
+            try:
+                yield from replies
+            except Exception as exc:
+                self._sessions.fail(session, exc)
+                raise
+
+        return session.core.response_bytes(), failing_the_session()
 
     def psi_setup(self, peer: str, sid: str) -> bytes:
         session = self._session(peer, sid)
