@@ -20,8 +20,16 @@ templates with fresh fillings, ``psi_share.prompts.synthetic.bulk_texts``):
   run, an exact-identifier match (``device_id``) of as many items on each
   side as the prompt sets have.
 
-``--table`` prints the banding table of the README (match probability at
-the threshold and 0.1, 0.2 either side, from 1 - (1 - s^r)^b).
+``--table`` prints the banding table of the README (for each threshold its
+bands x rows and min_bands, and the probability that two prompts of
+similarity s are near-duplicates, P(Binomial(b, s^r) >= min_bands), at the
+threshold and 0.1, 0.2 either side).
+
+At 100,000 prompts per lab the nodes hold up to ``bands`` (48) band items per
+prompt: the nodes' ``max_set_size`` is set to that bound and lab-b's
+``items_per_day`` for lab-a to twice it (the prompt and the exact match of
+one run), and each import's peak memory (max RSS of the CLI process) is
+printed.
 
 Usage: python scripts/bench_prompts.py [--prompts 100000] [--workers 2] [--table] [--nodes]
 """
@@ -55,11 +63,12 @@ SEED = bytes.fromhex("5e" * 32)
 
 def table() -> None:
     rows = banding_rows()
-    print("| threshold | bands x rows | MinHash values | P(match) at t-0.2 | t-0.1 | t | P(miss) at t+0.1 | t+0.2 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| threshold | bands x rows | near-duplicate: bands shared | MinHash values | P(match) at t-0.2 | t-0.1 | t "
+          "| P(miss) at t+0.1 | t+0.2 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        b, r = int(row["bands"]), int(row["rows"])
-        print(f"| {row['threshold']} | {b} x {r} | {b * r} | {row['-0.2']:.3f} | {row['-0.1']:.3f} | "
+        b, r, m = int(row["bands"]), int(row["rows"]), int(row["min_bands"])
+        print(f"| {row['threshold']} | {b} x {r} | >= {m} | {b * r} | {row['-0.2']:.4f} | {row['-0.1']:.3f} | "
               f"{row['+0.0']:.3f} | {1 - row['+0.1']:.3f} | {1 - row['+0.2']:.4f} |")
 
 
@@ -86,8 +95,8 @@ def main() -> None:
     n = args.prompts
     params = PromptParams(SEED, *RECOMMENDED[0.5])
     engine = SignatureEngine(params)
-    print(f"parameters: threshold 0.5, {params.bands} bands x {params.rows} rows, "
-          f"{params.num_perm} MinHash values, {params.shingle_words}-word shingles; load average {os.getloadavg()[0]:.1f}")
+    print(f"parameters: threshold 0.5, {params.bands} bands x {params.rows} rows, near-duplicates share >= "
+          f"{params.min_bands} bands, {params.num_perm} MinHash values, {params.shingle_words}-word shingles; load average {os.getloadavg()[0]:.1f}")
     started = time.perf_counter()
     lab_a, lab_b = bulk_texts(n, seed=1), bulk_texts(n, seed=2)
     mean_chars = sum(map(len, lab_a)) / n
@@ -122,7 +131,7 @@ def main() -> None:
     print(f"plaintext intersection of {len(a_items)} x {len(b_items)} band items: {len(common)} in common, "
           f"{time.perf_counter() - started:.2f} s (no cryptography: a lower bound)")
     if args.nodes:
-        node_matches(lab_a, lab_b, n)
+        node_matches(lab_a, lab_b, n, params.bands)
 
 
 def _cli(home: Path, *args: str) -> str:
@@ -133,7 +142,21 @@ def _cli(home: Path, *args: str) -> str:
     return proc.stdout
 
 
-def node_matches(lab_a: list[str], lab_b: list[str], n: int) -> None:
+def _timed_cli(home: Path, *args: str) -> tuple[str, float, float]:
+    """stdout, seconds and peak memory (GiB, the process's max RSS) of one CLI command."""
+    out_path, err_path = Path(f"{home}.out"), Path(f"{home}.err")
+    started = time.perf_counter()
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "psi_share.cli.main", "--home", str(home), *args],
+                                stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource usage
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"failed: psi-share {' '.join(args)}\n{err_path.read_text()}")
+    return out_path.read_text(), elapsed, usage.ru_maxrss / 2**20
+
+
+def node_matches(lab_a: list[str], lab_b: list[str], n: int, bands: int) -> None:
     """Prompt match and exact match of the same size between two real nodes (see the module docstring)."""
     work = Path(tempfile.mkdtemp(prefix="bench-prompts-"))
     ca, homes = work / "ca", {"lab-a": work / "lab-a", "lab-b": work / "lab-b"}
@@ -142,20 +165,23 @@ def node_matches(lab_a: list[str], lab_b: list[str], n: int) -> None:
         _cli(work, "pki", "issue", name, "--ca-dir", str(ca), "--address", "127.0.0.1", "--out", str(work / f"{name}-tls"))
         _cli(home, "init", name, "--listen", "127.0.0.1:0", "--tls-from", str(work / f"{name}-tls"))
         text = (home / "config.toml").read_text().replace('datasets = ["flagged"]', 'datasets = ["prompts", "exact"]')
-        text = re.sub(r"max_set_size = \d+", "max_set_size = 8000000", text)
+        # Every prompt may bring all its bands (each actor's 5 prompts are 5 clusters, under the cap).
+        bound = max(1_000_000, n * bands)
+        text = re.sub(r"max_set_size = \d+", f"max_set_size = {bound}", text)
         text += f'\n[prompts]\nseed = "{SEED.hex()}"\n'
         if name == "lab-b":
-            text += '\n[policy.peers.lab-a]\nreveal = true\nkinds = ["prompt", "device_id"]\n'
+            text += ('\n[policy.peers.lab-a]\nreveal = true\nkinds = ["prompt", "device_id"]\n'
+                     f'items_per_day = {2 * bound + 1000}\n')
         (home / "config.toml").write_text(text)
     sizes = {}
     for (name, home), texts in zip(homes.items(), (lab_a, lab_b)):
         path = work / f"{name}.jsonl"
         path.write_text("".join(json.dumps({"actor_id": f"actor-{i % (n // 5 or 1)}", "text": t}) + "\n"
                                 for i, t in enumerate(texts)))
-        started = time.perf_counter()
-        summary = json.loads(_cli(home, "data", "import", "prompts", str(path), "--prompts", "--format", "json"))
+        out, seconds, peak = _timed_cli(home, "data", "import", "prompts", str(path), "--prompts", "--format", "json")
+        summary = json.loads(out)
         sizes[name] = summary["distinct_band_items"]
-        print(f"{name}: 'data import --prompts' of {n} prompts in {time.perf_counter() - started:.1f} s: "
+        print(f"{name}: 'data import --prompts' of {n} prompts in {seconds:.1f} s (peak memory {peak:.2f} GiB): "
               f"{summary['clusters']} clusters, {sizes[name]} distinct band items", flush=True)
     # The exact match: as many device ids per side as that side's prompt set, a tenth of lab-a's at lab-b too.
     m_a, m_b = sizes["lab-a"], sizes["lab-b"]
@@ -183,11 +209,12 @@ def node_matches(lab_a: list[str], lab_b: list[str], n: int) -> None:
         _cli(homes["lab-a"], "peers", "add", "lab-b", f"127.0.0.1:{port}")
         _cli(homes["lab-b"], "peers", "add", "lab-a", "127.0.0.1:1")
         for label, dataset, kind in (("prompt match", "prompts", "prompt"), ("exact match", "exact", "device_id")):
-            started = time.perf_counter()
-            out = json.loads(_cli(homes["lab-a"], "match", "lab-b", "--dataset", dataset, "--kinds", kind, "--format", "json"))
+            text, seconds, peak = _timed_cli(homes["lab-a"], "match", "lab-b", "--dataset", dataset, "--kinds", kind,
+                                             "--format", "json")
+            out = json.loads(text)
             print(f"{label}: {out['our_items']} x {m_b} items in {out['seconds']:.1f} s "
-                  f"(command {time.perf_counter() - started:.1f} s): {out['matching_items']} matching items, "
-                  f"{out['matching_actors']} actors", flush=True)
+                  f"(command {seconds:.1f} s, requester peak memory {peak:.2f} GiB): {out['matching_items']} matching "
+                  f"items, {out['matching_actors']} actors", flush=True)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)

@@ -76,9 +76,9 @@ def test_prompt_import_refusals_and_rejects(tmp_path: Path) -> None:
     # What the import removed: the stoplisted benign prompt of every actor, the near-duplicates.
     assert summary["removed_as_benign"] == 6 and summary["actors_by_rule"] == {"stoplist stoplist.txt:2": 6}
     assert summary["near_duplicates_folded"] == 18 and summary["clusters"] == 6 and summary["chains"] == 1
-    assert summary["band_items"] == 6 * 25 and summary["stoplists"][0]["sha256"]
+    assert summary["band_items"] == 6 * 48 and summary["stoplists"][0]["sha256"]
     listed = json.loads(ok(cli(tmp_path, "data", "list", "--format", "json", home=home)).stdout)
-    assert [d["kinds"] for d in listed if d["dataset"] == "prompts"] == [{"prompt": 150}]
+    assert [d["kinds"] for d in listed if d["dataset"] == "prompts"] == [{"prompt": 288}]
 
 
 def test_prompt_import_cap_and_refusals_without_prompts(tmp_path: Path) -> None:
@@ -91,13 +91,13 @@ def test_prompt_import_cap_and_refusals_without_prompts(tmp_path: Path) -> None:
     rows.write_text(f"actor_id,kind,value\na-1,prompt,{SECRET}\n")
     err = failed_cleanly(cli(tmp_path, "data", "import", "flagged", rows, home=home))
     assert "prompt file" in err and SECRET not in err
-    # The cap: 25 items per actor is one cluster (its largest) per actor.
+    # The cap: 48 items per actor is one cluster (its largest) per actor.
     (home / "config.toml").write_text((home / "config.toml").read_text()
-                                      + f'\n[prompts]\nseed = "{SEED}"\nmax_items_per_actor = 25\n')
+                                      + f'\n[prompts]\nseed = "{SEED}"\nmax_items_per_actor = 48\n')
     good = tmp_path / "good.jsonl"
     good.write_text("".join(json.dumps({"actor_id": "noisy", "text": t}) + "\n" for t in (
         CAMPAIGN.format(n=1, x="a"), CAMPAIGN.format(n=2, x="a"), BENIGN.format(n=1),
         "An unrelated request about seasonal quiet orchards and copper lanterns beside the harbour.")))
     summary = ok_json(cli(tmp_path, "data", "import", "p", good, "--prompts", "--format", "json", home=home))
     assert summary["capped_actors"] == 1 and summary["clusters"] == 1 and summary["clusters_dropped_by_cap"] == 2
-    assert summary["band_items"] == 25
+    assert summary["band_items"] == 48

@@ -13,54 +13,34 @@ and no benign prompt links two actors.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
 
-from psi_share.prompts import (
-    DEFAULT_THRESHOLD,
-    ExclusionIndex,
-    PromptParams,
-    SignatureEngine,
-    load_stoplist,
-    normalise,
-    prepare_prompts,
-    read_prompts_jsonl,
-    shingles,
-)
+from psi_share.prompts import DEFAULT_THRESHOLD, PromptParams, normalise, shingles
+from psi_share.prompts.evaluation import found_lines, prepare_labs
 from psi_share.prompts.synthetic import Score, SyntheticFederation, generate, score_matches, write_files
 
 
 def run_federation(fed: SyntheticFederation, tmp_path: Path, params: PromptParams, *,
                    exclusions: bool = True) -> dict[tuple[str, str], Score]:
-    """Write the federation's files, prepare each lab from them, intersect, score."""
-    files = write_files(fed, tmp_path)
-    engine = SignatureEngine(params)
-    stoplist = load_stoplist(files["stoplist.txt"])
-    prepared = {}
-    for lab in fed.labs:
-        index = ExclusionIndex(params.shingle_words)
-        if exclusions:
-            index.add_stoplist(stoplist)
-            index.add_frequent(read_prompts_jsonl(files[f"{lab}/benign-sample.jsonl"]), min_actors=5)
-        prepared[lab] = prepare_prompts(read_prompts_jsonl(files[f"{lab}/prompts.jsonl"]), engine, index)
-    scores = {}
-    for lab, peer in itertools.permutations(fed.labs, 2):
-        peer_items = set(prepared[peer].actors_by_item())
-        matched = {c.line for kept in prepared[lab].clusters.values() for c in kept if peer_items.intersection(c.items)}
-        scores[lab, peer] = score_matches(fed, lab, peer, matched)
-    return scores
+    """Write the federation's files, prepare each lab from them, intersect, score (a template is
+    found with at least min_bands of its items at the peer: what results show lists)."""
+    prepared = prepare_labs(fed.labs, write_files(fed, tmp_path), params, exclusions=exclusions)
+    return {pair: score_matches(fed, *pair, lines) for pair, lines in found_lines(prepared, params.min_bands).items()}
 
 
 SEED_HEX = "5e" * 32
 
 
-@pytest.mark.parametrize("seed", [7, 9])
-def test_campaign_is_found_at_the_configured_threshold(tmp_path: Path, seed: int) -> None:
+# (7, "a1") and (9, "d3") are pairs of generator and federation seed where the parameters
+# before 25 x 5 with one band deciding failed (a near-miss found, a campaign template missed);
+# scripts/eval_prompt_seeds.py sweeps 80 such pairs.
+@pytest.mark.parametrize(("seed", "federation_seed"), [(7, SEED_HEX), (7, "a1" * 32), (9, "d3" * 32)])
+def test_campaign_is_found_at_the_configured_threshold(tmp_path: Path, seed: int, federation_seed: str) -> None:
     fed = generate(seed=seed)
-    params = PromptParams.from_config(SEED_HEX)
-    assert (params.bands, params.rows, DEFAULT_THRESHOLD) == (25, 5, 0.5)
+    params = PromptParams.from_config(federation_seed)
+    assert (params.bands, params.rows, params.min_bands, DEFAULT_THRESHOLD) == (48, 4, 4, 0.5)
     scores = run_federation(fed, tmp_path, params)
     for (lab, peer), score in scores.items():
         assert score.templates[0] > 3 and score.actors[0] > 10, (lab, peer, score)  # non-trivial truth
@@ -91,8 +71,10 @@ def test_generator_properties() -> None:
     assert [p.text for p in fed.prompts["lab-b"]] == [p.text for p in again.prompts["lab-b"]]
     assert len({p.template for lab in fed.labs for p in fed.prompts[lab] if p.template.startswith("campaign")}) == 20
 
+    k = PromptParams.from_config(SEED_HEX).shingle_words
+
     def jaccard(a: str, b: str) -> float:
-        x, y = shingles(normalise(a), 3), shingles(normalise(b), 3)
+        x, y = shingles(normalise(a), k), shingles(normalise(b), k)
         return len(x & y) / len(x | y)
 
     by_template: dict[tuple[str, str], list[str]] = {}

@@ -27,7 +27,7 @@ SECRET = "Zanzibar-Quokka-7731"  # stands for customer text: must never reach an
 
 @pytest.fixture(scope="module")
 def engine() -> SignatureEngine:
-    return SignatureEngine(PromptParams(bytes(range(32)), 18, 7))
+    return SignatureEngine(PromptParams(bytes(range(32)), 18, 7, shingle_words=3))  # the exclusion cases count 3-word shingles
 
 
 def _write(tmp_path: Path, lines: list[str], name: str = "p.jsonl") -> Path:

@@ -27,7 +27,7 @@ from psi_share.jobs.history import diff_runs
 from psi_share.jobs.exports import collect, to_stix
 from psi_share.jobs.runner import run_job
 from psi_share.jobs.spec import load_job
-from psi_share.node.prompts.matches import chain_actors, chain_sightings
+from psi_share.node.prompts.matches import chain_actors, chain_sightings, parse_raw
 from psi_share.prompts import PromptParams, SignatureEngine
 from psi_share.prompts.synthetic import generate, score_matches, write_files
 from psi_share.protocols import PROTOCOL_VERSION
@@ -79,18 +79,25 @@ def test_campaign_job_between_three_nodes(federation, campaign, tmp_path: Path) 
     assert result.status == "ok", result
     sessions = {s.peer: s for s in a.store.sessions(job_run_id=result.run_id) if s.role == "requester"}
     rows = {lab: nodes[lab].store.identifiers("prompts", ["prompt"]) for lab in LABS}
+    params = PromptParams.from_config(SEED)
     items = {lab: {f"psi-share/1/prompt/v1/{r.canonical}" for r in rows[lab]} for lab in LABS}
     for peer in ("lab-b", "lab-c"):
         # PSI gives exactly the plaintext intersection of the band items.
         assert sessions[peer].matched_count == len(items["lab-a"] & items[peer])
         records = prompt_matches(a.store, [sessions[peer].id])
-        assert sum(r.bands_matched for r in records) >= len(items["lab-a"] & items[peer])
+        # Stored and shown: exactly our clusters with at least min_bands items in the intersection.
+        clusters: dict[tuple[str, str], set[str]] = {}
+        for r in rows["lab-a"]:
+            clusters.setdefault((r.actor_id, r.raw), set()).add(f"psi-share/1/prompt/v1/{r.canonical}")
+        expected = {(actor, parse_raw(raw).line) for (actor, raw), its in clusters.items()  # type: ignore[union-attr]
+                    if len(its & items[peer]) >= params.min_bands}
+        assert {(r.actor_id, r.line) for r in records} == expected
         score = score_matches(fed, "lab-a", peer, {r.line for r in records})
         assert score.templates[0] >= 3 and score.actors[0] >= 5, score  # a non-trivial truth
         assert min(score.template_precision, score.template_recall) >= 0.95, score
         assert min(score.actor_precision, score.actor_recall) >= 0.95, score
         assert score.benign_links == 0
-        assert all(0 < r.bands_matched <= r.bands == PromptParams.from_config(SEED).bands for r in records)
+        assert all(params.min_bands <= r.bands_matched <= r.bands == params.bands for r in records)
     # Accounts whose prompts share a chain seen at both other labs, against the truth.
     linked = chain_actors(chain_sightings(a.store, [s.id for s in sessions.values()]), 2)
     truth = fed.linked_actors("lab-a", "lab-b") & fed.linked_actors("lab-a", "lab-c")
@@ -135,7 +142,7 @@ def test_count_only_on_prompt_items(federation, campaign) -> None:  # type: igno
 
 
 @pytest.mark.parametrize("b_extra, named", [
-    ({"prompts__threshold": "0.6"}, "bands: 18 at lab-b, 25 at lab-a; rows per band: 7 at lab-b, 5 at lab-a"),
+    ({"prompts__threshold": "0.7"}, "bands: 38 at lab-b, 48 at lab-a; rows per band: 5 at lab-b, 4 at lab-a"),
     ({"prompts__seed": f'"{"6f" * 32}"'}, "federation seed (by id)"),
 ])
 def test_parameter_mismatch_is_failed_precondition(federation, campaign, b_extra, named) -> None:  # type: ignore[no-untyped-def]

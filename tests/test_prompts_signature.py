@@ -32,6 +32,7 @@ from psi_share.prompts import (
     match_probability,
     parse_band_canonical,
 )
+from psi_share.prompts.params import optimal_banding
 
 SEED = bytes(range(32))
 TEXT = "Think step by step: what is 12 * 34? Show every intermediate result."
@@ -46,7 +47,9 @@ MERSENNE = (1 << 61) - 1
 
 @pytest.fixture(scope="module")
 def engine() -> SignatureEngine:
-    return SignatureEngine(PromptParams(SEED, 18, 7))
+    # The frozen vector pins the construction; it was taken with 3-word shingles (the
+    # default is 2 now), so it says so rather than follow the default.
+    return SignatureEngine(PromptParams(SEED, 18, 7, shingle_words=3))
 
 
 def reference_signature(shingle_set: frozenset[str], seed: bytes, num_perm: int) -> list[int]:
@@ -90,7 +93,7 @@ def test_band_digest_is_the_documented_one(engine: SignatureEngine) -> None:
 _CHILD = """
 import json, sys
 from psi_share.prompts import PromptParams, SignatureEngine
-engine = SignatureEngine(PromptParams(bytes(range(32)), 18, 7))
+engine = SignatureEngine(PromptParams(bytes(range(32)), 18, 7, shingle_words=3))
 texts = json.loads(sys.stdin.read())
 if sys.argv[1] == "register":
     # Registering changes the global kind registry: only ever in a child.
@@ -149,9 +152,9 @@ def _pair(rng: random.Random, similarity: float, size: int = 100) -> tuple[set[s
     return set(words[: common + only]), set(words[:common] + words[common + only:])
 
 
-@pytest.mark.parametrize(("bands", "rows"), [(18, 7), (25, 5)])
-def test_banding_matches_its_formula(bands: int, rows: int) -> None:
-    """Per-row agreement estimates s; P(share a band item) follows 1-(1-s^r)^b.
+@pytest.mark.parametrize(("bands", "rows", "min_bands"), [(18, 7, 1), (25, 5, 1), RECOMMENDED[0.5]])
+def test_banding_matches_its_formula(bands: int, rows: int, min_bands: int) -> None:
+    """Per-row agreement estimates s; P(share >= m band items) follows P(Binomial(b, s^r) >= m).
 
     Fixed seeds, 300 pairs per similarity; bounds are 4.5 standard errors of
     the binomial, so a correct construction fails this about once in 10^5 runs
@@ -167,36 +170,50 @@ def test_banding_matches_its_formula(bands: int, rows: int) -> None:
             sig_a, sig_b = engine.sign_shingles(a), engine.sign_shingles(b)
             agree += sum(x == y for x, y in zip(sig_a, sig_b))
             rows_total += len(sig_a)
-            shared += bool(set(engine.band_canonicals(sig_a)) & set(engine.band_canonicals(sig_b)))
+            shared += len(set(engine.band_canonicals(sig_a)) & set(engine.band_canonicals(sig_b))) >= min_bands
         rate = agree / rows_total
         assert abs(rate - similarity) <= 4.5 * math.sqrt(similarity * (1 - similarity) / rows_total) + 0.005
-        expected = match_probability(similarity, bands, rows)
+        expected = match_probability(similarity, bands, rows, min_bands)
         error = math.sqrt(max(expected * (1 - expected), 1 / pairs) / pairs)
         assert abs(shared / pairs - expected) <= 4.5 * error, (similarity, shared / pairs, expected)
 
 
-def _integrated_error(threshold: float, bands: int, rows: int, steps: int = 400) -> float:
-    def area(low: float, high: float, f) -> float:
-        width = (high - low) / steps
-        return sum(f(low + (i + 0.5) * width) for i in range(steps)) * width
-    fp = area(0.0, threshold, lambda s: match_probability(s, bands, rows))
-    fn = area(threshold, 1.0, lambda s: 1 - match_probability(s, bands, rows))
-    return fp + fn
-
-
 def test_recommended_banding_is_the_stated_optimum() -> None:
-    for threshold, (bands, rows) in RECOMMENDED.items():
-        candidates = [(b, r) for b in range(1, 33) for r in range(1, 129) if b * r <= 128]
-        best = min(candidates, key=lambda br: _integrated_error(threshold, *br))
-        assert best == (bands, rows), threshold
+    """Every (b, r, m) with b <= 48, 4 <= r, b*r <= 192, m <= 8 is tried; RECOMMENDED holds the one with
+    the least false-positive area below the threshold plus false-negative area above it.
+    Computed here with scipy's binomial on one grid of 2,000 midpoints, independently of
+    params.py's own computation."""
+    from scipy.stats import binom
+
+    steps = 2000
+    s = (np.arange(steps) + 0.5) / steps
+    errors: dict[float, dict[tuple[int, int, int], float]] = {t: {} for t in RECOMMENDED}
+    for b in range(1, 49):
+        for r in range(4, 192 // b + 1):
+            ms = np.arange(1, min(8, b) + 1)
+            matched = binom.sf(ms[:, None] - 1, b, s[None, :] ** r)  # P(K >= m), one row per m
+            for t in RECOMMENDED:
+                cut = round(t * steps)
+                area = (matched[:, :cut].sum(axis=1) + (1 - matched[:, cut:]).sum(axis=1)) / steps
+                errors[t].update({(b, r, int(m)): float(e) for m, e in zip(ms, area)})
+    for threshold, stated in RECOMMENDED.items():
+        best = min(errors[threshold], key=lambda k: (round(errors[threshold][k], 9), k))
+        assert best == stated, (threshold, best, errors[threshold][best], errors[threshold][stated])
+    assert optimal_banding(0.5) == RECOMMENDED[0.5]  # params.py's own computation agrees
 
 
 def test_params_from_config() -> None:
     seed = "ab" * 32
-    assert (PromptParams.from_config(seed).bands, PromptParams.from_config(seed).rows) == (25, 5)
+    default = PromptParams.from_config(seed)
+    assert (default.bands, default.rows, default.min_bands, default.shingle_words) == (48, 4, 4, 2)
     params = PromptParams.from_config(seed, threshold=0.8)
-    assert (params.bands, params.rows, params.num_perm) == (9, 13, 117)
+    assert (params.bands, params.rows, params.min_bands, params.num_perm) == (29, 6, 8, 174)
     assert PromptParams.from_config(seed.upper(), bands=4, rows=4).seed == bytes.fromhex(seed)
+    assert PromptParams.from_config(seed, bands=4, rows=4).min_bands == 1
+    assert PromptParams.from_config(seed, bands=40, rows=4, min_bands=3).min_bands == 3
+    # min_bands decides locally: it changes no band item, so it is no part of the agreed set
+    assert PromptParams.from_config(seed, bands=40, rows=4, min_bands=3).describe() == \
+        PromptParams.from_config(seed, bands=40, rows=4).describe()
     bad = [
         ({"seed_hex": "ab" * 31}, "64 hexadecimal digits"),
         ({"seed_hex": "zz" * 32}, "64 hexadecimal digits"),
@@ -206,6 +223,8 @@ def test_params_from_config() -> None:
         ({"seed_hex": seed, "bands": 65, "rows": 2}, "bands must be"),
         ({"seed_hex": seed, "bands": 4, "rows": 0}, "rows must be"),
         ({"seed_hex": seed, "shingle_words": 9}, "shingle_words must be"),
+        ({"seed_hex": seed, "bands": 4, "rows": 4, "min_bands": 5}, "min_bands must be"),
+        ({"seed_hex": seed, "min_bands": 2}, "min_bands goes with bands and rows"),
     ]
     for kwargs, message in bad:
         with pytest.raises(ConfigError, match=message) as caught:
@@ -232,7 +251,7 @@ def test_agreeing_params_pass() -> None:
         (PromptParams(bytes(32), 18, 7), ["federation seed"]),
         (PromptParams(SEED, 18, 6), ["rows per band"]),
         (PromptParams(SEED, 14, 9), ["bands", "rows per band"]),
-        (PromptParams(SEED, 18, 7, shingle_words=2), ["words per shingle"]),
+        (PromptParams(SEED, 18, 7, shingle_words=3), ["words per shingle"]),
     ],
 )
 def test_mismatch_is_refused_naming_what_differs(theirs: PromptParams, named: list[str]) -> None:

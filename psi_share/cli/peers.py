@@ -88,6 +88,9 @@ def peers_check(c, names: tuple[str, ...], sizes: str, no_canary: bool, fmt: str
     identity  NodeInfo names it
     versions  wire protocol and canonicalization versions per kind agree
               (kinds that differ are named); OpenMined PSI release
+    prompts   when either node has a [prompts] seed: the prompt parameter
+              sets agree (each differing field named; a peer without
+              prompts is a warning)
     grants    the protocols, datasets and kinds it grants us
     canary    real PSI sessions on synthetic items that no identifier can
               equal, at the size of each granted dataset's filter (reveal if

@@ -4,12 +4,13 @@ A distillation campaign sends the same templates, filled with fresh
 variables, from accounts at several labs. Each lab turns every prompt into
 a few *band items* locally, and the labs intersect those items with the same
 PSI protocols they use for identifiers; two prompts whose word shingles
-have Jaccard similarity above the configured threshold share at least one
-band item with high probability.
+have Jaccard similarity above the configured threshold share at least
+``min_bands`` band items with high probability, and that is what makes them
+near-duplicates (:mod:`.params`).
 
 Pipeline (all local; the modules say how)::
 
-    text --normalise--> normalised text --shingles--> set of word 3-grams
+    text --normalise--> normalised text --shingles--> set of word 2-grams
          --MinHash (federation seed)--> bands*rows values
          --LSH banding--> bands items psi-share/1/prompt/v1/b<i>/<hex>
 
@@ -23,6 +24,7 @@ Pipeline (all local; the modules say how)::
 * :mod:`.kind`        the ``prompt`` kind for the identifier registry
 * :mod:`.wire`        the parameter set as the ``PromptParameters`` message
 * :mod:`.synthetic`   synthetic campaigns with ground truth, for demos and tests
+* :mod:`.evaluation`  the plaintext evaluation (what PSI would tell each lab), for tests and scripts
 
 Who learns what, in a PSI session over band items (the README's "Prompt
 chains" section states it in the threat model's terms):
@@ -48,6 +50,7 @@ from .exclusions import DEFAULT_CONTAINMENT, LOCAL_BENIGN, STOPLIST_HEADER, Excl
 from .kind import PROMPT_KIND, register_prompt_kind
 from .normalise import NORMALISATION_VERSION, normalise, shingles, tokens
 from .params import (
+    DEFAULT_SHINGLE_WORDS,
     DEFAULT_THRESHOLD,
     MINHASH_SCHEME,
     RECOMMENDED,
@@ -63,6 +66,7 @@ from .signature import KIND, BandedPrompt, SignatureEngine, band_item, parse_ban
 __all__ = [
     "DEFAULT_CONTAINMENT",
     "DEFAULT_MAX_ITEMS_PER_ACTOR",
+    "DEFAULT_SHINGLE_WORDS",
     "DEFAULT_THRESHOLD",
     "KIND",
     "LOCAL_BENIGN",

@@ -57,7 +57,7 @@ characters of the scripts written without spaces between words (Han,
 Hiragana, Katakana, Thai, Lao, Khmer, Myanmar), and runs of other word
 characters (``\\w``: letters, digits, ``_``); punctuation only separates
 tokens. The shingles are the distinct runs of ``k`` consecutive
-tokens (``k`` = ``shingle_words`` of the parameter set, 3 by default),
+tokens (``k`` = ``shingle_words`` of the parameter set, 2 by default),
 joined by single spaces. A text with fewer than ``k`` tokens has one
 shingle, all its tokens; a text with no token at all has none and cannot be
 matched (it is reported, not imported).

@@ -20,34 +20,60 @@ outsiders from doing so, and a new seed makes every earlier band item
 useless. Only :attr:`PromptParams.seed_id`, a hash of the seed under its own
 domain tag, is ever shown or sent.
 
-LSH banding
------------
+LSH banding and the decision
+----------------------------
 The signature has ``bands * rows`` MinHash values, cut into ``bands`` bands
 of ``rows`` values. Two prompts whose shingle sets have Jaccard similarity
 ``s`` agree on one MinHash value with probability ``s``, on a whole band
-with ``s**rows``, and share at least one band item with probability
-:func:`match_probability` ``= 1 - (1 - s**rows)**bands``. The threshold of a
-parameter set is where that curve is steepest, close to
-``(1/bands)**(1/rows)``; :data:`RECOMMENDED` lists the ``(bands, rows)``
-this project uses for each threshold (the README's table is computed from
-it).
+with ``s**rows``, and (the bands being independent) on ``K ~ Binomial(bands,
+s**rows)`` band items. Two prompts are **near-duplicates** when they share at
+least ``min_bands`` band items, with probability :func:`match_probability`
+``= P(K >= min_bands)``; the same rule decides everywhere: an actor's
+near-duplicates are folded (:mod:`.prepare`), clusters form chains, and a
+template of ours is *found* at a peer when at least ``min_bands`` of its band
+items matched there. Requiring several bands, each short, gives a steeper
+curve than one band of many rows for the same number of items: one chance
+agreement of a near-miss no longer decides alone, which is what a template
+seen through many fillings needs (each filling is another chance).
+
+For each threshold :data:`RECOMMENDED` holds the ``(bands, rows, min_bands)``
+of :func:`optimal_banding`: at most :data:`RECOMMENDED_MAX_BANDS` bands (each
+band is one PSI item per prompt), at most :data:`RECOMMENDED_MAX_VALUES`
+MinHash values, at least :data:`RECOMMENDED_MIN_ROWS` rows per band,
+``min_bands`` at most :data:`RECOMMENDED_MAX_MIN_BANDS`, the triple that
+minimises the area under the false-positive part of the curve
+below the threshold plus the false-negative part above it (datasketch's
+rule for ``(bands, rows)``, extended to ``min_bands``). Why at least four
+rows: the requester counts a template's items found anywhere in the peer's
+set, so every peer prompt of unrelated but similar wording adds chances of a
+chance band; a band of 3 rows agrees for a 0.2-similar pair with probability
+0.8 %, of 4 rows with 0.16 %, and on the synthetic campaign 3-row bands let a
+template collect 8 chance bands from 6 different peer templates (README,
+"Prompt chains"). The README's table is
+printed from it (``scripts/bench_prompts.py --table``) and
+``tests/test_prompts_signature.py`` recomputes it independently.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import ConfigError, VersionMismatch
 from .normalise import NORMALISATION_VERSION
 
 __all__ = [
+    "DEFAULT_SHINGLE_WORDS",
     "DEFAULT_THRESHOLD",
     "banding_rows",
+    "optimal_banding",
     "MINHASH_SCHEME",
     "RECOMMENDED",
     "PromptParams",
@@ -67,30 +93,73 @@ MAX_BANDS = 64
 MAX_ROWS = 32
 MAX_SHINGLE_WORDS = 8
 
-#: threshold -> (bands, rows): for each threshold, the pair with at most 128
-#: MinHash values and at most 32 bands (every band is one item in every
-#: session) that minimises the area under the false-positive part of the
-#: curve below the threshold plus the false-negative part above it, the rule
-#: datasketch's MinHashLSH uses (tests/test_prompts_signature.py recomputes
-#: it). Changing an entry changes every band item made with it.
-RECOMMENDED: Mapping[float, tuple[int, int]] = {
-    0.5: (25, 5),
-    0.6: (18, 7),
-    0.7: (14, 9),
-    0.8: (9, 13),
-    0.9: (5, 25),
+DEFAULT_SHINGLE_WORDS = 2
+RECOMMENDED_MAX_BANDS = 48
+RECOMMENDED_MAX_VALUES = 192
+RECOMMENDED_MAX_MIN_BANDS = 8
+RECOMMENDED_MIN_ROWS = 4
+
+#: threshold -> (bands, rows, min_bands): :func:`optimal_banding` of each
+#: threshold, pinned here (computing it takes a second). Changing an entry's
+#: bands or rows changes every band item made with it.
+RECOMMENDED: Mapping[float, tuple[int, int, int]] = {
+    0.5: (48, 4, 4),
+    0.6: (48, 4, 7),
+    0.7: (38, 5, 7),
+    0.8: (29, 6, 8),
+    0.9: (19, 10, 8),
 }
 DEFAULT_THRESHOLD = 0.5
 
 
+def match_probability(similarity: float, bands: int, rows: int, min_bands: int = 1) -> float:
+    """Probability that two texts of Jaccard ``similarity`` share at least ``min_bands`` band items."""
+    p = similarity**rows
+    below = sum(math.comb(bands, k) * p**k * (1.0 - p) ** (bands - k) for k in range(min_bands))
+    return max(0.0, 1.0 - below)
+
+
+def _curves(rows: int, bands: int, s: np.ndarray, max_min_bands: int) -> np.ndarray:
+    """P(K >= m) for m = 1..max_min_bands (rows of the result) at every similarity in ``s``."""
+    p = s**rows
+    term = (1.0 - p) ** bands  # P(K = 0)
+    below = np.zeros_like(s)
+    out = []
+    for k in range(max_min_bands):
+        below = below + term
+        out.append(np.clip(1.0 - below, 0.0, 1.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            term = np.where(p < 1.0, term * (bands - k) / (k + 1) * p / np.where(p < 1.0, 1.0 - p, 1.0), 0.0)
+    return np.array(out)
+
+
+def optimal_banding(threshold: float, *, max_bands: int = RECOMMENDED_MAX_BANDS,
+                    max_values: int = RECOMMENDED_MAX_VALUES, max_min_bands: int = RECOMMENDED_MAX_MIN_BANDS,
+                    min_rows: int = RECOMMENDED_MIN_ROWS, steps: int = 400) -> tuple[int, int, int]:
+    """The ``(bands, rows, min_bands)`` minimising false-positive area below ``threshold`` plus
+    false-negative area above it (midpoint rule, ``steps`` points each side); ties: fewer bands."""
+    low = (np.arange(steps) + 0.5) * threshold / steps
+    high = threshold + (np.arange(steps) + 0.5) * (1.0 - threshold) / steps
+    best: tuple[float, int, int, int] | None = None
+    for bands in range(1, max_bands + 1):
+        for rows in range(min_rows, max_values // bands + 1):
+            fp = _curves(rows, bands, low, min(max_min_bands, bands)).sum(axis=1) * threshold / steps
+            fn = (1.0 - _curves(rows, bands, high, min(max_min_bands, bands))).sum(axis=1) * (1.0 - threshold) / steps
+            for m, error in enumerate(fp + fn, start=1):
+                if best is None or error < best[0] - 1e-12:
+                    best = (float(error), bands, rows, m)
+    assert best is not None
+    return best[1], best[2], best[3]
+
+
 def banding_rows(deltas: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)) -> list[dict[str, float | int]]:
-    """For each recommended threshold: bands, rows and the match probability at ``threshold + delta``."""
+    """For each recommended threshold: bands, rows, min_bands and the match probability at ``threshold + delta``."""
     rows = []
-    for threshold, (bands, r) in RECOMMENDED.items():
-        row: dict[str, float | int] = {"threshold": threshold, "bands": bands, "rows": r}
+    for threshold, (bands, r, m) in RECOMMENDED.items():
+        row: dict[str, float | int] = {"threshold": threshold, "bands": bands, "rows": r, "min_bands": m}
         for delta in deltas:
             s = min(1.0, max(0.0, round(threshold + delta, 10)))
-            row[f"{delta:+.1f}"] = match_probability(s, bands, r)
+            row[f"{delta:+.1f}"] = match_probability(s, bands, r, m)
         rows.append(row)
     return rows
 
@@ -101,11 +170,6 @@ _SEED_RE = re.compile(r"[0-9a-f]{64}")
 def new_federation_seed() -> str:
     """A fresh federation seed as 64 lowercase hexadecimal digits."""
     return secrets.token_hex(SEED_BYTES)
-
-
-def match_probability(similarity: float, bands: int, rows: int) -> float:
-    """Probability that two texts of Jaccard ``similarity`` share at least one band."""
-    return 1.0 - (1.0 - similarity**rows) ** bands
 
 
 @dataclass(frozen=True)
@@ -119,7 +183,10 @@ class PromptParams:
     seed: bytes
     bands: int
     rows: int
-    shingle_words: int = 3
+    #: Band items two prompts must share to be near-duplicates. A local decision: it
+    #: does not change any band item, so it is not part of :meth:`describe`.
+    min_bands: int = 1
+    shingle_words: int = DEFAULT_SHINGLE_WORDS
     normalisation_version: int = NORMALISATION_VERSION
 
     def __post_init__(self) -> None:
@@ -128,6 +195,7 @@ class PromptParams:
         for name, value, high in (
             ("bands", self.bands, MAX_BANDS),
             ("rows", self.rows, MAX_ROWS),
+            ("min_bands", self.min_bands, self.bands if isinstance(self.bands, int) else 1),
             ("shingle_words", self.shingle_words, MAX_SHINGLE_WORDS),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
@@ -140,7 +208,7 @@ class PromptParams:
 
     def __repr__(self) -> str:  # the seed stays out of logs and tracebacks
         return (f"PromptParams(seed_id={self.seed_id!r}, bands={self.bands}, rows={self.rows}, "
-                f"shingle_words={self.shingle_words}, normalisation_version={self.normalisation_version})")
+                f"min_bands={self.min_bands}, shingle_words={self.shingle_words}, normalisation_version={self.normalisation_version})")
 
     @classmethod
     def from_config(
@@ -150,13 +218,15 @@ class PromptParams:
         threshold: float | None = None,
         bands: int | None = None,
         rows: int | None = None,
-        shingle_words: int = 3,
+        min_bands: int | None = None,
+        shingle_words: int = DEFAULT_SHINGLE_WORDS,
         where: str = "[prompts]",
     ) -> PromptParams:
         """Parameters from configuration values; a bad value is a :class:`ConfigError` naming ``where``.
 
-        Give either ``threshold`` (one of :data:`RECOMMENDED`) or both
-        ``bands`` and ``rows``; with neither, :data:`DEFAULT_THRESHOLD`.
+        Give either ``threshold`` (one of :data:`RECOMMENDED`, which sets
+        ``min_bands`` too) or both ``bands`` and ``rows`` (and optionally
+        ``min_bands``, 1 by default); with neither, :data:`DEFAULT_THRESHOLD`.
         """
         if not isinstance(seed_hex, str) or not _SEED_RE.fullmatch(seed_hex.strip().lower()):
             # The value is not echoed: it is the federation's key material.
@@ -166,14 +236,17 @@ class PromptParams:
             raise ConfigError(f"{where} give both bands and rows, or neither")
         if bands is not None and threshold is not None:
             raise ConfigError(f"{where} give a threshold or bands and rows, not both")
+        if min_bands is not None and bands is None:
+            raise ConfigError(f"{where} min_bands goes with bands and rows (a threshold sets its own)")
         if bands is None:
             threshold = DEFAULT_THRESHOLD if threshold is None else threshold
             if threshold not in RECOMMENDED:
                 raise ConfigError(f"{where} threshold must be one of {', '.join(map(str, RECOMMENDED))} "
                                   "(or give bands and rows)")
-            bands, rows = RECOMMENDED[threshold]
+            bands, rows, min_bands = RECOMMENDED[threshold]
         try:
-            return cls(bytes.fromhex(seed_hex.strip()), bands, rows, shingle_words)  # type: ignore[arg-type]
+            return cls(bytes.fromhex(seed_hex.strip()), bands, rows, 1 if min_bands is None else min_bands,  # type: ignore[arg-type]
+                       shingle_words)
         except ValueError as exc:
             raise ConfigError(f"{where} {exc}") from None
 
@@ -183,8 +256,12 @@ class PromptParams:
 
     @property
     def threshold(self) -> float:
-        """Approximate similarity at which matching becomes likely: ``(1/bands)**(1/rows)``."""
-        return (1.0 / self.bands) ** (1.0 / self.rows)
+        """The similarity at which two prompts are near-duplicates with probability 1/2."""
+        low, high = 0.0, 1.0
+        for _ in range(40):
+            mid = (low + high) / 2
+            low, high = (mid, high) if match_probability(mid, self.bands, self.rows, self.min_bands) < 0.5 else (low, mid)
+        return (low + high) / 2
 
     @property
     def seed_id(self) -> str:

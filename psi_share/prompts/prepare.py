@@ -8,8 +8,10 @@ Steps, in this order, all local:
 2. **Exclude** benign prompts (:class:`.exclusions.ExclusionIndex`): a prompt
    that is mostly an excluded template is removed whole.
 3. **Deduplicate per actor with the same LSH**: an actor's prompts are taken
-   in file order; a prompt that shares a band item with an earlier kept
-   prompt of the same actor joins that prompt's *cluster* and adds no item
+   in file order; a prompt that shares at least ``min_bands`` band items
+   with an earlier kept prompt of the same actor (the parameter set's
+   near-duplicate rule, :mod:`.params`) joins that prompt's *cluster* (the
+   earliest such one) and adds no item
    (a campaign account sending one template ten thousand times contributes
    it once). Only the cluster's first prompt (its *representative*) brings
    items, so fresh fillings cannot grow an actor's items one band at a time.
@@ -39,7 +41,9 @@ from .signature import SignatureEngine
 
 __all__ = ["DEFAULT_MAX_ITEMS_PER_ACTOR", "Cluster", "PreparationReport", "PreparedPrompts", "prepare_prompts"]
 
-DEFAULT_MAX_ITEMS_PER_ACTOR = 256
+# Ten templates of 48 band items (the default parameter set): an actor brings at
+# most its ten largest clusters to a session.
+DEFAULT_MAX_ITEMS_PER_ACTOR = 480
 
 
 @dataclass
@@ -125,6 +129,18 @@ class PreparedPrompts:
         return {item: frozenset(actors) for item, actors in owners.items()}
 
 
+def _near_duplicate(own: dict[str, list[Cluster]], items: tuple[str, ...], min_bands: int) -> Cluster | None:
+    """The earliest of an actor's clusters sharing at least ``min_bands`` of ``items``, or None."""
+    shared: dict[int, int] = {}
+    by_id: dict[int, Cluster] = {}
+    for item in items:
+        for cluster in own.get(item, ()):
+            shared[id(cluster)] = shared.get(id(cluster), 0) + 1
+            by_id[id(cluster)] = cluster
+    near = [by_id[key] for key, count in shared.items() if count >= min_bands]
+    return min(near, key=lambda c: c.line) if near else None
+
+
 def prepare_prompts(
     records: Iterable[PromptRecord],
     engine: SignatureEngine,
@@ -138,7 +154,7 @@ def prepare_prompts(
     max_clusters = max_items_per_actor // bands
     report = PreparationReport()
     clusters: dict[str, list[Cluster]] = {}
-    index: dict[str, dict[str, Cluster]] = {}  # actor -> item of a representative -> its cluster
+    index: dict[str, dict[str, list[Cluster]]] = {}  # actor -> item of a representative -> its clusters
     seen_actors: set[str] = set()
     lost: dict[str, set[str]] = {}
     for record in records:
@@ -155,14 +171,15 @@ def prepare_prompts(
             lost.setdefault(rule, set()).add(record.actor_id)
             continue
         own = index.setdefault(record.actor_id, {})
-        cluster = next((own[i] for i in items if i in own), None)
+        cluster = _near_duplicate(own, items, engine.params.min_bands)
         if cluster is not None:
             cluster.add(record.seen_at)
             report.near_duplicates += 1
             continue
         cluster = Cluster(record.line, items, first_seen=record.seen_at, last_seen=record.seen_at)
         clusters.setdefault(record.actor_id, []).append(cluster)
-        own.update(dict.fromkeys(items, cluster))
+        for item in items:
+            own.setdefault(item, []).append(cluster)
     report.actors = len(seen_actors)
     report.excluded_actors = {rule: len(actors) for rule, actors in lost.items()}
     report.actors_emptied = len(set().union(*lost.values()) - set(clusters)) if lost else 0

@@ -14,8 +14,9 @@ BLAKE2b digest of the band's values (big-endian 32-bit each), keyed with
 the parameter fingerprint and the band index: band 3 of one prompt never
 equals band 5 of another, and nodes with different parameters never produce
 equal items even if their agreement check were skipped. A prompt has exactly
-``bands`` items; two prompts of Jaccard similarity ``s`` share at least one
-with probability ``1 - (1 - s**rows)**bands``.
+``bands`` items; two prompts of Jaccard similarity ``s`` share ``K ~
+Binomial(bands, s**rows)`` of them, and are near-duplicates when ``K >=
+min_bands`` (:func:`.params.match_probability`).
 
 Signatures come from datasketch's :class:`~datasketch.MinHash` with its
 ``legacy`` permutation scheme, the shingle hash and the permutation seed

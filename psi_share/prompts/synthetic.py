@@ -156,6 +156,7 @@ class SyntheticFederation:
     benign_sample: dict[str, list[SyntheticPrompt]] = field(default_factory=dict)
     stoplist: list[str] = field(default_factory=list)  # entry texts, in file order
     near_miss_keep: float = 0.0
+    near_miss_sources: dict[str, str] = field(default_factory=dict)  # near-miss template -> campaign template
 
     def templates_at(self, lab: str) -> set[str]:
         """Non-benign templates the lab received prompts of."""
@@ -319,6 +320,7 @@ def generate(
         # be similar to each other, yet different templates by construction.
         sources = [near_sources[(5 * lab_no + i) % len(near_sources)] for i in range(5)]
         near = {f"near-miss-{lab}-{i}": _near_miss(CAMPAIGN_TEMPLATES[t], near_miss_keep, filler) for i, t in enumerate(sources)}
+        fed.near_miss_sources.update({f"near-miss-{lab}-{i}": f"campaign-{t:02d}" for i, t in enumerate(sources)})
         for a in range(near_miss_actors):
             for template_id in rng.sample(sorted(near), rng.randint(1, 3)):
                 for _ in range(rng.randint(1, 5)):

@@ -31,6 +31,7 @@ from ..errors import OutOfOrder, Refused, RemoteProtocolError, VersionMismatch
 from ..protocols import PROTOCOL_VERSION
 from ..protocols.intersection_sum import SumOpen, ValueHolder
 from ..protocols.psi import Mode, PsiOpen
+from ..prompts import wire as prompt_wire
 from ..v1 import node_pb2 as pb
 from ..v1 import node_pb2_grpc as pb_grpc
 from . import cardinality_service, witness_service
@@ -141,6 +142,17 @@ def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     log.exception("internal error while serving a peer")
     return grpc.StatusCode.INTERNAL, "internal error on the responding node; its operator can see the log"
+
+
+def _prompt_description(responder: object) -> dict[str, int | str] | None:
+    """The responder's prompt parameter set (``PromptParams.describe``: the seed's id, never
+    the seed), or None when its node has no ``[prompts]`` seed. Every caller that may ask
+    NodeInfo learns it: it is public within the federation (PROTOCOL.md section 5)."""
+    prompts = getattr(getattr(responder, "config", None), "prompts", None)
+    if prompts is None or not prompts.enabled:
+        return None
+    described: dict[str, int | str] = prompts.params.describe()
+    return described
 
 
 @dataclass
@@ -256,6 +268,9 @@ class NodeServicer(pb_grpc.PsiShareNodeServicer):
             datasets=[pb.ExposedDataset(name=n, kinds=list(k)) for n, k in sorted(info.datasets.items())],
             protocols=list(info.protocols),
         )
+        described = _prompt_description(self._responder)
+        if described is not None:
+            reply.prompt_params.CopyFrom(prompt_wire.to_message(described))
         return lambda: self._egress.send(reply, peer=call.peer, protocol="node", step="info")
 
     @_rpc("psi", "opened", "open", job=True)

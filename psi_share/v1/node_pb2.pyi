@@ -55,7 +55,7 @@ class NodeInfoRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ...) -> None: ...
 
 class NodeInfoResponse(_message.Message):
-    __slots__ = ("protocol_version", "node_name", "software_version", "openmined_psi_version", "canonicalization", "datasets", "protocols")
+    __slots__ = ("protocol_version", "node_name", "software_version", "openmined_psi_version", "canonicalization", "datasets", "protocols", "prompt_params")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,7 @@ class NodeInfoResponse(_message.Message):
     CANONICALIZATION_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     PROTOCOLS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_PARAMS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     node_name: str
     software_version: str
@@ -70,7 +71,8 @@ class NodeInfoResponse(_message.Message):
     canonicalization: _containers.RepeatedCompositeFieldContainer[KindVersion]
     datasets: _containers.RepeatedCompositeFieldContainer[ExposedDataset]
     protocols: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, protocol_version: _Optional[int] = ..., node_name: _Optional[str] = ..., software_version: _Optional[str] = ..., openmined_psi_version: _Optional[str] = ..., canonicalization: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[ExposedDataset, _Mapping]]] = ..., protocols: _Optional[_Iterable[str]] = ...) -> None: ...
+    prompt_params: PromptParameters
+    def __init__(self, protocol_version: _Optional[int] = ..., node_name: _Optional[str] = ..., software_version: _Optional[str] = ..., openmined_psi_version: _Optional[str] = ..., canonicalization: _Optional[_Iterable[_Union[KindVersion, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[ExposedDataset, _Mapping]]] = ..., protocols: _Optional[_Iterable[str]] = ..., prompt_params: _Optional[_Union[PromptParameters, _Mapping]] = ...) -> None: ...
 
 class PsiOpenRequest(_message.Message):
     __slots__ = ("protocol_version", "dataset", "kinds", "set_size", "reveal_intersection", "job_id", "setup_buckets_version", "prompt_params")

@@ -9,6 +9,8 @@ For each peer, in order (a failure stops the checks that need it):
 ``identity`` NodeInfo's node_name is the peer's name;
 ``versions`` wire protocol version, canonicalization version per kind (the
              kinds that differ are named), OpenMined PSI release;
+``prompts``  only when either node has a ``[prompts]`` seed: NodeInfo's prompt
+             parameter set against ours, each differing field named;
 ``grants``   which protocols, datasets and kinds it grants us;
 ``canary``   real PSI sessions on synthetic items (canary.py).
 
@@ -23,9 +25,11 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from ...crypto.openmined import OPENMINED_PSI_VERSION
-from ...errors import PeerRefused, PeerUnavailable, PsiShareError, UntrustedPeer
+from ...errors import PeerRefused, PeerUnavailable, PsiShareError, UntrustedPeer, VersionMismatch
 from ...identifiers import canonical_versions
 from ...names import NAME_PATTERN
+from ...prompts import wire as prompt_wire
+from ...prompts.params import check_agreement
 from ...prompts.signature import KIND as PROMPT_KIND
 from ...protocols import PROTOCOL_VERSION
 from ...v1 import node_pb2 as pb
@@ -60,6 +64,7 @@ def check_peer(node, name: str, *, sizes: Sequence[int] = DEFAULT_SIZES, canary:
         if not _identity(info, report):
             return report
         agreeing = _versions(info, report)
+        _prompt_params(node, info, report)
         targets = _grants(info, agreeing, report)
         if not canary:
             report.add("canary", SKIPPED, "not asked for (--no-canary)")
@@ -144,6 +149,31 @@ def _versions(info: pb.NodeInfoResponse, report: PeerReport) -> set[str]:
     else:
         report.add("versions", WARN if notes else OK, "; ".join([summary] + notes), **facts)
     return agree if info.protocol_version == PROTOCOL_VERSION else set()
+
+
+def _prompt_params(node, info: pb.NodeInfoResponse, report: PeerReport) -> None:  # type: ignore[no-untyped-def]
+    """The ``prompts`` finding, when either node has a ``[prompts]`` seed: do the parameter
+    sets agree? A difference fails naming each field (every prompt session between the two
+    would be refused with ``FAILED_PRECONDITION``); one side without prompts only warns."""
+    prompts = node.config.prompts
+    ours = prompts.params.describe() if prompts.enabled else None
+    theirs = prompt_wire.from_message(info.prompt_params, info.HasField("prompt_params"))
+    if ours is None and theirs is None:
+        return
+    if ours is None or theirs is None:
+        where = f"{report.peer} has" if theirs is None else "we have"
+        report.add("prompts", WARN, f"{where} no [prompts] seed: prompt sessions between us would be refused "
+                   "(other kinds are not affected)", ours=ours, theirs=theirs)
+        return
+    try:
+        check_agreement(ours, theirs, us=node.config.name, peer=report.peer)
+    except VersionMismatch as exc:
+        report.add("prompts", FAIL, f"{exc}: every prompt session with {report.peer} would be refused",
+                   ours=ours, theirs={k: str(v)[:24] for k, v in theirs.items()})
+        return
+    report.add("prompts", OK, f"prompt parameters agree: {ours['bands']} bands x {ours['rows']} rows, "
+               f"{ours['shingle_words']}-word shingles, normalisation v{ours['normalisation_version']}, "
+               f"{ours['minhash']}, seed id {ours['seed_id']}", ours=ours)
 
 
 def _grants(info: pb.NodeInfoResponse, agreeing: set[str], report: PeerReport) -> list[CanaryTarget]:

@@ -14,10 +14,10 @@ from typing import Any
 OK, WARN, FAIL, SKIPPED = "ok", "warn", "fail", "skipped"
 
 #: The checks, in the order they run; a failed one stops those that need it.
-CHECKS = ("connect", "tls", "access", "identity", "versions", "grants", "canary")
+CHECKS = ("connect", "tls", "access", "identity", "versions", "prompts", "grants", "canary")
 
 #: Exit codes of ``psi-share peers check`` (0: every check passed; warnings allowed).
-EXIT_CHECK_FAILED = 7  # some check failed at some peer (TLS, identity, versions, grants, canary, refused)
+EXIT_CHECK_FAILED = 7  # some check failed at some peer (TLS, identity, versions, prompts, grants, canary, refused)
 EXIT_UNREACHABLE = 8  # the only failures are peers that could not be reached (down, wrong address)
 
 

@@ -22,7 +22,7 @@ from ...prompts import DEFAULT_CONTAINMENT, DEFAULT_MAX_ITEMS_PER_ACTOR, DEFAULT
 
 #: Keys of [prompts] and their TOML types (checked by config._check_shape).
 SCHEMA: dict[str, type] = {
-    "seed": str, "threshold": float, "bands": int, "rows": int, "max_items_per_actor": int,
+    "seed": str, "threshold": float, "bands": int, "rows": int, "min_bands": int, "max_items_per_actor": int,
     "stoplist": list, "containment": float, "benign_min_actors": int,
 }
 
@@ -35,6 +35,7 @@ class PromptsConfig:
     threshold: float = DEFAULT_THRESHOLD
     bands: int = 0  # 0: from the threshold (psi_share.prompts.RECOMMENDED)
     rows: int = 0
+    min_bands: int = 0  # 0: from the threshold; with bands and rows, 1 unless given
     max_items_per_actor: int = DEFAULT_MAX_ITEMS_PER_ACTOR
     stoplist: tuple[str, ...] = ()  # stoplist files, relative to the home
     containment: float = DEFAULT_CONTAINMENT
@@ -64,18 +65,19 @@ class PromptsConfig:
 def parse_prompts(p: dict[str, Any], where: str) -> PromptsConfig:
     section = f"{where}: [prompts]"
     d = PromptsConfig()
-    if ("bands" in p or "rows" in p) and "threshold" in p:
-        raise ConfigError(f"{section} give a threshold or bands and rows, not both")
+    if ("bands" in p or "rows" in p or "min_bands" in p) and "threshold" in p:
+        raise ConfigError(f"{section} give a threshold or bands and rows (and min_bands), not both")
     params = None
     if p.get("seed", ""):
         bands, rows = p.get("bands"), p.get("rows")
         params = PromptParams.from_config(
             p["seed"], threshold=None if bands or rows else float(p.get("threshold", d.threshold)),
-            bands=bands, rows=rows, where=section,
+            bands=bands, rows=rows, min_bands=p.get("min_bands"), where=section,
         )
     cfg = PromptsConfig(
         seed=p.get("seed", ""), threshold=float(p.get("threshold", d.threshold)),
         bands=params.bands if params else p.get("bands", 0), rows=params.rows if params else p.get("rows", 0),
+        min_bands=params.min_bands if params else p.get("min_bands", 0),
         max_items_per_actor=p.get("max_items_per_actor", d.max_items_per_actor),
         stoplist=tuple(p.get("stoplist", ())), containment=float(p.get("containment", d.containment)),
         benign_min_actors=p.get("benign_min_actors", d.benign_min_actors), _params=params,
@@ -99,7 +101,7 @@ def render_prompts() -> str:
 # Prompt-chain matching (README "Prompt chains"); off until the federation's seed is set.
 # [prompts]
 # seed = "..."                    # the federation seed: 64 hex digits, the same at every member
-# threshold = {d.threshold}                 # Jaccard similarity of word 3-shingles (0.5 0.6 0.7 0.8 0.9), or bands + rows
+# threshold = {d.threshold}                 # Jaccard similarity of word 2-shingles (0.5 0.6 0.7 0.8 0.9), or bands + rows [+ min_bands]
 # max_items_per_actor = {d.max_items_per_actor}       # band items one actor may bring to a session
 # stoplist = []                   # the federation's stoplist files of common benign templates
 # containment = {d.containment}               # a prompt at least this much made of an excluded template is removed

@@ -22,8 +22,9 @@
    The text itself is not stored.
 
 A *chain* is this lab's group of clusters (of any actors) that share at
-least two band items: the same template filled differently, as far as the
-LSH can tell. Its label is a hash of its smallest band item, local to this
+least ``min_bands`` band items (the parameter set's near-duplicate rule, and
+at least two): the same template filled differently, as far as the LSH can
+tell. Its label is a hash of its smallest band item, local to this
 node, so the same data gives the same labels; it never leaves the node.
 
 ``--replace`` replaces the dataset's prompt rows and keeps its rows of
@@ -125,8 +126,9 @@ def read_prompt_lines(path: Path, tally: RejectTally) -> tuple[list[PromptRecord
 _CROWD = 64
 
 
-def label_clusters(clusters: dict[str, list[Cluster]]) -> dict[int, str]:
-    """id(cluster) -> chain label: clusters sharing at least two band items are one chain."""
+def label_clusters(clusters: dict[str, list[Cluster]], min_bands: int = 2) -> dict[int, str]:
+    """id(cluster) -> chain label: clusters sharing at least ``max(2, min_bands)`` band items are one chain."""
+    needed = max(2, min_bands)
     flat = [c for kept in clusters.values() for c in kept]
     parent = list(range(len(flat)))
 
@@ -158,7 +160,7 @@ def label_clusters(clusters: dict[str, list[Cluster]]) -> dict[int, str]:
             for b in owners[i + 1:]:
                 key = (a, b)
                 shared[key] = shared.get(key, 0) + 1
-                if shared[key] == 2:  # one shared band is chance; two is the same template
+                if shared[key] == needed:  # one shared band is chance; the near-duplicate rule is the same template
                     union(a, b)
     smallest: dict[int, str] = {}
     for n, c in enumerate(flat):
@@ -192,10 +194,11 @@ def import_prompt_file(
         if tally.total and (out is None or not records):
             raise tally.error(read)
         prepared = prepare_prompts(records, engine, exclusions, config.max_items_per_actor)
-        chains = label_clusters(prepared.clusters)
+        chains = label_clusters(prepared.clusters, params.min_bands)
         rows = [
             IdentifierRow(actor, KIND, params.normalisation_version, canonical,
-                          format_raw(ClusterLabel(chains[id(c)], _label("cluster", min(c.items)), c.line, c.prompts)))
+                          format_raw(ClusterLabel(chains[id(c)], _label("cluster", min(c.items)), c.line, c.prompts,
+                                                  params.min_bands)))
             for actor, kept in prepared.clusters.items() for c in kept for canonical in c.canonicals
         ]
         try:

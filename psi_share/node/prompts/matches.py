@@ -3,7 +3,11 @@
 The PSI requester learns which of its own band items the responder holds.
 Mapped back through the rows of the prompt import, that is, per kept
 cluster of an actor (a *template* as this lab received it): how many of its
-``bands`` band items matched. Two prompts of Jaccard similarity ``s`` agree
+``bands`` band items matched. A cluster counts as found (stored, shown by
+``results show``, linking its actor and chain) only when at least
+``min_bands`` of them matched, the parameter set's near-duplicate rule
+(:mod:`psi_share.prompts.params`); fewer is what near-misses produce by
+chance, and is dropped. Two prompts of Jaccard similarity ``s`` agree
 on a band with probability ``s ** rows``, so ``k`` of ``b`` bands matching
 estimates ``s`` as ``(k / b) ** (1 / rows)`` (:func:`implied_similarity`):
 the requester learns roughly how close the peer's nearest prompt is.
@@ -40,7 +44,7 @@ __all__ = [
 # ``prompt_matches`` table (schema step in store/db.py), written in the
 # transaction that finishes the session, so a failed session stores none.
 
-_RAW = re.compile(r"(chain-[0-9a-f]{12}) (cluster-[0-9a-f]{12}) line (\d+) prompts (\d+)")
+_RAW = re.compile(r"(chain-[0-9a-f]{12}) (cluster-[0-9a-f]{12}) line (\d+) prompts (\d+)(?: min (\d+))?")
 
 
 @dataclass(frozen=True)
@@ -51,16 +55,20 @@ class ClusterLabel:
     cluster: str
     line: int  # the representative prompt's line in its file
     prompts: int  # prompts of the actor folded into it
+    # The parameter set's near-duplicate rule when it was imported: a session finds the
+    # cluster only when at least this many of its band items match (rows written before
+    # the rule existed have no "min" and mean 1).
+    min_bands: int = 1
 
 
 def format_raw(label: ClusterLabel) -> str:
-    return f"{label.chain} {label.cluster} line {label.line} prompts {label.prompts}"
+    return f"{label.chain} {label.cluster} line {label.line} prompts {label.prompts} min {label.min_bands}"
 
 
 def parse_raw(raw: str) -> ClusterLabel | None:
     """The label of a prompt row (None for a row not written by the prompt import)."""
     m = _RAW.fullmatch(raw)
-    return ClusterLabel(m[1], m[2], int(m[3]), int(m[4])) if m else None
+    return ClusterLabel(m[1], m[2], int(m[3]), int(m[4]), int(m[5] or 1)) if m else None
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,9 @@ def implied_similarity(bands_matched: int, bands: int, rows: int) -> float:
 
 def match_records(session_id: str, peer: str, rows: Iterable[IdentifierRow],
                   matched_items: set[str]) -> list[PromptMatchRecord]:
-    """Per cluster with at least one matched band item: the counts to store."""
+    """Per cluster with at least its ``min_bands`` band items matched (the near-duplicate
+    rule it was imported under): the counts to store. A cluster with fewer matched
+    items is not found at the peer, and nothing of it is stored or shown."""
     total: dict[tuple[str, str], int] = {}
     hit: dict[tuple[str, str], int] = {}
     for row in rows:
@@ -122,7 +132,7 @@ def match_records(session_id: str, peer: str, rows: Iterable[IdentifierRow],
     out = []
     for (actor, raw), k in sorted(hit.items()):
         label = parse_raw(raw)
-        if label is not None:
+        if label is not None and k >= label.min_bands:
             out.append(PromptMatchRecord(session_id, peer, actor, label.chain, label.cluster, label.line, k,
                                          total[(actor, raw)]))
     return out
