@@ -265,13 +265,19 @@ def _bucketed_filter(
     else:
         parts = partition(blinded.points, buckets)
         sizes, setups = [len(p) for p in parts], engine.build_buckets(parts, fpr, max_set_size)
+    return bucketed_setup(blinded.key, sizes, setups, fpr, max_set_size)
+
+
+def bucketed_setup(key: bytes, sizes: Sequence[int], setups: Sequence[bytes], fpr: float, max_set_size: int) -> PreparedSetup:
+    """The PsiBucketedSetup of built buckets (``sizes``: each bucket's
+    distinct points; their sum is the set size announced to requesters)."""
     message = pb.PsiBucketedSetup(
         protocol_version=PROTOCOL_VERSION, setup_buckets_version=SETUP_BUCKETS_VERSION,
         bucket_sizes=sizes, setups=setups,
     )
     return PreparedSetup(
-        key=blinded.key, setup=message.SerializeToString(), item_count=blinded.item_count,
-        false_positive_rate=fpr, max_set_size=max_set_size, kind="bucketed", bucket_count=buckets,
+        key=key, setup=message.SerializeToString(), item_count=sum(sizes),
+        false_positive_rate=fpr, max_set_size=max_set_size, kind="bucketed", bucket_count=len(setups),
         bucket_kinds=tuple(ServerSetup.FromString(s).WhichOneof("data_structure") or "" for s in setups),
     )
 

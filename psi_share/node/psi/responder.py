@@ -44,14 +44,13 @@ from dataclasses import dataclass, field
 
 from ...crypto.buckets import SETUP_BUCKETS_VERSION, bucket_count
 from ...crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_private_key
-from ...errors import NotFound
+from ...errors import NotFound, StoreError
 from ...identifiers import canonical_versions
 from ...protocols import PROTOCOL_VERSION, PROTOCOLS
 from ...protocols.canary import CanaryAsk, parse_canary_dataset
 from ...protocols.psi import (
     BlindedSet,
     PreparedSetup,
-    RemoteBlindedSet,
     PsiOpen,
     PsiOpened,
     PsiResponderSession,
@@ -62,17 +61,15 @@ from ...protocols.psi import (
 )
 from ...store import SessionRecord, Store
 from ..config import NodeConfig
-from .itemsets import build_item_set
+from .itemsets import build_item_set, stream_items
 from ..policy import AccessRequest, Policy
 from ..sessions import SessionTable
 from .canary_filters import CanaryFilters
-from .setups import SetupEntry
+from .setups import SetupEntry, stream_setup
 
 log = logging.getLogger("psi_share.responder")
 
 SOFTWARE_VERSION = "0.1.0"
-# Items per task when a cluster engine blinds a large set.
-_REMOTE_CHUNK = 200_000
 
 
 @dataclass(frozen=True)
@@ -156,7 +153,7 @@ class Responder:
 
     def prepare(
         self, dataset: str, kinds: tuple[str, ...] | None = None, queries: int | None = None
-    ) -> Future[BlindedSet]:
+    ) -> Future[BlindedSet | PreparedSetup]:
         """Start (or reuse) blinding ``dataset`` for ``kinds``, then build the
         filter for requester sets of up to ``queries`` items (default: the
         node's max_set_size, whose class covers every request)."""
@@ -164,9 +161,9 @@ class Responder:
         entry = self._setup_entry(dataset, kinds)
         queries = size_class(queries or self.config.matching.max_set_size, self.config.matching.max_set_size)
 
-        def build_filter(blinding: Future[BlindedSet]) -> None:
+        def build_filter(blinding: Future[BlindedSet | PreparedSetup]) -> None:
             try:
-                if blinding.exception() is None:
+                if blinding.exception() is None and not entry.streamed:  # streamed: the filter is built
                     self._filter(entry, dataset, queries, self._buckets(queries, entry.item_count, SETUP_BUCKETS_VERSION))
             except Exception:  # noqa: BLE001  (a session asking for it will fail with the reason)
                 log.exception("could not prepare a PSI filter over dataset %s", dataset)
@@ -174,7 +171,7 @@ class Responder:
         entry.future.add_done_callback(build_filter)
         return entry.future
 
-    def prepare_exposed(self) -> list[Future[BlindedSet]]:
+    def prepare_exposed(self) -> list[Future[BlindedSet | PreparedSetup]]:
         """Build filters for every exposed dataset that exists (serve start)."""
         futures = []
         for name in self.config.exposure.datasets:
@@ -201,12 +198,22 @@ class Responder:
 
     def _item_count(self, dataset: str, kinds: tuple[str, ...]) -> int:
         """How many items a session on ``dataset`` and ``kinds`` would be
-        answered from, without blinding them (a canary's size)."""
+        answered from, without blinding them (a canary's size). A large
+        (streamed) set's distinct count is known only from its filter: that
+        one is prepared, and waited for."""
         cache_key = self._cache_key(dataset, kinds)
         entry = self._cached_entry(cache_key)
         if entry is not None:
             return entry.item_count
+        if self._row_count(cache_key) > self.config.matching.bucket_items:
+            return self._setup_entry(dataset, kinds).item_count
         return len(build_item_set(self._store.identifiers(dataset, cache_key[2])).items)
+
+    def _row_count(self, cache_key: tuple[str, int, tuple[str, ...]]) -> int:
+        """Rows of the dataset's ``kinds``, from its metadata: an upper bound
+        on its distinct items (one item can be held by several actors)."""
+        counts = self._store.dataset(cache_key[0]).kinds
+        return sum(counts.get(k, 0) for k in cache_key[2])
 
     def _setup_entry(self, dataset: str, kinds: tuple[str, ...]) -> SetupEntry:
         cache_key = self._cache_key(dataset, kinds)
@@ -215,8 +222,11 @@ class Responder:
         entry = self._cached_entry(cache_key)
         if entry is not None:
             return entry
-        # Read outside the lock (the set size is announced when a session opens).
-        items = build_item_set(self._store.identifiers(dataset, kinds)).items
+        rows = self._row_count(cache_key)
+        # A small set is read here, outside the lock (its size is announced
+        # when a session opens); a large one is streamed by the setup task.
+        items = None if rows > self.config.matching.bucket_items else build_item_set(
+            self._store.identifiers(dataset, kinds)).items
         now = self._clock()
         with self._lock:
             # Drop filters of older revisions, past their lifetime or failed.
@@ -226,26 +236,40 @@ class Responder:
             entry = self._setups.get(cache_key)  # another thread may have won the race
             if entry is None:
                 key = new_private_key(self._random_bytes)
-                future = self._setup_executor.submit(self._blind, dataset, kinds, key, items)
-                entry = SetupEntry(key=key, future=future, created=now, item_count=len(items))
+                future: Future[BlindedSet | PreparedSetup]
+                if items is None:
+                    future = self._setup_executor.submit(self._stream, dataset, kinds, key, rows)
+                else:
+                    future = self._setup_executor.submit(self._blind, dataset, kinds, key, items)
+                entry = SetupEntry(key=key, future=future, created=now, known_count=None if items is None else len(items),
+                                   kinds=kinds)
                 self._setups[cache_key] = entry
             return entry
 
-    def _blind(
-        self, dataset: str, kinds: tuple[str, ...], key: bytes, items: tuple[str, ...]
-    ) -> BlindedSet | RemoteBlindedSet:
+    def _blind(self, dataset: str, kinds: tuple[str, ...], key: bytes, items: tuple[str, ...]) -> BlindedSet:
         started = self._clock()
-        blind_remote = getattr(self._engine.runner, "blind_remote", None)
-        if blind_remote is not None and len(items) > self.config.matching.bucket_items:
-            # A cluster engine keeps a large set's points on its workers: the
-            # bucketed filters are built there, and only they come back.
-            chunk = _REMOTE_CHUNK
-            handle = blind_remote(key, (items[i : i + chunk] for i in range(0, len(items), chunk)))
-            blinded: BlindedSet | RemoteBlindedSet = RemoteBlindedSet(key=key, handle=handle, item_count=len(items))
-        else:
-            blinded = blind_set(self._engine, key, items)
+        blinded = blind_set(self._engine, key, items)
         log.info("blinded %d items of dataset %s (%d kinds) in %.2fs", len(items), dataset, len(kinds), self._clock() - started)
         return blinded
+
+    def _stream(self, dataset: str, kinds: tuple[str, ...], key: bytes, rows: int) -> PreparedSetup:
+        """A large set's one bucketed filter, its rows streamed from the store
+        batch by batch into the engine (:func:`stream_setup`), for the node's
+        largest size class: it meets the false-positive bound of every
+        smaller one, so one pass over the data serves every requester."""
+        started = self._clock()
+        matching = self.config.matching
+        prepared = stream_setup(
+            self._engine, key, self._store.rows(dataset), kinds, rows_count=rows,
+            false_positive_rate=matching.false_positive_rate, max_set_size=matching.max_set_size,
+            bucket_items=matching.bucket_items,
+        )
+        log.info(
+            "streamed %d rows (%d distinct items) of dataset %s (%d kinds) into %d buckets, %d bytes, in %.2fs",
+            rows, prepared.item_count, dataset, len(kinds), prepared.bucket_count, len(prepared.setup),
+            self._clock() - started,
+        )
+        return prepared
 
     def _buckets(self, queries: int, items: int, buckets_version: int) -> int:
         """Buckets for a requester that reads ``buckets_version`` (0: one setup, always)."""
@@ -257,6 +281,10 @@ class Responder:
     def _filter(self, entry: SetupEntry, dataset: str, queries: int, buckets: int = 1) -> PreparedSetup:
         """The filter of size class ``queries`` in ``buckets`` over ``entry`` (built once, checked)."""
         blinded = entry.future.result()
+        if isinstance(blinded, PreparedSetup):  # streamed: its one bucketed filter, or a single setup
+            if buckets > 1:
+                return blinded
+            return self._single_setup(entry, dataset, queries)
         with entry.lock:
             prepared = entry.filters.get((queries, buckets))
             if prepared is None:
@@ -271,6 +299,29 @@ class Responder:
                     dataset, prepared.item_count, queries, prepared.kind,
                     f" x{buckets}" if buckets > 1 else "", len(prepared.setup), self._clock() - started,
                 )
+        return prepared
+
+    def _single_setup(self, entry: SetupEntry, dataset: str, queries: int) -> PreparedSetup:
+        """One OpenMined setup over a streamed set, for a requester that reads
+        nothing else (a foreign client): the set is streamed and blinded
+        again under the entry's key (the same points), and every point is
+        gathered here, as that one setup holds them all."""
+        with entry.lock:
+            prepared = entry.filters.get((queries, 1))
+            if prepared is None:
+                started = self._clock()
+                points: set[bytes] = set()
+                for chunk in stream_items(self._store.rows(dataset).batches(entry.kinds)):
+                    points.update(self._engine.blinded_points(entry.key, chunk))
+                if len(points) != entry.item_count:  # an imported dataset rewritten in place meanwhile
+                    raise StoreError(f"dataset {dataset!r} changed while its single setup was built; try again")
+                prepared = filter_for(
+                    BlindedSet(key=entry.key, points=tuple(sorted(points))),
+                    false_positive_rate=self.config.matching.false_positive_rate, max_set_size=queries,
+                )
+                entry.filters[(queries, 1)] = prepared
+                log.info("prepared a single PSI setup over streamed dataset %s (%d items): %s, %d bytes, in %.2fs",
+                         dataset, prepared.item_count, prepared.kind, len(prepared.setup), self._clock() - started)
         return prepared
 
     # -- sessions ---------------------------------------------------------
@@ -293,7 +344,12 @@ class Responder:
         else:
             entry = self._canary_entry(peer, canary, kinds)
         queries = size_class(open_.set_size, self.config.matching.max_set_size)
-        buckets = self._buckets(queries, entry.item_count, open_.setup_buckets_version)
+        if entry.streamed and open_.setup_buckets_version >= SETUP_BUCKETS_VERSION:
+            # A large set's one filter (waited for: its distinct count is announced below).
+            streamed = entry.future.result()
+            queries, buckets = streamed.max_set_size, streamed.bucket_count
+        else:
+            buckets = self._buckets(queries, entry.item_count, open_.setup_buckets_version)
         core = PsiResponderSession(
             open_, key=entry.key, max_set_size=self.config.matching.max_set_size, engine=self._engine
         )
