@@ -68,7 +68,7 @@ def test_a_streamed_setup_counts_distinct_items_and_holds_exactly_them(tmp_path:
         kinds = ("email", "ipv4")
         count = sum(store.dataset("big").kinds.values())
         prepared = stream_setup(engine, key, store.rows("big"), kinds, rows_count=count, false_positive_rate=1e-9,
-                                max_set_size=1024, bucket_items=max(1, count // batches))
+                                queries=1024, bucket_items=max(1, count // batches))
     finally:
         store.close()
     truth = distinct_items(rows)
@@ -111,7 +111,15 @@ def _match_and_check(federation, csv_file, b, rows) -> None:  # type: ignore[no-
     assert entry.streamed and entry.item_count == len(truth)  # announced: the distinct count, exactly
     prepared = entry.future.result()
     assert prepared.bucket_count >= 3 and sum(pb.PsiBucketedSetup.FromString(prepared.setup).bucket_sizes) == len(truth)
-    return a
+    # Serve start streamed the largest size class; the session (200 items) got
+    # that filter and started its own class's pass, which the next session gets.
+    assert prepared.max_set_size == 1_000_000
+    for pending in list(entry.pending.values()):
+        pending.result()
+    small = [p for (queries, buckets), p in entry.filters.items() if queries == 1024 and buckets > 1]
+    assert len(small) == 1 and small[0].item_count == len(truth) and len(small[0].setup) < len(prepared.setup)
+    again = a.match("lab-b", kinds=["email", "ipv4"])
+    assert again.count == outcome.count
 
 
 @pytest.mark.parametrize("source", ["sqlite", "parquet"])

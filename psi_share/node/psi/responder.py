@@ -158,12 +158,14 @@ class Responder:
         filter for requester sets of up to ``queries`` items (default: the
         node's max_set_size, whose class covers every request)."""
         kinds = tuple(sorted(kinds if kinds is not None else self.config.exposed_kinds()))
-        entry = self._setup_entry(dataset, kinds)
         queries = size_class(queries or self.config.matching.max_set_size, self.config.matching.max_set_size)
+        entry = self._setup_entry(dataset, kinds, queries)
 
         def build_filter(blinding: Future[BlindedSet | PreparedSetup]) -> None:
             try:
-                if blinding.exception() is None and not entry.streamed:  # streamed: the filter is built
+                if blinding.exception() is None and entry.streamed:  # another class: another pass, started
+                    self._streamed_filter(entry, dataset, queries, wait=False)
+                elif blinding.exception() is None:
                     self._filter(entry, dataset, queries, self._buckets(queries, entry.item_count, SETUP_BUCKETS_VERSION))
             except Exception:  # noqa: BLE001  (a session asking for it will fail with the reason)
                 log.exception("could not prepare a PSI filter over dataset %s", dataset)
@@ -215,7 +217,10 @@ class Responder:
         counts = self._store.dataset(cache_key[0]).kinds
         return sum(counts.get(k, 0) for k in cache_key[2])
 
-    def _setup_entry(self, dataset: str, kinds: tuple[str, ...]) -> SetupEntry:
+    def _setup_entry(self, dataset: str, kinds: tuple[str, ...], queries: int | None = None) -> SetupEntry:
+        """The entry of ``dataset`` and ``kinds`` (made if needed). A large
+        set's first pass is built for ``queries`` (a size class; default the
+        largest)."""
         cache_key = self._cache_key(dataset, kinds)
         kinds = cache_key[2]
         lifetime = self.config.sessions.setup_lifetime_seconds
@@ -238,11 +243,12 @@ class Responder:
                 key = new_private_key(self._random_bytes)
                 future: Future[BlindedSet | PreparedSetup]
                 if items is None:
-                    future = self._setup_executor.submit(self._stream, dataset, kinds, key, rows)
+                    first = queries or size_class(self.config.matching.max_set_size, self.config.matching.max_set_size)
+                    future = self._setup_executor.submit(self._stream, dataset, kinds, key, rows, first)
                 else:
                     future = self._setup_executor.submit(self._blind, dataset, kinds, key, items)
                 entry = SetupEntry(key=key, future=future, created=now, known_count=None if items is None else len(items),
-                                   kinds=kinds)
+                                   kinds=kinds, rows_count=rows)
                 self._setups[cache_key] = entry
             return entry
 
@@ -252,18 +258,21 @@ class Responder:
         log.info("blinded %d items of dataset %s (%d kinds) in %.2fs", len(items), dataset, len(kinds), self._clock() - started)
         return blinded
 
-    def _stream(self, dataset: str, kinds: tuple[str, ...], key: bytes, rows: int) -> PreparedSetup:
-        """A large set's one bucketed filter, its rows streamed from the store
-        batch by batch into the engine (:func:`stream_setup`), for the node's
-        largest size class: it meets the false-positive bound of every
-        smaller one, so one pass over the data serves every requester."""
+    def _stream(
+        self, dataset: str, kinds: tuple[str, ...], key: bytes, rows: int, queries: int, expected: int | None = None
+    ) -> PreparedSetup:
+        """A large set's bucketed filter for size class ``queries``, its rows
+        streamed from the store batch by batch into the engine
+        (:func:`stream_setup`). ``expected``: the distinct count a former
+        pass under ``key`` announced (a set changed in place is refused)."""
         started = self._clock()
         matching = self.config.matching
         prepared = stream_setup(
             self._engine, key, self._store.rows(dataset), kinds, rows_count=rows,
-            false_positive_rate=matching.false_positive_rate, max_set_size=matching.max_set_size,
-            bucket_items=matching.bucket_items,
+            false_positive_rate=matching.false_positive_rate, queries=queries, bucket_items=matching.bucket_items,
         )
+        if expected is not None and prepared.item_count != expected:
+            raise StoreError(f"dataset {dataset!r} changed while a filter over it was built; try again")
         log.info(
             "streamed %d rows (%d distinct items) of dataset %s (%d kinds) into %d buckets, %d bytes, in %.2fs",
             rows, prepared.item_count, dataset, len(kinds), prepared.bucket_count, len(prepared.setup),
@@ -281,10 +290,11 @@ class Responder:
     def _filter(self, entry: SetupEntry, dataset: str, queries: int, buckets: int = 1) -> PreparedSetup:
         """The filter of size class ``queries`` in ``buckets`` over ``entry`` (built once, checked)."""
         blinded = entry.future.result()
-        if isinstance(blinded, PreparedSetup):  # streamed: its one bucketed filter, or a single setup
-            if buckets > 1:
-                return blinded
-            return self._single_setup(entry, dataset, queries)
+        if isinstance(blinded, PreparedSetup):  # streamed: a class's bucketed filter, or a single setup
+            if buckets == 1:
+                return self._single_setup(entry, dataset, queries)
+            with entry.lock:
+                return next(p for p in entry.streamed_filters() if (p.max_set_size, p.bucket_count) == (queries, buckets))
         with entry.lock:
             prepared = entry.filters.get((queries, buckets))
             if prepared is None:
@@ -300,6 +310,39 @@ class Responder:
                     f" x{buckets}" if buckets > 1 else "", len(prepared.setup), self._clock() - started,
                 )
         return prepared
+
+    def _streamed_filter(self, entry: SetupEntry, dataset: str, queries: int, *, wait: bool = True) -> PreparedSetup | None:
+        """The filter a session of size class ``queries`` gets on a streamed
+        set: the one built for its class; until that pass is done, the
+        smallest built for a larger class (its false-positive bound holds
+        for fewer queries too: the requester only receives more bytes).
+        Without any, waits for its class's pass (unless not ``wait``)."""
+        first = entry.future.result()  # the first pass: its distinct count is announced
+        assert isinstance(first, PreparedSetup)
+        with entry.lock:
+            built = entry.streamed_filters()
+            exact = [p for p in built if p.max_set_size == queries]
+            if exact:
+                return exact[0]
+            pending = entry.pending.get(queries)
+            if pending is None:
+                pending = entry.pending[queries] = self._setup_executor.submit(
+                    self._stream, dataset, entry.kinds, entry.key, entry.rows_count, queries, first.item_count)
+                pending.add_done_callback(functools.partial(self._keep_streamed, entry, queries))
+            larger = [p for p in built if p.max_set_size > queries]
+        if larger:
+            return min(larger, key=lambda p: p.max_set_size)
+        return pending.result() if wait else None
+
+    @staticmethod
+    def _keep_streamed(entry: SetupEntry, queries: int, done: Future[PreparedSetup]) -> None:
+        with entry.lock:
+            entry.pending.pop(queries, None)
+            if not done.cancelled() and done.exception() is None:
+                prepared = done.result()
+                entry.filters[(prepared.max_set_size, prepared.bucket_count)] = prepared
+            else:
+                log.warning("a streamed PSI filter (%d queries) could not be built: %s", queries, done.exception())
 
     def _single_setup(self, entry: SetupEntry, dataset: str, queries: int) -> PreparedSetup:
         """One OpenMined setup over a streamed set, for a requester that reads
@@ -338,15 +381,16 @@ class Responder:
         grant = self.policy.check(peer, access, charge=False)
         kinds = tuple(sorted(open_.kinds))
         admit: Callable[[], None] | None = None  # a canary: its hourly limit, never the daily budget
+        queries = size_class(open_.set_size, self.config.matching.max_set_size)
         if canary is None:
-            entry = self._setup_entry(dataset, kinds)
+            entry = self._setup_entry(dataset, kinds, queries)
             admit = functools.partial(self.policy.charge, peer, access)
         else:
             entry = self._canary_entry(peer, canary, kinds)
-        queries = size_class(open_.set_size, self.config.matching.max_set_size)
         if entry.streamed and open_.setup_buckets_version >= SETUP_BUCKETS_VERSION:
-            # A large set's one filter (waited for: its distinct count is announced below).
-            streamed = entry.future.result()
+            # A large set's filter (waited for: its distinct count is announced below).
+            streamed = self._streamed_filter(entry, dataset, queries)
+            assert streamed is not None
             queries, buckets = streamed.max_set_size, streamed.bucket_count
         else:
             buckets = self._buckets(queries, entry.item_count, open_.setup_buckets_version)

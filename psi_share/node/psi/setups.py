@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ...crypto.buckets import bucket_count
 from ...crypto.openmined import OpenMinedEngine
-from ...protocols.psi import BlindedSet, PreparedSetup, bucketed_setup, size_class
+from ...protocols.psi import BlindedSet, PreparedSetup, bucketed_setup
 from ...store.rows import DatasetRows
 from .itemsets import stream_items
 
@@ -32,9 +32,11 @@ class SetupEntry:
     """Items blinded under ``key``, and the filters built from them, one per size class.
 
     A large dataset's entry is *streamed*: its rows are blinded batch by
-    batch straight into one bucketed filter (the future's PreparedSetup),
-    no point or item kept, and its distinct item count is known only once
-    that filter is built (``known_count`` None until then).
+    batch straight into a bucketed filter for one size class (the future's
+    PreparedSetup), no point or item kept, and its distinct item count is
+    known only once that filter is built (``known_count`` None until then).
+    Another size class is another pass over the rows under the same key
+    (``pending`` until built, then in ``filters``).
     """
 
     key: bytes
@@ -42,6 +44,8 @@ class SetupEntry:
     created: float
     known_count: int | None  # announced to requesters; their filter must hold exactly this many
     kinds: tuple[str, ...] = ()  # the kinds it was read for
+    rows_count: int = 0  # streamed: the rows of those kinds (fixes each class's bucket count)
+    pending: dict[int, Future[PreparedSetup]] = field(default_factory=dict)  # streamed: classes being built
     filters: dict[tuple[int, int], PreparedSetup] = field(default_factory=dict)  # (queries, buckets)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,6 +60,12 @@ class SetupEntry:
             return self.known_count
         return self.future.result().item_count
 
+    def streamed_filters(self) -> list[PreparedSetup]:
+        """A streamed entry's bucketed filters built so far (call under ``lock``)."""
+        first = self.future.result()
+        assert isinstance(first, PreparedSetup)
+        return [first, *(p for p in self.filters.values() if p.bucket_count > 1)]
+
     def usable(self, now: float, lifetime: float) -> bool:
         failed = self.future.done() and (self.future.cancelled() or self.future.exception() is not None)
         return not failed and now - self.created < lifetime
@@ -63,7 +73,7 @@ class SetupEntry:
 
 def stream_setup(
     engine: OpenMinedEngine, key: bytes, rows: DatasetRows, kinds: Iterable[str], *, rows_count: int,
-    false_positive_rate: float, max_set_size: int, bucket_items: int,
+    false_positive_rate: float, queries: int, bucket_items: int,
 ) -> PreparedSetup:
     """The bucketed filter over a dataset read batch by batch, never whole.
 
@@ -72,12 +82,11 @@ def stream_setup(
     before any point exists; repeated items collapse after blinding, inside
     their bucket (:meth:`OpenMinedEngine.stream_buckets`), so the set size
     announced (the sum of the bucket sizes) is the distinct count. Built for
-    the largest size class, ``max_set_size`` queries.
+    requester sets of up to ``queries`` items (a size class).
 
     What the requester learns beyond a filter built from the distinct count:
     the bucket count, hence ``rows_count`` to within ``bucket_items``.
     """
-    queries = size_class(max_set_size, max_set_size)
     buckets = max(2, bucket_count(false_positive_rate, queries, rows_count, bucket_items))
     # Several batches per engine worker even for a modest set, so that every worker blinds.
     batch_rows = max(2048, min(STREAM_ROWS, -(-rows_count // 8)))
