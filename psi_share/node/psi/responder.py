@@ -20,6 +20,22 @@ matches twice against one filter can tell whether our set changed between
 its sessions; rotating the key on every revision and after the lifetime
 bounds that.
 
+Large sets are streamed
+-----------------------
+A dataset whose rows of the asked kinds exceed ``[matching] bucket_items``
+is never read whole: its rows come from :meth:`Store.rows
+<psi_share.store.db.Store.rows>` batch by batch and go straight to
+``engine.stream_buckets``, which blinds them and builds a bucketed filter
+for one size class (:func:`.setups.stream_setup`). An item held by several
+actors is one point once blinded, and collapses inside its bucket, so the
+size announced is the distinct count; it is known only when the pass ends,
+so a session opening before then waits. No point is kept: another size
+class is another pass under the same key, started by the first session of
+that class, which meanwhile gets the smallest larger class built. The node
+holds one batch of rows and items at a time, plus (local engine) every
+blinded point packed 33 bytes each until the buckets are built; with Dask
+the points stay on the workers and only the filter comes back.
+
 Canary sessions
 ---------------
 A PsiOpen naming a canary dataset (``_canary.<dataset>[.<items>]``, see
