@@ -105,6 +105,15 @@ def _match_and_check(federation, csv_file, b, rows) -> None:  # type: ignore[no-
     a.import_file("flagged", csv_file("a.csv", ours), None)
     federation.serve("lab-b")
     federation.connect_all()
+    served: list[tuple[int, int]] = []  # (queries, buckets) of each filter lab-b sends
+    setup = b.responder.psi_setup
+
+    def recording(peer, sid):  # type: ignore[no-untyped-def]
+        session = b.responder._session(peer, sid)
+        served.append((session.queries, session.buckets))
+        return setup(peer, sid)
+
+    b.responder.psi_setup = recording
     outcome = a.match("lab-b", kinds=["email", "ipv4"])
     assert {m.actor_id for m in a.store.matches([outcome.session_id])} == {x for x, k, v in ours if (k, v) in truth}
     entry = next(iter(b.responder._setups.values()))
@@ -120,6 +129,7 @@ def _match_and_check(federation, csv_file, b, rows) -> None:  # type: ignore[no-
     assert len(small) == 1 and small[0].item_count == len(truth) and len(small[0].setup) < len(prepared.setup)
     again = a.match("lab-b", kinds=["email", "ipv4"])
     assert again.count == outcome.count
+    assert served == [(1_000_000, prepared.bucket_count), (1024, small[0].bucket_count)]
 
 
 @pytest.mark.parametrize("source", ["sqlite", "parquet"])
