@@ -27,7 +27,7 @@ then the node's peak RSS side by side across the sizes, per-item core-seconds
 --million``.
 
 Usage: bench_scale.py [--items 1000000 10000000] [--bucket-items N] [--million]
-Run it niced on a shared machine; 10M needs about 1.5 GB of temporary disk.
+Run it niced on a shared machine (the 10M source is about 110 MB of temporary disk).
 """
 
 from __future__ import annotations
