@@ -1,25 +1,33 @@
 #!/usr/bin/env python3
-"""Large responder sets: bucketed setups, local engine vs a Dask cluster, and
-the unbalanced match (issue 15 items 3-5, "How we will know").
+"""Large responder sets through the node's own path: a Parquet dataset
+registered in a real store, the node's setup preparation with the local
+engine and on a Dask cluster, and the unbalanced match (issue 15, "How we
+will know").
 
-In one run, each measured step in a fresh process of its own (so that its
-peak RSS is its own):
+For every size N given (``--items 1000000 10000000``), in one run, each
+measured step in a fresh process of its own (so that its peak RSS is its own):
 
-1. the responder's bucketed setup over N items with the local engine
-   (``[matching] workers`` threads for blinding, processes for the buckets);
-2. the same with a two-worker Dask cluster on this machine (127.0.0.1, one
-   thread per worker, spilling off): the node process only streams chunks
-   of items out and setups back; peak RSS of the node and of every worker;
-3. the Dask node process's peak RSS at 1M items as well, to show it flat;
-4. the 3k x N unbalanced match against step 2's setup: bytes each way, time
-   on each side, the requester's peak RSS;
-5. per-item core-seconds and a projection to 100M and 1B items on 16, 64
-   and 256 cores;
-6. with ``--million``: ``bench_psi.py --million`` (1M x 1M with the local
-   engine beside the raw OpenMined baseline) in the same run.
+1. N customers' emails written as a Parquet source (chunk by chunk; every
+   tenth item held by a second actor too, so the rows are 1.1 N and the
+   distinct items N) and registered as dataset ``customers`` in a real node
+   home (``data register``'s code path);
+2. the node's setup preparation, ``Responder.prepare`` as ``serve`` calls
+   it (for the size class of a 3,000-item requester; ``serve`` starts with
+   the largest, a pass over the rows that costs the same), with ``[engine]
+   kind = "local"``: the rows streamed from the source, the bucketed filter
+   built; the node process's peak RSS;
+3. the same with ``kind = "dask"`` on a fresh two-worker cluster on this
+   machine (127.0.0.1, one thread per worker, spilling off): the node
+   process's peak RSS and every worker's;
+4. the 3k x N unbalanced match against step 3's filter: bytes each way,
+   time on each side, the requester's peak RSS;
+then the node's peak RSS side by side across the sizes, per-item core-seconds
+(largest size, Dask: node and workers' CPU) and the projection to 100M and
+1B items on 16, 64 and 256 cores; with ``--million`` also ``bench_psi.py
+--million``.
 
-Items are synthetic strings generated chunk by chunk (the store is not the
-subject here). Usage: bench_scale.py [--items 10000000] [--million]
+Usage: bench_scale.py [--items 1000000 10000000] [--bucket-items N] [--million]
+Run it niced on a shared machine (the 10M source is about 110 MB of temporary disk).
 """
 
 from __future__ import annotations
@@ -35,23 +43,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CHUNK = 200_000
+WRITE_ROWS = 500_000
 FPR = 1e-9
 QUERIES = 3000
+DATASET = "customers"
 
 
-def items(n: int) -> Iterator[list[str]]:
-    """The responder's items, chunk by chunk (the requester's shared ones are
-    c0..c999): at most CHUNK, and at least 8 chunks so both workers blind."""
-    chunk = max(2048, min(CHUNK, -(-n // 8)))
-    for start in range(0, n, chunk):
-        yield [f"psi-share/1/email/v1/c{i}@example.org" for i in range(start, min(n, start + chunk))]
+def _email(i: int) -> str:
+    return f"c{i}@example.org"
 
 
 def _cpu(usage: resource.struct_rusage) -> float:
@@ -62,49 +66,84 @@ def _peak_mib(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def build(engine_kind: str, n: int, address: str, out: str, target: int, result: "multiprocessing.Queue[dict]") -> None:
-    """Child process: one responder setup; reports time and peak RSS."""
-    from psi_share.crypto.buckets import bucket_count
-    from psi_share.crypto.openmined import OpenMinedEngine
-    from psi_share.protocols.psi import size_class
-    from concurrent.futures import ThreadPoolExecutor
+def write_source(path: Path, n: int) -> int:
+    """N distinct emails as Parquet, every tenth held twice; returns the rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    runner = None
-    if engine_kind == "dask":
-        from psi_share.crypto.cluster import DaskRunner
+    schema = pa.schema([("actor", pa.string()), ("value", pa.string())])
+    rows = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, n, WRITE_ROWS):
+            ids = range(start, min(n, start + WRITE_ROWS))
+            actors = [f"a{i}" for i in ids] + [f"b{i}" for i in ids if i % 10 == 0]
+            values = [_email(i) for i in ids] + [_email(i) for i in ids if i % 10 == 0]
+            writer.write_table(pa.table({"actor": actors, "value": values}, schema=schema))
+            rows += len(actors)
+    return rows
 
-        runner = DaskRunner(address)
-    engine = OpenMinedEngine(ThreadPoolExecutor(2), 2, runner=runner)
-    key = (1 + secrets.randbelow(2**255)).to_bytes(32, "big")
-    queries = size_class(QUERIES, 1_000_000)
-    buckets = bucket_count(FPR, queries, n, target)
+
+def register(home: str, source: str, result: "multiprocessing.Queue[dict]") -> None:
+    """Child process: ``data register`` of the source into the node's store."""
+    from psi_share.identifiers import CanonicalizationContext
+    from psi_share.store import Store
+    from psi_share.store.registry import register_parquet
+    from psi_share.store.sources import ColumnMapping
+
+    store = Store(Path(home) / "store.sqlite3")
+    started = time.perf_counter()
+    register_parquet(store, DATASET, source, ColumnMapping(actor="actor", value="value", kind="email"),
+                     ctx=CanonicalizationContext(), now=time.time())
+    result.put({"seconds": time.perf_counter() - started, "rows": store.dataset(DATASET).identifiers,
+                "mib": _peak_mib()})
+    store.close()
+
+
+def configure(home: Path, bucket_items: int, address: str) -> None:
+    """The bench node's config: its bucket size, the engine, no Paillier pool."""
+    path = home / "config.toml"
+    text = path.read_text()
+    for old, new in ((r"bucket_items = ", f"bucket_items = {bucket_items}  # "),
+                     ('kind = "local"', f'kind = "{"dask" if address else "local"}"'),
+                     ('scheduler = ""', f'scheduler = "{address}"'),
+                     ("pool_size = ", "pool_size = 0  # ")):
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path.write_text(text)
+
+
+def node_setup(home: str, address: str, out: str, result: "multiprocessing.Queue[dict]") -> None:
+    """Child process: the node's own setup preparation, as ``serve`` starts
+    it; reports time, CPU, the filter and peak RSS (the node's, workers')."""
+    from psi_share.node.node import Node
+
+    node = Node.open(home)
+    runner = node.engine.runner if address else None
     usage = functools.partial(resource.getrusage, resource.RUSAGE_SELF)
-    before = runner._client.run(usage) if runner else {}
+    before = runner._client.run(usage) if runner else {}  # type: ignore[attr-defined]
     cpu_before = _cpu(usage())
     started = time.perf_counter()
-    sizes, setups = engine.stream_buckets(key, items(n), FPR, queries, buckets)
+    # The pass a 3k-item requester's size class gets (any class's pass costs the same).
+    prepared = node.responder.prepare(DATASET, queries=QUERIES).result()
     seconds = time.perf_counter() - started
     # Core-seconds: this process's CPU (local: blinding threads) plus, with Dask,
     # the workers'. (Local bucket builders are forkserver children: not counted.)
     cpu = _cpu(usage()) - cpu_before
     workers_mib: list[float] = []
     if runner is not None:
-        after = runner._client.run(usage)
+        after = runner._client.run(usage)  # type: ignore[attr-defined]
         workers_mib = sorted(u.ru_maxrss / 1024 for u in after.values())
         cpu += sum(_cpu(after[w]) - _cpu(before[w]) for w in after)
-        runner.close()
     if out:
-        from psi_share.v1 import node_pb2 as pb
-
-        message = pb.PsiBucketedSetup(protocol_version=1, setup_buckets_version=1, bucket_sizes=sizes, setups=setups)
-        Path(out).write_bytes(message.SerializeToString())
-        Path(out + ".key").write_bytes(key)
-    result.put({"seconds": seconds, "cpu": cpu, "buckets": buckets, "setup_bytes": sum(len(s) for s in setups),
-                "node_mib": _peak_mib(),
-                "workers_mib": workers_mib, "queries": queries})
+        Path(out).write_bytes(prepared.setup)
+        Path(out + ".key").write_bytes(prepared.key)
+    result.put({"seconds": seconds, "cpu": cpu, "buckets": prepared.bucket_count, "items": prepared.item_count,
+                "queries": prepared.max_set_size, "setup_bytes": len(prepared.setup), "node_mib": _peak_mib(),
+                "workers_mib": workers_mib, "kinds": sorted(set(prepared.bucket_kinds))})
+    node.close()
 
 
-def requester(setup_file: str, n: int, result: "multiprocessing.Queue[dict]") -> None:
+def requester(setup_file: str, n: int, queries: int, result: "multiprocessing.Queue[dict]") -> None:
     """Child process: the requester's whole side of the 3k x N match (the
     responder's one online step, raising 3k points, is done here too with
     its key, and timed apart)."""
@@ -114,8 +153,10 @@ def requester(setup_file: str, n: int, result: "multiprocessing.Queue[dict]") ->
     from psi_share.protocols.psi import Mode, PsiOpened, PsiRequester, PsiResponderSession
 
     engine = OpenMinedEngine(ThreadPoolExecutor(2), 2)
-    ours = [f"psi-share/1/email/v1/c{i}@example.org" for i in range(1000)]
-    ours += [f"psi-share/1/email/v1/q{i}@example.org" for i in range(QUERIES - 1000)]
+    from psi_share.identifiers import domain_separated_item
+
+    ours = [domain_separated_item("email", _email(i)) for i in range(0, 1000 * (n // 1000), n // 1000)]
+    ours += [domain_separated_item("email", f"q{i}@example.org") for i in range(QUERIES - 1000)]
     setup = Path(setup_file).read_bytes()
     key = Path(setup_file + ".key").read_bytes()
     from psi_share.v1 import node_pb2 as pb
@@ -125,12 +166,12 @@ def requester(setup_file: str, n: int, result: "multiprocessing.Queue[dict]") ->
     t = time.perf_counter()
     req = PsiRequester(ours, dataset="customers", kinds={"email": 1}, mode=Mode.REVEAL,
                        key=(1 + secrets.randbelow(2**255)).to_bytes(32, "big"), engine=engine)
-    req.on_opened(PsiOpened(session_id="s", false_positive_rate=FPR, max_set_size=4096, responder_set_size=n,
+    req.on_opened(PsiOpened(session_id="s", false_positive_rate=FPR, max_set_size=queries, responder_set_size=n,
                             setup_buckets_version=1, bucket_count=buckets))
     request = req.request()
     laps["requester blind"] = time.perf_counter() - t
     t = time.perf_counter()
-    response = PsiResponderSession(req.open, key=key, max_set_size=4096, engine=engine).process(request)
+    response = PsiResponderSession(req.open, key=key, max_set_size=queries, engine=engine).process(request)
     laps["responder process"] = time.perf_counter() - t
     t = time.perf_counter()
     req.on_response(response)
@@ -156,36 +197,62 @@ def run_child(target, *args) -> dict:  # type: ignore[no-untyped-def]
     return out
 
 
+def one_size(n: int, tmp: Path, bucket_items: int) -> dict:
+    """Steps 1-4 for one size; prints as it goes."""
+    from psi_share.crypto.cluster.loopback import LoopbackCluster
+    from psi_share.node.home import init_home
+
+    source = tmp / f"customers-{n}.parquet"
+    started = time.perf_counter()
+    rows = write_source(source, n)
+    print(f"[{n:,}] Parquet source: {rows:,} rows ({n:,} distinct emails), {source.stat().st_size / 2**20:.0f} MiB, "
+          f"written in {time.perf_counter() - started:.1f} s", flush=True)
+    home = init_home(tmp / f"home-{n}", "lab-b", "127.0.0.1:0").path
+    reg = run_child(register, str(home), str(source))
+    print(f"[{n:,}] registered: {reg['rows']:,} identifiers in {reg['seconds']:.1f} s, peak RSS {reg['mib']:.0f} MiB",
+          flush=True)
+    configure(home, bucket_items, "")
+    local = run_child(node_setup, str(home), "", "")
+    assert local["items"] == n, local
+    print(f"[{n:,}] node setup, local engine: {local['seconds']:.1f} s, {local['buckets']} buckets "
+          f"({'/'.join(local['kinds'])}, built for {local['queries']:,} queries), {local['setup_bytes']:,} bytes; "
+          f"node peak RSS {local['node_mib']:.0f} MiB", flush=True)
+    setup_file = str(tmp / f"setup-{n}.bin")
+    with LoopbackCluster(tmp / f"dask-{n}", workers=2) as cluster:  # fresh: its workers' peaks are this size's
+        configure(home, bucket_items, cluster.address)
+        remote = run_child(node_setup, str(home), cluster.address, setup_file)
+    assert remote["items"] == n, remote
+    print(f"[{n:,}] node setup, Dask 2 workers: {remote['seconds']:.1f} s (ratio {remote['seconds'] / local['seconds']:.2f}); "
+          f"node peak RSS {remote['node_mib']:.0f} MiB; workers {', '.join(f'{m:.0f}' for m in remote['workers_mib'])} MiB",
+          flush=True)
+    match = run_child(requester, setup_file, n, remote["queries"])
+    print(f"[{n:,}] 3k x {n:,} match: {match['matched']} matched (1000 expected); "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in match["laps"].items()))
+    print(f"[{n:,}]   bytes: request {match['request_bytes']:,}, response {match['response_bytes']:,}, "
+          f"setup {match['setup_bytes']:,} ({match['setup_bytes'] / n:.2f} per item); "
+          f"requester peak RSS {match['requester_mib']:.0f} MiB", flush=True)
+    source.unlink()
+    return {"local": local, "remote": remote, "match": match}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=10_000_000)
-    parser.add_argument("--flat-at", type=int, default=1_000_000, help="the smaller size for the RSS comparison")
+    parser.add_argument("--items", type=int, nargs="+", default=[1_000_000, 10_000_000], help="sizes, in order")
     parser.add_argument("--bucket-items", type=int, default=1 << 20, help="[matching] bucket_items")
     parser.add_argument("--million", action="store_true", help="also run bench_psi.py --million")
     args = parser.parse_args()
-    from psi_share.crypto.cluster.loopback import LoopbackCluster
-
-    print(f"load at start: {os.getloadavg()}; cores: {os.cpu_count()}")
-    n = args.items
-    with tempfile.TemporaryDirectory() as tmp, LoopbackCluster(Path(tmp) / "dask", workers=2) as cluster:
-        local = run_child(build, "local", n, "", "", args.bucket_items)
-        print(f"setup {n:,} items, local engine: {local['seconds']:.1f} s, {local['buckets']} buckets, "
-              f"{local['setup_bytes']:,} bytes; node peak RSS {local['node_mib']:.0f} MiB")
-        setup_file = str(Path(tmp) / "setup.bin")
-        remote = run_child(build, "dask", n, cluster.address, setup_file, args.bucket_items)
-        print(f"setup {n:,} items, Dask 2 workers: {remote['seconds']:.1f} s (ratio {remote['seconds'] / local['seconds']:.2f}); "
-              f"node peak RSS {remote['node_mib']:.0f} MiB; workers {', '.join(f'{m:.0f}' for m in remote['workers_mib'])} MiB")
-        if args.flat_at < n:
-            small = run_child(build, "dask", args.flat_at, cluster.address, "", args.bucket_items)
-            print(f"node peak RSS with Dask: {small['node_mib']:.0f} MiB at {args.flat_at:,}, {remote['node_mib']:.0f} MiB at {n:,}")
-        match = run_child(requester, setup_file, n)
-        print(f"3k x {n:,} match: {match['matched']} matched (1000 expected); "
-              + ", ".join(f"{k} {v:.2f} s" for k, v in match["laps"].items()))
-        print(f"  bytes: request {match['request_bytes']:,}, response {match['response_bytes']:,}, "
-              f"setup {match['setup_bytes']:,} ({match['setup_bytes'] / n:.2f} per item); "
-              f"requester peak RSS {match['requester_mib']:.0f} MiB")
+    print(f"load at start: {os.getloadavg()}; cores: {os.cpu_count()}", flush=True)
+    runs: dict[int, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.items:
+            runs[n] = one_size(n, Path(tmp), args.bucket_items)
+    print("node peak RSS by size: " + "; ".join(
+        f"{n:,}: local {r['local']['node_mib']:.0f} MiB, Dask {r['remote']['node_mib']:.0f} MiB "
+        f"(workers {', '.join(f'{m:.0f}' for m in r['remote']['workers_mib'])} MiB)" for n, r in runs.items()))
+    n = max(runs)
+    local, remote = runs[n]["local"], runs[n]["remote"]
     per_item = remote["cpu"] / n
-    print(f"per-item core-seconds (Dask setup: node and workers' CPU time): {per_item * 1e6:.1f} us "
+    print(f"per-item core-seconds at {n:,} (Dask setup: node and workers' CPU time): {per_item * 1e6:.1f} us "
           f"(local: {local['cpu'] / n * 1e6:.1f} us without its bucket builders; wall x 2 cores: "
           f"{local['seconds'] * 2 / n * 1e6:.1f} us)")
     for total in (100_000_000, 1_000_000_000):

@@ -14,7 +14,6 @@ import pytest
 
 from psi_share.crypto.cluster import DaskRunner, EngineUnavailable
 from psi_share.crypto.openmined import OpenMinedEngine, new_private_key
-from psi_share.protocols.psi import RemoteBlindedSet
 
 from conftest import foreign_match
 from helpers import deterministic_random_bytes
@@ -53,10 +52,10 @@ def test_a_bucketed_match_with_the_responder_on_dask(dask_cluster, federation, c
     assert {m.actor_id for m in a.store.matches([outcome.session_id])} == {x for x, _, v in ours if v in held}
     assert outcome.count == 40
     entry = next(iter(b.responder._setups.values()))
-    assert isinstance(entry.future.result(), RemoteBlindedSet)  # the blinded points live on the workers
-    prepared = entry.filters  # the filters the sessions got
-    assert {p.bucket_count for p in prepared.values()} == {6}  # both size classes: 6,000 items in 6 buckets
-    # The points stayed on the cluster; a foreign client's single setup gathers them.
+    # Streamed: the points stayed on the workers, only the filter came back
+    # (one, for the largest size class: 6,000 rows in 6 buckets).
+    assert entry.streamed and entry.future.result().bucket_count == 6 and entry.item_count == 6000
+    # A foreign client's single setup streams the set again and gathers its points here.
     values = [v for _, _, v in ours]
     found, _ = foreign_match(federation, "lab-a", "lab-b", values)
     assert found == [i for i, v in enumerate(values) if v in held]

@@ -191,21 +191,31 @@ class OpenMinedEngine:
         self, key: bytes, chunks: Iterable[Sequence[str]], fpr: float, queries: int, buckets: int
     ) -> tuple[list[int], list[bytes]]:
         """Blind a set that arrives in chunks and build its bucketed setup:
-        ``(bucket sizes, serialized bucket setups)``. A runner with its own
-        ``stream_buckets`` (Dask) keeps the blinded points on its workers and
-        hands back only the setups; here they gather in this process."""
+        ``(bucket sizes, serialized bucket setups)``.
+
+        Chunks may repeat items (of each other or of themselves): blinding
+        under one key is deterministic, so a repeated item is a repeated
+        point in the same bucket, and each bucket keeps its distinct points
+        only. The sizes are distinct counts.
+
+        A runner with its own ``stream_buckets`` (Dask) keeps the blinded
+        points on its workers and hands back only the setups. Here they
+        gather in this process, packed: 33 bytes a point (one ``bytearray``
+        per bucket, no Python object per point), until every chunk is in;
+        each bucket is then unpacked, deduplicated and built on its own
+        (:func:`build_bucket_from_packed`, in worker processes)."""
         own = getattr(self.runner, "stream_buckets", None)
         if own is not None:
             return own(key, chunks, fpr, queries, buckets)  # type: ignore[no-any-return]
         from .buckets import partition
 
-        parts: list[list[bytes]] = [[] for _ in range(buckets)]
+        packed = [bytearray() for _ in range(buckets)]
         for chunk in chunks:
             for index, part in enumerate(partition(self.blinded_points(key, chunk), buckets)):
-                parts[index].extend(part)
-        for part in parts:
-            part.sort()
-        return [len(p) for p in parts], self.build_buckets(parts, fpr, queries)
+                packed[index] += b"".join(part)
+        calls = [(part, fpr, queries, buckets) for part in packed]
+        results = self.runner.map(build_bucket_from_packed, calls, cpu_bound=True)
+        return [size for size, _ in results], [setup for _, setup in results]
 
     def process(self, key: bytes, request: Request, reveal: bool) -> Response:
         """Raise every blinded requester element to the responder's key."""
@@ -235,10 +245,21 @@ def raw_points_span(key: bytes, items: list[str]) -> list[bytes]:
 
 
 def build_bucket_from_parts(parts: list[list[bytes]], fpr: float, queries: int, buckets: int) -> tuple[int, bytes]:
-    """One bucket's ``(size, serialized setup)`` from its points of every chunk."""
+    """One bucket's ``(size, serialized setup)`` from its points of every
+    chunk; a point found in several chunks (a repeated item) counts once."""
     from .buckets import build_bucket
 
-    points = sorted(p for part in parts for p in part)
+    points = sorted({p for part in parts for p in part})
+    return len(points), build_bucket(points, fpr, queries, buckets)
+
+
+def build_bucket_from_packed(packed: bytes | bytearray, fpr: float, queries: int, buckets: int) -> tuple[int, bytes]:
+    """One bucket's ``(size, serialized setup)`` from its points packed end
+    to end (``POINT_BYTES`` each, repeats allowed, any order)."""
+    from .buckets import build_bucket
+
+    view = memoryview(packed)
+    points = sorted({bytes(view[i : i + POINT_BYTES]) for i in range(0, len(view), POINT_BYTES)})
     return len(points), build_bucket(points, fpr, queries, buckets)
 
 

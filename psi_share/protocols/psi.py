@@ -164,17 +164,6 @@ class BlindedSet:
 
 
 @dataclass(frozen=True)
-class RemoteBlindedSet:
-    """A responder's blinded set kept on the engine's cluster (Dask): only
-    ``handle`` (the engine's references to the points) is in this process.
-    Bucketed filters are built there; a single setup gathers the points."""
-
-    key: bytes = field(repr=False)
-    handle: object = field(repr=False)
-    item_count: int
-
-
-@dataclass(frozen=True)
 class PreparedSetup:
     """A responder's filter over one dataset's items, built before requests.
 
@@ -224,7 +213,7 @@ def blind_set(engine: OpenMinedEngine, key: bytes, items: Sequence[str]) -> Blin
 
 
 def filter_for(
-    blinded: BlindedSet | RemoteBlindedSet,
+    blinded: BlindedSet,
     *,
     false_positive_rate: float = DEFAULT_FALSE_POSITIVE_RATE,
     max_set_size: int,
@@ -241,9 +230,6 @@ def filter_for(
     _check_setup_terms(false_positive_rate, max_set_size)
     if buckets >= 2:
         return _bucketed_filter(blinded, false_positive_rate, max_set_size, buckets, engine or OpenMinedEngine())
-    if isinstance(blinded, RemoteBlindedSet):  # a single setup needs every point here
-        assert engine is not None
-        blinded = BlindedSet(key=blinded.key, points=tuple(engine.runner.gather_points(blinded.handle)))  # type: ignore[attr-defined]
     setup = build_setup(blinded.points, false_positive_rate, max_set_size)
     return PreparedSetup(
         key=blinded.key,
@@ -256,22 +242,25 @@ def filter_for(
 
 
 def _bucketed_filter(
-    blinded: BlindedSet | RemoteBlindedSet, fpr: float, max_set_size: int, buckets: int, engine: OpenMinedEngine
+    blinded: BlindedSet, fpr: float, max_set_size: int, buckets: int, engine: OpenMinedEngine
 ) -> PreparedSetup:
     if buckets > MAX_BUCKETS:
         raise LocalProtocolError(f"{buckets} buckets exceed the {MAX_BUCKETS} a requester accepts")
-    if isinstance(blinded, RemoteBlindedSet):
-        sizes, setups = engine.runner.remote_buckets(blinded.handle, fpr, max_set_size, buckets)  # type: ignore[attr-defined]
-    else:
-        parts = partition(blinded.points, buckets)
-        sizes, setups = [len(p) for p in parts], engine.build_buckets(parts, fpr, max_set_size)
+    parts = partition(blinded.points, buckets)
+    sizes, setups = [len(p) for p in parts], engine.build_buckets(parts, fpr, max_set_size)
+    return bucketed_setup(blinded.key, sizes, setups, fpr, max_set_size)
+
+
+def bucketed_setup(key: bytes, sizes: Sequence[int], setups: Sequence[bytes], fpr: float, max_set_size: int) -> PreparedSetup:
+    """The PsiBucketedSetup of built buckets (``sizes``: each bucket's
+    distinct points; their sum is the set size announced to requesters)."""
     message = pb.PsiBucketedSetup(
         protocol_version=PROTOCOL_VERSION, setup_buckets_version=SETUP_BUCKETS_VERSION,
         bucket_sizes=sizes, setups=setups,
     )
     return PreparedSetup(
-        key=blinded.key, setup=message.SerializeToString(), item_count=blinded.item_count,
-        false_positive_rate=fpr, max_set_size=max_set_size, kind="bucketed", bucket_count=buckets,
+        key=key, setup=message.SerializeToString(), item_count=sum(sizes),
+        false_positive_rate=fpr, max_set_size=max_set_size, kind="bucketed", bucket_count=len(setups),
         bucket_kinds=tuple(ServerSetup.FromString(s).WhichOneof("data_structure") or "" for s in setups),
     )
 

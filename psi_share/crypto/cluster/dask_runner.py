@@ -69,7 +69,7 @@ class DaskRunner:
     def blind_remote(self, key: bytes, chunks: Iterable[Sequence[str]]) -> list[Any]:
         """Blind a set that arrives in chunks, keeping the points on the
         workers: one future per chunk (its sorted points), for
-        :meth:`remote_buckets` and :meth:`gather_points`. The node holds one
+        :meth:`remote_buckets`. The node holds one
         chunk of items at a time; at most two chunks per worker are in
         flight, so the scheduler's memory stays flat too."""
         from distributed import wait
@@ -105,10 +105,6 @@ class DaskRunner:
             for future in built + splits + [f for bucket in parts for f in bucket]:
                 future.release()
         return [size for size, _ in results], [setup for _, setup in results]
-
-    def gather_points(self, handle: list[Any]) -> list[bytes]:
-        """Every point, sorted, in this process (a single setup needs them all)."""
-        return sorted(p for part in self._client.gather(handle) for p in part)
 
     def stream_buckets(
         self, key: bytes, chunks: Iterable[Sequence[str]], fpr: float, queries: int, buckets: int

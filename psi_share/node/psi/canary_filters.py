@@ -91,7 +91,7 @@ class CanaryFilters:
                 return cached
             key = new_private_key(self._random_bytes)
             future = self._executor.submit(self._blind, key, count)
-            entry = SetupEntry(key=key, future=future, created=now, item_count=count)
+            entry = SetupEntry(key=key, future=future, created=now, known_count=count)
             self._cache[count] = entry
             while len(self._cache) > CACHED_SETS:
                 self._cache.popitem(last=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ...identifiers import domain_separated_item
@@ -31,3 +31,16 @@ def build_item_set(rows: Iterable[IdentifierRow]) -> ItemSet:
         owners.setdefault(item, []).append((row.actor_id, row.kind))
     ordered = sorted(owners)
     return ItemSet(tuple(ordered), tuple(tuple(owners[i]) for i in ordered))
+
+
+def stream_items(batches: Iterable[list[IdentifierRow]]) -> Iterator[list[str]]:
+    """The items of each batch of rows, distinct within the batch and sorted.
+
+    Items repeated across batches (one identifier held by several actors
+    whose rows fall in different batches) are left in: whoever consumes the
+    stream collapses them after blinding (:meth:`OpenMinedEngine.stream_buckets
+    <psi_share.crypto.openmined.OpenMinedEngine.stream_buckets>`), so that no
+    set of every item is ever built here.
+    """
+    for batch in batches:
+        yield sorted({domain_separated_item(row.kind, row.canonical, row.version) for row in batch})

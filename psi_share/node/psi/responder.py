@@ -20,6 +20,22 @@ matches twice against one filter can tell whether our set changed between
 its sessions; rotating the key on every revision and after the lifetime
 bounds that.
 
+Large sets are streamed
+-----------------------
+A dataset whose rows of the asked kinds exceed ``[matching] bucket_items``
+is never read whole: its rows come from :meth:`Store.rows
+<psi_share.store.db.Store.rows>` batch by batch and go straight to
+``engine.stream_buckets``, which blinds them and builds a bucketed filter
+for one size class (:func:`.setups.stream_setup`). An item held by several
+actors is one point once blinded, and collapses inside its bucket, so the
+size announced is the distinct count; it is known only when the pass ends,
+so a session opening before then waits. No point is kept: another size
+class is another pass under the same key, started by the first session of
+that class, which meanwhile gets the smallest larger class built. The node
+holds one batch of rows and items at a time, plus (local engine) every
+blinded point packed 33 bytes each until the buckets are built; with Dask
+the points stay on the workers and only the filter comes back.
+
 Canary sessions
 ---------------
 A PsiOpen naming a canary dataset (``_canary.<dataset>[.<items>]``, see
@@ -44,14 +60,13 @@ from dataclasses import dataclass, field
 
 from ...crypto.buckets import SETUP_BUCKETS_VERSION, bucket_count
 from ...crypto.openmined import OPENMINED_PSI_VERSION, OpenMinedEngine, new_private_key
-from ...errors import NotFound
+from ...errors import NotFound, StoreError
 from ...identifiers import canonical_versions
 from ...protocols import PROTOCOL_VERSION, PROTOCOLS
 from ...protocols.canary import CanaryAsk, parse_canary_dataset
 from ...protocols.psi import (
     BlindedSet,
     PreparedSetup,
-    RemoteBlindedSet,
     PsiOpen,
     PsiOpened,
     PsiResponderSession,
@@ -62,17 +77,15 @@ from ...protocols.psi import (
 )
 from ...store import SessionRecord, Store
 from ..config import NodeConfig
-from .itemsets import build_item_set
+from .itemsets import build_item_set, stream_items
 from ..policy import AccessRequest, Policy
 from ..sessions import SessionTable
 from .canary_filters import CanaryFilters
-from .setups import SetupEntry
+from .setups import SetupEntry, stream_setup
 
 log = logging.getLogger("psi_share.responder")
 
 SOFTWARE_VERSION = "0.1.0"
-# Items per task when a cluster engine blinds a large set.
-_REMOTE_CHUNK = 200_000
 
 
 @dataclass(frozen=True)
@@ -156,17 +169,19 @@ class Responder:
 
     def prepare(
         self, dataset: str, kinds: tuple[str, ...] | None = None, queries: int | None = None
-    ) -> Future[BlindedSet]:
+    ) -> Future[BlindedSet | PreparedSetup]:
         """Start (or reuse) blinding ``dataset`` for ``kinds``, then build the
         filter for requester sets of up to ``queries`` items (default: the
         node's max_set_size, whose class covers every request)."""
         kinds = tuple(sorted(kinds if kinds is not None else self.config.exposed_kinds()))
-        entry = self._setup_entry(dataset, kinds)
         queries = size_class(queries or self.config.matching.max_set_size, self.config.matching.max_set_size)
+        entry = self._setup_entry(dataset, kinds, queries)
 
-        def build_filter(blinding: Future[BlindedSet]) -> None:
+        def build_filter(blinding: Future[BlindedSet | PreparedSetup]) -> None:
             try:
-                if blinding.exception() is None:
+                if blinding.exception() is None and entry.streamed:  # another class: another pass, started
+                    self._streamed_filter(entry, dataset, queries, wait=False)
+                elif blinding.exception() is None:
                     self._filter(entry, dataset, queries, self._buckets(queries, entry.item_count, SETUP_BUCKETS_VERSION))
             except Exception:  # noqa: BLE001  (a session asking for it will fail with the reason)
                 log.exception("could not prepare a PSI filter over dataset %s", dataset)
@@ -174,7 +189,7 @@ class Responder:
         entry.future.add_done_callback(build_filter)
         return entry.future
 
-    def prepare_exposed(self) -> list[Future[BlindedSet]]:
+    def prepare_exposed(self) -> list[Future[BlindedSet | PreparedSetup]]:
         """Build filters for every exposed dataset that exists (serve start)."""
         futures = []
         for name in self.config.exposure.datasets:
@@ -201,22 +216,38 @@ class Responder:
 
     def _item_count(self, dataset: str, kinds: tuple[str, ...]) -> int:
         """How many items a session on ``dataset`` and ``kinds`` would be
-        answered from, without blinding them (a canary's size)."""
+        answered from, without blinding them (a canary's size). A large
+        (streamed) set's distinct count is known only from its filter: that
+        one is prepared, and waited for."""
         cache_key = self._cache_key(dataset, kinds)
         entry = self._cached_entry(cache_key)
         if entry is not None:
             return entry.item_count
+        if self._row_count(cache_key) > self.config.matching.bucket_items:
+            return self._setup_entry(dataset, kinds).item_count
         return len(build_item_set(self._store.identifiers(dataset, cache_key[2])).items)
 
-    def _setup_entry(self, dataset: str, kinds: tuple[str, ...]) -> SetupEntry:
+    def _row_count(self, cache_key: tuple[str, int, tuple[str, ...]]) -> int:
+        """Rows of the dataset's ``kinds``, from its metadata: an upper bound
+        on its distinct items (one item can be held by several actors)."""
+        counts = self._store.dataset(cache_key[0]).kinds
+        return sum(counts.get(k, 0) for k in cache_key[2])
+
+    def _setup_entry(self, dataset: str, kinds: tuple[str, ...], queries: int | None = None) -> SetupEntry:
+        """The entry of ``dataset`` and ``kinds`` (made if needed). A large
+        set's first pass is built for ``queries`` (a size class; default the
+        largest)."""
         cache_key = self._cache_key(dataset, kinds)
         kinds = cache_key[2]
         lifetime = self.config.sessions.setup_lifetime_seconds
         entry = self._cached_entry(cache_key)
         if entry is not None:
             return entry
-        # Read outside the lock (the set size is announced when a session opens).
-        items = build_item_set(self._store.identifiers(dataset, kinds)).items
+        rows = self._row_count(cache_key)
+        # A small set is read here, outside the lock (its size is announced
+        # when a session opens); a large one is streamed by the setup task.
+        items = None if rows > self.config.matching.bucket_items else build_item_set(
+            self._store.identifiers(dataset, kinds)).items
         now = self._clock()
         with self._lock:
             # Drop filters of older revisions, past their lifetime or failed.
@@ -226,26 +257,44 @@ class Responder:
             entry = self._setups.get(cache_key)  # another thread may have won the race
             if entry is None:
                 key = new_private_key(self._random_bytes)
-                future = self._setup_executor.submit(self._blind, dataset, kinds, key, items)
-                entry = SetupEntry(key=key, future=future, created=now, item_count=len(items))
+                future: Future[BlindedSet | PreparedSetup]
+                if items is None:
+                    first = queries or size_class(self.config.matching.max_set_size, self.config.matching.max_set_size)
+                    future = self._setup_executor.submit(self._stream, dataset, kinds, key, rows, first)
+                else:
+                    future = self._setup_executor.submit(self._blind, dataset, kinds, key, items)
+                entry = SetupEntry(key=key, future=future, created=now, known_count=None if items is None else len(items),
+                                   kinds=kinds, rows_count=rows)
                 self._setups[cache_key] = entry
             return entry
 
-    def _blind(
-        self, dataset: str, kinds: tuple[str, ...], key: bytes, items: tuple[str, ...]
-    ) -> BlindedSet | RemoteBlindedSet:
+    def _blind(self, dataset: str, kinds: tuple[str, ...], key: bytes, items: tuple[str, ...]) -> BlindedSet:
         started = self._clock()
-        blind_remote = getattr(self._engine.runner, "blind_remote", None)
-        if blind_remote is not None and len(items) > self.config.matching.bucket_items:
-            # A cluster engine keeps a large set's points on its workers: the
-            # bucketed filters are built there, and only they come back.
-            chunk = _REMOTE_CHUNK
-            handle = blind_remote(key, (items[i : i + chunk] for i in range(0, len(items), chunk)))
-            blinded: BlindedSet | RemoteBlindedSet = RemoteBlindedSet(key=key, handle=handle, item_count=len(items))
-        else:
-            blinded = blind_set(self._engine, key, items)
+        blinded = blind_set(self._engine, key, items)
         log.info("blinded %d items of dataset %s (%d kinds) in %.2fs", len(items), dataset, len(kinds), self._clock() - started)
         return blinded
+
+    def _stream(
+        self, dataset: str, kinds: tuple[str, ...], key: bytes, rows: int, queries: int, expected: int | None = None
+    ) -> PreparedSetup:
+        """A large set's bucketed filter for size class ``queries``, its rows
+        streamed from the store batch by batch into the engine
+        (:func:`stream_setup`). ``expected``: the distinct count a former
+        pass under ``key`` announced (a set changed in place is refused)."""
+        started = self._clock()
+        matching = self.config.matching
+        prepared = stream_setup(
+            self._engine, key, self._store.rows(dataset), kinds, rows_count=rows,
+            false_positive_rate=matching.false_positive_rate, queries=queries, bucket_items=matching.bucket_items,
+        )
+        if expected is not None and prepared.item_count != expected:
+            raise StoreError(f"dataset {dataset!r} changed while a filter over it was built; try again")
+        log.info(
+            "streamed %d rows (%d distinct items) of dataset %s (%d kinds) into %d buckets, %d bytes, in %.2fs",
+            rows, prepared.item_count, dataset, len(kinds), prepared.bucket_count, len(prepared.setup),
+            self._clock() - started,
+        )
+        return prepared
 
     def _buckets(self, queries: int, items: int, buckets_version: int) -> int:
         """Buckets for a requester that reads ``buckets_version`` (0: one setup, always)."""
@@ -257,6 +306,11 @@ class Responder:
     def _filter(self, entry: SetupEntry, dataset: str, queries: int, buckets: int = 1) -> PreparedSetup:
         """The filter of size class ``queries`` in ``buckets`` over ``entry`` (built once, checked)."""
         blinded = entry.future.result()
+        if isinstance(blinded, PreparedSetup):  # streamed: a class's bucketed filter, or a single setup
+            if buckets == 1:
+                return self._single_setup(entry, dataset, queries)
+            with entry.lock:
+                return next(p for p in entry.streamed_filters() if (p.max_set_size, p.bucket_count) == (queries, buckets))
         with entry.lock:
             prepared = entry.filters.get((queries, buckets))
             if prepared is None:
@@ -273,6 +327,62 @@ class Responder:
                 )
         return prepared
 
+    def _streamed_filter(self, entry: SetupEntry, dataset: str, queries: int, *, wait: bool = True) -> PreparedSetup | None:
+        """The filter a session of size class ``queries`` gets on a streamed
+        set: the one built for its class; until that pass is done, the
+        smallest built for a larger class (its false-positive bound holds
+        for fewer queries too: the requester only receives more bytes).
+        Without any, waits for its class's pass (unless not ``wait``)."""
+        first = entry.future.result()  # the first pass: its distinct count is announced
+        assert isinstance(first, PreparedSetup)
+        with entry.lock:
+            built = entry.streamed_filters()
+            exact = [p for p in built if p.max_set_size == queries]
+            if exact:
+                return exact[0]
+            pending = entry.pending.get(queries)
+            if pending is None:
+                pending = entry.pending[queries] = self._setup_executor.submit(
+                    self._stream, dataset, entry.kinds, entry.key, entry.rows_count, queries, first.item_count)
+                pending.add_done_callback(functools.partial(self._keep_streamed, entry, queries))
+            larger = [p for p in built if p.max_set_size > queries]
+        if larger:
+            return min(larger, key=lambda p: p.max_set_size)
+        return pending.result() if wait else None
+
+    @staticmethod
+    def _keep_streamed(entry: SetupEntry, queries: int, done: Future[PreparedSetup]) -> None:
+        with entry.lock:
+            entry.pending.pop(queries, None)
+            if not done.cancelled() and done.exception() is None:
+                prepared = done.result()
+                entry.filters[(prepared.max_set_size, prepared.bucket_count)] = prepared
+            else:
+                log.warning("a streamed PSI filter (%d queries) could not be built: %s", queries, done.exception())
+
+    def _single_setup(self, entry: SetupEntry, dataset: str, queries: int) -> PreparedSetup:
+        """One OpenMined setup over a streamed set, for a requester that reads
+        nothing else (a foreign client): the set is streamed and blinded
+        again under the entry's key (the same points), and every point is
+        gathered here, as that one setup holds them all."""
+        with entry.lock:
+            prepared = entry.filters.get((queries, 1))
+            if prepared is None:
+                started = self._clock()
+                points: set[bytes] = set()
+                for chunk in stream_items(self._store.rows(dataset).batches(entry.kinds)):
+                    points.update(self._engine.blinded_points(entry.key, chunk))
+                if len(points) != entry.item_count:  # an imported dataset rewritten in place meanwhile
+                    raise StoreError(f"dataset {dataset!r} changed while its single setup was built; try again")
+                prepared = filter_for(
+                    BlindedSet(key=entry.key, points=tuple(sorted(points))),
+                    false_positive_rate=self.config.matching.false_positive_rate, max_set_size=queries,
+                )
+                entry.filters[(queries, 1)] = prepared
+                log.info("prepared a single PSI setup over streamed dataset %s (%d items): %s, %d bytes, in %.2fs",
+                         dataset, prepared.item_count, prepared.kind, len(prepared.setup), self._clock() - started)
+        return prepared
+
     # -- sessions ---------------------------------------------------------
 
     def psi_open(self, peer: str, open_: PsiOpen) -> PsiOpened:
@@ -287,13 +397,19 @@ class Responder:
         grant = self.policy.check(peer, access, charge=False)
         kinds = tuple(sorted(open_.kinds))
         admit: Callable[[], None] | None = None  # a canary: its hourly limit, never the daily budget
+        queries = size_class(open_.set_size, self.config.matching.max_set_size)
         if canary is None:
-            entry = self._setup_entry(dataset, kinds)
+            entry = self._setup_entry(dataset, kinds, queries)
             admit = functools.partial(self.policy.charge, peer, access)
         else:
             entry = self._canary_entry(peer, canary, kinds)
-        queries = size_class(open_.set_size, self.config.matching.max_set_size)
-        buckets = self._buckets(queries, entry.item_count, open_.setup_buckets_version)
+        if entry.streamed and open_.setup_buckets_version >= SETUP_BUCKETS_VERSION:
+            # A large set's filter (waited for: its distinct count is announced below).
+            streamed = self._streamed_filter(entry, dataset, queries)
+            assert streamed is not None
+            queries, buckets = streamed.max_set_size, streamed.bucket_count
+        else:
+            buckets = self._buckets(queries, entry.item_count, open_.setup_buckets_version)
         core = PsiResponderSession(
             open_, key=entry.key, max_set_size=self.config.matching.max_set_size, engine=self._engine
         )
