@@ -97,6 +97,12 @@ def run(cmd: list[str]) -> str:
     return proc.stdout
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     text = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) / 1024
@@ -174,6 +180,7 @@ def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path, max_set
               f" its first session-set by {time.perf_counter() - t:.1f}s", flush=True)
         run(cli(a, "peers", "add", "lab-b", f"127.0.0.1:{port}"))
         run(cli(b, "peers", "add", "lab-a", "127.0.0.1:1"))
+        responder_cpu = cpu_seconds(server.pid)
         errlog = (workdir / "match.log").open("w")
         requester = subprocess.Popen(
             cli(a, "--log-level", "INFO", "match", "lab-b", "--kinds", KIND, "--format", "json"), stdout=subprocess.PIPE, stderr=errlog, text=True
@@ -188,6 +195,9 @@ def node_match(req_vals: list[str], resp_vals: list[str], workdir: Path, max_set
         steps = re.search(r"done in [\d.]+s \(([^)]*)\)", " ".join((workdir / "match.log").read_text().split()))
         result["steps"] = steps.group(1) if steps else "?"
         requester_rss = usage.ru_maxrss / 1024
+        # CPU both node processes spent in the match (threads included): against 2 x the
+        # match's time, how busy it kept the machine's cores.
+        result["cpu"] = (usage.ru_utime + usage.ru_stime, cpu_seconds(server.pid) - responder_cpu)
         counted = count_runs(a, workdir / "serve.log", server) if counts else {}
         responder_rss = peak_rss_mib(server.pid)
     finally:
@@ -230,6 +240,9 @@ def main() -> int:
     print(f"  responder filter prepared before the request: {node['prepare_seconds']:.1f}s "
           f"({node['kind']}, {node['filter_bytes']} bytes)")
     print(f"  peak RSS: requester node {node['requester_rss']:.0f} MiB, responder node {node['responder_rss']:.0f} MiB")
+    req_cpu, resp_cpu = m["cpu"]
+    print(f"  CPU in the match: requester {req_cpu:.1f} s, responder {resp_cpu:.1f} s; "
+          f"{(req_cpu + resp_cpu) / (m['seconds'] * (os.cpu_count() or 1)):.0%} of the {os.cpu_count()} cores' time")
     if node["matched"] is not None:
         # Ground truth from Python sets: our actor a<i> holds value i; the responder holds values[:shared] and others.
         theirs = set(resp_vals)
