@@ -264,7 +264,7 @@ class PeerClient:
         call (safe from any thread: the consumer of the payloads may be on
         another). The two directions overlap. An error producing the pieces
         is raised as itself, not as the call's."""
-        failure: list[BaseException] = []
+        failure: list[Exception] = []
 
         def outgoing() -> Iterator[pb.Chunk]:
             try:
@@ -273,7 +273,7 @@ class PeerClient:
                         chunk, "request-chunk", session_id, items=items if chunk.index == 0 else 0,
                         parameters=self._session_parameters.get(session_id, {}),
                     )
-            except BaseException as exc:
+            except Exception as exc:  # ours; not GeneratorExit, which is gRPC closing a failed call's requests
                 failure.append(exc)
                 raise
 

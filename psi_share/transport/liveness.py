@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,23 +130,34 @@ class SilenceLimit(grpc.ServerInterceptor):
         kw = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
         if handler.stream_stream:
             inner_ss = handler.stream_stream
-            return grpc.stream_stream_rpc_method_handler(lambda it, ctx: inner_ss(watched(it, seconds), ctx), **kw)
+            return grpc.stream_stream_rpc_method_handler(
+                lambda it, ctx: inner_ss(watched(it, seconds, alive=ctx.is_active), ctx), **kw)
         inner_su = handler.stream_unary
-        return grpc.stream_unary_rpc_method_handler(lambda it, ctx: inner_su(watched(it, seconds), ctx), **kw)
+        return grpc.stream_unary_rpc_method_handler(
+            lambda it, ctx: inner_su(watched(it, seconds, alive=ctx.is_active), ctx), **kw)
 
 
 _END = object()
+_POLL_SECONDS = 0.5  # how often a waiting reader or handler looks whether its call is still on
 
 
-def watched(requests: Iterator[Any], seconds: float, what: str = "chunk") -> Iterator[Any]:
-    """Yield ``requests``, raising :class:`PeerSilent` when one takes longer than ``seconds``."""
+def watched(
+    requests: Iterator[Any], seconds: float, what: str = "chunk", alive: Callable[[], bool] = lambda: True
+) -> Iterator[Any]:
+    """Yield ``requests``, raising :class:`PeerSilent` when one takes longer than ``seconds``.
+
+    ``alive`` (the call's ``is_active``) ends the reader, and the wait for
+    the next request, once the call is over however it ended: a handler that
+    stopped reading midway (a streamed request refused at a bad element)
+    leaves no thread holding a chunk it can never hand over.
+    """
     handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
     abandoned = threading.Event()
 
     def put(item: Any) -> bool:
-        while not abandoned.is_set():
+        while not abandoned.is_set() and alive():
             try:
-                handoff.put(item, timeout=0.5)
+                handoff.put(item, timeout=_POLL_SECONDS)
                 return True
             except queue.Full:
                 continue
@@ -165,10 +177,16 @@ def watched(requests: Iterator[Any], seconds: float, what: str = "chunk") -> Ite
     threading.Thread(target=read, name="psi-stream-reader", daemon=True).start()
     try:
         while True:
-            try:
-                item = handoff.get(timeout=seconds)
-            except queue.Empty:
-                raise PeerSilent(seconds, what) from None
+            deadline = time.monotonic() + seconds
+            while True:
+                try:
+                    item = handoff.get(timeout=min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+                    break
+                except queue.Empty:
+                    if not alive():
+                        return  # the call is over: nobody reads what would follow
+                    if time.monotonic() >= deadline:
+                        raise PeerSilent(seconds, what) from None
             if item is _END:
                 return
             if isinstance(item, BaseException):
