@@ -168,6 +168,8 @@ def node_matches(lab_a: list[str], lab_b: list[str], n: int, bands: int) -> None
         # Every prompt may bring all its bands (each actor's 5 prompts are 5 clusters, under the cap).
         bound = max(1_000_000, n * bands)
         text = re.sub(r"max_set_size = \d+", f"max_set_size = {bound}", text)
+        # PSI only: serve start then prepares no count-only session-set and no valued set (minutes of CPU).
+        text = text.replace('# protocols = ["psi"]', 'protocols = ["psi"]')
         text += f'\n[prompts]\nseed = "{SEED.hex()}"\n'
         if name == "lab-b":
             text += ('\n[policy.peers.lab-a]\nreveal = true\nkinds = ["prompt", "device_id"]\n'

@@ -421,3 +421,22 @@ def test_counts_carry_the_responders_noise_and_charge_the_peers_daily_budget(lab
         {"withheld": True, "fewer_than": 3, "mechanism": "discrete-laplace", "scale": "2.0", "sensitivity": 1,
          "epsilon": "1/2"},
     ]
+
+
+@pytest.mark.parametrize("protocols, psi_ready, counts_ready", [
+    ('["psi"]', True, False), ('["cardinality"]', False, True), ('["psi", "cardinality"]', True, True)])
+def test_serve_prepares_only_what_some_peer_may_ask_for(federation, csv_file, protocols, psi_ready,
+                                                        counts_ready) -> None:  # type: ignore[no-untyped-def]
+    # A count-only session-set or a filter over millions of items is minutes of
+    # both cores: serve start prepares one only when the defaults or some
+    # peer's table grant the protocol on that dataset.
+    b = federation.node("lab-b", exposure__datasets='["flagged", "other"]', policy__protocols='[]',
+                        **{"policy.peers.lab-a__protocols": protocols, "policy.peers.lab-a__datasets": '["flagged"]'})
+    b.import_file("flagged", csv_file("b.csv", B_ROWS), None)
+    b.import_file("other", csv_file("o.csv", B_ROWS[:5]), None)
+    federation.serve("lab-b")
+    assert {key[0] for key in b.responder._setups} == ({"flagged"} if psi_ready else set())
+    assert {key[0] for key in b.responder.counts.sets._wanted} == ({"flagged"} if counts_ready else set())
+    assert b.responder.policy.datasets_granted("intersection-sum") == []
+    with pytest.raises(ValueError, match="unknown protocol"):
+        b.responder.policy.datasets_granted("telepathy")

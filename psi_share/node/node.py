@@ -321,14 +321,17 @@ class Node:
         self.metrics.calls_in_progress = gate.calls.active
         log.info("node %s serving on port %d", self.config.name, port)
         health_server, metrics = self._local_listeners(health)
+        # Prepared at start: only what some peer's policy may ask for (a count-only
+        # session-set of 2M items is minutes of both cores; nobody may need it).
+        granted = self.responder.policy.datasets_granted
         if prepare:
-            self.responder.prepare_exposed()
-            self.responder.counts.prepare_exposed()  # type: ignore[attr-defined]
+            self.responder.prepare_exposed(granted("psi"))
+            self.responder.counts.prepare_exposed(granted("cardinality"))  # type: ignore[attr-defined]
         if self.store.has_amounts():  # only a node that can hold values needs the pool
             self.ec_engine.warm_up()
             self.keyring.start_filling()
             if prepare:
-                self.prepared_sums.prepare_valued(self.config.exposure.datasets)
+                self.prepared_sums.prepare_valued(granted("intersection-sum"))
         reap_every = min(30.0, max(0.5, self.config.sessions.ttl_seconds / 4))
         return RunningServer(server, port, health, self.responder, reap_every=reap_every, gate=gate,
                              health_server=health_server, metrics=metrics)

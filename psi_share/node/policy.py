@@ -125,6 +125,18 @@ class Policy:
             min_result=p.min_result,
         )
 
+    def datasets_granted(self, protocol: str) -> list[str]:
+        """The exposed datasets some peer may run ``protocol`` on (the
+        defaults, which any newly added peer gets, or a peer's own table), in
+        ``[exposure]`` order: what serve start prepares for that protocol."""
+        from ..protocols import PROTOCOLS
+
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}")
+        rules = (self.config.policy.defaults, *self.config.policy.peers.values())
+        return [d for d in self.config.exposure.datasets
+                if any(protocol in r.protocols and d in r.datasets for r in rules)]
+
     def check(self, peer: str, request: AccessRequest, *, charge: bool = True) -> Grant:
         """Raise :class:`Refused` (or :class:`VersionMismatch`) unless
         ``peer`` may open ``request``; with ``charge``, also charge it to the

@@ -40,7 +40,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -236,10 +236,11 @@ class CountResponder:
             max_open_per_peer=config.sessions.max_open_per_peer, log=log, not_found="cardinality session",
         )
 
-    def prepare_exposed(self) -> None:
-        """At serve start: a session-set for every exposed dataset, over all its exposed kinds."""
+    def prepare_exposed(self, datasets: Sequence[str] | None = None) -> None:
+        """At serve start: a session-set for the exposed ``datasets`` (default:
+        all), each over all its exposed kinds."""
         kinds = self.config.exposed_kinds()
-        for dataset in self.config.exposure.datasets:
+        for dataset in self.config.exposure.datasets if datasets is None else datasets:
             try:
                 self.sets.prepare(dataset, kinds)
             except NotFound:

@@ -54,7 +54,7 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
@@ -189,10 +189,10 @@ class Responder:
         entry.future.add_done_callback(build_filter)
         return entry.future
 
-    def prepare_exposed(self) -> list[Future[BlindedSet | PreparedSetup]]:
-        """Build filters for every exposed dataset that exists (serve start)."""
+    def prepare_exposed(self, datasets: Sequence[str] | None = None) -> list[Future[BlindedSet | PreparedSetup]]:
+        """Build filters for the exposed ``datasets`` (default: all) that exist (serve start)."""
         futures = []
-        for name in self.config.exposure.datasets:
+        for name in self.config.exposure.datasets if datasets is None else datasets:
             try:
                 self._store.dataset(name)
             except NotFound:
