@@ -9,9 +9,12 @@ intersection.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import psutil
 import pytest
 
+from psi_share.crypto.buckets import bucket_of, check_buckets
 from psi_share.crypto.cluster import DaskRunner, EngineUnavailable
 from psi_share.crypto.openmined import OpenMinedEngine, new_private_key
 
@@ -74,5 +77,53 @@ def test_streamed_buckets_on_dask_equal_the_local_ones(dask_cluster) -> None:  #
         remote = OpenMinedEngine(runner=runner).stream_buckets(key, iter(chunks), 1e-13, 1024, 5)
         local = OpenMinedEngine().stream_buckets(key, chunks, 1e-13, 1024, 5)
         assert remote == local and sum(remote[0]) == 6000
+    finally:
+        runner.close()
+
+
+def test_packed_buckets_on_dask_count_each_item_once(dask_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Items repeated within a chunk and across chunks, whose points land in
+    every bucket, on the real cluster: each bucket's size is its distinct
+    count (computed here from points blinded one set at a time), every
+    bucket holds exactly its items, and the setups are the local engine's."""
+    runner = DaskRunner(dask_cluster["address"])
+    try:
+        key = new_private_key(deterministic_random_bytes(5))
+        distinct = [f"r{n}" for n in range(2400)]
+        # Overlapping windows (each item in one to three chunks), and each
+        # chunk repeating its own first items (several actors in one batch).
+        chunks = [distinct[a : a + 900] + distinct[a : a + 40] for a in range(0, 2400, 500)]
+        assert sum(map(len, chunks)) > 1.5 * len(distinct)
+        buckets = 4
+        sizes, setups = OpenMinedEngine(runner=runner).stream_buckets(key, iter(chunks), 1e-9, 1024, buckets)
+        points = OpenMinedEngine().blinded_points(key, distinct)
+        truth = Counter(bucket_of(p, buckets) for p in points)
+        assert sizes == [truth[j] for j in range(buckets)] and sum(sizes) == len(distinct)
+        assert min(sizes) > 0  # repeats fell in every bucket
+        checked = check_buckets(sizes, setups, fpr=1e-9, queries=1024, items=len(distinct), buckets=buckets)
+        assert all(checked.matches(p) for p in points)
+        strangers = OpenMinedEngine().blinded_points(key, [f"x{n}" for n in range(200)])
+        assert not any(checked.matches(p) for p in strangers)
+        assert (sizes, setups) == OpenMinedEngine().stream_buckets(key, chunks, 1e-9, 1024, buckets)
+    finally:
+        runner.close()
+
+
+def test_a_failed_blinding_on_dask_stops_the_stream(dask_cluster) -> None:  # type: ignore[no-untyped-def]
+    """A chunk whose blinding fails on a worker (here: a key out of range,
+    refused by OpenMined) ends the pass with its error before the rest of
+    the set is read."""
+    runner = DaskRunner(dask_cluster["address"])
+    read: list[int] = []
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for n in range(40):
+            read.append(n)
+            yield [f"c{n}-{i}" for i in range(50)]
+
+    try:
+        with pytest.raises(RuntimeError, match="out of bounds"):
+            OpenMinedEngine(runner=runner).stream_buckets(b"\xff" * 32, chunks(), 1e-9, 1024, 3)
+        assert len(read) <= 2 * runner.workers + 1
     finally:
         runner.close()

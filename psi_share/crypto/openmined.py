@@ -200,20 +200,19 @@ class OpenMinedEngine:
 
         A runner with its own ``stream_buckets`` (Dask) keeps the blinded
         points on its workers and hands back only the setups. Here they
-        gather in this process, packed: 33 bytes a point (one ``bytearray``
-        per bucket, no Python object per point), until every chunk is in;
-        each bucket is then unpacked, deduplicated and built on its own
+        gather in this process, packed as on the workers
+        (:func:`pack_buckets`: 33 bytes a point, one ``bytearray`` per
+        bucket, no Python object per point), until every chunk is in; each
+        bucket is then unpacked, deduplicated and built on its own
         (:func:`build_bucket_from_packed`, in worker processes)."""
         own = getattr(self.runner, "stream_buckets", None)
         if own is not None:
             return own(key, chunks, fpr, queries, buckets)  # type: ignore[no-any-return]
-        from .buckets import partition
-
         packed = [bytearray() for _ in range(buckets)]
         for chunk in chunks:
-            for index, part in enumerate(partition(self.blinded_points(key, chunk), buckets)):
-                packed[index] += b"".join(part)
-        calls = [(part, fpr, queries, buckets) for part in packed]
+            for index, part in enumerate(pack_buckets(self.blinded_points(key, chunk), buckets)):
+                packed[index] += part
+        calls = [([part], fpr, queries, buckets) for part in packed]
         results = self.runner.map(build_bucket_from_packed, calls, cpu_bound=True)
         return [size for size, _ in results], [setup for _, setup in results]
 
@@ -244,22 +243,41 @@ def raw_points_span(key: bytes, items: list[str]) -> list[bytes]:
     return list(part.raw.encrypted_elements)
 
 
-def build_bucket_from_parts(parts: list[list[bytes]], fpr: float, queries: int, buckets: int) -> tuple[int, bytes]:
-    """One bucket's ``(size, serialized setup)`` from its points of every
-    chunk; a point found in several chunks (a repeated item) counts once."""
+def pack_buckets(points: Sequence[bytes], buckets: int) -> list[bytes]:
+    """``points`` split into buckets (:func:`~psi_share.crypto.buckets.partition`),
+    each bucket's distinct points packed end to end, ``POINT_BYTES`` each, in
+    the order given (sorted in, sorted out). The form blinded points are kept
+    in until their buckets are built: 33 bytes a point, where a Python
+    ``bytes`` object in a list costs 80."""
+    from .buckets import partition  # buckets builds on filters, as this module does
+
+    # dict.fromkeys: a chunk's repeated item (one point) is kept once, in order.
+    return [b"".join(dict.fromkeys(part)) for part in partition(points, buckets)]
+
+
+def blind_packed_span(key: bytes, items: list[str], buckets: int) -> list[bytes]:
+    """H(y)^key for ``items``, packed per bucket (:func:`pack_buckets`): one
+    chunk of a streamed set, as a Dask worker keeps it until its buckets are built."""
+    return pack_buckets(raw_points_span(key, items), buckets)
+
+
+def build_bucket_from_packed(
+    parts: Sequence[bytes | bytearray], fpr: float, queries: int, buckets: int
+) -> tuple[int, bytes]:
+    """One bucket's ``(size, serialized setup)`` from its points packed end to
+    end in ``parts`` (``POINT_BYTES`` each, any order): a point found in
+    several parts or twice in one (an item repeated across chunks) counts
+    once, so the size is the bucket's distinct count."""
     from .buckets import build_bucket
 
-    points = sorted({p for part in parts for p in part})
-    return len(points), build_bucket(points, fpr, queries, buckets)
-
-
-def build_bucket_from_packed(packed: bytes | bytearray, fpr: float, queries: int, buckets: int) -> tuple[int, bytes]:
-    """One bucket's ``(size, serialized setup)`` from its points packed end
-    to end (``POINT_BYTES`` each, repeats allowed, any order)."""
-    from .buckets import build_bucket
-
-    view = memoryview(packed)
-    points = sorted({bytes(view[i : i + POINT_BYTES]) for i in range(0, len(view), POINT_BYTES)})
+    distinct: set[bytes] = set()
+    for part in parts:
+        if len(part) % POINT_BYTES:
+            raise LocalProtocolError(f"a packed bucket part of {len(part)} bytes is not whole {POINT_BYTES}-byte points")
+        view = memoryview(part)
+        distinct.update(bytes(view[i : i + POINT_BYTES]) for i in range(0, len(view), POINT_BYTES))
+    points = sorted(distinct)
+    del distinct
     return len(points), build_bucket(points, fpr, queries, buckets)
 
 

@@ -10,17 +10,20 @@ Secrets. The responder's and requester's EC keys travel as 32 raw bytes
 inside the task's arguments (never a key object, never ``scatter``-ed as
 data of its own, never a task result): they go from the node to the
 scheduler to a worker over the cluster's own connections, live in memory for
-the task's duration, and are forgotten with it. Results (blinded points,
-filters) are gathered at once and released. Workers must run with spilling
-off (``--memory-limit 0``, or ``distributed.worker.memory.spill: false``),
-so that no task data is written to disk; the scheduler and workers must be
+the task's duration, and are forgotten with it. Blinded points stay on the
+workers (packed, until their bucket is built); filters are gathered at once
+and released. Workers must run with spilling off (``--memory-limit 0``, or
+``distributed.worker.memory.spill: false``), so that no task data is
+written to disk; the scheduler and workers must be
 reachable only inside the lab's network (TLS with ``tls://`` addresses where
 the network is shared). Nothing here logs arguments or results.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from operator import getitem
 from typing import Any, TypeVar
 
 from ...errors import PsiShareError
@@ -66,57 +69,67 @@ class DaskRunner:
             for future in futures:
                 future.release()
 
-    def blind_remote(self, key: bytes, chunks: Iterable[Sequence[str]]) -> list[Any]:
-        """Blind a set that arrives in chunks, keeping the points on the
-        workers: one future per chunk (its sorted points), for
-        :meth:`remote_buckets`. The node holds one
-        chunk of items at a time; at most two chunks per worker are in
-        flight, so the scheduler's memory stays flat too."""
-        from distributed import wait
-
-        from ..openmined import raw_points_span
-
-        futures: list[Any] = []
-        in_flight = 2 * self.workers
-        with self._client.as_current():  # wait() asks for the current client; ours is not the default
-            for chunk in chunks:
-                if len(futures) >= in_flight:
-                    wait(futures[-in_flight])  # without gathering: the points stay on the worker
-                futures.append(self._client.submit(raw_points_span, key, list(chunk), pure=False))
-            wait(futures)
-        return futures
-
-    def remote_buckets(self, handle: list[Any], fpr: float, queries: int, buckets: int) -> tuple[list[int], list[bytes]]:
-        """Each chunk's points split into buckets on its worker, each bucket's
-        setup built on a worker from its parts; only the setups come back."""
-        from operator import getitem
-
-        from ..buckets import partition
-        from ..openmined import build_bucket_from_parts
-
-        client = self._client
-        splits = [client.submit(partition, f, buckets, pure=False) for f in handle]
-        parts = [[client.submit(getitem, split, j, pure=False) for split in splits] for j in range(buckets)]
-        built = [client.submit(build_bucket_from_parts, parts[j], fpr, queries, buckets, pure=False)
-                 for j in range(buckets)]
-        try:
-            results = client.gather(built)
-        finally:  # forgotten on the cluster once no future here names them
-            for future in built + splits + [f for bucket in parts for f in bucket]:
-                future.release()
-        return [size for size, _ in results], [setup for _, setup in results]
-
     def stream_buckets(
         self, key: bytes, chunks: Iterable[Sequence[str]], fpr: float, queries: int, buckets: int
     ) -> tuple[list[int], list[bytes]]:
-        """:meth:`blind_remote` then :meth:`remote_buckets`: blinded points
-        never reach the node."""
-        handle = self.blind_remote(key, chunks)
+        """Blind a set that arrives in chunks and build its bucketed setup on
+        the cluster; blinded points never reach the node, only the setups
+        come back (:meth:`OpenMinedEngine.stream_buckets
+        <psi_share.crypto.openmined.OpenMinedEngine.stream_buckets>`).
+
+        What a worker holds: each chunk it blinded, packed per bucket
+        (:func:`~psi_share.crypto.openmined.blind_packed_span`: 33 bytes a
+        point, one ``bytes`` per bucket), until that bucket is built; the
+        parts of the bucket it builds (fetched from the other workers, 33
+        bytes a point too); and that one bucket unpacked while its setup is
+        built. The node holds one chunk of items, and keeps at most two
+        chunks per worker in flight, so that the scheduler's memory stays
+        flat too; it keeps no future of a step whose result a later step
+        took, so each bucket's parts are forgotten once it is built.
+        """
+        from distributed import wait
+
+        from ..openmined import blind_packed_span, build_bucket_from_packed
+
+        client = self._client
+        parts: list[list[Any]] = [[] for _ in range(buckets)]  # per bucket: its part of every chunk
+        blinding: deque[Any] = deque()
+        built: list[Any] = []
         try:
-            return self.remote_buckets(handle, fpr, queries, buckets)
+            with client.as_current():  # wait() asks for the current client; ours is not the default
+                for chunk in chunks:
+                    if len(blinding) >= 2 * self.workers:
+                        self._settle(blinding.popleft(), wait)
+                    blinded = client.submit(blind_packed_span, key, list(chunk), buckets, pure=False)
+                    for index in range(buckets):  # on the worker that holds the chunk: no copy
+                        parts[index].append(client.submit(getitem, blinded, index, pure=False))
+                    blinding.append(blinded)
+                while blinding:
+                    self._settle(blinding.popleft(), wait)
+            built = [client.submit(build_bucket_from_packed, part, fpr, queries, buckets, pure=False) for part in parts]
         finally:
-            for future in handle:
+            # The builds keep what they need on the cluster; what no build names goes now.
+            for future in [*blinding, *(f for part in parts for f in part)]:
                 future.release()
+            parts.clear()
+        try:
+            results = client.gather(built)
+        finally:  # forgotten on the cluster once no future here names them
+            for future in built:
+                future.release()
+        return [size for size, _ in results], [setup for _, setup in results]
+
+    @staticmethod
+    def _settle(future: Any, wait: Callable[[Any], Any]) -> None:
+        """Wait for a chunk's blinding (without gathering it: its points stay
+        on the worker), raise its error at once, and drop the node's handle
+        on it (its parts' futures keep its result until they have run)."""
+        try:
+            wait(future)
+            if future.status == "error":
+                future.result()  # raises the task's error
+        finally:
+            future.release()
 
     def close(self) -> None:
         self._client.close()
