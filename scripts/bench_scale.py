@@ -42,6 +42,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +65,45 @@ def _cpu(usage: resource.struct_rusage) -> float:
 
 def _peak_mib(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
+
+
+def _vm_mib(field: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak) of this process, from /proc."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+class RssSampler(threading.Thread):
+    """The process's resident set every ``interval`` seconds while a step
+    runs: when it grows (while the rows stream, or at the end when the
+    buckets come back) says what grows."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
+        self._halt = threading.Event()
+        self._t0 = time.perf_counter()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.samples.append((time.perf_counter() - self._t0, _vm_mib("VmRSS")))
+            self._halt.wait(self.interval)
+
+    def stop(self) -> dict[str, float]:
+        """RSS at the start, at each quarter of the run and at its end, and
+        the peak sample with when it came (fraction of the run)."""
+        self._halt.set()
+        self.join()
+        self.samples.append((time.perf_counter() - self._t0, _vm_mib("VmRSS")))
+        total = self.samples[-1][0] or 1.0
+        at = {f"{q}%": next(m for t, m in self.samples if t >= total * q / 100) for q in (25, 50, 75)}
+        peak_t, peak = max(self.samples, key=lambda s: s[1])
+        return {"start": self.samples[0][1], **at, "end": self.samples[-1][1], "peak": peak,
+                "peak_at": peak_t / total}
 
 
 def write_source(path: Path, n: int) -> int:
@@ -118,6 +158,8 @@ def node_setup(home: str, address: str, out: str, result: "multiprocessing.Queue
     from psi_share.node.node import Node
 
     node = Node.open(home)
+    sampler = RssSampler()
+    sampler.start()
     runner = node.engine.runner if address else None
     usage = functools.partial(resource.getrusage, resource.RUSAGE_SELF)
     before = runner._client.run(usage) if runner else {}  # type: ignore[attr-defined]
@@ -139,7 +181,7 @@ def node_setup(home: str, address: str, out: str, result: "multiprocessing.Queue
         Path(out + ".key").write_bytes(prepared.key)
     result.put({"seconds": seconds, "cpu": cpu, "buckets": prepared.bucket_count, "items": prepared.item_count,
                 "queries": prepared.max_set_size, "setup_bytes": len(prepared.setup), "node_mib": _peak_mib(),
-                "workers_mib": workers_mib, "kinds": sorted(set(prepared.bucket_kinds))})
+                "workers_mib": workers_mib, "kinds": sorted(set(prepared.bucket_kinds)), "steps": sampler.stop()})
     node.close()
 
 
@@ -197,6 +239,11 @@ def run_child(target, *args) -> dict:  # type: ignore[no-untyped-def]
     return out
 
 
+def _steps(steps: dict[str, float]) -> str:
+    return (", ".join(f"{k} {steps[k]:.0f}" for k in ("start", "25%", "50%", "75%", "end"))
+            + f" MiB of the setup's run; largest sample {steps['peak']:.0f} MiB at {steps['peak_at']:.0%} of it")
+
+
 def one_size(n: int, tmp: Path, bucket_items: int) -> dict:
     """Steps 1-4 for one size; prints as it goes."""
     from psi_share.crypto.cluster.loopback import LoopbackCluster
@@ -217,6 +264,7 @@ def one_size(n: int, tmp: Path, bucket_items: int) -> dict:
     print(f"[{n:,}] node setup, local engine: {local['seconds']:.1f} s, {local['buckets']} buckets "
           f"({'/'.join(local['kinds'])}, built for {local['queries']:,} queries), {local['setup_bytes']:,} bytes; "
           f"node peak RSS {local['node_mib']:.0f} MiB", flush=True)
+    print(f"[{n:,}]   node RSS, local: {_steps(local['steps'])}", flush=True)
     setup_file = str(tmp / f"setup-{n}.bin")
     with LoopbackCluster(tmp / f"dask-{n}", workers=2) as cluster:  # fresh: its workers' peaks are this size's
         configure(home, bucket_items, cluster.address)
@@ -225,6 +273,7 @@ def one_size(n: int, tmp: Path, bucket_items: int) -> dict:
     print(f"[{n:,}] node setup, Dask 2 workers: {remote['seconds']:.1f} s (ratio {remote['seconds'] / local['seconds']:.2f}); "
           f"node peak RSS {remote['node_mib']:.0f} MiB; workers {', '.join(f'{m:.0f}' for m in remote['workers_mib'])} MiB",
           flush=True)
+    print(f"[{n:,}]   node RSS, Dask: {_steps(remote['steps'])}", flush=True)
     match = run_child(requester, setup_file, n, remote["queries"])
     print(f"[{n:,}] 3k x {n:,} match: {match['matched']} matched (1000 expected); "
           + ", ".join(f"{k} {v:.2f} s" for k, v in match["laps"].items()))

@@ -112,12 +112,27 @@ class DaskRunner:
             for future in [*blinding, *(f for part in parts for f in part)]:
                 future.release()
             parts.clear()
+        return self._collect(built)
+
+    def _collect(self, built: list[Any]) -> tuple[list[int], list[bytes]]:
+        """The built buckets' ``(sizes, setups)`` in bucket order, fetched one
+        at a time as they finish and each forgotten on the cluster at once:
+        the node holds the setups and one bucket's transfer, where a single
+        gather of them all held the whole filter's frames and its objects
+        at once."""
+        from distributed import as_completed
+
+        order = {future.key: index for index, future in enumerate(built)}
+        sizes, setups = [0] * len(built), [b""] * len(built)
         try:
-            results = client.gather(built)
+            with self._client.as_current():  # as_completed asks for the current client, as wait() does
+                for future in as_completed(built):
+                    sizes[order[future.key]], setups[order[future.key]] = future.result()
+                    future.release()
         finally:  # forgotten on the cluster once no future here names them
             for future in built:
                 future.release()
-        return [size for size, _ in results], [setup for _, setup in results]
+        return sizes, setups
 
     @staticmethod
     def _settle(future: Any, wait: Callable[[Any], Any]) -> None:
