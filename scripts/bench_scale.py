@@ -63,10 +63,6 @@ def _cpu(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _peak_mib(who: int = resource.RUSAGE_SELF) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024
-
-
 def _vm_mib(field: str) -> float:
     """``VmRSS`` (resident now) or ``VmHWM`` (peak) of this process, from /proc."""
     with open("/proc/self/status") as status:
@@ -74,6 +70,16 @@ def _vm_mib(field: str) -> float:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _peak_mib() -> float:
+    """This process's peak RSS: ``VmHWM``, not ``ru_maxrss``. A child started
+    by fork and exec (multiprocessing's spawn, ``Popen``: every step here and
+    every Dask worker) keeps in its ``ru_maxrss`` the resident set of the
+    parent it was forked from (Linux folds the old address space's peak in at
+    exec), so ``ru_maxrss`` showed this script's own size for any child
+    smaller than it; ``VmHWM`` is the child's own address space's."""
+    return _vm_mib("VmHWM")
 
 
 class RssSampler(threading.Thread):
@@ -174,7 +180,7 @@ def node_setup(home: str, address: str, out: str, result: "multiprocessing.Queue
     workers_mib: list[float] = []
     if runner is not None:
         after = runner._client.run(usage)  # type: ignore[attr-defined]
-        workers_mib = sorted(u.ru_maxrss / 1024 for u in after.values())
+        workers_mib = sorted(runner._client.run(_peak_mib).values())  # type: ignore[attr-defined]
         cpu += sum(_cpu(after[w]) - _cpu(before[w]) for w in after)
     if out:
         Path(out).write_bytes(prepared.setup)
