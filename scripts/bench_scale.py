@@ -63,12 +63,15 @@ def _cpu(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _vm_mib(field: str) -> float:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak) of this process, from /proc."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
+_STATUS = Path("/proc/self/status")
+
+
+def _vm_mib(field: str, status: str = "") -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak), in MiB, from ``status``
+    (a /proc/self/status read elsewhere: a Dask worker's) or this process's."""
+    for line in (status or _STATUS.read_text()).splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
@@ -180,7 +183,9 @@ def node_setup(home: str, address: str, out: str, result: "multiprocessing.Queue
     workers_mib: list[float] = []
     if runner is not None:
         after = runner._client.run(usage)  # type: ignore[attr-defined]
-        workers_mib = sorted(runner._client.run(_peak_mib).values())  # type: ignore[attr-defined]
+        # A bound method of the stdlib reaches a worker by reference (a function of this script would not).
+        statuses = runner._client.run(_STATUS.read_text)  # type: ignore[attr-defined]
+        workers_mib = sorted(_vm_mib("VmHWM", status) for status in statuses.values())
         cpu += sum(_cpu(after[w]) - _cpu(before[w]) for w in after)
     if out:
         Path(out).write_bytes(prepared.setup)
@@ -304,6 +309,16 @@ def main() -> int:
     print("node peak RSS by size: " + "; ".join(
         f"{n:,}: local {r['local']['node_mib']:.0f} MiB, Dask {r['remote']['node_mib']:.0f} MiB "
         f"(workers {', '.join(f'{m:.0f}' for m in r['remote']['workers_mib'])} MiB)" for n, r in runs.items()))
+    sizes = sorted(runs)
+    if len(sizes) > 1:  # what grows per item, and where that leads
+        low, high = sizes[0], sizes[-1]
+        for engine in ("local", "remote"):
+            slope = (runs[high][engine]["node_mib"] - runs[low][engine]["node_mib"]) * 2**20 / (high - low)
+            workers = [(b - a) * 2**20 / (high - low) for a, b in zip(runs[low][engine]["workers_mib"],
+                                                                      runs[high][engine]["workers_mib"])]
+            print(f"{'Dask' if engine == 'remote' else 'local'}: node peak grows {slope:.1f} bytes per item from "
+                  f"{low:,} to {high:,} (at 10M: {runs[low][engine]['node_mib'] + slope * (10_000_000 - low) / 2**20:.0f} MiB)"
+                  + (f"; workers {', '.join(f'{w:.1f}' for w in workers)} bytes per item" if workers else ""))
     n = max(runs)
     local, remote = runs[n]["local"], runs[n]["remote"]
     per_item = remote["cpu"] / n
