@@ -15,6 +15,11 @@ which returns a :class:`DatasetRows`:
 Both yield lists of at most ``batch_rows`` :class:`IdentifierRow`; neither
 holds more than one batch (a Parquet read also holds the skipped rows'
 numbers). Row order is the source's: consumers sort what they build.
+
+A Parquet dataset can also be cut into :class:`ParquetPart` slices of whole
+row groups (:meth:`ParquetRows.parts`), each read on its own wherever the
+source opens: the Dask engine's workers read and canonicalize them, so that
+no row passes through the node (``node/psi/setups.py``).
 """
 
 from __future__ import annotations
