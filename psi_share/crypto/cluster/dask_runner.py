@@ -70,7 +70,8 @@ class DaskRunner:
                 future.release()
 
     def stream_buckets(
-        self, key: bytes, chunks: Iterable[Sequence[str]], fpr: float, queries: int, buckets: int
+        self, key: bytes, chunks: Iterable[Sequence[str] | Callable[[], Sequence[str]]], fpr: float, queries: int,
+        buckets: int,
     ) -> tuple[list[int], list[bytes]]:
         """Blind a set that arrives in chunks and build its bucketed setup on
         the cluster; blinded points never reach the node, only the setups
@@ -82,14 +83,15 @@ class DaskRunner:
         point, one ``bytes`` per bucket), until that bucket is built; the
         parts of the bucket it builds (fetched from the other workers, 33
         bytes a point too); and that one bucket unpacked while its setup is
-        built. The node holds one chunk of items, and keeps at most two
+        built. The node holds one chunk of items (none for a loader, which
+        the worker calls to read its items itself), and keeps at most two
         chunks per worker in flight, so that the scheduler's memory stays
         flat too; it keeps no future of a step whose result a later step
         took, so each bucket's parts are forgotten once it is built.
         """
         from distributed import wait
 
-        from ..openmined import blind_packed_span, build_bucket_from_packed
+        from ..openmined import blind_packed_span, build_bucket_from_packed, load_and_blind_packed
 
         client = self._client
         parts: list[list[Any]] = [[] for _ in range(buckets)]  # per bucket: its part of every chunk
@@ -100,7 +102,10 @@ class DaskRunner:
                 for chunk in chunks:
                     if len(blinding) >= 2 * self.workers:
                         self._settle(blinding.popleft(), wait)
-                    blinded = client.submit(blind_packed_span, key, list(chunk), buckets, pure=False)
+                    if callable(chunk):  # a loader: the worker reads its items itself
+                        blinded = client.submit(load_and_blind_packed, key, chunk, buckets, pure=False)
+                    else:
+                        blinded = client.submit(blind_packed_span, key, list(chunk), buckets, pure=False)
                     for index in range(buckets):  # on the worker that holds the chunk: no copy
                         parts[index].append(client.submit(getitem, blinded, index, pure=False))
                     blinding.append(blinded)
