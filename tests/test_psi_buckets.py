@@ -181,6 +181,38 @@ def test_every_read_of_a_bucketed_setup_matches_the_plaintext_around_bucket_boun
             assert got == (len(want) if path == "count" else want), (path, size)
 
 
+def test_a_bucketed_setup_read_last_moves_the_requester_only_along_its_steps() -> None:
+    """Streamed with a bucketed setup: the request first, the setup with the
+    response's end; any other order is our bug (LocalProtocolError)."""
+    from psi_share.errors import LocalProtocolError
+    from psi_share.protocols.psi import RequesterState
+
+    theirs = [f"m{i}@x" for i in range(2500)]
+    ours = [f"m{i}@x" for i in range(2400, 2600)]
+    requester, prepared = _session(ours, theirs, target=1024)  # its response already taken: a fresh one below
+    fresh = PsiRequester(ours, dataset="flagged", kinds={"email": 1}, mode=Mode.REVEAL,
+                         key=new_private_key(deterministic_random_bytes(3)), engine=OpenMinedEngine())
+    fresh.on_opened(requester.opened)
+    assert fresh.setup_last
+    responder = PsiResponderSession(fresh.open, key=prepared.key, max_set_size=1024, engine=OpenMinedEngine())
+    exchange = fresh.stream(64)
+    assert fresh.state is RequesterState.STREAMING_SETUP_LAST
+    with pytest.raises(LocalProtocolError):
+        fresh.take_setup(prepared.setup)  # too late: the setup comes last
+    for piece in responder.process_stream(exchange.request_pieces(), batch_items=64):
+        exchange.feed(piece)
+    with pytest.raises(LocalProtocolError):
+        fresh.on_streamed(exchange)  # the setup is missing
+    assert fresh.state is RequesterState.STREAMING_SETUP_LAST  # a refused step moves nothing
+    outcome = fresh.on_streamed(exchange, [prepared.setup[:1000], prepared.setup[1000:]])
+    assert outcome.matched == tuple(range(100)) and fresh.state is RequesterState.DONE
+    counting = PsiRequester(ours, dataset="flagged", kinds={"email": 1}, mode=Mode.COUNT,
+                            key=new_private_key(deterministic_random_bytes(4)), engine=OpenMinedEngine())
+    counting.on_opened(requester.opened)
+    with pytest.raises(LocalProtocolError):
+        counting.stream(64)  # count mode answers sorted: never streamed
+
+
 # -- a hostile responder ---------------------------------------------------------
 
 

@@ -25,9 +25,14 @@ the buckets of its own items would tell the responder where its items lie.
 The responder learns nothing new.
 
 The requester never hands a bucket to native code: every bucket is checked
-(:func:`check_server_setup`) and then queried here in Python, with
-OpenMined's own hash definitions (``openmined_params``), on the points it
-unblinded itself.
+(:func:`check_bucket`, the single setup's :func:`check_server_setup`) and
+then queried here in Python, with OpenMined's own hash definitions
+(``openmined_params``), on the points it unblinded itself. It reads the
+setup a bucket at a time (``protocols.psi_buckets``) and keeps nothing of a
+bucket once its own points in it are looked up (:class:`BucketLookup`), so
+its memory does not grow with the responder's set; a setup taken before the
+points exist is kept as compact tests (:func:`membership`: 8 bytes per item
+of a GCS bucket).
 """
 
 from __future__ import annotations
