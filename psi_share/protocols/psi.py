@@ -412,11 +412,9 @@ class PsiRequester:
 
     @property
     def setup_last(self) -> bool:
-        """Whether the responder's setup is bucketed, and so best read after
-        the response: a streamed session then sends its request first
-        (:meth:`stream` straight after :meth:`on_opened`) and reads the
-        setup bucket by bucket in :meth:`on_streamed`, keeping only our own
-        points; a single setup is taken first (:meth:`take_setup`)."""
+        """Whether the setup is bucketed, and so read after the response
+        (:meth:`stream` first, then :meth:`on_streamed` reads it bucket by
+        bucket, keeping only our points); a single one is taken first."""
         assert self.opened is not None
         return self.opened.setup_buckets_version == SETUP_BUCKETS_VERSION
 
@@ -425,9 +423,8 @@ class PsiRequester:
     def take_setup(self, data: bytes) -> None:
         """The responder's filter, before anything of ours is sent: checked
         exactly as :meth:`on_setup` checks it, kept as a membership test that
-        :meth:`stream` looks our unblinded points up in, in Python (a
-        bucketed setup: every bucket's compact test, 8 bytes per item of a
-        GCS bucket; reading it last keeps nothing, see :attr:`setup_last`)."""
+        :meth:`stream` looks our unblinded points up in, in Python (bucketed:
+        8 bytes per item of a GCS bucket; :attr:`setup_last` keeps nothing)."""
         if not self.open.mode.reveal:
             raise LocalProtocolError("only reveal sessions are streamed")
         self._step("setup-first")
@@ -451,8 +448,7 @@ class PsiRequester:
 
     def on_streamed(self, exchange: StreamedExchange, setup: Iterable[bytes] | None = None) -> PsiOutcome:
         """What we learn once the whole response went through ``exchange``
-        (and, for a setup read last, the setup's pieces in ``setup``: each
-        bucket checked as it arrives and our points of it looked up)."""
+        (and a setup read last arrived in ``setup``'s pieces)."""
         self._step("streamed" if setup is None else "streamed-setup-last")
         assert self.opened is not None and self._lookup is not None
         exchange.finish()
@@ -472,8 +468,7 @@ class PsiRequester:
         )
 
     def _buckets(self) -> int:
-        assert self.opened is not None
-        return self.opened.bucket_count
+        return self.opened.bucket_count if self.opened else 1
 
     def on_setup(self, data: bytes) -> PsiOutcome:
         """Take the responder's filter, check it, and compute what we learn.
