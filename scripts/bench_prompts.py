@@ -202,7 +202,8 @@ def node_matches(lab_a: list[str], lab_b: list[str], n: int, bands: int) -> None
             text = " ".join(log_path.read_text().split())
             if port is None and (m := re.search(r"listening on port (\d+)", text)):
                 port = int(m.group(1))
-            if text.count("prepared PSI filter") >= 2:
+            # A small set's filter is "prepared", a large one's (bucketed, read batch by batch) "streamed".
+            if len(re.findall(r"prepared PSI filter|streamed \d+ rows", text)) >= 2:
                 break
             if server.poll() is not None:
                 raise SystemExit(f"responder exited:\n{text}")

@@ -190,7 +190,7 @@ def test_rendered_config_parses_back_to_the_defaults(tmp_path: Path, name: str, 
         "node", "identifiers", "matching", "exposure", "sessions", "audit", "jobs", "tls", "policy",
         "paillier", "intersection_sum", "federation", "transport", "server", "privacy", "engine",
     }
-    assert set(data["engine"]) == {"kind", "scheduler"}
+    assert set(data["engine"]) == {"kind", "scheduler", "workers_read_sources"}
     assert set(data["privacy"]) == {"enabled", "epsilon_per_release", "daily_epsilon_budget", "sum_clip_bound",
                                     "figure_sensitivity"}
     assert set(data["transport"]) == {"peer_silence_seconds", "keepalive_seconds"}

@@ -39,6 +39,8 @@ POINT_BYTES = 33
 MIN_CHUNK_ITEMS = 2048
 
 T = TypeVar("T")
+#: What :meth:`OpenMinedEngine.stream_buckets` takes: items, or a loader returning them.
+Chunk = Sequence[str] | Callable[[], Sequence[str]]
 
 
 def new_private_key(random_bytes: Callable[[int], bytes]) -> bytes:
@@ -188,10 +190,13 @@ class OpenMinedEngine:
         return self.runner.map(build_bucket, calls, cpu_bound=True)
 
     def stream_buckets(
-        self, key: bytes, chunks: Iterable[Sequence[str]], fpr: float, queries: int, buckets: int
+        self, key: bytes, chunks: Iterable[Chunk], fpr: float, queries: int, buckets: int
     ) -> tuple[list[int], list[bytes]]:
         """Blind a set that arrives in chunks and build its bucketed setup:
-        ``(bucket sizes, serialized bucket setups)``.
+        ``(bucket sizes, serialized bucket setups)``. A chunk is a sequence
+        of items or a loader: a picklable function of no arguments that
+        returns them, called where the chunk is blinded (on a Dask worker,
+        which then reads the items itself; here, in this process).
 
         Chunks may repeat items (of each other or of themselves): blinding
         under one key is deterministic, so a repeated item is a repeated
@@ -211,7 +216,8 @@ class OpenMinedEngine:
 
         packed = [bytearray() for _ in range(buckets)]
         for chunk in chunks:
-            for index, part in enumerate(partition(self.blinded_points(key, chunk), buckets)):
+            items = chunk() if callable(chunk) else chunk
+            for index, part in enumerate(partition(self.blinded_points(key, items), buckets)):
                 packed[index] += b"".join(part)
         calls = [(part, fpr, queries, buckets) for part in packed]
         results = self.runner.map(build_bucket_from_packed, calls, cpu_bound=True)
@@ -235,6 +241,11 @@ def blind_span(key: bytes, items: list[str], reveal: bool) -> list[bytes]:
     """OpenMined's client request over ``items``: H(x)^key, in order."""
     client = openmined.client.CreateFromKey(key, reveal)
     return list(client.CreateRequest(items).encrypted_elements)
+
+
+def load_and_blind(key: bytes, loader: Callable[[], Sequence[str]]) -> list[bytes]:
+    """:func:`raw_points_span` over the items ``loader`` returns (run where the task runs)."""
+    return raw_points_span(key, list(loader()))
 
 
 def raw_points_span(key: bytes, items: list[str]) -> list[bytes]:

@@ -43,6 +43,9 @@ class EngineConfig:
 
     kind: str = "local"
     scheduler: str = ""
+    # dask: workers read a registered Parquet dataset's files themselves
+    # (canonicalizing as they read); false: the node reads and ships items.
+    workers_read_sources: bool = True
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ bucket_items = {m.bucket_items}     # above: bucketed setups of about this many 
 [engine]
 kind = "local"             # or "dask": blinding and filters on a Dask cluster
 scheduler = ""             # kind = "dask": the scheduler's address, e.g. "tcp://10.0.0.5:8786"
+workers_read_sources = true  # kind = "dask": workers read Parquet datasets themselves (false: through the node)
 
 [exposure]
 datasets = {_toml_list(e.datasets)}  # what peers may match against
@@ -257,7 +261,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "node": {"name": str, "listen": str, "log_level": str},
     "identifiers": {"default_phone_region": str},
     "matching": {"false_positive_rate": float, "max_set_size": int, "workers": int, "bucket_items": int},
-    "engine": {"kind": str, "scheduler": str},
+    "engine": {"kind": str, "scheduler": str, "workers_read_sources": bool},
     "exposure": {"datasets": list, "kinds": list, "reveal": bool},
     "sessions": {"ttl_seconds": int, "max_open": int, "max_open_per_peer": int, "setup_lifetime_seconds": int},
     "server": SERVER_SCHEMA,

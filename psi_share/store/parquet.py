@@ -181,20 +181,40 @@ class ParquetSource:
         """Every row of ``files``, a record batch at a time; ``line`` is the
         row's number in its file, from 1. Rows whose fields cannot be a row
         of ours (null, not UTF-8) come refused."""
-        pa = _pyarrow()
         for f in files:
-            try:
-                with self._parquet_file(f) as parquet_file:
-                    yield from _file_rows(f, parquet_file, mapping, batch_rows, pa)
-            except (pa.ArrowException, OSError) as exc:
-                raise ImportFileError(f.relative, 0, f"cannot read the rows: {_reason(exc)}") from None
+            yield from self.slice_rows(f, mapping, batch_rows=batch_rows)
+
+    def slice_rows(
+        self, f: SourceFile, mapping: ColumnMapping, groups: tuple[int, int] | None = None, first_line: int = 0,
+        *, batch_rows: int = BATCH_ROWS,
+    ) -> Iterator[list[SourceRow]]:
+        """The rows of ``f``'s row groups ``[groups[0], groups[1])`` (all by
+        default), numbered from ``first_line + 1`` (the rows of the groups
+        before), as :meth:`rows` yields them."""
+        pa = _pyarrow()
+        try:
+            with self._parquet_file(f) as parquet_file:
+                chosen = None if groups is None else list(range(*groups))
+                yield from _file_rows(f, parquet_file, mapping, batch_rows, pa, chosen, first_line)
+        except (pa.ArrowException, OSError) as exc:
+            raise ImportFileError(f.relative, 0, f"cannot read the rows: {_reason(exc)}") from None
+
+    def row_groups(self, f: SourceFile) -> list[int]:
+        """The number of rows of each of ``f``'s row groups (from its footer)."""
+        pa = _pyarrow()
+        try:
+            with self._parquet_file(f) as parquet_file:
+                meta = parquet_file.metadata
+                return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        except (pa.ArrowException, OSError) as exc:
+            raise ImportFileError(f.relative, 0, f"cannot read the row groups: {_reason(exc)}") from None
 
 
 def _file_rows(
-    f: SourceFile, parquet_file: Any, mapping: ColumnMapping, batch_rows: int, pa: Any
+    f: SourceFile, parquet_file: Any, mapping: ColumnMapping, batch_rows: int, pa: Any,
+    groups: list[int] | None = None, line: int = 0,
 ) -> Iterator[list[SourceRow]]:
-    line = 0
-    for batch in parquet_file.iter_batches(batch_size=batch_rows, columns=mapping.columns()):
+    for batch in parquet_file.iter_batches(batch_size=batch_rows, row_groups=groups, columns=mapping.columns()):
         decoded = {name: _values(batch.column(name), pa) for name in mapping.columns()}
         columns = {name: values for name, (values, _) in decoded.items()}
         check_utf8 = any(bad for _, bad in decoded.values())  # scanning every row costs 10%

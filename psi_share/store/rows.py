@@ -15,12 +15,19 @@ which returns a :class:`DatasetRows`:
 Both yield lists of at most ``batch_rows`` :class:`IdentifierRow`; neither
 holds more than one batch (a Parquet read also holds the skipped rows'
 numbers). Row order is the source's: consumers sort what they build.
+
+A Parquet dataset can also be cut into :class:`ParquetPart` slices of whole
+row groups (:meth:`ParquetRows.parts`), each read on its own wherever the
+source opens: the Dask engine's workers read and canonicalize them, so that
+no row passes through the node (``node/psi/setups.py``).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -28,7 +35,7 @@ from ..errors import ImportFileError, StoreError
 from ..identifiers import CanonicalizationContext
 from .db import IdentifierRow
 from .importer import check_candidate
-from .parquet import BATCH_ROWS, ParquetSource, SourceFile
+from .parquet import BATCH_ROWS, ParquetSource, SourceFile, SourceRow
 from .rejects import Rejection
 from .sources import ParquetRecord
 
@@ -79,31 +86,36 @@ class ParquetRows:
         self._ctx = CanonicalizationContext(record.phone_region)
 
     def batches(self, kinds: Iterable[str], *, batch_rows: int = BATCH_ROWS) -> Iterator[list[IdentifierRow]]:
-        record = self._record
-        wanted = set(kinds) & set(record.kinds)
+        wanted = set(kinds) & set(self._record.kinds)
         if not wanted:
             return
         source, files = self.check_unchanged()
-        out: list[IdentifierRow] = []
-        for source_rows in source.rows(files, record.mapping, batch_rows=batch_rows):
-            for row in source_rows:
-                entry = row.entry
-                if entry.line in self._skips.get(row.file.relative, ()):
-                    continue
-                if isinstance(entry, Rejection):
-                    raise self._changed("a row it accepted is refused now")
-                if entry.kind not in wanted:
-                    continue  # before canonicalizing: the costly part
-                checked = check_candidate(entry, self._ctx)
-                if isinstance(checked, Rejection):
-                    raise self._changed("a row it accepted is refused now")
-                out.append(checked)
-                if len(out) >= batch_rows:
-                    yield out
-                    out = []
-        if out:
-            yield out
+        pieces = (rows for f in files for rows in source.slice_rows(f, self._record.mapping, batch_rows=batch_rows))
+        yield from _accepted(self._record, pieces, self._skips, wanted, self._ctx, batch_rows)
         self.check_unchanged()  # a file rewritten while it was read
+
+    def parts(self, kinds: Iterable[str], *, part_rows: int) -> list[ParquetPart]:
+        """The rows of ``kinds`` as slices of whole row groups of about
+        ``part_rows`` rows or more each (a row group is never split), to be
+        read wherever the source's path opens (a Dask worker). The source is
+        checked against its registration first; the caller checks it again
+        (:meth:`check_unchanged`) once every part was read."""
+        wanted = frozenset(kinds) & frozenset(self._record.kinds)
+        if not wanted:
+            return []
+        source, files = self.check_unchanged()
+        parts: list[ParquetPart] = []
+        for f in files:
+            skips = self._skips.get(f.relative, set())
+            first = line = start = 0
+            sizes = source.row_groups(f)
+            for index, rows in enumerate(sizes):
+                line += rows
+                if line - first >= part_rows or index == len(sizes) - 1:
+                    lines = frozenset(n for n in skips if first < n <= line)
+                    parts.append(ParquetPart(self._record, f, (start, index + 1), first, lines, wanted))
+                    first, start = line, index + 1
+        return parts
 
     def check_unchanged(self) -> tuple[ParquetSource, list[SourceFile]]:
         """The opened source and its files, if they are still what was registered."""
@@ -121,12 +133,65 @@ class ParquetRows:
         except ImportFileError as exc:
             raise StoreError(f"dataset {record.dataset!r}: {exc}") from None
         if fingerprint != record.fingerprint:
-            raise self._changed("its files changed")
+            raise _changed(record, "its files changed")
         return source, files
 
-    def _changed(self, what: str) -> StoreError:
-        name = self._record.dataset
-        return StoreError(
-            f"dataset {name!r}: its Parquet source {self._record.uri} no longer matches its registration "
-            f"({what}); register it again ('psi-share data register {name} ...') to give it a new revision"
-        )
+
+
+@dataclass(frozen=True)
+class ParquetPart:
+    """A slice of a registered Parquet dataset: row groups ``groups`` of one
+    file, whose rows are numbered from ``first_line + 1``, with the rows the
+    registration left out. Plain data, so that it can be shipped to a Dask
+    worker and read there (:meth:`batches`), never through the node."""
+
+    record: ParquetRecord
+    file: SourceFile
+    groups: tuple[int, int]
+    first_line: int
+    skips: frozenset[int]
+    kinds: frozenset[str]
+
+    def batches(self, *, batch_rows: int = BATCH_ROWS) -> Iterator[list[IdentifierRow]]:
+        """The slice's accepted rows of its kinds, canonicalized as read."""
+        source = ParquetSource(self.record.uri)
+        pieces = source.slice_rows(self.file, self.record.mapping, self.groups, self.first_line, batch_rows=batch_rows)
+        ctx = CanonicalizationContext(self.record.phone_region)
+        yield from _accepted(self.record, pieces, {self.file.relative: self.skips}, self.kinds, ctx, batch_rows)
+
+
+def _accepted(
+    record: ParquetRecord, pieces: Iterable[list[SourceRow]], skips: Mapping[str, AbstractSet[int]],
+    wanted: AbstractSet[str], ctx: CanonicalizationContext, batch_rows: int,
+) -> Iterator[list[IdentifierRow]]:
+    """The rows of ``pieces`` a registration accepted (not in ``skips``), of
+    the ``wanted`` kinds, checked and canonicalized, in lists of at most
+    ``batch_rows``. A row the registration accepted and that is refused now
+    means the source changed under it."""
+    out: list[IdentifierRow] = []
+    for source_rows in pieces:
+        for row in source_rows:
+            entry = row.entry
+            if entry.line in skips.get(row.file.relative, ()):
+                continue
+            if isinstance(entry, Rejection):
+                raise _changed(record, "a row it accepted is refused now")
+            if entry.kind not in wanted:
+                continue  # before canonicalizing: the costly part
+            checked = check_candidate(entry, ctx)
+            if isinstance(checked, Rejection):
+                raise _changed(record, "a row it accepted is refused now")
+            out.append(checked)
+            if len(out) >= batch_rows:
+                yield out
+                out = []
+    if out:
+        yield out
+
+
+def _changed(record: ParquetRecord, what: str) -> StoreError:
+    name = record.dataset
+    return StoreError(
+        f"dataset {name!r}: its Parquet source {record.uri} no longer matches its registration "
+        f"({what}); register it again ('psi-share data register {name} ...') to give it a new revision"
+    )

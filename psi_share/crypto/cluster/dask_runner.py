@@ -66,7 +66,7 @@ class DaskRunner:
             for future in futures:
                 future.release()
 
-    def blind_remote(self, key: bytes, chunks: Iterable[Sequence[str]]) -> list[Any]:
+    def blind_remote(self, key: bytes, chunks: Iterable[Sequence[str] | Callable[[], Sequence[str]]]) -> list[Any]:
         """Blind a set that arrives in chunks, keeping the points on the
         workers: one future per chunk (its sorted points), for
         :meth:`remote_buckets`. The node holds one
@@ -74,7 +74,7 @@ class DaskRunner:
         flight, so the scheduler's memory stays flat too."""
         from distributed import wait
 
-        from ..openmined import raw_points_span
+        from ..openmined import load_and_blind, raw_points_span
 
         futures: list[Any] = []
         in_flight = 2 * self.workers
@@ -82,7 +82,10 @@ class DaskRunner:
             for chunk in chunks:
                 if len(futures) >= in_flight:
                     wait(futures[-in_flight])  # without gathering: the points stay on the worker
-                futures.append(self._client.submit(raw_points_span, key, list(chunk), pure=False))
+                if callable(chunk):  # a loader: the worker reads its items itself
+                    futures.append(self._client.submit(load_and_blind, key, chunk, pure=False))
+                else:
+                    futures.append(self._client.submit(raw_points_span, key, list(chunk), pure=False))
             wait(futures)
         return futures
 
@@ -107,7 +110,8 @@ class DaskRunner:
         return [size for size, _ in results], [setup for _, setup in results]
 
     def stream_buckets(
-        self, key: bytes, chunks: Iterable[Sequence[str]], fpr: float, queries: int, buckets: int
+        self, key: bytes, chunks: Iterable[Sequence[str] | Callable[[], Sequence[str]]], fpr: float, queries: int,
+        buckets: int,
     ) -> tuple[list[int], list[bytes]]:
         """:meth:`blind_remote` then :meth:`remote_buckets`: blinded points
         never reach the node."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from ...errors import ImportFileError, StoreError
 from ...identifiers import domain_separated_item
 from ...store.db import IdentifierRow
+from ...store.rows import ParquetPart
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,17 @@ def stream_items(batches: Iterable[list[IdentifierRow]]) -> Iterator[list[str]]:
     """
     for batch in batches:
         yield sorted({domain_separated_item(row.kind, row.canonical, row.version) for row in batch})
+
+
+def part_items(part: ParquetPart) -> list[str]:
+    """The distinct items of one slice of a Parquet dataset, sorted: run
+    where the slice is read (a Dask worker, which must reach the source's
+    path). Errors name the dataset and the file, never a value."""
+    try:
+        return sorted({item for chunk in stream_items(part.batches()) for item in chunk})
+    except (ImportFileError, StoreError) as exc:
+        raise StoreError(
+            f"dataset {part.record.dataset!r}: a Dask worker could not read {part.file.relative} of its Parquet "
+            f"source ({exc}); the workers must reach {part.record.uri}, or set [engine] workers_read_sources = false "
+            "to read it through the node"
+        ) from None

@@ -286,6 +286,7 @@ class Responder:
         prepared = stream_setup(
             self._engine, key, self._store.rows(dataset), kinds, rows_count=rows,
             false_positive_rate=matching.false_positive_rate, queries=queries, bucket_items=matching.bucket_items,
+            read_on_workers=self.config.engine.kind == "dask" and self.config.engine.workers_read_sources,
         )
         if expected is not None and prepared.item_count != expected:
             raise StoreError(f"dataset {dataset!r} changed while a filter over it was built; try again")

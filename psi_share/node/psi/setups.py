@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from functools import partial
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from ...crypto.buckets import bucket_count
 from ...crypto.openmined import OpenMinedEngine
 from ...protocols.psi import BlindedSet, PreparedSetup, bucketed_setup
-from ...store.rows import DatasetRows
-from .itemsets import stream_items
+from ...store.rows import DatasetRows, ParquetRows
+from .itemsets import part_items, stream_items
 
 # Rows per batch read from the store when a large set is streamed: one batch
 # of items (and its points) is what the node holds at a time. A Parquet row
@@ -76,7 +77,7 @@ class SetupEntry:
 
 def stream_setup(
     engine: OpenMinedEngine, key: bytes, rows: DatasetRows, kinds: Iterable[str], *, rows_count: int,
-    false_positive_rate: float, queries: int, bucket_items: int,
+    false_positive_rate: float, queries: int, bucket_items: int, read_on_workers: bool = False,
 ) -> PreparedSetup:
     """The bucketed filter over a dataset read batch by batch, never whole.
 
@@ -87,12 +88,26 @@ def stream_setup(
     announced (the sum of the bucket sizes) is the distinct count. Built for
     requester sets of up to ``queries`` items (a size class).
 
+    With ``read_on_workers`` (a Dask engine) and a registered Parquet
+    dataset, the engine's workers read the source themselves, a slice of
+    whole row groups each (:meth:`ParquetRows.parts
+    <psi_share.store.rows.ParquetRows.parts>`), and canonicalize what they
+    read: no row passes through this process. The source is checked against
+    its registration before the first slice is handed out and after the last
+    is read, as a read here checks it.
+
     What the requester learns beyond a filter built from the distinct count:
     the bucket count, hence ``rows_count`` to within ``bucket_items``.
     """
     buckets = max(2, bucket_count(false_positive_rate, queries, rows_count, bucket_items))
     # Several batches per engine worker even for a modest set, so that every worker blinds.
     batch_rows = max(2048, min(STREAM_ROWS, -(-rows_count // 8)))
-    chunks = stream_items(rows.batches(kinds, batch_rows=batch_rows))
-    sizes, setups = engine.stream_buckets(key, chunks, false_positive_rate, queries, buckets)
+    if read_on_workers and isinstance(rows, ParquetRows):
+        parts = rows.parts(kinds, part_rows=batch_rows)
+        sizes, setups = engine.stream_buckets(key, [partial(part_items, p) for p in parts], false_positive_rate,
+                                              queries, buckets)
+        rows.check_unchanged()  # a file rewritten while the workers read it
+    else:
+        chunks = stream_items(rows.batches(kinds, batch_rows=batch_rows))
+        sizes, setups = engine.stream_buckets(key, chunks, false_positive_rate, queries, buckets)
     return bucketed_setup(key, sizes, setups, false_positive_rate, queries)
