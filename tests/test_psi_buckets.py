@@ -8,7 +8,9 @@ overflows OpenMined's int64 exactly as 3,000 queries over 100M items do at
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 
 import pytest
 from private_set_intersection.python import ServerSetup
@@ -22,6 +24,7 @@ from psi_share.crypto.openmined_params import gcs_buildable
 from psi_share.errors import RemoteProtocolError
 from psi_share.protocols import PROTOCOL_VERSION
 from psi_share.protocols.psi import (
+    BlindedSet,
     Mode,
     PsiOpened,
     PsiRequester,
@@ -31,6 +34,7 @@ from psi_share.protocols.psi import (
     size_class,
 )
 from psi_share.v1 import node_pb2 as pb
+from test_psi_stream import cut
 
 TINY_FPR = 1e-13  # 1024 queries: a single GCS overflows above ~9,000 items
 
@@ -102,6 +106,111 @@ def test_count_mode_and_parallel_bucket_building_agree() -> None:
     requester, prepared = _session(ours, theirs, target=1024, mode=Mode.COUNT, workers=2)
     assert prepared.bucket_count >= 3
     assert requester.on_setup(prepared.setup).count == 500
+
+
+# -- every way the requester reads a bucketed setup, swept ------------------------------
+
+SWEEP_TARGET = 256  # bucket_items: a few hundred items make several buckets
+SWEEP_THEIRS = [f"s{i}@x" for i in range(1600)]
+SWEEP_PATHS = ("count", "pieces", "streamed", "setup-first")
+
+
+@functools.lru_cache(maxsize=1)
+def _sweep_points() -> tuple[bytes, tuple[bytes, ...]]:
+    """The responder's key and H(y)^b of SWEEP_THEIRS, in order (blinded once)."""
+    key = new_private_key(deterministic_random_bytes(77))
+    engine = OpenMinedEngine(None, 2, isolate=False)
+    points = engine.blind_points(key, SWEEP_THEIRS)
+    assert sorted(points[:40]) == engine.blinded_points(key, SWEEP_THEIRS[:40])  # the responder's own blinding
+    return key, tuple(points)
+
+
+def _sweep_setup(theirs: int):  # type: ignore[no-untyped-def]
+    key, points = _sweep_points()
+    count = bk.bucket_count(1e-9, 1024, theirs, SWEEP_TARGET)
+    return filter_for(BlindedSet(key, tuple(sorted(points[:theirs]))), false_positive_rate=1e-9, max_set_size=1024,
+                      buckets=count, engine=OpenMinedEngine(None, 2, isolate=False))
+
+
+def _sweep_run(path: str, ours: list[str], prepared, seed: int) -> int | tuple[int, ...]:  # type: ignore[no-untyped-def]
+    """One session by ``path``: count mode on the whole setup; reveal on the
+    setup in random pieces; streamed (a bucketed setup read last, in random
+    pieces); streamed with the setup taken first and kept."""
+    rng = random.Random(seed)
+    engine = OpenMinedEngine()
+    requester = PsiRequester(ours, dataset="flagged", kinds={"email": 1}, mode=Mode.COUNT if path == "count" else Mode.REVEAL,
+                             key=new_private_key(deterministic_random_bytes(seed)), engine=engine)
+    responder = PsiResponderSession(requester.open, key=prepared.key, max_set_size=1024, engine=engine)
+    requester.on_opened(PsiOpened(
+        session_id="s", false_positive_rate=1e-9, max_set_size=1024, responder_set_size=prepared.item_count,
+        setup_buckets_version=bk.SETUP_BUCKETS_VERSION if prepared.bucket_count > 1 else 0,
+        bucket_count=prepared.bucket_count,
+    ))
+    pieces = cut(prepared.setup, rng, most=700)  # buckets of ~1.5 KB: most are split
+    if path in ("count", "pieces"):
+        requester.on_response(responder.process(requester.request()))
+        if path == "count":
+            return requester.on_setup(prepared.setup).count
+        return requester.on_setup_pieces(pieces).matched or ()
+    last = path == "streamed" and requester.setup_last
+    if not last:
+        requester.take_setup(prepared.setup)
+    exchange = requester.stream(rng.choice([1, 7, 64]))
+    for piece in cut(b"".join(responder.process_stream(exchange.request_pieces(), batch_items=5)), rng):
+        exchange.feed(piece)
+    return requester.on_streamed(exchange, pieces if last else None).matched or ()
+
+
+@pytest.mark.parametrize("theirs", [255, 256, 257, 512, 513, 1025, 1600])
+def test_every_read_of_a_bucketed_setup_matches_the_plaintext_around_bucket_boundaries(theirs: int) -> None:
+    """Responder sizes at and around the bucket threshold and its multiples
+    (1 to 7 buckets), requester sizes from 1 to 300, each session by all four
+    paths; ours hold the responder's first and last items, the ones just past
+    its end, and random others. Truth from Python sets."""
+    prepared = _sweep_setup(theirs)
+    assert prepared.bucket_count == (1 if theirs <= SWEEP_TARGET else -(-theirs // SWEEP_TARGET))
+    held = set(SWEEP_THEIRS[:theirs])
+    rng = random.Random(theirs)
+    edges = [SWEEP_THEIRS[i] for i in (0, theirs - 1, theirs, theirs + 1) if i < len(SWEEP_THEIRS)]
+    for size in (1, 2, 97, 300):
+        pool = edges + rng.sample(SWEEP_THEIRS, 150) + [f"nobody{i}@x" for i in range(200)]
+        ours = list(dict.fromkeys(pool))[:size] if size <= 2 else rng.sample(list(dict.fromkeys(pool)), size)
+        want = tuple(i for i, item in enumerate(ours) if item in held)
+        for path in SWEEP_PATHS:
+            got = _sweep_run(path, ours, prepared, seed=theirs * 1000 + size)
+            assert got == (len(want) if path == "count" else want), (path, size)
+
+
+def test_a_bucketed_setup_read_last_moves_the_requester_only_along_its_steps() -> None:
+    """Streamed with a bucketed setup: the request first, the setup with the
+    response's end; any other order is our bug (LocalProtocolError)."""
+    from psi_share.errors import LocalProtocolError
+    from psi_share.protocols.psi import RequesterState
+
+    theirs = [f"m{i}@x" for i in range(2500)]
+    ours = [f"m{i}@x" for i in range(2400, 2600)]
+    requester, prepared = _session(ours, theirs, target=1024)  # its response already taken: a fresh one below
+    fresh = PsiRequester(ours, dataset="flagged", kinds={"email": 1}, mode=Mode.REVEAL,
+                         key=new_private_key(deterministic_random_bytes(3)), engine=OpenMinedEngine())
+    fresh.on_opened(requester.opened)
+    assert fresh.setup_last
+    responder = PsiResponderSession(fresh.open, key=prepared.key, max_set_size=1024, engine=OpenMinedEngine())
+    exchange = fresh.stream(64)
+    assert fresh.state is RequesterState.STREAMING_SETUP_LAST
+    with pytest.raises(LocalProtocolError):
+        fresh.take_setup(prepared.setup)  # too late: the setup comes last
+    for piece in responder.process_stream(exchange.request_pieces(), batch_items=64):
+        exchange.feed(piece)
+    with pytest.raises(LocalProtocolError):
+        fresh.on_streamed(exchange)  # the setup is missing
+    assert fresh.state is RequesterState.STREAMING_SETUP_LAST  # a refused step moves nothing
+    outcome = fresh.on_streamed(exchange, [prepared.setup[:1000], prepared.setup[1000:]])
+    assert outcome.matched == tuple(range(100)) and fresh.state is RequesterState.DONE
+    counting = PsiRequester(ours, dataset="flagged", kinds={"email": 1}, mode=Mode.COUNT,
+                            key=new_private_key(deterministic_random_bytes(4)), engine=OpenMinedEngine())
+    counting.on_opened(requester.opened)
+    with pytest.raises(LocalProtocolError):
+        counting.stream(64)  # count mode answers sorted: never streamed
 
 
 # -- a hostile responder ---------------------------------------------------------

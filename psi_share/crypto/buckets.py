@@ -25,22 +25,30 @@ the buckets of its own items would tell the responder where its items lie.
 The responder learns nothing new.
 
 The requester never hands a bucket to native code: every bucket is checked
-(:func:`check_server_setup`) and then queried here in Python, with
-OpenMined's own hash definitions (``openmined_params``), on the points it
-unblinded itself.
+(:func:`check_bucket`, the single setup's :func:`check_server_setup`) and
+then queried here in Python, with OpenMined's own hash definitions
+(``openmined_params``), on the points it unblinded itself. It reads the
+setup a bucket at a time (``protocols.psi_buckets``) and keeps nothing of a
+bucket once its own points in it are looked up (:class:`BucketLookup`), so
+its memory does not grow with the responder's set; a setup taken before the
+points exist is kept as compact tests (:func:`membership`: 8 bytes per item
+of a GCS bucket).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+import numpy as np
 from private_set_intersection.python import ServerSetup
 
-from ..errors import RemoteProtocolError
-from .filter_check import CheckedSetup, SetupTerms, check_server_setup
+from ..errors import LocalProtocolError, RemoteProtocolError
+from .filter_check import POINT_BYTES, CheckedSetup, SetupTerms, check_server_setup
 from .filters import build_setup
 from .openmined_params import bloom_element_hashes, gcs_buildable, gcs_element_hash
 
@@ -108,74 +116,192 @@ def build_bucket(points: Sequence[bytes], fpr: float, queries: int, buckets: int
     return build_setup(points, rate, per_bucket).SerializeToString()
 
 
-Membership = Callable[[bytes], bool]
+# Which of a batch of unblinded points a checked filter holds: their
+# positions in the batch, ascending.
+Membership = Callable[[Sequence[bytes]], list[int]]
+
+
+def check_shape(sizes: int, setups: int, size_sum: int, *, items: int, buckets: int) -> None:
+    """The checks on a bucketed setup as a whole (``sizes`` and ``setups``:
+    how many of each it holds; ``size_sum``: its sizes added up), in the
+    order the requester applies them: the announced number of buckets, one
+    size and one setup per bucket, sizes adding up to the announced set size."""
+    if not 2 <= buckets <= MAX_BUCKETS:
+        raise RemoteProtocolError(f"peer announced {buckets} buckets (at least 2, at most {MAX_BUCKETS})")
+    if sizes != buckets or setups != buckets:
+        raise RemoteProtocolError(f"peer's bucketed setup has {sizes} sizes and {setups} setups, {buckets} buckets announced")
+    if size_sum != items:
+        raise RemoteProtocolError(f"peer's bucket sizes add up to {size_sum}, it announced {items} items")
+
+
+def check_bucket(index: int, size: int, data: bytes, terms: SetupTerms, buckets: int) -> tuple[str, Membership]:
+    """Bucket ``index`` of ``buckets`` (``size`` points announced; ``terms``:
+    the whole setup's rate and queries): exactly what OpenMined builds for its
+    terms and size (:func:`check_server_setup`, the single setup's check), or
+    RemoteProtocolError naming the bucket. Returns its kind and its
+    membership test; nothing else of it is kept."""
+    rate, per_bucket = bucket_terms(terms.false_positive_rate, terms.queries, buckets)
+    setup = ServerSetup()
+    try:
+        setup.ParseFromString(data)
+    except Exception:  # noqa: BLE001  (protobuf's DecodeError and friends)
+        raise RemoteProtocolError(f"peer's bucket {index} is not a psi_proto.ServerSetup") from None
+    try:
+        checked = check_server_setup(setup, SetupTerms(false_positive_rate=rate, queries=per_bucket, items=size))
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"bucket {index} of {buckets}: {exc}") from None
+    return checked.kind, membership(setup, checked)
 
 
 @dataclass(frozen=True)
 class CheckedBuckets:
-    """A peer's bucketed setup that passed :func:`check_buckets`."""
+    """A peer's bucketed setup that passed its checks, kept as each bucket's
+    compact membership test (:func:`membership`: 8 bytes per item of a GCS
+    bucket, the bits of a Bloom filter, 33 bytes per raw point)."""
 
-    tests: tuple[Membership, ...]  # per bucket: is this unblinded point in it?
+    tests: tuple[Membership, ...]  # per bucket: which of these unblinded points does it hold?
     kinds: tuple[str, ...]  # per bucket: "gcs", "bloom_filter" or "raw"
 
+    def matching(self, points: Sequence[bytes]) -> list[int]:
+        """The positions in ``points`` of those the setup holds, ascending."""
+        waiting = _by_bucket(points, len(self.tests))
+        return sorted(at for bucket, (positions, pts) in waiting.items()
+                      for at in (positions[i] for i in self.tests[bucket](pts)))
+
     def matches(self, point: bytes) -> bool:
-        return self.tests[bucket_of(point, len(self.tests))](point)
+        return bool(self.tests[bucket_of(point, len(self.tests))]([point]))
 
 
 def check_buckets(
     sizes: Sequence[int], setups: Sequence[bytes], *, fpr: float, queries: int, items: int, buckets: int
 ) -> CheckedBuckets:
-    """Refuse any bucketed setup an honest responder could not have sent:
-    the announced number of buckets, sizes that add up to the announced set
-    size, and every bucket exactly what OpenMined builds for its terms and
-    its size (:func:`check_server_setup`, the single setup's check)."""
-    if not 2 <= buckets <= MAX_BUCKETS:
-        raise RemoteProtocolError(f"peer announced {buckets} buckets (at least 2, at most {MAX_BUCKETS})")
-    if len(sizes) != buckets or len(setups) != buckets:
-        raise RemoteProtocolError(
-            f"peer's bucketed setup has {len(sizes)} sizes and {len(setups)} setups, {buckets} buckets announced"
-        )
-    if sum(sizes) != items:
-        raise RemoteProtocolError(f"peer's bucket sizes add up to {sum(sizes)}, it announced {items} items")
-    rate, per_bucket = bucket_terms(fpr, queries, buckets)
-    tests, kinds = [], []
-    for index, (size, data) in enumerate(zip(sizes, setups)):
-        setup = ServerSetup()
-        try:
-            setup.ParseFromString(data)
-        except Exception:  # noqa: BLE001  (protobuf's DecodeError and friends)
-            raise RemoteProtocolError(f"peer's bucket {index} is not a psi_proto.ServerSetup") from None
-        terms = SetupTerms(false_positive_rate=rate, queries=per_bucket, items=size)
-        try:
-            checked = check_server_setup(setup, terms)
-        except RemoteProtocolError as exc:
-            raise RemoteProtocolError(f"bucket {index} of {buckets}: {exc}") from None
-        tests.append(membership(setup, checked))
-        kinds.append(checked.kind)
-    return CheckedBuckets(tuple(tests), tuple(kinds))
+    """Refuse any bucketed setup an honest responder could not have sent
+    (:func:`check_shape`, then :func:`check_bucket` for each bucket); the
+    setup's fields already parsed. A requester reading it off the wire uses
+    ``protocols.psi_buckets``, which applies the same checks bucket by bucket."""
+    check_shape(len(sizes), len(setups), sum(sizes), items=items, buckets=buckets)
+    terms = SetupTerms(false_positive_rate=fpr, queries=queries, items=items)
+    checked = [check_bucket(index, size, data, terms, buckets) for index, (size, data) in enumerate(zip(sizes, setups))]
+    return CheckedBuckets(tuple(test for _, test in checked), tuple(kind for kind, _ in checked))
 
 
 def membership(setup: ServerSetup, checked: CheckedSetup) -> Membership:
-    """OpenMined's lookup on a checked setup, in Python: GCS (hash mod range
-    among the hashes the check decoded), Bloom filter (every one of k bits
-    set), raw (the point itself)."""
+    """OpenMined's lookup on a checked setup, in Python, keeping only what
+    the lookup needs: GCS, the hashes the check decoded (8 bytes each, looked
+    up by bisection); Bloom filter, its bits (every one of k set); raw, the
+    sorted points packed end to end (33 bytes each, searched with numpy)."""
     kind = setup.WhichOneof("data_structure")
     if kind == "gcs":
-        hashes = frozenset(checked.hashes)
-        hash_range = setup.gcs.hash_range
-        return lambda point: gcs_element_hash(point, hash_range) in hashes
+        return _in_gcs(checked.hashes, setup.gcs.hash_range)
     if kind == "bloom_filter":
-        bits = setup.bloom_filter.bits
-        num_bits, count = len(bits) * 8, setup.bloom_filter.num_hash_functions
+        return _in_bloom(setup.bloom_filter.bits, setup.bloom_filter.num_hash_functions)
+    return _in_raw(b"".join(setup.raw.encrypted_elements))
 
-        def in_bloom(point: bytes) -> bool:
-            h1, h2 = bloom_element_hashes(point, num_bits)
-            for i in range(count):
-                index = (h1 + i * h2) % num_bits
-                if not bits[index >> 3] >> (index & 7) & 1:
-                    return False
-            return True
 
-        return in_bloom
-    elements = frozenset(setup.raw.encrypted_elements)
-    return elements.__contains__
+def _in_gcs(hashes: Sequence[int], hash_range: int) -> Membership:
+    def test(points: Sequence[bytes]) -> list[int]:
+        out = []
+        for at, point in enumerate(points):
+            value = gcs_element_hash(point, hash_range)
+            index = bisect.bisect_left(hashes, value)
+            if index < len(hashes) and hashes[index] == value:
+                out.append(at)
+        return out
+
+    return test
+
+
+def _in_bloom(bits: bytes, count: int) -> Membership:
+    num_bits = len(bits) * 8
+
+    def held(point: bytes) -> bool:
+        h1, h2 = bloom_element_hashes(point, num_bits)
+        for i in range(count):
+            index = (h1 + i * h2) % num_bits
+            if not bits[index >> 3] >> (index & 7) & 1:
+                return False
+        return True
+
+    return lambda points: [at for at, point in enumerate(points) if held(point)]
+
+
+def _in_raw(packed: bytes) -> Membership:
+    # The check made these sorted, distinct, 33 bytes each. numpy's "S33"
+    # compares all 33 bytes (it only strips trailing zeros when an element
+    # is read back, so equality is taken from the packed bytes instead).
+    sorted_points = np.frombuffer(packed, dtype=f"S{POINT_BYTES}")
+
+    def test(points: Sequence[bytes]) -> list[int]:
+        wanted = [(at, p) for at, p in enumerate(points) if len(p) == POINT_BYTES]
+        if not wanted or not len(sorted_points):
+            return []
+        found = np.searchsorted(sorted_points, np.array([p for _, p in wanted], dtype=f"S{POINT_BYTES}")).tolist()
+        return [at for (at, point), i in zip(wanted, found)
+                if packed[i * POINT_BYTES : (i + 1) * POINT_BYTES] == point]
+
+    return test
+
+
+def _by_bucket(points: Sequence[bytes], buckets: int) -> dict[int, tuple[list[int], list[bytes]]]:
+    """``points`` grouped by bucket: positions and points of each."""
+    waiting: dict[int, tuple[list[int], list[bytes]]] = {}
+    for at, point in enumerate(points):
+        positions, pts = waiting.setdefault(bucket_of(point, buckets), ([], []))
+        positions.append(at)
+        pts.append(point)
+    return waiting
+
+
+class PointLookup(Protocol):
+    """Where the requester's unblinded points go to be looked up."""
+
+    def add(self, first: int, points: Sequence[bytes]) -> None:
+        """``points``: the unblinded points of our items ``first``, ``first + 1``, ..."""
+
+    def found(self) -> tuple[int, ...]:
+        """The indices of our items the responder's setup holds, ascending."""
+
+
+class FilterLookup:
+    """Our unblinded points, looked up as they come (:meth:`add`) in a
+    filter checked before them (a single setup, or every bucket kept as
+    :class:`CheckedBuckets`)."""
+
+    def __init__(self, test: Membership) -> None:
+        self._test = test
+        self._found: list[int] = []
+
+    def add(self, first: int, points: Sequence[bytes]) -> None:
+        self._found.extend(first + at for at in self._test(points))
+
+    def found(self) -> tuple[int, ...]:
+        return tuple(sorted(self._found))
+
+
+class BucketLookup:
+    """Our unblinded points waiting, by bucket, for a bucketed setup that is
+    read after them: :meth:`bucket_checked` looks up the points of a bucket
+    once the bucket has passed its check, and forgets them. The requester
+    holds its own points (about 100 bytes per item) and, while a bucket is
+    checked, that one bucket; nothing of a bucket is kept after it."""
+
+    def __init__(self, buckets: int) -> None:
+        self._buckets = buckets
+        self._waiting: dict[int, tuple[list[int], list[bytes]]] = {}
+        self._found: list[int] = []
+
+    def add(self, first: int, points: Sequence[bytes]) -> None:
+        for bucket, (positions, pts) in _by_bucket(points, self._buckets).items():
+            indices, waiting = self._waiting.setdefault(bucket, ([], []))
+            indices.extend(first + at for at in positions)
+            waiting.extend(pts)
+
+    def bucket_checked(self, index: int, test: Membership) -> None:
+        indices, points = self._waiting.pop(index, ([], []))
+        if points:
+            self._found.extend(indices[at] for at in test(points))
+
+    def found(self) -> tuple[int, ...]:
+        if self._waiting:  # the setup's reader checks every bucket before this is asked
+            raise LocalProtocolError(f"{len(self._waiting)} buckets of our points were never checked")
+        return tuple(sorted(self._found))

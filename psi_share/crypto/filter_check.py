@@ -30,6 +30,7 @@ wrong; nothing in a message is derived from an identifier.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -74,7 +75,8 @@ class CheckedSetup:
 
     kind: str  # "raw", "gcs" or "bloom_filter"
     elements: int  # elements it holds (GCS: distinct hashes; Bloom: bits set)
-    # GCS: the decoded hashes (so that a lookup in Python need not decode twice).
+    # GCS: the decoded hashes, ascending, 8 bytes each (so that a lookup in
+    # Python need not decode twice, and a 1M-item bucket costs 8 MB, not 40).
     hashes: Sequence[int] = field(default=(), repr=False, compare=False)
 
 
@@ -111,7 +113,7 @@ def _check_gcs(gcs, terms: SetupTerms) -> CheckedSetup:  # type: ignore[no-untyp
     if gcs.hash_range != expected_range:
         raise refuse(f"has hash range {gcs.hash_range}, OpenMined's is {expected_range}")
     try:
-        hashes = golomb.decode(gcs.bits, gcs.div, gcs.hash_range, items)
+        hashes = golomb.decode(gcs.bits, gcs.div, gcs.hash_range, items, array("Q"))
     except golomb.GolombError as exc:
         raise refuse(f"is malformed: {exc}") from None
     if items and not hashes:

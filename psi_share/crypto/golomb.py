@@ -18,7 +18,7 @@ process), so nothing reaches it that :func:`decode` did not accept.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 
 import numpy as np
 
@@ -61,8 +61,12 @@ def compress(sorted_hashes: Sequence[int] | np.ndarray) -> tuple[int, bytes]:
     return div, np.packbits(bits, bitorder="little").tobytes()
 
 
-def decode(bits: bytes, div: int, hash_range: int, max_elements: int) -> list[int]:
-    """The ascending hashes a peer's Golomb string holds.
+def decode(
+    bits: bytes, div: int, hash_range: int, max_elements: int, out: MutableSequence[int] | None = None
+) -> MutableSequence[int]:
+    """The ascending hashes a peer's Golomb string holds, appended to
+    ``out`` (empty; a new list by default: an ``array('Q')`` keeps 8 bytes
+    per hash where a list of ints keeps about 40).
 
     Accepts only what OpenMined's encoder writes: every code complete
     within the string, strictly increasing values below ``hash_range``, at
@@ -74,7 +78,10 @@ def decode(bits: bytes, div: int, hash_range: int, max_elements: int) -> list[in
     nbytes = len(bits)
     total = nbytes * 8
     mask = (1 << div) - 1
-    out: list[int] = []
+    if out is None:
+        out = []
+    elif len(out):
+        raise ValueError("decode appends to an empty sequence")
     append = out.append
     pos = prefix = 0
     while True:

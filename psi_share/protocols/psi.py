@@ -43,13 +43,16 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 from private_set_intersection.python import Response, ServerSetup
 
-from ..crypto.buckets import MAX_BUCKETS, SETUP_BUCKETS_VERSION, CheckedBuckets, check_buckets, membership, partition
+from ..crypto.buckets import (
+    MAX_BUCKETS, SETUP_BUCKETS_VERSION, BucketLookup, FilterLookup, PointLookup, membership, partition,
+)
 from ..crypto.filter_check import SetupTerms, check_server_setup
 from ..crypto.filters import build_setup
 from ..crypto.openmined import OPENMINED_PSI_VERSION, POINT_BYTES, OpenMinedEngine, check_key
 from ..errors import LocalProtocolError, OutOfOrder, RemoteProtocolError, VersionMismatch
 from ..v1 import node_pb2 as pb
 from . import PROTOCOL_VERSION, ProtocolSpec, register_protocol
+from .psi_buckets import keep_buckets, read_buckets
 from .psi_stream import StreamedExchange, message_bytes, process_stream
 
 SPEC = register_protocol(
@@ -287,6 +290,7 @@ class RequesterState(enum.Enum):
     RESPONSE_RECEIVED = "response-received"
     SETUP_TAKEN = "setup-taken"  # streamed: the filter first (psi_stream)
     STREAMING = "streaming"
+    STREAMING_SETUP_LAST = "streaming-setup-last"  # streamed, a bucketed setup read after the response
     DONE = "done"
 
 
@@ -306,6 +310,8 @@ _REQUESTER_STEPS = {
     (RequesterState.OPENED, "setup-first"): RequesterState.SETUP_TAKEN,
     (RequesterState.SETUP_TAKEN, "stream"): RequesterState.STREAMING,
     (RequesterState.STREAMING, "streamed"): RequesterState.DONE,
+    (RequesterState.OPENED, "stream-setup-last"): RequesterState.STREAMING_SETUP_LAST,
+    (RequesterState.STREAMING_SETUP_LAST, "streamed-setup-last"): RequesterState.DONE,
 }
 _RESPONDER_STEPS = {
     (ResponderState.OPEN, "setup"): ResponderState.OPEN,
@@ -342,6 +348,7 @@ class PsiRequester:
         self._key = key
         self._engine = engine
         self._response: Response | None = None
+        self._lookup: PointLookup | None = None
         self.state = RequesterState.NEW
         self.opened: PsiOpened | None = None
         self.open = PsiOpen(
@@ -403,33 +410,53 @@ class PsiRequester:
             )
         self._response = response
 
-    # -- streamed (reveal mode): the filter first, then request and response overlap --
+    @property
+    def setup_last(self) -> bool:
+        """Whether the setup is bucketed, and so read after the response
+        (:meth:`stream` first, then :meth:`on_streamed` reads it bucket by
+        bucket, keeping only our points); a single one is taken first."""
+        assert self.opened is not None
+        return self.opened.setup_buckets_version == SETUP_BUCKETS_VERSION
+
+    # -- streamed (reveal mode): request and response overlap --
 
     def take_setup(self, data: bytes) -> None:
         """The responder's filter, before anything of ours is sent: checked
         exactly as :meth:`on_setup` checks it, kept as a membership test that
-        :meth:`stream` looks our unblinded points up in, in Python."""
+        :meth:`stream` looks our unblinded points up in, in Python (bucketed:
+        8 bytes per item of a GCS bucket; :attr:`setup_last` keeps nothing)."""
         if not self.open.mode.reveal:
             raise LocalProtocolError("only reveal sessions are streamed")
         self._step("setup-first")
-        assert self.opened is not None
-        if self.opened.setup_buckets_version == SETUP_BUCKETS_VERSION:
-            self._matches = self._checked_buckets(data).matches
+        if self.setup_last:
+            self._lookup = FilterLookup(keep_buckets([data], self._terms(), self._buckets()).matching)
         else:
             setup = _parse(ServerSetup, data, "ServerSetup")
-            self._matches = membership(setup, check_server_setup(setup, self._terms()))
+            self._lookup = FilterLookup(membership(setup, check_server_setup(setup, self._terms())))
 
     def stream(self, batch_items: int) -> StreamedExchange:
         """The exchange to drive: its request pieces out, the response's in
-        (see :class:`~psi_share.protocols.psi_stream.StreamedExchange`)."""
-        self._step("stream")
-        return StreamedExchange(self._engine, self._key, self._items, self._matches, batch_items)
+        (:class:`~psi_share.protocols.psi_stream.StreamedExchange`), after
+        :meth:`take_setup`, or first thing for a bucketed setup."""
+        if self.state is RequesterState.OPENED and self.setup_last and self.open.mode.reveal:
+            self._step("stream-setup-last")
+            self._lookup = BucketLookup(self._buckets())
+        else:
+            self._step("stream")
+        assert self._lookup is not None
+        return StreamedExchange(self._engine, self._key, self._items, self._lookup, batch_items)
 
-    def on_streamed(self, exchange: StreamedExchange) -> PsiOutcome:
-        """What we learn once the whole response went through ``exchange``."""
-        self._step("streamed")
-        assert self.opened is not None
-        found = exchange.found()
+    def on_streamed(self, exchange: StreamedExchange, setup: Iterable[bytes] | None = None) -> PsiOutcome:
+        """What we learn once the whole response went through ``exchange``
+        (and a setup read last arrived in ``setup``'s pieces)."""
+        self._step("streamed" if setup is None else "streamed-setup-last")
+        assert self.opened is not None and self._lookup is not None
+        exchange.finish()
+        if setup is not None:
+            assert isinstance(self._lookup, BucketLookup)
+            read_buckets(setup, self._terms(), self._buckets(), self._lookup.bucket_checked)
+        found = self._lookup.found()
+        self._lookup = None
         return PsiOutcome(len(found), found, self.open.set_size, self.opened.false_positive_rate)
 
     def _terms(self) -> SetupTerms:
@@ -440,15 +467,8 @@ class PsiRequester:
             items=self.opened.responder_set_size,
         )
 
-    def _checked_buckets(self, data: bytes) -> CheckedBuckets:
-        assert self.opened is not None
-        message = _parse(pb.PsiBucketedSetup, data, "PsiBucketedSetup")
-        if message.protocol_version != PROTOCOL_VERSION or message.setup_buckets_version != SETUP_BUCKETS_VERSION:
-            raise RemoteProtocolError("peer's PsiBucketedSetup carries another version than the session's")
-        return check_buckets(
-            list(message.bucket_sizes), list(message.setups), fpr=self.opened.false_positive_rate,
-            queries=self.opened.max_set_size, items=self.opened.responder_set_size, buckets=self.opened.bucket_count,
-        )
+    def _buckets(self) -> int:
+        return self.opened.bucket_count if self.opened else 1
 
     def on_setup(self, data: bytes) -> PsiOutcome:
         """Take the responder's filter, check it, and compute what we learn.
@@ -457,11 +477,17 @@ class PsiRequester:
         sizes (``check_server_setup``); anything else is refused with a
         RemoteProtocolError before OpenMined reads it, and nothing is learned.
         """
+        return self.on_setup_pieces([data])
+
+    def on_setup_pieces(self, pieces: Iterable[bytes]) -> PsiOutcome:
+        """:meth:`on_setup` on a filter that arrives in pieces: a bucketed
+        one is read and checked bucket by bucket as they come, holding one
+        bucket at a time; a single setup is joined first."""
         self._step("setup")
         assert self._response is not None and self.opened is not None
-        if self.opened.setup_buckets_version == SETUP_BUCKETS_VERSION:
-            return self._on_buckets(data)
-        setup = _parse(ServerSetup, data, "ServerSetup")
+        if self.setup_last:
+            return self._on_buckets(pieces)
+        setup = _parse(ServerSetup, b"".join(pieces), "ServerSetup")
         checked = check_server_setup(setup, self._terms())
         reveal = self.open.mode.reveal
         if self.open.set_size == 0 or checked.elements == 0:
@@ -473,15 +499,16 @@ class PsiRequester:
             return PsiOutcome(found, None, self.open.set_size, self.opened.false_positive_rate)
         return PsiOutcome(len(found), tuple(found), self.open.set_size, self.opened.false_positive_rate)
 
-
-    def _on_buckets(self, data: bytes) -> PsiOutcome:
-        """A bucketed setup: every bucket checked, then each of our items
-        (unblinded to H(x)^b by us) looked up in its own bucket, in Python."""
+    def _on_buckets(self, pieces: Iterable[bytes]) -> PsiOutcome:
+        """A bucketed setup: our items unblinded (to H(x)^b, by us), then
+        every bucket checked as it arrives and our points in it looked up."""
         assert self._response is not None and self.opened is not None
-        checked = self._checked_buckets(data)
-        points = self._engine.unblind(self._key, list(self._response.encrypted_elements)) if self.open.set_size else []
+        lookup = BucketLookup(self._buckets())
+        if self.open.set_size:
+            lookup.add(0, self._engine.unblind(self._key, list(self._response.encrypted_elements)))
         self._response = None
-        found = tuple(i for i, point in enumerate(points) if checked.matches(point))
+        read_buckets(pieces, self._terms(), self._buckets(), lookup.bucket_checked)
+        found = lookup.found()
         fpr = self.opened.false_positive_rate
         if not self.open.mode.reveal:
             return PsiOutcome(len(found), None, self.open.set_size, fpr)

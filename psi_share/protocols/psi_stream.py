@@ -22,9 +22,10 @@ beyond what the chunk layer already bounded).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from ..crypto import prefetch
+from ..crypto.buckets import PointLookup
 from ..crypto.openmined import POINT_BYTES, OpenMinedEngine
 from ..errors import RemoteProtocolError
 
@@ -156,11 +157,13 @@ class StreamedExchange:
     :meth:`request_pieces` is the serialized Request, its batches blinded
     ahead of the wire on a thread of their own; :meth:`feed` takes the
     Response as it arrives, unblinds every ``batch_items`` of its elements
-    (to ``H(x)^b``, with our key's inverse) and looks each up with
-    ``matches``, the membership test of the responder's filter that was
-    checked before anything was sent; :meth:`found` is the indices of our
-    items that matched, once the whole response has come (exactly one
-    element per item sent, else RemoteProtocolError).
+    (to ``H(x)^b``, with our key's inverse) and hands them to ``lookup``:
+    looked up at once in the responder's filter checked before anything was
+    sent (``FilterLookup``), or kept by bucket for a bucketed setup read
+    after the response (``BucketLookup``). :meth:`finish` checks the whole
+    response has come (exactly one element per item sent, else
+    RemoteProtocolError); :meth:`found` is then the indices of our items
+    that matched.
     """
 
     def __init__(
@@ -168,16 +171,15 @@ class StreamedExchange:
         engine: OpenMinedEngine,
         key: bytes,
         items: Sequence[str],
-        matches: Callable[[bytes], bool],
+        lookup: PointLookup,
         batch_items: int,
     ) -> None:
         self._engine, self._key, self._items = engine, key, items
-        self._matches = matches
+        self._lookup = lookup
         self._batch = max(1, batch_items)
         self._parser = ElementParser(RESPONSE_ELEMENTS_FIELD, "response")
         self._pending: list[bytes] = []
         self._looked_up = 0
-        self._found: list[int] = []
         self.request_bytes = message_bytes(len(items), request=True, reveal=True)
 
     def request_pieces(self) -> Iterator[bytes]:
@@ -197,12 +199,11 @@ class StreamedExchange:
             self._look_up()
 
     def _look_up(self) -> None:
-        points = self._engine.unblind(self._key, self._pending)
-        self._found.extend(self._looked_up + i for i, point in enumerate(points) if self._matches(point))
+        self._lookup.add(self._looked_up, self._engine.unblind(self._key, self._pending))
         self._looked_up += len(self._pending)
         self._pending = []
 
-    def found(self) -> tuple[int, ...]:
+    def finish(self) -> None:
         self._parser.finish()
         if self._pending:
             self._look_up()
@@ -210,7 +211,10 @@ class StreamedExchange:
             raise RemoteProtocolError(
                 f"peer's response has {self._looked_up} elements, we sent {len(self._items)}"
             )
-        return tuple(self._found)
+
+    def found(self) -> tuple[int, ...]:
+        self.finish()
+        return self._lookup.found()
 
 
 def process_stream(

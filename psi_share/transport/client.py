@@ -292,15 +292,27 @@ class PeerClient:
         return received(), replies.cancel
 
     def psi_setup(self, session_id: str) -> bytes:
+        return b"".join(self.psi_setup_pieces(session_id))
+
+    def psi_setup_pieces(self, session_id: str) -> Iterator[bytes]:
+        """The responder's setup, a chunk's payload at a time as they arrive
+        (each chunk recorded and checked first): a bucketed setup is read
+        bucket by bucket, never whole. Closing the iterator early cancels
+        the call."""
         request = self._send(
             pb.PsiSetupRequest(protocol_version=PROTOCOL_VERSION, session_id=session_id), "setup-request", session_id,
             parameters=self._session_parameters.get(session_id, {}),
         )
         try:
             replies = self._stub.PsiSetup(request, metadata=self._metadata, timeout=self._timeout)
-            return self._receive(replies, session_id, "setup-chunk")
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+        try:
+            yield from self._payloads(replies, session_id, "setup-chunk")
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        finally:
+            replies.cancel()  # a no-op once the call ended; stops the peer when we gave up midway
 
     def psi_close(self, session_id: str, outcome: str) -> None:
         request = self._send(

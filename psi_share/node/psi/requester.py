@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from contextlib import closing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -129,10 +130,9 @@ def run_match(
             lap("blind")
             requester.on_response(client.psi_process(opened.session_id, blinded, len(item_set)))
             lap("process")
-            setup = client.psi_setup(opened.session_id)
-            lap("setup")
-            outcome = requester.on_setup(setup)
-            lap("intersect")
+            with closing(client.psi_setup_pieces(opened.session_id)) as setup:  # a bucketed one: bucket by bucket
+                outcome = requester.on_setup_pieces(setup)
+            lap("setup+intersect")
     except BaseException as exc:
         store.finish_session(local_id, "failed", now=clock(), error=str(exc)[:500])
         _close_quietly(client, opened.session_id, "failed")
@@ -176,13 +176,18 @@ def run_match(
 
 
 def _streamed(requester: PsiRequester, client: PeerClient, sid: str, items: int, lap: Laps) -> PsiOutcome:
-    """Reveal mode: the peer's filter first, then our request and its
-    response overlapped (``protocols/psi_stream.py``): the peer raises our
-    first batches while we still blind the last, and we unblind and look up
-    what comes back while it still works. Responses are read off the wire on
-    a thread of their own, so the peer is never held up by our lookups."""
-    requester.take_setup(client.psi_setup(sid))
-    lap("setup")
+    """Reveal mode: our request and its response overlapped
+    (``protocols/psi_stream.py``): the peer raises our first batches while
+    we still blind the last, and we unblind what comes back while it still
+    works. Responses are read off the wire on a thread of their own, so the
+    peer is never held up by our lookups. A single setup is fetched and
+    checked first and each answered batch looked up in it; a bucketed one
+    (``requester.setup_last``) is read after the response, bucket by bucket
+    as its chunks arrive, so that we keep our own points and one bucket,
+    never the whole setup (54 MB at 10M items, and its decoded hashes)."""
+    if not requester.setup_last:
+        requester.take_setup(client.psi_setup(sid))
+        lap("setup")
     exchange = requester.stream(STREAM_BATCH_ITEMS)
     pieces, cancel = client.psi_process_stream(sid, exchange.request_bytes, exchange.request_pieces(), items)
     try:
@@ -191,8 +196,14 @@ def _streamed(requester: PsiRequester, client: PeerClient, sid: str, items: int,
     except BaseException:
         cancel()  # the peer stops working for us, and the reading thread ends
         raise
-    outcome = requester.on_streamed(exchange)
-    lap("blind+process+intersect")
+    if not requester.setup_last:
+        outcome = requester.on_streamed(exchange)
+        lap("blind+process+intersect")
+        return outcome
+    lap("blind+process")
+    with closing(client.psi_setup_pieces(sid)) as setup:
+        outcome = requester.on_streamed(exchange, setup)
+    lap("setup+intersect")
     return outcome
 
 
