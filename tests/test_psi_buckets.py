@@ -312,3 +312,18 @@ def test_the_audit_check_reads_a_bucketed_setup_only_as_the_log_describes_it() -
     assert check_message("psi", "setup-chunk", prepared.setup, {"setup_items": 2500})  # read as one ServerSetup: refused
     assert any("add up to" in p for p in check_message("psi", "setup-chunk", prepared.setup, {**params, "setup_items": 2499}))
     assert check_message("psi", "setup-chunk", prepared.setup, {**params, "setup_buckets": prepared.bucket_count + 1})
+
+
+@pytest.mark.parametrize("lengths", [[0, 0], [1, 127], [128, 16383, 16384], [5, 2_097_152, 300], [70_000] * 7])
+def test_a_bucketed_setup_written_piece_by_piece_is_protobufs_serialization(lengths: list[int]) -> None:
+    # Lengths on both sides of every varint width; the bytes need not be setups for the framing.
+    from psi_share.crypto.buckets import SETUP_BUCKETS_VERSION
+    from psi_share.protocols import PROTOCOL_VERSION
+    from psi_share.protocols.psi_buckets import bucketed_setup_bytes
+    from psi_share.v1 import node_pb2 as pb
+
+    setups = [bytes([i % 251]) * n for i, n in enumerate(lengths)]
+    sizes = [n * 3 + 1 for n in lengths]
+    whole = pb.PsiBucketedSetup(protocol_version=PROTOCOL_VERSION, setup_buckets_version=SETUP_BUCKETS_VERSION,
+                                bucket_sizes=sizes, setups=setups).SerializeToString()
+    assert bucketed_setup_bytes(sizes, setups) == whole

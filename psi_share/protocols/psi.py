@@ -52,7 +52,7 @@ from ..crypto.openmined import OPENMINED_PSI_VERSION, POINT_BYTES, OpenMinedEngi
 from ..errors import LocalProtocolError, OutOfOrder, RemoteProtocolError, VersionMismatch
 from ..v1 import node_pb2 as pb
 from . import PROTOCOL_VERSION, ProtocolSpec, register_protocol
-from .psi_buckets import keep_buckets, read_buckets
+from .psi_buckets import bucketed_setup_bytes, keep_buckets, read_buckets
 from .psi_stream import StreamedExchange, message_bytes, process_stream
 
 SPEC = register_protocol(
@@ -257,12 +257,8 @@ def _bucketed_filter(
 def bucketed_setup(key: bytes, sizes: Sequence[int], setups: Sequence[bytes], fpr: float, max_set_size: int) -> PreparedSetup:
     """The PsiBucketedSetup of built buckets (``sizes``: each bucket's
     distinct points; their sum is the set size announced to requesters)."""
-    message = pb.PsiBucketedSetup(
-        protocol_version=PROTOCOL_VERSION, setup_buckets_version=SETUP_BUCKETS_VERSION,
-        bucket_sizes=sizes, setups=setups,
-    )
     return PreparedSetup(
-        key=key, setup=message.SerializeToString(), item_count=sum(sizes),
+        key=key, setup=bucketed_setup_bytes(sizes, setups), item_count=sum(sizes),
         false_positive_rate=fpr, max_set_size=max_set_size, kind="bucketed", bucket_count=len(setups),
         bucket_kinds=tuple(ServerSetup.FromString(s).WhichOneof("data_structure") or "" for s in setups),
     )
