@@ -329,7 +329,7 @@ def main() -> int:
         print(f"  projection {total:,}: " + ", ".join(
             f"{cores} cores {total * per_item / cores / 60:.1f} min" for cores in (16, 64, 256)))
     if args.million:
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_psi.py"), "--million"], check=False)
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_psi.py"), "--million", "--no-count"], check=False)
     print(f"load at end: {os.getloadavg()}")
     return 0
 
