@@ -279,8 +279,8 @@ def main() -> int:
     blind, raise_, least = floor(req_vals, os.cpu_count() or 1)
     print(f"floor of the overlapped steps: blind {blind * 1e6:.1f} us (hash-to-curve + one multiplication), raise and "
           f"unblind {raise_ * 1e6:.1f} us each, per item on one thread: {least:.1f}s for {len(req_vals)} items on "
-          f"{os.cpu_count()} cores; {least - len(req_vals) * (blind - raise_) / (os.cpu_count() or 1):.1f}s were "
-          "the hash-to-curve free")
+          f"{os.cpu_count()} cores; {least - len(req_vals) * (blind - raise_) / (os.cpu_count() or 1):.1f}s "
+          "without the hash-to-curve (cached per dataset revision, say)")
     if node["counts"]:
         print_counts(node["counts"], shared)
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
