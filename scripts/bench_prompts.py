@@ -57,6 +57,7 @@ from psi_share.prompts import (
 )
 from psi_share.prompts.params import banding_rows
 from psi_share.prompts.synthetic import bulk_texts
+from psi_share.protocols.psi import size_class
 
 SEED = bytes.fromhex("5e" * 32)
 
@@ -191,6 +192,10 @@ def node_matches(lab_a: list[str], lab_b: list[str], n: int, bands: int) -> None
         path = work / f"{name}-exact.csv"
         path.write_text("actor_id,kind,value\n" + "".join(f"x{i},device_id,dev-{start + i:012d}\n" for i in range(count)))
         _cli(home, "data", "import", "exact", str(path))
+    # The responder's largest size class (built at serve start) is the requester's own class, so that
+    # no second filter pass for a smaller class runs beside the measured matches.
+    config = homes["lab-b"] / "config.toml"
+    config.write_text(re.sub(r"max_set_size = \d+", f"max_set_size = {size_class(m_a, 1 << 62)}", config.read_text()))
     log_path = work / "serve.log"
     with log_path.open("w") as log:
         server = subprocess.Popen([sys.executable, "-m", "psi_share.cli.main", "--home", str(homes["lab-b"]),
