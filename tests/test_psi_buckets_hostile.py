@@ -339,7 +339,10 @@ def test_a_cheating_bucketed_responder_over_grpc_is_refused_bucket_by_bucket(fed
     monkeypatch.setattr(PeerClient, "psi_setup", never_whole)
     theirs = [(f"m{i}", "email", f"m{i}@example.org") for i in range(5000)]
     ours = [(f"a{i}", "email", f"m{i}@example.org") for i in range(4900, 5100, 3)]
-    b = federation.node("lab-b", matching__bucket_items=1024)
+    # max_set_size = the requester's size class: serve builds the one filter every session gets. With
+    # the default (1M), the first session got the 1M-query class (raw buckets) and started a pass for
+    # its own class, and whether a later session got that one (GCS buckets) depended on the machine's load.
+    b = federation.node("lab-b", matching__bucket_items=1024, matching__max_set_size=4096)
     a = federation.node("lab-a")
     b.import_file("flagged", csv_file("b.csv", theirs), None)
     a.import_file("flagged", csv_file("a.csv", ours), None)
@@ -365,6 +368,8 @@ def test_a_cheating_bucketed_responder_over_grpc_is_refused_bucket_by_bucket(fed
             assert b.store.session(outcome.session_id).status == "done"
     honest_message = pb.PsiBucketedSetup.FromString(served[0])
     assert len(honest_message.setups) == 5 and min(len(s) for s in honest_message.setups) > chunks.MIN_CHUNK_BYTES
+    kinds = [ServerSetup.FromString(s).WhichOneof("data_structure") for s in honest_message.setups]
+    assert kinds[:3] == ["gcs"] * 3, kinds  # the forgeries below edit GCS buckets 0 to 2
     for name, forge, says in NODE_FORGERIES:
         for order, mode in (("protobuf", Mode.REVEAL), ("odd", Mode.REVEAL), ("protobuf", Mode.COUNT)):
             if mode is Mode.COUNT and name not in ("gcs-hash-range", "sum"):
