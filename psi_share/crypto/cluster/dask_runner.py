@@ -24,9 +24,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from operator import getitem
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import PsiShareError
+
+if TYPE_CHECKING:
+    from ..openmined import Chunk
 
 T = TypeVar("T")
 
@@ -70,7 +73,7 @@ class DaskRunner:
                 future.release()
 
     def stream_buckets(
-        self, key: bytes, chunks: Iterable[Sequence[str] | Callable[[], Sequence[str]]], fpr: float, queries: int,
+        self, key: bytes, chunks: Iterable[Chunk], fpr: float, queries: int,
         buckets: int,
     ) -> tuple[list[int], list[bytes]]:
         """Blind a set that arrives in chunks and build its bucketed setup on
